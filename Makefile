@@ -1,0 +1,40 @@
+# Every target sets up .venv first; a fresh clone needs only `make sweep` or `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
+
+.PHONY: setup sweep smoke test test-fast lint ui clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+sweep: setup
+	$(PY) train.py -m cell=lstm,gru
+
+smoke: setup
+	$(PY) train.py -m cell=lstm,gru experiment=smoke
+
+test: setup
+	$(PY) -m ruff check src tests train.py
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check src tests train.py
+
+ui: setup
+	@echo "MLflow UI: http://$(UI_HOST):$(UI_PORT)"
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,88 @@
+"""The adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from rnnsweep.data.base import TaskSpec, TensorDataModule, full_lengths
+from rnnsweep.errors import ConfigError
+
+
+@dataclass
+class AddingDataConfig:
+    task: str = "adding"
+    size: str = "small"
+    seq_len: int = 50
+    n_train_small: int = 400
+    n_train_large: int = 4000
+    n_val: int = 1000
+    n_test: int = 1000
+    seed: int = 1234
+    batch_size: int = 64
+    acc_tolerance: float = 0.04
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 2:
+            raise ConfigError(f"data.seq_len={self.seq_len} is invalid: must be >= 2")
+        for key in ("n_train_small", "n_train_large", "n_val", "n_test"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key}={getattr(self, key)} is invalid: must be >= 1")
+
+
+def generate_adding(n: int, seq_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n sequences of shape (seq_len, 2): value ~ U[0,1] and a marker, one per half.
+
+    Returns x (n, seq_len, 2) float32 and y (n,) float32, the sum of the marked values.
+    """
+    rng = np.random.default_rng(seed)
+    values = rng.random((n, seq_len), dtype=np.float32)
+    half = seq_len // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, seq_len, size=n)
+    markers = np.zeros((n, seq_len), dtype=np.float32)
+    rows = np.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=-1)
+    y = values[rows, first] + values[rows, second]
+    return x, y.astype(np.float32)
+
+
+class AddingDataModule(TensorDataModule):
+    """small and large draw training sets from one seed (small is a prefix of large) and
+    share one fixed validation and one fixed test set, so only the training size differs."""
+
+    def __init__(self, cfg: AddingDataConfig) -> None:
+        super().__init__(batch_size=cfg.batch_size, shuffle_seed=cfg.seed)
+        self.cfg = cfg
+        self.spec = TaskSpec(input_size=2, output_size=1, loss="mse",
+                             acc_tolerance=cfg.acc_tolerance)
+
+    @property
+    def n_train(self) -> int:
+        return self.cfg.n_train_small if self.cfg.size == "small" else self.cfg.n_train_large
+
+    def condition(self) -> dict[str, str]:
+        c = self.cfg
+        return {"task": c.task, "size": c.size, "T": str(c.seq_len),
+                "n": str(self.n_train), "seed": str(c.seed)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        c = self.cfg
+        # Independent streams per split: the val/test sets never depend on the size.
+        n_pool = max(c.n_train_small, c.n_train_large)
+        x, y = generate_adding(n_pool, c.seq_len, seed=c.seed)
+        self.train_set = _dataset(x[: self.n_train], y[: self.n_train], c.seq_len)
+        self.val_set = _dataset(*generate_adding(c.n_val, c.seq_len, seed=c.seed + 1), c.seq_len)
+        self.test_set = _dataset(*generate_adding(c.n_test, c.seq_len, seed=c.seed + 2), c.seq_len)
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, seq_len: int) -> TensorDataset:
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).unsqueeze(-1)
+    return TensorDataset(xt, yt, full_lengths(len(xt), seq_len))

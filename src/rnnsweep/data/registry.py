@@ -1,0 +1,53 @@
+"""Task name -> (config dataclass, DataModule). New tasks register here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnsweep.data.adding import AddingDataConfig, AddingDataModule
+from rnnsweep.data.base import TensorDataModule
+from rnnsweep.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Task:
+    config: type
+    module: Callable[[Any], TensorDataModule]
+
+
+TASKS: dict[str, Task] = {
+    "adding": Task(AddingDataConfig, AddingDataModule),
+}
+
+
+def task_names() -> list[str]:
+    return sorted(TASKS)
+
+
+def data_config(cfg: DictConfig) -> Any:
+    """Check `data` against its task's dataclass and return the typed object."""
+    task = cfg.get("task")
+    if task not in TASKS:
+        raise ConfigError(f"data.task={task!r} is invalid: allowed: {', '.join(task_names())}")
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(TASKS[task].config), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "") or ""
+        raise ConfigError(f"data.{key}: {str(err).splitlines()[0]}") from None
+    obj = OmegaConf.to_object(typed)
+    if obj.size not in ("small", "large"):
+        raise ConfigError(f"data.size={obj.size!r} is invalid: allowed: small, large")
+    for name in ("batch_size",):
+        if getattr(obj, name) < 1:
+            raise ConfigError(f"data.{name}={getattr(obj, name)} is invalid: must be >= 1")
+    return obj
+
+
+def build_datamodule(cfg: DictConfig) -> TensorDataModule:
+    typed = data_config(cfg)
+    return TASKS[typed.task].module(typed)

@@ -1,0 +1,124 @@
+"""One LightningModule for every cell and task: loss, metrics and per-epoch logging."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, MeanSquaredError
+
+from rnnsweep.data.base import TaskSpec
+from rnnsweep.model import SequenceModel
+
+
+def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, T) True where a step is real, False where it is padding."""
+    return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class RecurrentLitModule(pl.LightningModule):
+    """Logs once per epoch: train_loss, val_loss, val_acc and gap = val_loss - train_loss.
+
+    All per-batch values stay on the device inside torchmetrics accumulators; the host reads
+    them once per epoch, so logging adds no per-step synchronisation.
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        spec: TaskSpec,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        forget_bias: float,
+        optim_name: str,
+        lr: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = SequenceModel(cell, spec, hidden_size, num_layers, dropout, forget_bias)
+        self.optim_name, self.lr, self.weight_decay = optim_name, lr, weight_decay
+        self.train_loss = MeanMetric()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
+        # torchmetrics' MSE for regression tasks, reported beside the generic loss.
+        self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, lengths)
+
+    # -- loss and accuracy per task kind ------------------------------------------------
+    def _loss_and_hits(
+        self, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (mean loss, per-item hits, predictions, targets) over real steps only."""
+        x, y, lengths = batch
+        out = self(x, lengths)
+        kind = self.spec.loss
+        if self.spec.per_step:
+            mask = step_mask(lengths, x.shape[1])
+            out, y = out[mask], y[mask]
+        if kind == "mse":
+            out = out.reshape(y.shape)
+            loss = F.mse_loss(out, y)
+            hits = ((out - y).abs() < self.spec.acc_tolerance).all(dim=-1).float()
+        elif kind == "bce":
+            # Negative log-likelihood per step, summed over outputs (Chung et al. 2014).
+            loss = F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(-1).mean()
+            hits = ((out > 0).float() == y).all(dim=-1).float()
+        elif kind == "ce":
+            loss = F.cross_entropy(out, y)
+            hits = (out.argmax(-1) == y).float()
+        else:
+            raise ValueError(f"unknown loss kind {kind!r}")
+        return loss, hits, out, y
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        loss, hits, _, _ = self._loss_and_hits(batch)
+        self.train_loss.update(loss.detach(), weight=hits.numel())
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        loss, hits, out, y = self._loss_and_hits(batch)
+        self.val_loss.update(loss, weight=hits.numel())
+        self.val_acc.update(hits)
+        if self.spec.loss == "mse":
+            self.val_mse.update(out, y)
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        loss, hits, out, y = self._loss_and_hits(batch)
+        self.test_loss.update(loss, weight=hits.numel())
+        self.test_acc.update(hits)
+        if self.spec.loss == "mse":
+            self.test_mse.update(out, y)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        val_loss = self.val_loss.compute()
+        metrics = {"val_loss": val_loss, "val_acc": self.val_acc.compute()}
+        if self.train_loss.update_count > 0:
+            train_loss = self.train_loss.compute()
+            metrics.update(train_loss=train_loss, gap=val_loss - train_loss)
+        if self.spec.loss == "mse":
+            metrics["val_mse"] = self.val_mse.compute()
+        self.log_dict(metrics, on_epoch=True, prog_bar=True)
+        for m in (self.train_loss, self.val_loss, self.val_acc, self.val_mse):
+            m.reset()
+
+    def on_test_epoch_end(self) -> None:
+        metrics = {"test_loss": self.test_loss.compute(), "test_acc": self.test_acc.compute()}
+        if self.spec.loss == "mse":
+            metrics["test_mse"] = self.test_mse.compute()
+        self.log_dict(metrics, on_epoch=True)
+        for m in (self.test_loss, self.test_acc, self.test_mse):
+            m.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = self.parameters()
+        if self.optim_name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optim_name == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)

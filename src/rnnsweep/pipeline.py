@@ -1,0 +1,137 @@
+"""What one Hydra job does: validate, then run a study (or a single training run)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+from omegaconf import DictConfig
+
+from rnnsweep.data import build_datamodule
+from rnnsweep.schema import to_structured, validate
+from rnnsweep.search.objective import StudyContext
+from rnnsweep.search.runner import StudySummary, run_study
+from rnnsweep.search.study import make_storage, open_study, study_name
+from rnnsweep.tracking import PARENT_ROLE, SINGLE_ROLE, Tracker
+from rnnsweep.training import train_model
+
+log = logging.getLogger(__name__)
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """Typed, resolved and range-checked config; raises ConfigError on bad input."""
+    typed = to_structured(cfg)
+    validate(typed)
+    build_datamodule(typed.data)  # checks the task's own keys without generating data
+    return typed
+
+
+def condition_tags(cfg: DictConfig, condition: dict[str, str]) -> dict[str, str]:
+    return {
+        "task": condition["task"],
+        "cell": cfg.cell.name,
+        "data_size": condition["size"],
+        "sweep_id": cfg.tracking.sweep_id,
+        "profile": cfg.profile,
+        **{f"data.{k}": v for k, v in condition.items() if k not in ("task", "size")},
+    }
+
+
+def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None:
+    """Run the job described by cfg; returns the best objective value (Hydra's job return)."""
+    cfg = prepare(cfg)
+    if cfg.trainer.num_threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
+    datamodule = build_datamodule(cfg.data)
+    tracker = Tracker(cfg)
+    experiment = cfg.tracking.experiment or cfg.data.task
+    condition = datamodule.condition()
+    tags = condition_tags(cfg, condition)
+    overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]
+    if cfg.search.name == "none":
+        return run_single(cfg, datamodule, tracker, experiment, tags)
+
+    name = study_name(condition, cfg.cell.name)
+    storage = make_storage(cfg)
+    study = open_study(cfg, name, storage)
+    parent = tracker.find_parent(experiment, name)
+    if parent is None:
+        parent = tracker.start_run(
+            experiment, name, {**tags, "study_name": name, "role": PARENT_ROLE}
+        )
+        tracker.log_config(parent, cfg)
+    else:
+        tracker.reopen(parent)
+        tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id})
+    ctx = StudyContext(
+        cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,
+        parent_run_id=parent, study_name=name, base_tags={**tags, "study_name": name},
+        job_overrides=overrides,
+    )
+    try:
+        summary = run_study(study, ctx)
+    except Exception:
+        tracker.end_run(parent, "FAILED")
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM
+        tracker.end_run(parent, "KILLED")
+        raise
+    tracker.end_run(parent, "FINISHED")
+    print_summary(summary)
+    return summary.best_value
+
+
+def print_summary(s: StudySummary) -> None:
+    best = "n/a" if s.best_value is None else f"{s.best_value:.5g}"
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in s.best_params.items())
+    log.info(
+        "study %s: %d complete, %d pruned, %d failed; best %s (%s) in %.0f s",
+        s.study_name, s.n_complete, s.n_pruned, s.n_failed, best, params, s.wall_seconds,
+    )
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def run_single(
+    cfg: DictConfig, datamodule: Any, tracker: Tracker, experiment: str, tags: dict[str, str]
+) -> float:
+    """search=none: train one model with the given values, logged as one top-level run."""
+    run_id = tracker.start_run(experiment, f"single-{cfg.cell.name}", {**tags, "role": SINGLE_ROLE})
+    tracker.log_config(run_id, cfg)
+    params = {
+        "num_layers": cfg.model.num_layers, "hidden_size": cfg.model.hidden_size,
+        "dropout": cfg.model.dropout, "lr": cfg.optim.lr, "seed": cfg.seed,
+    }
+    tracker.log(run_id, params=params)
+    started = time.perf_counter()
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        tracker.log(run_id, metrics=finite, step=epoch)
+
+    try:
+        result = train_model(cfg, datamodule, int(cfg.seed), on_epoch=log_epoch)
+    except Exception as err:
+        tracker.log(run_id, tags={"state": "FAIL", "fail_reason": f"{type(err).__name__}: {err}"})
+        tracker.end_run(run_id, "FAILED")
+        raise
+    except BaseException:
+        tracker.end_run(run_id, "KILLED")
+        raise
+    metrics = {
+        f"best_{cfg.search.metric}": result.best_value, "best_epoch": result.best_epoch,
+        "gap_at_best": result.gap_at_best, "n_params": result.n_params,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "wall_seconds": time.perf_counter() - started, **result.test_metrics,
+    }
+    tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+                tags={"state": "COMPLETE"})
+    tracker.end_run(run_id, "FINISHED")
+    log.info("single run: best %s %.6g at epoch %d (test %s)", cfg.search.metric,
+             result.best_value, result.best_epoch, result.test_metrics)
+    return result.best_value

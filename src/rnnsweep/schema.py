@@ -1,0 +1,208 @@
+"""Structured configs: the typed shape of every config group, checked before any training.
+
+OmegaConf merges the composed YAML into these dataclasses, so an unknown key or a wrong
+type fails at once; `validate` adds the range checks a type cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnsweep.errors import ConfigError
+
+CELLS = ("rnn", "lstm", "gru")
+SIZES = ("small", "large")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+PARAM_TYPES = ("int", "float", "categorical")
+
+
+@dataclass
+class CellConfig:
+    name: str = "lstm"
+    # Jozefowicz et al. 2015: a forget-gate bias of 1 closes most of the LSTM/GRU gap.
+    forget_bias: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    num_layers: int = 1
+    hidden_size: int = 64
+    dropout: float = 0.0
+    # Parameter-matched mode: when set, hidden_size is derived per cell to hit this budget.
+    param_budget: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 20
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    deterministic: bool = True
+    gradient_clip_val: float | None = 1.0
+    early_stopping_patience: int = 5
+    # A single run (search=none) shows Lightning's progress bar; studies hide it.
+    progress_bar: bool = False
+    num_threads: int | None = None
+
+
+@dataclass
+class ParamSpace:
+    path: str = "???"
+    type: str = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+
+@dataclass
+class SearchConfig:
+    name: str = "tpe"
+    sampler: str = "tpe"
+    pruner: str = "median"
+    n_trials: int = 10
+    n_startup_trials: int = 5
+    pruner_warmup_epochs: int = 2
+    seed: int = 0
+    storage: str = "???"
+    direction: str = "minimize"
+    metric: str = "val_loss"
+    max_failure_rate: float = 0.5
+    reeval_seeds: int = 0
+    match_params: bool = False
+    heartbeat_interval: int = 10
+    heartbeat_grace_period: int = 30
+    retry_failed_trials: int = 1
+    space: dict[str, ParamSpace] = field(default_factory=dict)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "???"
+    artifact_root: str = "???"
+    experiment: str | None = None
+    sweep_id: str = "single"
+
+
+@dataclass
+class PathsConfig:
+    root: str = "???"
+    output_dir: str = "???"
+
+
+@dataclass
+class RootConfig:
+    cell: CellConfig = field(default_factory=CellConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    # Task-specific keys; checked against the task's own dataclass (rnnsweep.data.registry).
+    data: dict[str, Any] = field(default_factory=dict)
+    profile: str = "default"
+    seed: int = 0
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    msg = str(err).splitlines()[0]
+    key = getattr(err, "full_key", None)
+    return f"{key}: {msg}" if key and key not in msg else msg
+
+
+def to_structured(cfg: DictConfig) -> DictConfig:
+    """Merge a composed config into the schema; unknown keys and wrong types raise ConfigError."""
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), plain)
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err)) from None
+    return merged
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, key, value, "allowed: " + ", ".join(allowed))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and consistency checks that the types alone cannot express."""
+    _check_choice("cell.name", cfg.cell.name, CELLS)
+    m = cfg.model
+    _require(m.num_layers >= 1, "model.num_layers", m.num_layers, "must be an integer >= 1")
+    _require(m.hidden_size >= 1, "model.hidden_size", m.hidden_size, "must be an integer >= 1")
+    _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    if m.param_budget is not None:
+        _require(m.param_budget > 0, "model.param_budget", m.param_budget, "must be > 0")
+    _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
+    _check_choice("optim.name", cfg.optim.name, ("adam", "adamw", "sgd"))
+    t = cfg.trainer
+    _require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
+    _require(
+        t.gradient_clip_val is None or t.gradient_clip_val > 0,
+        "trainer.gradient_clip_val", t.gradient_clip_val, "must be > 0 or null",
+    )
+    _require(
+        t.early_stopping_patience >= 1,
+        "trainer.early_stopping_patience", t.early_stopping_patience, "must be >= 1",
+    )
+    s = cfg.search
+    if s.name != "none":
+        _require(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be an integer >= 1")
+        _check_choice("search.sampler", s.sampler, SAMPLERS)
+        _check_choice("search.pruner", s.pruner, PRUNERS)
+        _check_choice("search.direction", s.direction, ("minimize", "maximize"))
+        _require(
+            0.0 <= s.max_failure_rate <= 1.0,
+            "search.max_failure_rate", s.max_failure_rate, "must be in [0, 1]",
+        )
+        _require(s.reeval_seeds >= 0, "search.reeval_seeds", s.reeval_seeds, "must be >= 0")
+        _require(len(s.space) > 0, "search.space", "{}", "needs at least one parameter")
+        for name, p in s.space.items():
+            _validate_param(cfg, f"search.space.{name}", p)
+
+
+def _validate_param(cfg: DictConfig, key: str, p: DictConfig) -> None:
+    _check_choice(f"{key}.type", p.type, PARAM_TYPES)
+    _require(
+        OmegaConf.select(cfg, p.path, default="__missing__") != "__missing__",
+        f"{key}.path", p.path, "must name an existing config key such as model.hidden_size",
+    )
+    if p.type == "categorical":
+        _require(bool(p.choices), f"{key}.choices", p.choices, "needs a non-empty list")
+        return
+    _require(p.low is not None and p.high is not None, key, "low/high", "needs low and high")
+    _require(p.low <= p.high, f"{key}.low", p.low, f"must be <= {key}.high ({p.high})")
+    if p.log:
+        _require(p.low > 0, f"{key}.low", p.low, "must be > 0 for a log-scaled range")
+    # The range itself must respect the bounds of the key it tunes.
+    bounds = {
+        "model.dropout": (0.0, 1.0, "within [0, 1)"),
+        "model.num_layers": (1, None, ">= 1"),
+        "model.hidden_size": (1, None, ">= 1"),
+        "optim.lr": (1e-12, None, "> 0"),
+    }
+    if p.path in bounds:
+        lo, hi, text = bounds[p.path]
+        ok = p.low >= lo and (hi is None or p.high < hi)
+        _require(ok, key, f"[{p.low}, {p.high}]", f"range for {p.path} must be {text}")

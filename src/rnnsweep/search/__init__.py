@@ -1,0 +1,1 @@
+"""Optuna studies: search space, storage, objective and the per-study loop."""

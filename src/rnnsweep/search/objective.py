@@ -1,0 +1,151 @@
+"""The Optuna objective: one trial = one MLflow child run = one Lightning fit."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from omegaconf import DictConfig
+from optuna_integration import PyTorchLightningPruningCallback
+
+from rnnsweep.data.base import TensorDataModule
+from rnnsweep.model import total_parameters
+from rnnsweep.redact import redact
+from rnnsweep.search import space as search_space
+from rnnsweep.tracking import TRIAL_ROLE, Tracker
+from rnnsweep.training import TrainResult, resolve_hidden_size, train_model
+
+REASON_ATTR = "fail_reason"
+RUN_ID_ATTR = "mlflow_run_id"
+
+
+@dataclass
+class StudyContext:
+    """Everything a trial needs that does not change between trials."""
+
+    cfg: DictConfig
+    datamodule: TensorDataModule
+    tracker: Tracker
+    experiment: str
+    parent_run_id: str
+    study_name: str
+    base_tags: dict[str, str]
+    # The job's own command-line overrides, minus the search group: the base of `reproduce`.
+    job_overrides: list[str]
+
+
+def reproduce_command(ctx: StudyContext, values: dict[str, Any], seed: int) -> str:
+    parts = ["python", "train.py", "search=none", *ctx.job_overrides]
+    parts += search_space.overrides(ctx.cfg.search.space, values)
+    parts.append(f"seed={seed}")
+    return redact(" ".join(shlex.quote(p) for p in parts))
+
+
+def trial_seed(cfg: DictConfig, trial_number: int) -> int:
+    # Same trial number -> same seed in every cell's study: the comparison stays paired.
+    return int(cfg.seed) + trial_number
+
+
+class Objective:
+    """Returns the best validation value of the trial; raises TrialPruned or the failure."""
+
+    def __init__(self, ctx: StudyContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        ctx = self.ctx
+        values = search_space.suggest(trial, ctx.cfg.search.space)
+        cfg = search_space.apply(ctx.cfg, ctx.cfg.search.space, values)
+        seed = trial_seed(ctx.cfg, trial.number)
+        run_id = ctx.tracker.start_run(
+            ctx.experiment,
+            name=f"trial-{trial.number:03d}",
+            tags={
+                **ctx.base_tags,
+                "role": TRIAL_ROLE,
+                "trial_number": str(trial.number),
+                "state": "RUNNING",
+                "reproduce": reproduce_command(ctx, values, seed),
+            },
+            parent_id=ctx.parent_run_id,
+        )
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        hidden = resolve_hidden_size(cfg, ctx.datamodule)
+        n_params = total_parameters(
+            cfg.cell.name, ctx.datamodule.spec, hidden, int(cfg.model.num_layers)
+        )
+        trial.set_user_attr("n_params", n_params)
+        ctx.tracker.log(
+            run_id,
+            params={**values, "seed": seed},
+            metrics={"n_params": n_params, "hidden_size_used": hidden},
+        )
+
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            ctx.tracker.log(run_id, metrics=finite, step=epoch)
+
+        started = time.perf_counter()
+        pruning = PyTorchLightningPruningCallback(trial, monitor=cfg.search.metric)
+        try:
+            result = train_model(cfg, ctx.datamodule, seed, callbacks=[pruning], on_epoch=log_epoch)
+        except optuna.TrialPruned:
+            self._close(run_id, "PRUNED", "FINISHED", started)
+            raise
+        except Exception as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            trial.set_user_attr(REASON_ATTR, reason)
+            self._close(run_id, "FAIL", "FAILED", started, reason=reason)
+            raise
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): never leave the run RUNNING
+            self._close(run_id, "FAIL", "KILLED", started, reason="interrupted")
+            raise
+        self._log_result(trial, run_id, result)
+        self._close(run_id, "COMPLETE", "FINISHED", started)
+        return result.best_value
+
+    def _log_result(self, trial: optuna.Trial, run_id: str, result: TrainResult) -> None:
+        ctx = self.ctx
+        metrics = {
+            f"best_{ctx.cfg.search.metric}": result.best_value,
+            "best_epoch": result.best_epoch,
+            "gap_at_best": result.gap_at_best,
+            "epochs_run": result.epochs_run,
+            "seconds_per_epoch": result.seconds_per_epoch,
+            **result.test_metrics,
+        }
+        ctx.tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
+        if "test_loss" in metrics:
+            trial.set_user_attr("test_loss", metrics["test_loss"])
+        if _improves(trial.study, result.best_value) and result.best_state is not None:
+            # Only a trial that beats the study's best so far writes its weights.
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "best_state.pt"
+                torch.save(result.best_state, path)
+                ctx.tracker.log_file(run_id, path, "model")
+
+    def _close(
+        self, run_id: str, state: str, status: str, started: float, reason: str | None = None
+    ) -> None:
+        tags = {"state": state}
+        if reason:
+            tags["fail_reason"] = reason
+        self.ctx.tracker.log(
+            run_id, metrics={"wall_seconds": time.perf_counter() - started}, tags=tags
+        )
+        self.ctx.tracker.end_run(run_id, status)
+
+
+def _improves(study: optuna.Study, value: float) -> bool:
+    try:
+        best = study.best_value
+    except ValueError:  # no completed trial yet
+        return True
+    return value < best if study.direction == optuna.study.StudyDirection.MINIMIZE else value > best

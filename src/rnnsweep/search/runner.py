@@ -1,0 +1,145 @@
+"""Run one study to its total of finished trials, then record the outcome on the parent run."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from rnnsweep.search.objective import REASON_ATTR, RUN_ID_ATTR, Objective, StudyContext
+
+log = logging.getLogger(__name__)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class StudyFailedError(RuntimeError):
+    """Too many trials failed; the message names the most common reason."""
+
+
+@dataclass
+class StudySummary:
+    study_name: str
+    parent_run_id: str
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_value: float | None
+    best_params: dict[str, Any]
+    wall_seconds: float
+
+
+def count_states(study: optuna.Study) -> Counter:
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
+
+
+class StopAtFinished:
+    """Stop when the study holds n finished (complete or pruned) trials, across all workers."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        states = count_states(study)
+        if sum(states[s] for s in FINISHED) >= self.n_trials:
+            study.stop()
+
+
+class FailureBudget:
+    """Stop the study when failed trials exceed `max_rate` of all trials that ended."""
+
+    def __init__(self, max_rate: float, min_trials: int) -> None:
+        self.max_rate, self.min_trials = max_rate, min_trials
+        self.message: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        failed = [t for t in trials if t.state == TrialState.FAIL]
+        if len(trials) < self.min_trials or len(failed) <= self.max_rate * len(trials):
+            return
+        reasons = Counter(t.user_attrs.get(REASON_ATTR, "unknown error") for t in failed)
+        reason, count = reasons.most_common(1)[0]
+        self.message = (
+            f"study {study.study_name!r} stopped: {len(failed)} of {len(trials)} trials failed "
+            f"(search.max_failure_rate={self.max_rate}); most common reason ({count}x): {reason}"
+        )
+        study.stop()
+
+
+def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> StudySummary:
+    """Optimize until `search.n_trials` finished trials exist; resumes a partial study."""
+    cfg = ctx.cfg
+    started = time.perf_counter()
+    stop_at = StopAtFinished(cfg.search.n_trials)
+    budget = FailureBudget(cfg.search.max_failure_rate, min_trials=3)
+    callbacks: list = [stop_at, budget]
+    if progress is not None:
+        callbacks.append(progress)
+    states = count_states(study)
+    if sum(states[s] for s in FINISHED) < cfg.search.n_trials:
+        study.optimize(
+            Objective(ctx),
+            n_trials=None,
+            catch=(Exception,),
+            callbacks=callbacks,
+            gc_after_trial=False,
+            show_progress_bar=False,
+        )
+    states = count_states(study)
+    summary = StudySummary(
+        study_name=study.study_name,
+        parent_run_id=ctx.parent_run_id,
+        n_complete=states[TrialState.COMPLETE],
+        n_pruned=states[TrialState.PRUNED],
+        n_failed=states[TrialState.FAIL],
+        best_value=None,
+        best_params={},
+        wall_seconds=time.perf_counter() - started,
+    )
+    if states[TrialState.COMPLETE]:
+        best = study.best_trial
+        summary.best_value, summary.best_params = best.value, dict(best.params)
+    record_outcome(ctx, study, summary)
+    if budget.message:
+        raise StudyFailedError(budget.message)
+    return summary
+
+
+def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary) -> None:
+    """Best value, params and weights on the parent run; trial counts as metrics."""
+    tracker, run_id = ctx.tracker, ctx.parent_run_id
+    metrics: dict[str, float] = {
+        "n_complete": summary.n_complete,
+        "n_pruned": summary.n_pruned,
+        "n_failed": summary.n_failed,
+    }
+    tags: dict[str, str] = {}
+    if summary.best_value is not None:
+        best = study.best_trial
+        metrics[f"best_{ctx.cfg.search.metric}"] = summary.best_value
+        for key in ("test_loss", "n_params"):
+            if key in best.user_attrs:
+                metrics[f"best_{key}"] = best.user_attrs[key]
+        tags["best_trial_number"] = str(best.number)
+        best_run = best.user_attrs.get(RUN_ID_ATTR)
+        if best_run:
+            tags["best_trial_run_id"] = best_run
+            _copy_best_weights(ctx, best_run)
+        # Tags, not params: MLflow params are immutable and a resumed study may find a new best.
+        tags.update({f"best.{k}": str(v) for k, v in best.params.items()})
+    tracker.log(run_id, metrics=metrics, tags=tags)
+
+
+def _copy_best_weights(ctx: StudyContext, best_run_id: str) -> None:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = ctx.tracker.download(best_run_id, "model/best_state.pt", Path(tmp))
+            ctx.tracker.log_file(ctx.parent_run_id, path, "best_model")
+    except Exception as err:  # the best trial's weights may live on another worker's store
+        log.warning("could not copy the best trial's weights: %s", err)

@@ -1,0 +1,93 @@
+"""Create or load the Optuna study of one condition, in the configured storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from rnnsweep.errors import ConfigError
+from rnnsweep.redact import redact
+from rnnsweep.search.space import fingerprint
+
+SPACE_ATTR = "search_space"
+
+
+def study_name(condition: dict[str, str], cell: str) -> str:
+    """Deterministic: task, size, cell, then everything else that changes the data."""
+    head = [condition["task"], condition["size"], cell]
+    rest = [f"{k}{v}" for k, v in condition.items() if k not in ("task", "size")]
+    return "-".join(head + rest)
+
+
+def make_storage(cfg: DictConfig) -> RDBStorage:
+    """RDB storage (SQLite by default, PostgreSQL for many machines) with heartbeats, so a
+    trial left RUNNING by a dead process is failed and re-queued by the next worker."""
+    url = cfg.search.storage
+    kwargs: dict = {}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        # Wait for the write lock instead of failing with "database is locked".
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    retry = cfg.search.retry_failed_trials
+    try:
+        return RDBStorage(
+            url,
+            heartbeat_interval=cfg.search.heartbeat_interval,
+            grace_period=cfg.search.heartbeat_grace_period,
+            heartbeat_stale_trial_callback=(
+                RetryHeartbeatStaleTrialCallback(max_retry=retry) if retry else None
+            ),
+            **kwargs,
+        )
+    except Exception as err:  # connection refused, bad URL, missing driver
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"search.storage={redact(url)}: cannot open storage: {reason}") from None
+
+
+def make_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
+    s = cfg.search
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+
+
+def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    s = cfg.search
+    if s.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=s.n_startup_trials, n_warmup_steps=s.pruner_warmup_epochs
+        )
+    if s.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=cfg.trainer.max_epochs, reduction_factor=3
+        )
+    return optuna.pruners.NopPruner()
+
+
+def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+        direction=cfg.search.direction,
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != cfg.search.direction:
+        raise ConfigError(
+            f"search.direction={cfg.search.direction}: study {name!r} in this storage was "
+            f"created to {study.direction.name.lower()}; use another search.storage"
+        )
+    space = fingerprint(cfg.search.space)
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        study.set_user_attr(SPACE_ATTR, space)
+    elif stored != space:
+        raise ConfigError(
+            f"search.space: study {name!r} in this storage was created with a different search "
+            "space; restore the original space or use another search.storage"
+        )
+    return study

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from rnnsweep.data.adding import AddingDataConfig, AddingDataModule, generate_adding
+from rnnsweep.errors import ConfigError
+
+
+def test_target_is_sum_of_marked_values_one_marker_per_half():
+    x, y = generate_adding(200, 30, seed=7)
+    assert x.shape == (200, 30, 2) and y.shape == (200,)
+    values, markers = x[..., 0], x[..., 1]
+    assert np.all(markers.sum(1) == 2)
+    assert np.all(markers[:, :15].sum(1) == 1) and np.all(markers[:, 15:].sum(1) == 1)
+    np.testing.assert_allclose(y, (values * markers).sum(1), rtol=1e-6)
+    assert values.min() >= 0 and values.max() < 1
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b, c = generate_adding(50, 20, 1), generate_adding(50, 20, 1), generate_adding(50, 20, 2)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0])
+
+
+def _module(size: str) -> AddingDataModule:
+    dm = AddingDataModule(AddingDataConfig(size=size, seq_len=20, n_train_small=30,
+                                           n_train_large=300, n_val=40, n_test=50))
+    dm.setup()
+    return dm
+
+
+def test_sizes_and_shared_validation_and_test_sets():
+    small, large = _module("small"), _module("large")
+    assert len(small.train_set) == 30 and len(large.train_set) == 300
+    assert len(small.val_set) == 40 and len(small.test_set) == 50
+    for a, b in ((small.val_set, large.val_set), (small.test_set, large.test_set)):
+        for ta, tb in zip(a.tensors, b.tensors, strict=True):
+            assert (ta == tb).all()
+    # Training inputs never appear in the validation set.
+    assert not (small.train_set.tensors[0][:1] == small.val_set.tensors[0][:1]).all()
+
+
+def test_batches_are_tensor_slices_with_lengths():
+    dm = _module("small")
+    x, y, lengths = next(iter(dm.train_dataloader()))
+    assert x.shape == (dm.batch_size if dm.batch_size < 30 else 30, 20, 2)
+    assert y.shape[1] == 1 and (lengths == 20).all()
+
+
+def test_invalid_sequence_length_is_rejected():
+    with pytest.raises(ConfigError, match="data.seq_len"):
+        AddingDataConfig(seq_len=1)

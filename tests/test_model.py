@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from rnnsweep.data.base import TaskSpec
+from rnnsweep.model import (
+    SequenceModel,
+    count_parameters,
+    hidden_size_for_budget,
+    recurrent_parameters,
+    total_parameters,
+)
+
+SPEC = TaskSpec(input_size=2, output_size=1, loss="mse")
+STEP_SPEC = TaskSpec(input_size=3, output_size=3, loss="bce", per_step=True)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_output_shapes(cell, layers):
+    x = torch.randn(5, 11, 2)
+    assert SequenceModel(cell, SPEC, 8, layers, 0.1)(x).shape == (5, 1)
+    x3 = torch.randn(5, 11, 3)
+    assert SequenceModel(cell, STEP_SPEC, 8, layers)(x3).shape == (5, 11, 3)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("hidden", [16, 37, 256])
+def test_parameter_counts_match_pytorch_and_gru_is_three_quarters_of_lstm(layers, hidden):
+    counts = {}
+    for cell in ("rnn", "lstm", "gru"):
+        rnn = SequenceModel(cell, SPEC, hidden, layers).rnn
+        counts[cell] = count_parameters(rnn)
+        assert counts[cell] == recurrent_parameters(cell, 2, hidden, layers)
+    assert counts["gru"] * 4 == counts["lstm"] * 3
+    assert counts["rnn"] * 4 == counts["lstm"]
+
+
+def test_total_parameters_includes_head():
+    m = SequenceModel("gru", SPEC, 20, 2)
+    assert count_parameters(m) == total_parameters("gru", SPEC, 20, 2)
+
+
+def test_lstm_forget_gate_bias_is_one_by_default_and_configurable():
+    for value in (1.0, 0.0, 2.5):
+        lstm = SequenceModel("lstm", SPEC, 6, 2, forget_bias=value).rnn
+        for layer in range(2):
+            total = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            assert torch.allclose(total[6:12], torch.full((6,), value))
+
+
+def test_param_budget_gives_matched_hidden_sizes():
+    budget = 20_000
+    h_lstm = hidden_size_for_budget("lstm", SPEC, budget, 1)
+    h_gru = hidden_size_for_budget("gru", SPEC, budget, 1)
+    for cell, h in (("lstm", h_lstm), ("gru", h_gru)):
+        assert abs(total_parameters(cell, SPEC, h, 1) - budget) / budget < 0.02
+    assert 1.1 < h_gru / h_lstm < 1.2  # ~1.15 (shared/references.md)
+
+
+def test_padding_does_not_change_outputs_of_variable_length_batches():
+    spec = TaskSpec(input_size=2, output_size=1, loss="mse", variable_length=True)
+    torch.manual_seed(0)
+    model = SequenceModel("lstm", spec, 8, 2).eval()
+    seq = torch.randn(1, 7, 2)
+    short = torch.cat([seq, torch.zeros(1, 3, 2)], 1)
+    long = torch.cat([seq, torch.randn(1, 9, 2)], 1)  # garbage beyond the length
+    lengths = torch.tensor([7])
+    assert torch.allclose(model(short, lengths), model(long, lengths), atol=1e-6)

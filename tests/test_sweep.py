@@ -1,0 +1,84 @@
+"""The core promise, as a user runs it: a smoke sweep fills MLflow and the study storage."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_train
+
+N_TRIALS = 3  # experiment=smoke
+
+
+def client(project: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project}/mlruns/mlflow.db")
+
+
+def runs(project: Path, role: str):
+    c = client(project)
+    exp = c.get_experiment_by_name("adding")
+    return c.search_runs([exp.experiment_id], f"tags.role = '{role}'", max_results=1000)
+
+
+def test_four_parent_runs_with_condition_tags(smoke_sweep):
+    parents = runs(smoke_sweep, "study")
+    conditions = sorted((r.data.tags["cell"], r.data.tags["data_size"]) for r in parents)
+    assert conditions == [("gru", "large"), ("gru", "small"), ("lstm", "large"), ("lstm", "small")]
+    for r in parents:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["task"] == "adding"
+        assert r.data.tags["study_name"].startswith(f"adding-{r.data.tags['data_size']}-")
+        assert "best.lr" in r.data.tags and "best_val_loss" in r.data.metrics
+        arts = [a.path for a in client(smoke_sweep).list_artifacts(r.info.run_id)]
+        assert "config.yaml" in arts and "best_model" in arts
+
+
+def test_each_study_has_n_trials_child_runs_with_params_and_epoch_history(smoke_sweep):
+    c = client(smoke_sweep)
+    children = runs(smoke_sweep, "trial")
+    for parent in runs(smoke_sweep, "study"):
+        mine = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len(mine) == N_TRIALS
+        for r in mine:
+            assert r.info.status == "FINISHED"
+            assert r.data.tags["state"] in ("COMPLETE", "PRUNED")
+            assert {"num_layers", "hidden_size", "dropout", "lr"} <= set(r.data.params)
+            assert r.data.metrics["n_params"] > 0 and r.data.metrics["wall_seconds"] > 0
+            history = c.get_metric_history(r.info.run_id, "val_loss")
+            steps = [m.step for m in history]
+            assert steps == list(range(len(steps))) and len(steps) >= 1
+            assert {"train_loss", "gap"} <= set(r.data.metrics)
+            if r.data.tags["state"] == "COMPLETE":
+                assert "test_loss" in r.data.metrics and "test_acc" in r.data.metrics
+
+
+def test_study_storage_holds_the_four_studies(smoke_sweep):
+    storage = f"sqlite:///{smoke_sweep}/mlruns/optuna.db"
+    summaries = optuna.get_all_study_summaries(storage)
+    assert len(summaries) == 4
+    for s in summaries:
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        states = [t.state for t in study.trials]
+        finished = [st for st in states if st.is_finished() and st.name != "FAIL"]
+        assert len(finished) == N_TRIALS
+
+
+def test_reproduce_tag_reruns_one_trial_with_the_same_val_loss(smoke_sweep, tmp_path):
+    complete = [r for r in runs(smoke_sweep, "trial") if r.data.tags["state"] == "COMPLETE"]
+    trial = complete[0]
+    cmd = shlex.split(trial.data.tags["reproduce"])
+    assert cmd[:3] == ["python", "train.py", "search=none"]
+    from conftest import make_project_copy
+
+    fresh = make_project_copy(tmp_path / "again")
+    proc = run_train(fresh, *cmd[2:])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    single = runs(fresh, "single")
+    assert len(single) == 1
+    assert single[0].data.metrics["best_val_loss"] == pytest.approx(
+        trial.data.metrics["best_val_loss"], rel=1e-6
+    )
