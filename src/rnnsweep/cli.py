@@ -26,6 +26,7 @@ from rnnsweep.redact import redact
 
 log = logging.getLogger("rnnsweep")
 EXIT_BAD_INPUT = 2
+EXIT_STUDY_FAILED = 1
 # Flags that only print information: nothing to validate.
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve",
               "--shell-completion", "-sc", "--version", "--package", "-p"}
@@ -96,7 +97,8 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
             jobs = _job_overrides(conf_dir, user, multirun)
             for job in jobs:
                 _check_groups(conf_dir, job)
-                prepare(compose("config", overrides=job))
+                cfg = prepare(compose("config", overrides=job))
+                preflight_stores(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     finally:
@@ -104,15 +106,35 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
     return len(jobs)
 
 
+def preflight_stores(cfg: DictConfig) -> None:
+    """The study storage and tracking server answer, before any job creates anything."""
+    from rnnsweep.search.study import preflight_job
+    from rnnsweep.tracking import check_reachable
+
+    preflight_job(cfg)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    check_reachable(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """Body of the Hydra task function."""
     from hydra.core.hydra_config import HydraConfig
 
+    from rnnsweep.interrupts import Interrupted, install_handlers
     from rnnsweep.pipeline import run
+    from rnnsweep.search.runner import StudyFailedError
 
+    install_handlers()
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     try:
         return run(cfg, job_overrides=overrides)
     except (ConfigError, DataError) as err:
         fail(str(err))
+    except StudyFailedError as err:
+        print(f"error: {redact(str(err))}", file=sys.stderr)
+        sys.exit(EXIT_STUDY_FAILED)
+    except Interrupted as err:
+        # SystemExit passes Hydra's launcher too, so a -m sweep stops here as well.
+        print(f"{err}: runs closed; rerun the same command to resume", file=sys.stderr)
+        sys.exit(err.exit_code)
     return None

@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 from rnnsweep.data import build_datamodule
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
-from rnnsweep.search.runner import StudySummary, run_study
+from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_study
 from rnnsweep.search.study import make_storage, open_study, study_name
-from rnnsweep.tracking import PARENT_ROLE, SINGLE_ROLE, Tracker
+from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import train_model
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     name = study_name(condition, cfg.cell.name)
     storage = make_storage(cfg)
     study = open_study(cfg, name, storage)
-    parent = tracker.find_parent(experiment, name)
-    if parent is None:
-        parent = tracker.start_run(
-            experiment, name, {**tags, "study_name": name, "role": PARENT_ROLE}
-        )
-        tracker.log_config(parent, cfg)
-    else:
-        tracker.reopen(parent)
-        tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id})
+    parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
     ctx = StudyContext(
         cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,
         parent_run_id=parent, study_name=name, base_tags={**tags, "study_name": name},

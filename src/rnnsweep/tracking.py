@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
+from rnnsweep.errors import ConfigError
+from rnnsweep.locks import file_lock
 from rnnsweep.redact import redact
 
 PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
@@ -36,6 +39,21 @@ def _sqlite_dir(uri: str) -> Path | None:
     return None
 
 
+def check_reachable(uri: str, key: str = "tracking.uri", timeout: float = 10.0) -> None:
+    """A tracking server must answer its health check before any job starts."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+            if reply.status != 200:
+                raise OSError(f"HTTP {reply.status}")
+    except (OSError, ValueError) as err:
+        reason = redact(str(getattr(err, "reason", err)))
+        raise ConfigError(
+            f"{key}={redact(uri)}: tracking server not reachable: {reason}"
+        ) from None
+
+
 class Tracker:
     def __init__(self, cfg: DictConfig) -> None:
         self.uri = tracking_uri(cfg)
@@ -45,6 +63,11 @@ class Tracker:
         self.artifact_root = cfg.tracking.artifact_root
         self.client = MlflowClient(tracking_uri=self.uri)
         self._experiment_ids: dict[str, str] = {}
+        if folder is not None:
+            # MLflow builds a fresh SQLite schema check-then-create: one worker at a time.
+            db = Path(self.uri[len("sqlite:///") :])
+            with file_lock(db.with_name(f".{db.name}.lock")):
+                self.client.search_experiments(max_results=1)
 
     # -- experiments and runs ------------------------------------------------------------
     def experiment_id(self, name: str) -> str:

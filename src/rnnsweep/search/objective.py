@@ -13,9 +13,12 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig
+from optuna.storages import RetryFailedTrialCallback
+from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from rnnsweep.data.base import TensorDataModule
+from rnnsweep.interrupts import Interrupted
 from rnnsweep.model import total_parameters
 from rnnsweep.redact import redact
 from rnnsweep.search import space as search_space
@@ -24,6 +27,27 @@ from rnnsweep.training import TrainResult, resolve_hidden_size, train_model
 
 REASON_ATTR = "fail_reason"
 RUN_ID_ATTR = "mlflow_run_id"
+SURPLUS_ATTR = "surplus"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class SurplusTrialError(RuntimeError):
+    """Other workers' earlier trials already make up `search.n_trials`; this one never ran."""
+
+
+def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """Trials ahead of `number` (finished, or running/queued with a lower number) fill the study.
+
+    Trial numbers come from the storage in creation order, so every worker agrees on who is
+    ahead: of two trials started at once for the last slot, exactly the later one yields.
+    """
+    ahead = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in FINISHED or (
+            t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < number
+        ):
+            ahead += 1
+    return ahead >= n_trials
 
 
 @dataclass
@@ -60,7 +84,18 @@ class Objective:
         self.ctx = ctx
 
     def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run_trial(trial)
+        except Interrupted as err:
+            self._fail_and_requeue(trial, str(err))
+            raise
+
+    def _run_trial(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
+        if is_surplus(trial.study, trial.number, ctx.cfg.search.n_trials):
+            # Checked before the MLflow run exists: a surplus trial leaves no run behind.
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise SurplusTrialError("search.n_trials already reached by other workers")
         values = search_space.suggest(trial, ctx.cfg.search.space)
         cfg = search_space.apply(ctx.cfg, ctx.cfg.search.space, values)
         seed = trial_seed(ctx.cfg, trial.number)
@@ -76,6 +111,26 @@ class Objective:
             },
             parent_id=ctx.parent_run_id,
         )
+        started = time.perf_counter()
+        try:
+            return self._train(trial, cfg, run_id, values, seed)
+        except optuna.TrialPruned:
+            self._close(run_id, "PRUNED", "FINISHED", started)
+            raise
+        except Exception as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            trial.set_user_attr(REASON_ATTR, reason)
+            self._close(run_id, "FAIL", "FAILED", started, reason=reason)
+            raise
+        except Interrupted as err:  # Ctrl-C, SIGTERM: never leave a run or trial RUNNING
+            self._close(run_id, "FAIL", "KILLED", started, reason=str(err))
+            raise
+
+    def _train(
+        self, trial: optuna.Trial, cfg: DictConfig, run_id: str, values: dict[str, Any], seed: int
+    ) -> float:
+        ctx = self.ctx
+        started = time.perf_counter()
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         hidden = resolve_hidden_size(cfg, ctx.datamodule)
         n_params = total_parameters(
@@ -92,24 +147,25 @@ class Objective:
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
             ctx.tracker.log(run_id, metrics=finite, step=epoch)
 
-        started = time.perf_counter()
         pruning = PyTorchLightningPruningCallback(trial, monitor=cfg.search.metric)
-        try:
-            result = train_model(cfg, ctx.datamodule, seed, callbacks=[pruning], on_epoch=log_epoch)
-        except optuna.TrialPruned:
-            self._close(run_id, "PRUNED", "FINISHED", started)
-            raise
-        except Exception as err:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            trial.set_user_attr(REASON_ATTR, reason)
-            self._close(run_id, "FAIL", "FAILED", started, reason=reason)
-            raise
-        except BaseException:  # interrupted (Ctrl-C, SIGTERM): never leave the run RUNNING
-            self._close(run_id, "FAIL", "KILLED", started, reason="interrupted")
-            raise
+        result = train_model(cfg, ctx.datamodule, seed, callbacks=[pruning], on_epoch=log_epoch)
         self._log_result(trial, run_id, result)
         self._close(run_id, "COMPLETE", "FINISHED", started)
         return result.best_value
+
+    def _fail_and_requeue(self, trial: optuna.Trial, reason: str) -> None:
+        """Optuna lets a BaseException through without ending the trial: end it here, and
+        queue the same parameters again (as for a dead worker) when search.retry_failed_trials
+        allows, since an interruption says nothing about the parameters."""
+        study = trial.study
+        retry = self.ctx.cfg.search.retry_failed_trials
+        frozen = next(t for t in study.get_trials(deepcopy=True) if t.number == trial.number)
+        if frozen.state != TrialState.RUNNING:  # already ended before the signal came
+            return
+        if retry:
+            RetryFailedTrialCallback(max_retry=retry)(study, frozen)
+        trial.set_user_attr(REASON_ATTR, reason)
+        study.tell(trial, state=TrialState.FAIL)
 
     def _log_result(self, trial: optuna.Trial, run_id: str, result: TrainResult) -> None:
         ctx = self.ctx

@@ -5,18 +5,28 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from rnnsweep.search.objective import REASON_ATTR, RUN_ID_ATTR, Objective, StudyContext
+from rnnsweep.locks import store_lock
+from rnnsweep.search.objective import (
+    FINISHED,
+    REASON_ATTR,
+    RUN_ID_ATTR,
+    SURPLUS_ATTR,
+    Objective,
+    StudyContext,
+)
+from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker
 
 log = logging.getLogger(__name__)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class StudyFailedError(RuntimeError):
@@ -39,18 +49,6 @@ def count_states(study: optuna.Study) -> Counter:
     return Counter(t.state for t in study.get_trials(deepcopy=False))
 
 
-class StopAtFinished:
-    """Stop when the study holds n finished (complete or pruned) trials, across all workers."""
-
-    def __init__(self, n_trials: int) -> None:
-        self.n_trials = n_trials
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        states = count_states(study)
-        if sum(states[s] for s in FINISHED) >= self.n_trials:
-            study.stop()
-
-
 class FailureBudget:
     """Stop the study when failed trials exceed `max_rate` of all trials that ended."""
 
@@ -59,7 +57,10 @@ class FailureBudget:
         self.message: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        trials = [
+            t for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished() and not t.user_attrs.get(SURPLUS_ATTR)
+        ]
         failed = [t for t in trials if t.state == TrialState.FAIL]
         if len(trials) < self.min_trials or len(failed) <= self.max_rate * len(trials):
             return
@@ -72,20 +73,82 @@ class FailureBudget:
         study.stop()
 
 
+def find_or_create_parent(
+    tracker: Tracker, cfg: DictConfig, experiment: str, name: str, tags: dict[str, str]
+) -> str:
+    """The study's one parent run: found by study name and reopened, or created once.
+
+    Under a lock in the study storage, so workers starting together never make two parents.
+    """
+    with store_lock(cfg.search.storage, f"mlflow-parent:{experiment}:{name}"):
+        parent = tracker.find_parent(experiment, name)
+        if parent is None:
+            parent = tracker.start_run(
+                experiment, name, {**tags, "study_name": name, "role": PARENT_ROLE}
+            )
+            tracker.log_config(parent, cfg)
+            return parent
+    tracker.reopen(parent)
+    tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id})
+    return parent
+
+
+def close_orphan_runs(study: optuna.Study, ctx: StudyContext) -> int:
+    """Close child runs left RUNNING by a dead worker once Optuna no longer runs their trial."""
+    running = {
+        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
+    runs = ctx.tracker.find_runs(
+        ctx.experiment,
+        f"tags.study_name = '{ctx.study_name}' and tags.role = '{TRIAL_ROLE}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    closed = 0
+    for run in runs:
+        if int(run.data.tags.get("trial_number", -1)) in running:
+            continue  # a live worker's trial, or one whose heartbeat is not stale yet
+        ctx.tracker.log(
+            run.info.run_id, tags={"state": "FAIL", "fail_reason": "worker died (no heartbeat)"}
+        )
+        ctx.tracker.end_run(run.info.run_id, "KILLED")
+        closed += 1
+    return closed
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> StudySummary:
-    """Optimize until `search.n_trials` finished trials exist; resumes a partial study."""
+    """Optimize until exactly `search.n_trials` finished trials exist; resumes a partial study.
+
+    One trial per `optimize` call, so the count is checked before each new trial: a worker
+    starts one only while finished + running trials fall short. When the rest are running on
+    other workers it waits, and takes over any that turn stale (their worker died).
+    """
     cfg = ctx.cfg
+    n_trials = cfg.search.n_trials
     started = time.perf_counter()
-    stop_at = StopAtFinished(cfg.search.n_trials)
     budget = FailureBudget(cfg.search.max_failure_rate, min_trials=3)
-    callbacks: list = [stop_at, budget]
+    callbacks: list = [budget]
     if progress is not None:
         callbacks.append(progress)
-    states = count_states(study)
-    if sum(states[s] for s in FINISHED) < cfg.search.n_trials:
+    objective = Objective(ctx)
+    while budget.message is None:
+        _fail_stale(study)
+        close_orphan_runs(study, ctx)
+        states = count_states(study)
+        finished = sum(states[s] for s in FINISHED)
+        if finished >= n_trials:
+            break
+        if finished + states[TrialState.RUNNING] >= n_trials:
+            time.sleep(max(1, cfg.search.heartbeat_interval))
+            continue
         study.optimize(
-            Objective(ctx),
-            n_trials=None,
+            objective,
+            n_trials=1,
             catch=(Exception,),
             callbacks=callbacks,
             gc_after_trial=False,
@@ -97,7 +160,10 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
         parent_run_id=ctx.parent_run_id,
         n_complete=states[TrialState.COMPLETE],
         n_pruned=states[TrialState.PRUNED],
-        n_failed=states[TrialState.FAIL],
+        n_failed=sum(
+            1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if not t.user_attrs.get(SURPLUS_ATTR)
+        ),
         best_value=None,
         best_params={},
         wall_seconds=time.perf_counter() - started,

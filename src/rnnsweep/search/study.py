@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from omegaconf import DictConfig
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from rnnsweep.errors import ConfigError
+from rnnsweep.locks import store_lock
 from rnnsweep.redact import redact
 from rnnsweep.search.space import fingerprint
 
@@ -33,15 +35,17 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     retry = cfg.search.retry_failed_trials
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=cfg.search.heartbeat_interval,
-            grace_period=cfg.search.heartbeat_grace_period,
-            heartbeat_stale_trial_callback=(
-                RetryHeartbeatStaleTrialCallback(max_retry=retry) if retry else None
-            ),
-            **kwargs,
-        )
+        # Workers starting together on a fresh database would race on creating its tables.
+        with store_lock(url, "optuna-schema"):
+            return RDBStorage(
+                url,
+                heartbeat_interval=cfg.search.heartbeat_interval,
+                grace_period=cfg.search.heartbeat_grace_period,
+                heartbeat_stale_trial_callback=(
+                    RetryHeartbeatStaleTrialCallback(max_retry=retry) if retry else None
+                ),
+                **kwargs,
+            )
     except Exception as err:  # connection refused, bad URL, missing driver
         reason = str(err).splitlines()[0]
         raise ConfigError(f"search.storage={redact(url)}: cannot open storage: {reason}") from None
@@ -76,18 +80,68 @@ def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:
         direction=cfg.search.direction,
         load_if_exists=True,
     )
+    check_compatible(cfg, study)
+    if SPACE_ATTR not in study.user_attrs:
+        study.set_user_attr(SPACE_ATTR, fingerprint(cfg.search.space))
+    return study
+
+
+def check_compatible(cfg: DictConfig, study: optuna.Study) -> None:
+    """An existing study must keep its direction and search space, or its trials mislead."""
+    name = study.study_name
     if study.direction.name.lower() != cfg.search.direction:
         raise ConfigError(
             f"search.direction={cfg.search.direction}: study {name!r} in this storage was "
             f"created to {study.direction.name.lower()}; use another search.storage"
         )
-    space = fingerprint(cfg.search.space)
     stored = study.user_attrs.get(SPACE_ATTR)
-    if stored is None:
-        study.set_user_attr(SPACE_ATTR, space)
-    elif stored != space:
+    if stored is not None and stored != fingerprint(cfg.search.space):
         raise ConfigError(
             f"search.space: study {name!r} in this storage was created with a different search "
             "space; restore the original space or use another search.storage"
         )
-    return study
+
+
+def preflight_storage(cfg: DictConfig, name: str) -> None:
+    """Before any job runs: the storage answers and its study `name`, if any, fits cfg.
+
+    Creates nothing: a missing SQLite file or an empty database simply has no study yet.
+    """
+    url = cfg.search.storage
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        return
+    try:
+        # A firewalled host should fail within seconds, not after the OS's TCP timeout.
+        connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+        engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args
+        )
+        with engine.connect() as con:
+            has_tables = sqlalchemy.inspect(con).has_table("studies")
+        engine.dispose()
+    except Exception as err:  # connection refused, bad URL, missing driver, auth
+        reason = redact(str(err).strip().splitlines()[0])
+        raise ConfigError(f"search.storage={redact(url)}: cannot connect: {reason}") from None
+    if not has_tables or not name:
+        return
+    storage = RDBStorage(url, skip_table_creation=True)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return
+    finally:
+        storage.remove_session()
+    check_compatible(cfg, study)
+
+
+def preflight_job(cfg: DictConfig) -> None:
+    """The storage of one validated job answers, and its existing study (if any) fits."""
+    from rnnsweep.data import build_datamodule
+
+    if cfg.search.name == "none":
+        return
+    try:
+        name = study_name(build_datamodule(cfg.data).condition(), cfg.cell.name)
+    except Exception:  # a task that must load its data first is named when its job runs
+        name = ""
+    preflight_storage(cfg, name)
