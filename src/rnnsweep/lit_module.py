@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics import MeanMetric, MeanSquaredError, SumMetric
 
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.model import SequenceModel
@@ -44,6 +44,10 @@ class RecurrentLitModule(pl.LightningModule):
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
         # torchmetrics' MSE for regression tasks, reported beside the generic loss.
         self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
+        # Multi-label (bce) tasks: frame-level accuracy TP / (TP + FP + FN) over all real
+        # frames (Bay et al. 2009, as reported by Boulanger-Lewandowski et al. 2012).
+        self.val_tp, self.val_err = SumMetric(), SumMetric()
+        self.test_tp, self.test_err = SumMetric(), SumMetric()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, lengths)
@@ -85,6 +89,8 @@ class RecurrentLitModule(pl.LightningModule):
         self.val_acc.update(hits)
         if self.spec.loss == "mse":
             self.val_mse.update(out, y)
+        elif self.spec.loss == "bce":
+            self._update_frame_counts(out, y, self.val_tp, self.val_err)
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         loss, hits, out, y = self._loss_and_hits(batch)
@@ -92,6 +98,17 @@ class RecurrentLitModule(pl.LightningModule):
         self.test_acc.update(hits)
         if self.spec.loss == "mse":
             self.test_mse.update(out, y)
+        elif self.spec.loss == "bce":
+            self._update_frame_counts(out, y, self.test_tp, self.test_err)
+
+    @staticmethod
+    def _update_frame_counts(
+        out: torch.Tensor, y: torch.Tensor, tp: SumMetric, err: SumMetric
+    ) -> None:
+        pred = out > 0
+        truth = y > 0.5
+        tp.update((pred & truth).sum())
+        err.update((pred ^ truth).sum())  # false positives + false negatives
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -103,16 +120,21 @@ class RecurrentLitModule(pl.LightningModule):
             metrics.update(train_loss=train_loss, gap=val_loss - train_loss)
         if self.spec.loss == "mse":
             metrics["val_mse"] = self.val_mse.compute()
+        elif self.spec.loss == "bce":
+            metrics["val_frame_acc"] = _frame_acc(self.val_tp, self.val_err)
         self.log_dict(metrics, on_epoch=True, prog_bar=True)
-        for m in (self.train_loss, self.val_loss, self.val_acc, self.val_mse):
+        for m in (self.train_loss, self.val_loss, self.val_acc, self.val_mse,
+                  self.val_tp, self.val_err):
             m.reset()
 
     def on_test_epoch_end(self) -> None:
         metrics = {"test_loss": self.test_loss.compute(), "test_acc": self.test_acc.compute()}
         if self.spec.loss == "mse":
             metrics["test_mse"] = self.test_mse.compute()
+        elif self.spec.loss == "bce":
+            metrics["test_frame_acc"] = _frame_acc(self.test_tp, self.test_err)
         self.log_dict(metrics, on_epoch=True)
-        for m in (self.test_loss, self.test_acc, self.test_mse):
+        for m in (self.test_loss, self.test_acc, self.test_mse, self.test_tp, self.test_err):
             m.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -122,3 +144,10 @@ class RecurrentLitModule(pl.LightningModule):
         if self.optim_name == "adamw":
             return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _frame_acc(tp: SumMetric, err: SumMetric) -> torch.Tensor:
+    hits = tp.compute()
+    total = hits + err.compute()
+    # No note predicted and none sounding: every frame was right.
+    return torch.where(total > 0, hits / total.clamp(min=1), torch.ones_like(total))

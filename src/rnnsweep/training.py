@@ -135,6 +135,10 @@ def train_model(
         raise NonFiniteLossError("no validation epoch finished")
     module.load_state_dict(recorder.best_state)
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    # A task may add metrics that need the trained network itself (e.g. anbn's count limit).
+    extra = getattr(datamodule, "extra_test_metrics", None)
+    if extra is not None:
+        tested.update(extra(module.net))
     best = recorder.history[[h["epoch"] for h in recorder.history].index(recorder.best_epoch)]
     return TrainResult(
         best_value=recorder.best_value,

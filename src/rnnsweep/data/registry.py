@@ -10,7 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.data.adding import AddingDataConfig, AddingDataModule
+from rnnsweep.data.anbn import AnbnDataConfig, AnbnDataModule
 from rnnsweep.data.base import TensorDataModule
+from rnnsweep.data.chorales import ChoralesDataConfig, ChoralesDataModule
+from rnnsweep.data.file import FileDataConfig, FileDataModule
 from rnnsweep.errors import ConfigError
 
 
@@ -22,6 +25,9 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "adding": Task(AddingDataConfig, AddingDataModule),
+    "anbn": Task(AnbnDataConfig, AnbnDataModule),
+    "chorales": Task(ChoralesDataConfig, ChoralesDataModule),
+    "file": Task(FileDataConfig, FileDataModule),
 }
 
 

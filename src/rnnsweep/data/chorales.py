@@ -1,0 +1,183 @@
+"""Bach chorales as 88-key piano rolls: next-frame prediction (Chung et al. 2014 task family).
+
+The music21 corpus ships the chorales; parsing them is slow, so `prepare_chorales` converts
+them once into a compact cache and this module only reads that cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from rnnsweep.data.base import TaskSpec, TensorDataModule
+from rnnsweep.data.paths import resolve_path
+from rnnsweep.errors import ConfigError, DataError
+
+N_KEYS = 88
+LOWEST_MIDI = 21  # A0, the lowest piano key
+PREPARE_COMMAND = "python -m rnnsweep.data.prepare_chorales"
+
+
+@dataclass
+class ChoralesDataConfig:
+    task: str = "chorales"
+    size: str = "small"
+    cache: str = "data/cache/chorales.npz"
+    # Fractions of chorales (not frames) held out, so no chorale is split across sets.
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    small_fraction: float = 0.25
+    # Use only the first N chorales of the cache (tests and smoke runs); null = all.
+    max_chorales: int | None = None
+    seed: int = 1234
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        for key in ("val_fraction", "test_fraction"):
+            v = getattr(self, key)
+            if not 0.0 < v < 1.0:
+                raise ConfigError(f"data.{key}={v} is invalid: must be in (0, 1)")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"data.val_fraction + data.test_fraction = "
+                f"{self.val_fraction + self.test_fraction} is invalid: must be < 1"
+            )
+        if not 0.0 < self.small_fraction <= 1.0:
+            raise ConfigError(f"data.small_fraction={self.small_fraction} is invalid: "
+                              "must be in (0, 1]")
+        if self.max_chorales is not None and self.max_chorales < 3:
+            raise ConfigError(f"data.max_chorales={self.max_chorales} is invalid: "
+                              "must be >= 3 (one chorale per split) or null")
+
+
+# -- conversion (used by prepare_chorales) --------------------------------------------------
+def transposition_to_c(score) -> int:  # noqa: ANN001 (music21 Score)
+    """Semitones that move the analysed key to C major or A minor, the smallest shift."""
+    key = score.analyze("key")
+    target = 0 if key.mode == "major" else 9  # C or A
+    shift = (target - key.tonic.pitchClass) % 12
+    return shift - 12 if shift > 6 else shift
+
+
+def piano_roll(score, frame: float = 0.5) -> np.ndarray:  # noqa: ANN001 (music21 Score)
+    """(frames, 88) uint8: key k sounds in frame t if a note overlaps [t*frame, (t+1)*frame).
+
+    Overlap (not onset sampling) keeps notes shorter than a frame; frames where every voice
+    rests stay as all-zero rows, so the timeline keeps its length.
+    """
+    shift = transposition_to_c(score)
+    n_frames = int(np.ceil(float(score.highestTime) / frame - 1e-9))
+    roll = np.zeros((n_frames, N_KEYS), dtype=np.uint8)
+    for n in score.flatten().notes:
+        start = float(n.offset)
+        end = start + float(n.quarterLength)
+        if end <= start:  # grace notes take no time
+            continue
+        first = int(np.floor(start / frame + 1e-9))
+        last = int(np.ceil(end / frame - 1e-9))
+        for p in n.pitches:
+            key = p.midi + shift - LOWEST_MIDI
+            if 0 <= key < N_KEYS:
+                roll[first:last, key] = 1
+    return roll
+
+
+def chorale_names() -> list[str]:
+    """The 371 Riemenschneider chorales of the bundled corpus, in their catalogue order."""
+    from music21.corpus import chorales
+
+    return list(chorales.Iterator(returnType="filename"))
+
+
+def save_cache(path: Path, names: list[str], rolls: list[np.ndarray]) -> None:
+    """One compressed .npz: all frames concatenated plus per-chorale offsets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = np.cumsum([0] + [len(r) for r in rolls]).astype(np.int64)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, frames=np.concatenate(rolls), offsets=offsets,
+                        names=np.array(names))
+    tmp.replace(path)  # never leave a half-written cache behind
+
+
+def load_cache(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    if not path.is_file():
+        raise DataError(f"{path}: chorale cache not found; build it with `{PREPARE_COMMAND}`")
+    try:
+        with np.load(path) as z:
+            frames, offsets, names = z["frames"], z["offsets"], z["names"]
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"{path}: not a chorale cache ({err}); rebuild it with "
+                        f"`{PREPARE_COMMAND}`") from None
+    rolls = [frames[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    return [str(n) for n in names], rolls
+
+
+# -- the data module ------------------------------------------------------------------------
+def split_chorales(n: int, val_fraction: float, test_fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded permutation of chorale indices into train/val/test, each non-empty."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * val_fraction))
+    n_test = max(1, round(n * test_fraction))
+    if n - n_val - n_test < 1:
+        raise DataError(f"{n} chorales are too few for a train/val/test split")
+    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
+
+
+def next_frame_dataset(rolls: list[np.ndarray]) -> TensorDataset:
+    """Input frames 0..L-2, targets 1..L-1, zero-padded to the longest chorale."""
+    lengths = [len(r) - 1 for r in rolls]
+    t = max(lengths)
+    x = np.zeros((len(rolls), t, N_KEYS), dtype=np.float32)
+    y = np.zeros_like(x)
+    for i, r in enumerate(rolls):
+        x[i, : len(r) - 1] = r[:-1]
+        y[i, : len(r) - 1] = r[1:]
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y),
+                         torch.tensor(lengths, dtype=torch.long))
+
+
+class ChoralesDataModule(TensorDataModule):
+    """Train/val/test chorales fixed by the seed; `small` trains on a prefix of the train set."""
+
+    def __init__(self, cfg: ChoralesDataConfig) -> None:
+        super().__init__(batch_size=cfg.batch_size, shuffle_seed=cfg.seed)
+        self.cfg = cfg
+        self.path = resolve_path(cfg.cache)
+        self.spec = TaskSpec(input_size=N_KEYS, output_size=N_KEYS, loss="bce",
+                             per_step=True, variable_length=True)
+        if not self.path.is_file():  # checked here so the preflight reports it
+            raise DataError(f"{self.path}: chorale cache not found; build it with "
+                            f"`{PREPARE_COMMAND}`")
+        self._splits: tuple[list[np.ndarray], ...] | None = None
+
+    def _load(self) -> tuple[list[np.ndarray], ...]:
+        if self._splits is None:
+            _, rolls = load_cache(self.path)
+            rolls = [r for r in rolls if len(r) >= 2][: self.cfg.max_chorales]
+            tr, va, te = split_chorales(len(rolls), self.cfg.val_fraction,
+                                        self.cfg.test_fraction, self.cfg.seed)
+            if self.cfg.size == "small":
+                tr = tr[: max(1, round(len(tr) * self.cfg.small_fraction))]
+            self._splits = tuple([rolls[i] for i in idx] for idx in (tr, va, te))
+        return self._splits
+
+    def condition(self) -> dict[str, str]:
+        c = self.cfg
+        digest = hashlib.sha1(self.path.read_bytes()).hexdigest()[:8]
+        n = "all" if c.max_chorales is None else str(c.max_chorales)
+        return {"task": c.task, "size": c.size, "chorales": n,
+                "small": str(c.small_fraction), "seed": str(c.seed), "cache": digest}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train, val, test = self._load()
+        self.train_set = next_frame_dataset(train)
+        self.val_set = next_frame_dataset(val)
+        self.test_set = next_frame_dataset(test)

@@ -1,0 +1,173 @@
+"""Read and check a user's dataset file (.npz or long-format .csv) into padded arrays.
+
+Every problem becomes a DataError whose one line names the file and what is wrong, so a
+sweep stops in its preflight instead of failing inside a trial.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnsweep.errors import DataError
+
+SPLITS = ("train", "val", "test")
+CSV_KEYS = ("sequence_id", "step", "target")
+
+
+@dataclass(frozen=True)
+class SequenceFile:
+    """x (N, T, F) float32 zero-padded, lengths (N,), y (N,) labels or (N, K) float targets."""
+
+    path: Path
+    x: np.ndarray
+    lengths: np.ndarray
+    y: np.ndarray
+    split: np.ndarray | None  # (N,) of "train"/"val"/"test", or None
+    classification: bool
+    has_lengths: bool
+    digest: str  # content hash: a changed file gets a new study
+
+
+def load_sequence_file(path: Path) -> SequenceFile:
+    """Load and check `path`; cached per (path, size, mtime) so a sweep reads it once."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (data.path)")
+    st = path.stat()
+    return _load_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path_str: str, size: int, mtime_ns: int) -> SequenceFile:
+    path = Path(path_str)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        x, lengths, y, split = _read_npz(path)
+    elif suffix == ".csv":
+        x, lengths, y, split = _read_csv(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}: allowed: .npz, .csv")
+    has_lengths = lengths is not None
+    lengths, y, split, classification = _check(path, x, lengths, y, split)
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:8]
+    return SequenceFile(path, x.astype(np.float32), lengths, y, split, classification,
+                        has_lengths, digest)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read as .npz ({err})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array {key!r} (found: "
+                            f"{', '.join(sorted(arrays)) or 'none'})")
+    return arrays["x"], arrays.get("lengths"), arrays["y"], arrays.get("split")
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, ...]:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read as CSV ({err})") from None
+    missing = [c for c in CSV_KEYS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a long-format CSV "
+                        "needs sequence_id, step, feature columns, target[, split]")
+    features = [c for c in df.columns if c not in (*CSV_KEYS, "split")]
+    if not features:
+        raise DataError(f"{path}: no feature columns besides sequence_id, step, target, split")
+    bad = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise DataError(f"{path}: feature column {bad[0]!r} is not numeric")
+    if df["target"].isna().any() or df[features].isna().any().any():
+        raise DataError(f"{path}: empty cells (NaN) in feature or target columns")
+    if not pd.api.types.is_integer_dtype(df["step"]):
+        raise DataError(f"{path}: column 'step' must hold integers")
+    df = df.sort_values(["sequence_id", "step"], kind="stable")
+    groups = df.groupby("sequence_id", sort=False)
+    first = groups["step"].transform("min")
+    rank = groups.cumcount()
+    gaps = df[df["step"] - first != rank]
+    if len(gaps):
+        sid = gaps["sequence_id"].iloc[0]
+        raise DataError(f"{path}: sequence {sid!r} has missing or repeated steps "
+                        "(steps must be consecutive integers)")
+    for col in ("target", "split") if "split" in df.columns else ("target",):
+        varying = groups[col].nunique() > 1
+        if varying.any():
+            raise DataError(f"{path}: column {col!r} varies within sequence "
+                            f"{varying.index[varying.argmax()]!r}; it must be one value "
+                            "per sequence")
+    lengths = groups.size().to_numpy()
+    n, t = len(lengths), int(lengths.max())
+    x = np.zeros((n, t, len(features)), dtype=np.float64)
+    row = np.repeat(np.arange(n), lengths)
+    x[row, rank.to_numpy()] = df[features].to_numpy(dtype=np.float64)
+    y = groups["target"].first().to_numpy()
+    split = groups["split"].first().to_numpy().astype(str) if "split" in df.columns else None
+    return x, lengths, y, split
+
+
+def _check(
+    path: Path, x: np.ndarray, lengths: np.ndarray | None, y: np.ndarray,
+    split: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    """Shape, value and split checks; returns (lengths, y, split, is_classification)."""
+    if x.ndim != 3:
+        raise DataError(f"{path}: x must have shape N x T x F, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{path}: x must be numeric, got dtype {x.dtype}")
+    n, t, f = x.shape
+    if min(n, t, f) == 0:
+        raise DataError(f"{path}: x has an empty dimension, shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: x contains NaN or inf")
+    if lengths is None:
+        lengths = np.full(n, t, dtype=np.int64)
+    if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise DataError(f"{path}: lengths must be integers of shape ({n},), got "
+                        f"{lengths.dtype} {lengths.shape}")
+    if lengths.min() < 1 or lengths.max() > t:
+        raise DataError(f"{path}: lengths must be in 1..T={t}, found {lengths.min()}.."
+                        f"{lengths.max()}")
+    if y.shape[:1] != (n,) or y.ndim > 2:
+        raise DataError(f"{path}: y must have shape ({n},) or ({n}, K), got {y.shape}")
+    classification = not np.issubdtype(y.dtype, np.floating)
+    if classification and y.ndim != 1:
+        raise DataError(f"{path}: class labels y must have shape ({n},), got {y.shape}")
+    if not classification and not np.isfinite(y).all():
+        raise DataError(f"{path}: y contains NaN or inf")
+    if split is not None:
+        split = np.asarray(split).astype(str)
+        if split.shape != (n,):
+            raise DataError(f"{path}: split must have shape ({n},), got {split.shape}")
+        unknown = sorted(set(split.tolist()) - set(SPLITS))
+        if unknown:
+            raise DataError(f"{path}: split has unknown value {unknown[0]!r}: allowed: "
+                            f"{', '.join(SPLITS)}")
+        check_splits(path, y, split, classification)
+    return lengths.astype(np.int64), y, split, classification
+
+
+def check_splits(path: Path, y: np.ndarray, split: np.ndarray, classification: bool) -> None:
+    """Every split non-empty; val/test labels must occur in train (the model has no output
+    for a class it never saw)."""
+    for name in SPLITS:
+        if not (split == name).any():
+            raise DataError(f"{path}: the {name!r} split is empty")
+    if classification:
+        seen = set(np.unique(y[split == "train"]).tolist())
+        for name in ("val", "test"):
+            extra = sorted(set(np.unique(y[split == name]).tolist()) - seen, key=str)
+            if extra:
+                raise DataError(f"{path}: label {extra[0]!r} appears in the {name!r} split "
+                                "but not in 'train'")
