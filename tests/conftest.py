@@ -53,3 +53,13 @@ def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = run_train(project, "-m", "cell=lstm,gru", "experiment=smoke")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return project
+
+
+@pytest.fixture(scope="session")
+def chorale_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A piano-roll cache of the first 6 bundled chorales (parsing all takes minutes)."""
+    from rnnsweep.data.prepare_chorales import prepare
+
+    path = tmp_path_factory.mktemp("chorales") / "chorales.npz"
+    prepare(path, max_chorales=6, quiet=True)
+    return path

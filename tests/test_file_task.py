@@ -1,0 +1,152 @@
+"""data=file: good .npz/.csv files load as the right task; malformed ones fail in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import run_train
+
+from rnnsweep.data.file import FileDataConfig, FileDataModule
+from rnnsweep.errors import ConfigError, DataError
+
+
+def write_npz(path: Path, n: int = 60, t: int = 8, f: int = 2, **arrays) -> Path:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, t + 1, size=n)
+    x = rng.normal(size=(n, t, f)).astype(np.float32)
+    x[np.arange(t)[None, :] >= lengths[:, None]] = 0.0
+    base = {"x": x, "lengths": lengths, "y": np.arange(n) % 3}
+    base.update(arrays)
+    np.savez(path, **{k: v for k, v in base.items() if v is not None})
+    return path
+
+
+def module(path: Path, **kw) -> FileDataModule:
+    dm = FileDataModule(FileDataConfig(path=str(path), **kw))
+    dm.setup()
+    return dm
+
+
+def test_npz_classification_with_stratified_seeded_split(tmp_path):
+    dm = module(write_npz(tmp_path / "d.npz"), size="large")
+    assert dm.spec.loss == "ce" and dm.spec.output_size == 3 and dm.spec.variable_length
+    counts = {s: int((dm.split == s).sum()) for s in ("train", "val", "test")}
+    assert counts == {"train": 42, "val": 9, "test": 9}
+    for s in ("train", "val", "test"):  # stratified: every class in every split
+        assert len(np.unique(dm.data.y[dm.split == s])) == 3
+    x, y, lengths = dm.train_set.tensors
+    assert x.shape == (42, 8, 2) and y.dtype == torch.long and lengths.max() <= 8
+    assert torch.equal(module(tmp_path / "d.npz").val_set.tensors[0], dm.val_set.tensors[0])
+    small = module(tmp_path / "d.npz", size="small", small_fraction=0.5)
+    assert len(small.train_set) == 21
+    small_rows = {tuple(r) for r in small.train_set.tensors[0].reshape(21, -1).tolist()}
+    large_rows = {tuple(r) for r in x.reshape(42, -1).tolist()}
+    assert small_rows <= large_rows
+
+
+def test_npz_regression_with_given_split_and_multi_output(tmp_path):
+    split = np.array(["train"] * 40 + ["val"] * 10 + ["test"] * 10)
+    y = np.random.default_rng(1).normal(size=(60, 2))
+    dm = module(write_npz(tmp_path / "r.npz", y=y, split=split, lengths=None), size="large")
+    assert dm.spec.loss == "mse" and dm.spec.output_size == 2 and not dm.spec.variable_length
+    assert [len(s) for s in (dm.train_set, dm.val_set, dm.test_set)] == [40, 10, 10]
+    assert dm.train_set.tensors[1].shape == (40, 2)
+    dm1 = module(write_npz(tmp_path / "r1.npz", y=y[:, 0], split=split), size="large")
+    assert dm1.spec.output_size == 1 and dm1.train_set.tensors[1].shape == (40, 1)
+
+
+def test_csv_long_format_matches_the_padded_layout(tmp_path):
+    rows = []
+    for sid, (length, label) in enumerate([(3, "up"), (5, "down"), (4, "up")] * 10):
+        for step in range(length):
+            rows.append({"sequence_id": f"s{sid}", "step": step + 1, "f1": step * 0.1,
+                         "f2": float(sid), "target": label})
+    path = tmp_path / "d.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    dm = module(path, size="large")
+    assert dm.spec.loss == "ce" and dm.spec.input_size == 2 and dm.spec.output_size == 2
+    assert dm.data.x.shape == (30, 5, 2) and sorted(set(dm.data.lengths)) == [3, 4, 5]
+    i = int(np.flatnonzero(dm.data.lengths == 5)[0])
+    np.testing.assert_allclose(dm.data.x[i, :, 0], [0, 0.1, 0.2, 0.3, 0.4], rtol=1e-6)
+    j = int(np.flatnonzero(dm.data.lengths == 3)[0])
+    assert (dm.data.x[j, 3:] == 0).all()
+
+
+def csv_with(tmp_path: Path, drop_step: bool = False, **extra) -> Path:
+    df = pd.DataFrame({"sequence_id": np.repeat(np.arange(20), 4), "step": np.tile(range(4), 20),
+                       "v": np.arange(80.0), "target": np.repeat(np.arange(20) % 2, 4)})
+    for k, v in extra.items():
+        df[k] = v
+    if drop_step:
+        df = df.drop(index=5)
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+MALFORMED = {
+    "missing x": (lambda p: write_npz(p, x=None), "missing array 'x'"),
+    "wrong rank": (lambda p: np.savez(p, x=np.zeros((4, 5)), y=np.arange(4)), "N x T x F"),
+    "lengths > T": (lambda p: write_npz(p, lengths=np.full(60, 9)), "lengths must be in 1..T=8"),
+    "nan": (lambda p: write_npz(p, x=np.full((60, 8, 2), np.nan)), "NaN or inf"),
+    "inf target": (lambda p: write_npz(p, y=np.full(60, np.inf)), "y contains NaN or inf"),
+    "empty split": (lambda p: write_npz(p, split=np.array(["train"] * 50 + ["test"] * 10)),
+                    "'val' split is empty"),
+    "unknown split": (lambda p: write_npz(p, split=np.array(["train", "dev"] * 30)),
+                      "unknown value 'dev'"),
+    "unknown label": (lambda p: write_npz(
+        p, y=np.array([0, 1] * 25 + [7] * 10),
+        split=np.array(["train"] * 40 + ["val"] * 10 + ["test"] * 10)),
+        "label 7 appears in the 'test' split"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_npz_raises_one_line_naming_the_file(tmp_path, case):
+    make, problem = MALFORMED[case]
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(DataError) as err:
+        FileDataModule(FileDataConfig(path=str(path)))
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and problem in msg, msg
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    (dict(drop_step=True), "missing or repeated steps"),
+    (dict(v=[np.nan] + [1.0] * 79), "NaN"),
+    (dict(split=["train"] * 80), "'val' split is empty"),
+])
+def test_malformed_csv_raises_one_line_naming_the_file(tmp_path, kwargs, problem):
+    path = csv_with(tmp_path, **kwargs)
+    with pytest.raises(DataError, match=problem) as err:
+        FileDataModule(FileDataConfig(path=str(path)))
+    assert str(path) in str(err.value)
+
+
+def test_missing_path_or_file(tmp_path):
+    with pytest.raises(ConfigError, match="data.path"):
+        FileDataConfig()
+    with pytest.raises(DataError, match="file not found"):
+        FileDataModule(FileDataConfig(path=str(tmp_path / "nope.npz")))
+
+
+def test_relative_path_resolves_against_the_project_root(tmp_path, monkeypatch):
+    write_npz(tmp_path / "d.npz")
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
+    monkeypatch.chdir("/")
+    assert module("d.npz").data.path == tmp_path / "d.npz"
+
+
+def test_bad_file_stops_the_sweep_before_anything_is_created(project):
+    write_npz(project / "bad.npz", lengths=np.full(60, 99))
+    proc = run_train(project, "-m", "cell=lstm,gru", "data=file", "data.path=bad.npz",
+                     "experiment=smoke")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "bad.npz" in lines[0] and "lengths" in lines[0], proc.stderr
+    assert not (project / "mlruns").exists() or not any((project / "mlruns").iterdir())
