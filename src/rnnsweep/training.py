@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from rnnsweep.data.base import TensorDataModule
 from rnnsweep.lit_module import RecurrentLitModule
 from rnnsweep.model import count_parameters, hidden_size_for_budget
+from rnnsweep.threads import resolve_num_threads
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -108,8 +109,7 @@ def train_model(
 ) -> TrainResult:
     """Fit with early stopping, restore the best epoch's weights, and test them."""
     pl.seed_everything(seed, workers=False, verbose=False)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
+    torch.set_num_threads(resolve_num_threads(cfg))
     module = build_module(cfg, datamodule)
     mode = "min" if cfg.search.direction == "minimize" else "max"
     recorder = EpochRecorder(cfg.search.metric, mode, on_epoch)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    RandomSampler,
-    SequentialSampler,
-    TensorDataset,
-)
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 
 @dataclass(frozen=True)
@@ -30,8 +25,8 @@ class TaskSpec:
 class TensorDataModule(pl.LightningDataModule):
     """Holds whole splits as tensors and serves them as index-sliced batches.
 
-    A BatchSampler over a TensorDataset slices each batch in one indexing op instead of
-    collating samples one by one, which keeps the loop close to bare PyTorch speed.
+    The sampler yields whole batches of indices (a slice, or an index tensor when shuffling),
+    so each batch is one indexing op on the stored tensors, with no per-sample collation.
     """
 
     spec: TaskSpec
@@ -51,12 +46,8 @@ class TensorDataModule(pl.LightningDataModule):
     def _loader(self, ds: TensorDataset | None, shuffle: bool) -> DataLoader:
         if ds is None:
             raise RuntimeError("setup() must run before the loaders are requested")
-        if shuffle:
-            gen = torch.Generator().manual_seed(self.shuffle_seed)
-            sampler = RandomSampler(ds, generator=gen)
-        else:
-            sampler = SequentialSampler(ds)
-        batches = BatchSampler(sampler, batch_size=self.batch_size, drop_last=False)
+        gen = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
+        batches = TensorBatches(len(ds), self.batch_size, gen)
         return DataLoader(ds, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
@@ -67,6 +58,31 @@ class TensorDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+class TensorBatches(Sampler):
+    """Whole batches of indices: slices in order, or slices of one permutation per epoch.
+
+    Same order as BatchSampler(RandomSampler(generator=gen)) (one randperm per epoch), but
+    an index tensor costs one gather where a list of ints is converted element by element,
+    and an in-order slice is a view with no copy at all.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None) -> None:
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[slice | torch.Tensor]:
+        b = self.batch_size
+        if self.generator is None:
+            for i in range(0, self.n, b):
+                yield slice(i, min(i + b, self.n))
+            return
+        perm = torch.randperm(self.n, generator=self.generator)
+        for i in range(0, self.n, b):
+            yield perm[i : i + b]
 
 
 def full_lengths(n: int, seq_len: int) -> torch.Tensor:
