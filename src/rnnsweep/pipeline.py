@@ -13,7 +13,9 @@ from omegaconf import DictConfig
 from rnnsweep.data import build_datamodule
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
+from rnnsweep.search.reeval import device_tags, reevaluate
 from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_study
+from rnnsweep.search.space import match_params, matched_suffix
 from rnnsweep.search.study import make_storage, open_study, study_name
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import train_model
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def prepare(cfg: DictConfig) -> DictConfig:
     """Typed, resolved and range-checked config; raises ConfigError on bad input."""
-    typed = to_structured(cfg)
+    typed = match_params(to_structured(cfg))
     validate(typed)
     build_datamodule(typed.data)  # checks the task's own keys without generating data
     return typed
@@ -54,10 +56,11 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     if cfg.search.name == "none":
         return run_single(cfg, datamodule, tracker, experiment, tags)
 
-    name = study_name(condition, cfg.cell.name)
+    name = study_name(condition, cfg.cell.name) + matched_suffix(cfg)
     storage = make_storage(cfg)
     study = open_study(cfg, name, storage)
     parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
+    tracker.log(parent, tags=device_tags(cfg, datamodule))
     ctx = StudyContext(
         cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,
         parent_run_id=parent, study_name=name, base_tags={**tags, "study_name": name},
@@ -65,6 +68,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     )
     try:
         summary = run_study(study, ctx)
+        reevaluate(study, ctx)
     except Exception:
         tracker.end_run(parent, "FAILED")
         raise

@@ -56,6 +56,8 @@ class TrainerConfig:
     # A single run (search=none) shows Lightning's progress bar; studies hide it.
     progress_bar: bool = False
     num_threads: int | None = None
+    # CPU peak memory: saved-for-backward bytes of the first N training steps (rnnsweep.measure).
+    memory_probe_batches: int = 3
 
 
 @dataclass
@@ -88,6 +90,8 @@ class SearchConfig:
     heartbeat_grace_period: int = 30
     retry_failed_trials: int = 1
     space: dict[str, ParamSpace] = field(default_factory=dict)
+    # Parameter-matched mode: this range of model.param_budget replaces the hidden-size range.
+    budget: ParamSpace = field(default_factory=ParamSpace)
 
 
 @dataclass
@@ -200,6 +204,7 @@ def _validate_param(cfg: DictConfig, key: str, p: DictConfig) -> None:
         "model.dropout": (0.0, 1.0, "within [0, 1)"),
         "model.num_layers": (1, None, ">= 1"),
         "model.hidden_size": (1, None, ">= 1"),
+        "model.param_budget": (1, None, ">= 1"),
         "optim.lr": (1e-12, None, "> 0"),
     }
     if p.path in bounds:

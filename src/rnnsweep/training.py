@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from rnnsweep.data.base import TensorDataModule
 from rnnsweep.lit_module import RecurrentLitModule
+from rnnsweep.measure import PeakMemory, rnn_backend
 from rnnsweep.model import count_parameters, hidden_size_for_budget
 from rnnsweep.threads import resolve_num_threads
 
@@ -36,6 +37,9 @@ class TrainResult:
     test_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
+    peak_memory_bytes: int = 0
+    device: str = "cpu"
+    backend: str = ""
 
 
 class EpochRecorder(Callback):
@@ -111,8 +115,15 @@ def train_model(
     pl.seed_everything(seed, workers=False, verbose=False)
     torch.set_num_threads(resolve_num_threads(cfg))
     module = build_module(cfg, datamodule)
+    memory = PeakMemory(int(cfg.trainer.memory_probe_batches))
+
+    def record_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        metrics["peak_memory_bytes"] = float(memory.current())
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+
     mode = "min" if cfg.search.direction == "minimize" else "max"
-    recorder = EpochRecorder(cfg.search.metric, mode, on_epoch)
+    recorder = EpochRecorder(cfg.search.metric, mode, record_epoch)
     stopper = EarlyStopping(
         monitor=cfg.search.metric, mode=mode, patience=cfg.trainer.early_stopping_patience
     )
@@ -123,7 +134,7 @@ def train_model(
         precision=cfg.trainer.precision,
         deterministic=cfg.trainer.deterministic,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
-        callbacks=[recorder, stopper, *callbacks],
+        callbacks=[memory, recorder, stopper, *callbacks],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=cfg.trainer.progress_bar,
@@ -134,6 +145,7 @@ def train_model(
     if recorder.best_state is None:
         raise NonFiniteLossError("no validation epoch finished")
     module.load_state_dict(recorder.best_state)
+    example = torch.zeros(2, 3, datamodule.spec.input_size, device=module.device)
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     # A task may add metrics that need the trained network itself (e.g. anbn's count limit).
     extra = getattr(datamodule, "extra_test_metrics", None)
@@ -151,4 +163,7 @@ def train_model(
         test_metrics={k: float(v) for k, v in tested.items()},
         history=recorder.history,
         best_state=recorder.best_state,
+        peak_memory_bytes=memory.current(),
+        device=module.device.type,
+        backend=rnn_backend(module.net, example),
     )

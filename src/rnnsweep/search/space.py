@@ -40,3 +40,20 @@ def fingerprint(space: DictConfig) -> str:
     """Canonical text of the space, stored with the study to detect a changed search space."""
     plain = OmegaConf.to_container(space, resolve=True)
     return json.dumps(plain, sort_keys=True)
+
+
+def match_params(cfg: DictConfig) -> DictConfig:
+    """search.match_params=true (Chung et al. 2014): the range that tunes model.hidden_size is
+    replaced by `search.budget`, a range of parameter counts; each cell derives its hidden
+    size from the sampled budget, so cells are compared at equal parameter counts."""
+    s = cfg.search
+    if not s.match_params or s.name == "none":
+        return cfg
+    kept = {k: v for k, v in s.space.items() if v.path != "model.hidden_size"}
+    s.space = {**kept, "param_budget": s.budget}
+    return cfg
+
+
+def matched_suffix(cfg: DictConfig) -> str:
+    """Parameter-matched studies get their own name: their space differs from the plain one."""
+    return "-matched" if cfg.search.match_params else ""

@@ -1,0 +1,133 @@
+"""Re-train a study's best configuration with fresh seeds, so every headline number has a spread.
+
+The best trial's value is the maximum of many noisy draws and so biased in its favour; new
+seeds on the same configuration give an unbiased estimate and its standard deviation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+
+import optuna
+import torch
+from omegaconf import DictConfig
+
+from rnnsweep.interrupts import Interrupted
+from rnnsweep.measure import rnn_backend
+from rnnsweep.search import space as search_space
+from rnnsweep.search.objective import StudyContext
+from rnnsweep.training import build_module, train_model
+
+log = logging.getLogger(__name__)
+REEVAL_ROLE = "reeval"
+# Trial k trains with seed + k; re-evaluation seeds start far above any trial number.
+REEVAL_SEED_OFFSET = 1_000_000
+
+
+def reeval_seeds(cfg: DictConfig) -> list[int]:
+    """Deterministic and disjoint from every trial seed (seed + trial number)."""
+    base = int(cfg.seed) + REEVAL_SEED_OFFSET
+    return [base + k for k in range(int(cfg.search.reeval_seeds))]
+
+
+def device_tags(cfg: DictConfig, datamodule: object) -> dict[str, str]:
+    """The device and the recurrent kernels this job's cell runs on (measured, not assumed)."""
+    use_cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    net = build_module(cfg, datamodule).net.to(device)  # type: ignore[arg-type]
+    example = torch.zeros(2, 3, datamodule.spec.input_size, device=device)  # type: ignore[attr-defined]
+    return {"device": device.type, "backend": rnn_backend(net, example),
+            "torch_version": torch.__version__}
+
+
+def _done_seeds(ctx: StudyContext, best_number: int) -> set[int]:
+    runs = ctx.tracker.find_runs(
+        ctx.experiment,
+        f"tags.study_name = '{ctx.study_name}' and tags.role = '{REEVAL_ROLE}' "
+        f"and tags.best_trial_number = '{best_number}' and attributes.status = 'FINISHED'",
+    )
+    return {int(r.data.tags["reeval_seed"]) for r in runs}
+
+
+def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
+    """Train the best trial's configuration once per re-evaluation seed not yet done.
+
+    Returns the summary logged on the parent: mean and sd of each final metric over seeds.
+    """
+    cfg = ctx.cfg
+    if int(cfg.search.reeval_seeds) <= 0:
+        return {}
+    try:
+        best = study.best_trial
+    except ValueError:  # no completed trial: nothing to re-evaluate
+        return {}
+    values = {k: v for k, v in best.params.items() if k in cfg.search.space}
+    best_cfg = search_space.apply(cfg, cfg.search.space, values)
+    done = _done_seeds(ctx, best.number)
+    for seed in reeval_seeds(cfg):
+        if seed not in done:
+            _train_one(ctx, best_cfg, best.number, values, seed)
+    return _summarise(ctx, best.number)
+
+
+def _train_one(
+    ctx: StudyContext, cfg: DictConfig, best_number: int, values: dict, seed: int
+) -> None:
+    run_id = ctx.tracker.start_run(
+        ctx.experiment,
+        name=f"reeval-{best_number:03d}-seed{seed}",
+        tags={**ctx.base_tags, "role": REEVAL_ROLE, "best_trial_number": str(best_number),
+              "reeval_seed": str(seed), "state": "RUNNING"},
+        parent_id=ctx.parent_run_id,
+    )
+    ctx.tracker.log(run_id, params={**values, "seed": seed})
+    started = time.perf_counter()
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        ctx.tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+                        step=epoch)
+
+    try:
+        result = train_model(cfg, ctx.datamodule, seed, on_epoch=log_epoch)
+    except Exception as err:
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": reason})
+        ctx.tracker.end_run(run_id, "FAILED")
+        log.warning("re-evaluation seed %d failed: %s", seed, reason)
+        return
+    except (Interrupted, KeyboardInterrupt):
+        ctx.tracker.end_run(run_id, "KILLED")
+        raise
+    metrics = {
+        f"best_{cfg.search.metric}": result.best_value, "best_epoch": result.best_epoch,
+        "gap_at_best": result.gap_at_best, "epochs_run": result.epochs_run,
+        "seconds_per_epoch": result.seconds_per_epoch, "n_params": result.n_params,
+        "hidden_size_used": result.hidden_size, "peak_memory_bytes": result.peak_memory_bytes,
+        "wall_seconds": time.perf_counter() - started, **result.test_metrics,
+    }
+    ctx.tracker.log(
+        run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+        tags={"state": "COMPLETE", "device": result.device, "backend": result.backend},
+    )
+    ctx.tracker.end_run(run_id, "FINISHED")
+
+
+def _summarise(ctx: StudyContext, best_number: int) -> dict[str, float]:
+    runs = ctx.tracker.find_runs(
+        ctx.experiment,
+        f"tags.study_name = '{ctx.study_name}' and tags.role = '{REEVAL_ROLE}' "
+        f"and tags.best_trial_number = '{best_number}' and attributes.status = 'FINISHED'",
+    )
+    keys = [f"best_{ctx.cfg.search.metric}", "test_loss", "test_acc", "gap_at_best"]
+    summary: dict[str, float] = {"reeval_n": float(len(runs))}
+    for key in keys:
+        vals = [r.data.metrics[key] for r in runs if key in r.data.metrics]
+        if vals:
+            summary[f"reeval_{key}_mean"] = statistics.fmean(vals)
+            summary[f"reeval_{key}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    ctx.tracker.log(ctx.parent_run_id, metrics=summary,
+                    tags={"reeval_best_trial_number": str(best_number)})
+    return summary
