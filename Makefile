@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
+DASHBOARD_PORT ?= 8080
+# The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
+STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup sweep smoke test test-fast lint ui clean
+.PHONY: setup sweep smoke test test-fast lint ui dashboard clean
 
 setup: $(STAMP)
 
@@ -35,6 +38,10 @@ ui: setup
 	@echo "MLflow UI: http://$(UI_HOST):$(UI_PORT)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT)
+
+dashboard: setup
+	@echo "Optuna dashboard: http://$(UI_HOST):$(DASHBOARD_PORT)"
+	$(VENV)/bin/optuna-dashboard "$(STUDY_STORAGE)" --host $(UI_HOST) --port $(DASHBOARD_PORT)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

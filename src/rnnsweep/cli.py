@@ -120,11 +120,13 @@ def run_job(cfg: DictConfig) -> float | None:
     """Body of the Hydra task function."""
     from hydra.core.hydra_config import HydraConfig
 
+    from rnnsweep.console import quiet_third_party
     from rnnsweep.interrupts import Interrupted, install_handlers
     from rnnsweep.pipeline import run
     from rnnsweep.search.runner import StudyFailedError
 
     install_handlers()
+    quiet_third_party(in_study=False)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     try:
         return run(cfg, job_overrides=overrides)

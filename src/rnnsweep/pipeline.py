@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from rnnsweep.console import study_progress
 from rnnsweep.data import build_datamodule
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
@@ -67,7 +68,8 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
         job_overrides=overrides,
     )
     try:
-        summary = run_study(study, ctx)
+        with study_progress(study, cfg) as progress:
+            summary = run_study(study, ctx, progress=progress)
         reevaluate(study, ctx)
     except Exception:
         tracker.end_run(parent, "FAILED")

@@ -53,8 +53,8 @@ class TrainerConfig:
     deterministic: bool = True
     gradient_clip_val: float | None = 1.0
     early_stopping_patience: int = 5
-    # A single run (search=none) shows Lightning's progress bar; studies hide it.
-    progress_bar: bool = False
+    # Lightning's per-batch bar. null: shown for a single run (search=none), hidden in studies.
+    progress_bar: bool | None = None
     num_threads: int | None = None
     # CPU peak memory: saved-for-backward bytes of the first N training steps (rnnsweep.measure).
     memory_probe_batches: int = 3

@@ -90,6 +90,13 @@ def resolve_hidden_size(cfg: DictConfig, datamodule: TensorDataModule) -> int:
     )
 
 
+def show_batch_progress(cfg: DictConfig) -> bool:
+    """trainer.progress_bar, where null means: only for a single run (search=none)."""
+    if cfg.trainer.progress_bar is None:
+        return cfg.search.name == "none"
+    return bool(cfg.trainer.progress_bar)
+
+
 def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RecurrentLitModule:
     return RecurrentLitModule(
         cell=cfg.cell.name,
@@ -137,7 +144,7 @@ def train_model(
         callbacks=[memory, recorder, stopper, *callbacks],
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_progress_bar=show_batch_progress(cfg),
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )

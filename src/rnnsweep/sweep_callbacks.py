@@ -1,0 +1,160 @@
+"""End of a `-m` sweep: one table of every study it ran, and what to do next.
+
+Jobs may have run in other processes (hydra/launcher=joblib) or on other machines, so the
+table is read back from MLflow by the sweep's `sweep_id` tag, not from this process's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from rnnsweep.redact import redact
+
+log = logging.getLogger(__name__)
+STUDY_ROLE = "study"
+
+
+@dataclass
+class StudyRow:
+    task: str
+    data_size: str
+    cell: str
+    study_name: str
+    status: str
+    best_value: float | None
+    best_params: dict[str, str] = field(default_factory=dict)
+    n_complete: int = 0
+    n_pruned: int = 0
+    n_failed: int = 0
+    wall_seconds: float | None = None
+
+
+def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
+    """Every study parent run tagged with this sweep id, in any experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    runs = client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.sweep_id = '{sweep_id}' and tags.role = '{STUDY_ROLE}'",
+        max_results=10000,
+    )
+    rows = []
+    for run in runs:
+        tags, metrics, info = run.data.tags, run.data.metrics, run.info
+        wall = (info.end_time - info.start_time) / 1000 if info.end_time else None
+        rows.append(StudyRow(
+            task=tags.get("task", "?"),
+            data_size=tags.get("data_size", "?"),
+            cell=tags.get("cell", "?"),
+            study_name=tags.get("study_name", info.run_name or ""),
+            status=info.status,
+            best_value=metrics.get(f"best_{metric}"),
+            best_params={k[len("best."):]: v for k, v in tags.items() if k.startswith("best.")},
+            n_complete=int(metrics.get("n_complete", 0)),
+            n_pruned=int(metrics.get("n_pruned", 0)),
+            n_failed=int(metrics.get("n_failed", 0)),
+            wall_seconds=wall,
+        ))
+    size_order = {"small": 0, "large": 1}
+    rows.sort(key=lambda r: (r.task, size_order.get(r.data_size, 2), r.data_size, r.study_name))
+    return rows
+
+
+def _short(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() and "." not in value else f"{number:.3g}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
+    """Cell x data size; the best value of each (task, data size) group is marked with *."""
+    pick = min if direction == "minimize" else max
+    winners: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if r.best_value is not None:
+            key = (r.task, r.data_size)
+            winners[key] = pick(winners.get(key, r.best_value), r.best_value)
+    table = Table(title="Sweep summary", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("task", "data", "cell"):
+        table.add_column(name)
+    table.add_column(f"best {metric}", justify="right")
+    table.add_column("best hyperparameters", no_wrap=True)
+    table.add_column("finished (pruned)", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("wall", justify="right")
+    for r in rows:
+        if r.best_value is None:
+            best = "-"
+        else:
+            mark = " *" if winners.get((r.task, r.data_size)) == r.best_value else ""
+            best = f"{r.best_value:.4g}{mark}"
+        params = " ".join(f"{k}={_short(v)}" for k, v in sorted(r.best_params.items()))
+        if r.status != "FINISHED":
+            params = f"[{r.status}] {params}".strip()
+        table.add_row(
+            r.task, r.data_size, r.cell, best, params,
+            f"{r.n_complete + r.n_pruned} ({r.n_pruned})", str(r.n_failed),
+            _duration(r.wall_seconds),
+        )
+    return table
+
+
+def next_steps(tasks: list[str]) -> list[str]:
+    lines = ["make ui          # browse studies and trials: MLflow UI on http://127.0.0.1:5000"]
+    lines.append("make dashboard   # Optuna dashboard: history, importances, slices per study")
+    reports = ", ".join(f"reports/{t}/report.md" for t in tasks) or "reports/<task>/report.md"
+    lines.append(f"make report      # the comparison report: {reports}")
+    return lines
+
+
+def print_summary(
+    rows: list[StudyRow], metric: str, direction: str, console: Console | None = None
+) -> None:
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # log files: no 80-column wrapping of the table
+            console = Console(width=160)
+    if not rows:
+        console.print("No study of this sweep was found in MLflow.")
+        return
+    console.print(summary_table(rows, metric, direction))
+    console.print("* best of its task and data size.  Next:", highlight=False)
+    for line in next_steps(sorted({r.task for r in rows})):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/config.yaml: hydra.callbacks) printing the table after `-m`."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.search.name == "none":
+            return
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
+        try:
+            rows = read_sweep(uri, str(config.tracking.sweep_id), str(config.search.metric))
+        except Exception as err:  # the sweep itself succeeded; the table is a convenience
+            log.warning("no sweep summary: could not read MLflow: %s", redact(str(err)))
+            return
+        print_summary(rows, str(config.search.metric), str(config.search.direction))
