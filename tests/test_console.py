@@ -1,0 +1,149 @@
+"""What the user reads: a clean sweep console, the progress line, the summary, --help."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, run_train
+from omegaconf import OmegaConf
+from rich.console import Console
+
+from rnnsweep.console import LightningInfoFilter, StudyProgress, quiet_third_party
+from rnnsweep.sweep_callbacks import StudyRow, print_summary, read_sweep
+from rnnsweep.training import show_batch_progress
+
+# Output a user cannot act on, as printed before the filters existed.
+NOISE = (
+    "💡 Tip", "ExperimentalWarning", "LeafSpec", "Creating initial MLflow database tables",
+    "Downloading artifacts", "A new study created", "finished with value", "noload",
+)
+
+
+def test_smoke_sweep_console_is_clean(smoke_sweep: Path) -> None:
+    out = (smoke_sweep / "sweep.stdout").read_text()
+    err = (smoke_sweep / "sweep.stderr").read_text()
+    for text in NOISE:
+        assert text not in out + err, text
+    assert (out + err).count("GPU available") <= 1  # the basic launcher: one process
+    # One progress line per study ends at n of n trials, then the summary and next steps.
+    for size, cell in [("small", "lstm"), ("small", "gru"), ("large", "lstm"), ("large", "gru")]:
+        assert re.search(rf"adding-{size}-{cell}-\S+\s+3/3 trials · \d pruned · \d failed", out)
+    table = out[out.index("Sweep summary"):]
+    assert len(re.findall(r"^\s*adding\s+(small|large)\s+(lstm|gru)\s", table, re.M)) == 4
+    assert table.count(" * ") + table.count(" *\n") >= 2  # a winner per data size
+    assert "make ui" in table and "reports/adding/report.md" in table
+
+
+def test_summary_is_read_back_from_mlflow(smoke_sweep: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{smoke_sweep / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("adding").experiment_id
+    run = client.search_runs([experiment], "tags.role = 'study'")[0]
+    sweep_id = run.data.tags["sweep_id"]
+    rows = read_sweep(uri, sweep_id, "val_loss")
+    assert [(r.data_size, r.cell) for r in rows] == [
+        ("small", "gru"), ("small", "lstm"), ("large", "gru"), ("large", "lstm")]
+    for r in rows:
+        assert r.n_complete + r.n_pruned == 3 and r.best_value is not None
+        assert set(r.best_params) == {"num_layers", "hidden_size", "dropout", "lr"}
+    assert read_sweep(uri, "no-such-sweep", "val_loss") == []
+
+
+def test_summary_marks_the_best_cell_per_data_size() -> None:
+    rows = [StudyRow("adding", "small", "lstm", "s-l", "FINISHED", 0.5, {"lr": "0.001"}, 2, 1),
+            StudyRow("adding", "small", "gru", "s-g", "FINISHED", 0.4, {"lr": "0.01"}, 3, 0),
+            StudyRow("adding", "large", "gru", "l-g", "FAILED", None, {}, 0, 0, 4)]
+    buffer = io.StringIO()
+    print_summary(rows, "val_loss", "minimize", Console(file=buffer, width=160))
+    text = buffer.getvalue()
+    assert "0.4 *" in text and "0.5 *" not in text
+    assert "[FAILED]" in text and "reports/adding/report.md" in text
+
+
+def test_progress_line_counts_trials_pruned_failed_and_best() -> None:
+    study = optuna.create_study(study_name="demo-small-lstm", direction="minimize")
+    buffer = io.StringIO()
+    progress = StudyProgress(study, 3, "val_loss", Console(file=buffer, width=200), live=False)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 1:
+            raise optuna.TrialPruned()
+        if trial.number == 2:
+            raise ValueError("boom")
+        return 0.25 + trial.number
+
+    with progress:
+        study.optimize(objective, n_trials=4, callbacks=[progress], catch=(ValueError,))
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("demo-small-lstm  1/3 trials · 0 pruned · 0 failed")
+    assert "best val_loss 0.25" in lines[0]
+    assert "2/3 trials · 1 pruned · 1 failed" in lines[2]
+    assert "3/3 trials" in lines[3] and "ETA 0:00:00" in lines[3]
+
+
+def test_live_progress_draws_the_final_state() -> None:
+    study = optuna.create_study(study_name="demo-large-gru")
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, force_terminal=True)
+    with StudyProgress(study, 2, "val_loss", console, live=True) as progress:
+        study.optimize(lambda t: 1.5, n_trials=2, callbacks=[progress])
+    assert "2/2 trials · 0 pruned · 0 failed · best val_loss 1.5" in buffer.getvalue()
+
+
+def test_filters_are_precise_real_warnings_still_show() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_third_party(in_study=True)
+        warnings.warn("RetryHeartbeatStaleTrialCallback is experimental (supported from v2.8.0).",
+                      optuna.exceptions.ExperimentalWarning, stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning,
+                      stacklevel=1)
+        warnings.warn("SomeNewFeature is experimental", optuna.exceptions.ExperimentalWarning,
+                      stacklevel=1)
+        warnings.warn("dropout has no effect with num_layers=1", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [
+        "SomeNewFeature is experimental", "dropout has no effect with num_layers=1"]
+    assert logging.getLogger("mlflow.store.db.utils").getEffectiveLevel() == logging.WARNING
+
+
+def test_lightning_tips_dropped_device_line_once() -> None:
+    filt = LightningInfoFilter()
+
+    def passes(message: str) -> bool:
+        return filt.filter(logging.LogRecord("x", logging.INFO, "", 0, message, None, None))
+
+    assert not passes("💡 Tip: For seamless cloud logging ...")
+    assert passes("GPU available: False, used: False")
+    assert not passes("GPU available: False, used: False")
+    assert passes("`Trainer.fit` stopped: `max_epochs=3` reached.")  # a single run keeps it
+    filt.in_study = True
+    assert not passes("`Trainer.fit` stopped: `max_epochs=3` reached.")
+    assert passes("Something Lightning wants you to know")
+
+
+@pytest.mark.parametrize(("search", "setting", "shown"), [
+    ("none", None, True), ("tpe", None, False), ("tpe", True, True), ("none", False, False)])
+def test_batch_bar_only_for_single_runs(search: str, setting: bool | None, shown: bool) -> None:
+    cfg = OmegaConf.create({"search": {"name": search}, "trainer": {"progress_bar": setting}})
+    assert show_batch_progress(cfg) is shown
+
+
+def test_help_lists_every_group_and_option(project: Path) -> None:
+    proc = run_train(project, "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "Typical commands" in text and "python train.py -m cell=lstm,gru" in text
+    groups = [d for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name != "hydra"]
+    for group in groups:
+        assert re.search(rf"^\s+{group.name}\s", text, re.M), f"group {group.name} not in --help"
+        for option in sorted(group.glob("*.yaml")):
+            assert re.search(rf"\b{option.stem}\b", text), f"{group.name}={option.stem} missing"
