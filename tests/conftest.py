@@ -52,6 +52,9 @@ def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = make_project_copy(tmp_path_factory.mktemp("smoke") / "project")
     proc = run_train(project, "-m", "cell=lstm,gru", "experiment=smoke")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # What the user saw, for the console tests.
+    (project / "sweep.stdout").write_text(proc.stdout)
+    (project / "sweep.stderr").write_text(proc.stderr)
     return project
 
 
