@@ -109,6 +109,21 @@ class PathsConfig:
 
 
 @dataclass
+class ReportConfig:
+    sweep_id: str | None = None
+    sweep_stamp: str | None = None
+    experiment: str | None = None
+    out_dir: str = "???"
+    test_metric: str = "test_loss"
+    alpha: float = 0.05
+    equivalence_margin: float = 0.1
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+    length_keys: list[str] = field(default_factory=lambda: ["T", "seq_len"])
+    attach: bool = True
+
+
+@dataclass
 class RootConfig:
     cell: CellConfig = field(default_factory=CellConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -117,6 +132,7 @@ class RootConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Task-specific keys; checked against the task's own dataclass (rnnsweep.data.registry).
     data: dict[str, Any] = field(default_factory=dict)
     profile: str = "default"

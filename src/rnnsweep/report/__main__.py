@@ -1,0 +1,78 @@
+"""`python -m rnnsweep.report [overrides]`: write reports/<task>/ for one sweep.
+
+Takes the same Hydra overrides as train.py (e.g. `data=anbn report.sweep_id=20260101-120000`),
+so the tracking store and the task come from the same config files as the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnsweep.errors import ConfigError
+from rnnsweep.report.attach import attach
+from rnnsweep.report.build import build
+from rnnsweep.report.collect import load_sweep
+from rnnsweep.schema import to_structured
+from rnnsweep.tracking import tracking_uri
+
+log = logging.getLogger("rnnsweep.report")
+
+
+def project_root() -> Path:
+    root = Path(os.environ.get("RNNSWEEP_ROOT") or Path.cwd()).resolve()
+    if not (root / "conf" / "config.yaml").exists():
+        raise ConfigError(f"{root}: no conf/config.yaml here; run from the project root")
+    return root
+
+
+def load_config(root: Path, overrides: list[str]) -> DictConfig:
+    os.environ["RNNSWEEP_ROOT"] = str(root)
+    try:
+        with initialize_config_dir(str(root / "conf"), version_base="1.3"):
+            return to_structured(compose("config", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+
+
+def sweep_id_of(cfg: DictConfig, root: Path) -> str | None:
+    stamp = cfg.report.sweep_stamp
+    if not stamp:
+        return cfg.report.sweep_id
+    path = Path(stamp) if Path(stamp).is_absolute() else root / stamp
+    try:
+        return str(json.loads(path.read_text())["sweep_id"])
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"report.sweep_stamp={stamp}: cannot read a sweep_id ({err})") from None
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        root = project_root()
+        cfg = load_config(root, argv)
+        experiment = cfg.report.experiment or cfg.tracking.experiment or cfg.data.task
+        uri = tracking_uri(cfg)
+        sweep = load_sweep(uri, experiment, sweep_id_of(cfg, root))
+        rcfg = OmegaConf.to_container(cfg.report, resolve=True)
+        paths = build(sweep, rcfg, Path(cfg.report.out_dir) / experiment)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if cfg.report.attach:
+        run_id = attach(cfg, experiment, sweep, paths["dir"])
+        log.info("report attached to MLflow run %s (experiment %s)", run_id, experiment)
+    log.info("report of sweep %s: %s", sweep.sweep_id, paths["md"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,133 @@
+"""Read one sweep back from MLflow: its study parents, trials, re-evaluations and curves."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+from rnnsweep.errors import ConfigError
+
+CURVE_KEYS = ("train_loss", "val_loss", "epoch_seconds")
+
+
+@dataclass
+class Sweep:
+    """Everything the report needs, one DataFrame row per MLflow run (tags/params/metrics)."""
+
+    experiment: str
+    sweep_id: str
+    metric: str
+    direction: str
+    space: dict[str, dict]
+    parents: pd.DataFrame
+    trials: pd.DataFrame
+    reevals: pd.DataFrame
+    # run id -> metric key -> [(step, value)], for every trial and re-evaluation run
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
+    # data.* tags whose value differs between studies of one data size (e.g. data.T)
+    axes: list[str] = field(default_factory=list)
+
+    @property
+    def best_key(self) -> str:
+        return f"metrics.best_{self.metric}"
+
+    @property
+    def minimize(self) -> bool:
+        return self.direction == "minimize"
+
+
+def _search(uri: str, experiment_id: str, filter_string: str) -> pd.DataFrame:
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(
+        experiment_ids=[experiment_id], filter_string=filter_string, max_results=50000,
+        output_format="pandas",
+    )
+
+
+def latest_sweep_id(parents: pd.DataFrame) -> str:
+    """The sweep whose studies started (or resumed) last."""
+    ids = parents.groupby("tags.sweep_id")["start_time"].max().sort_values()
+    return str(ids.index[-1])
+
+
+def _config_of(client: MlflowClient, run_id: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, "config.yaml", tmp)
+        return yaml.safe_load(Path(path).read_text())
+
+
+def _condition_axes(parents: pd.DataFrame) -> list[str]:
+    data_cols = [c for c in parents.columns if c.startswith("tags.data.")]
+    axes = []
+    for col in data_cols:
+        if (parents.groupby("tags.data_size")[col].nunique(dropna=True) > 1).any():
+            axes.append(col)
+    return axes
+
+
+def condition_label(row: pd.Series, axes: list[str]) -> str:
+    """'small', or 'small T=100' when the sweep varies a data key within one size."""
+    extra = [f"{c.removeprefix('tags.data.')}={row[c]}" for c in axes if isinstance(row[c], str)]
+    return " ".join([str(row["tags.data_size"]), *extra])
+
+
+def load_sweep(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
+    """Raises ConfigError naming the experiment or sweep id when there is nothing to report."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(f"report.experiment={experiment!r}: no such MLflow experiment in {uri}")
+    parents = _search(uri, exp.experiment_id, "tags.role = 'study'")
+    if parents.empty:
+        raise ConfigError(f"experiment {experiment!r} holds no study runs: run a sweep first")
+    if sweep_id is None:
+        sweep_id = latest_sweep_id(parents)
+    parents = parents[parents["tags.sweep_id"] == sweep_id].reset_index(drop=True)
+    if parents.empty:
+        raise ConfigError(f"report.sweep_id={sweep_id!r}: no study of experiment {experiment!r}")
+    found = [_search(uri, exp.experiment_id, f"tags.role = '{role}'")
+             for role in ("trial", "reeval")]
+    found = [df for df in found if not df.empty]
+    children = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
+        columns=["tags.role", "tags.mlflow.parentRunId", "run_id", "status"])
+    children = children[children["tags.mlflow.parentRunId"].isin(parents["run_id"])]
+    cfg = _config_of(client, parents["run_id"].iloc[0])
+    search = cfg["search"]
+    axes = _condition_axes(parents)
+    for df in (parents, children):
+        df["condition"] = (
+            [condition_label(r, axes) for _, r in df.iterrows()] if len(df) else []
+        )
+    sweep = Sweep(
+        experiment=experiment, sweep_id=sweep_id, metric=search["metric"],
+        direction=search["direction"], space=search["space"], parents=parents,
+        trials=children[children["tags.role"] == "trial"].reset_index(drop=True),
+        reevals=children[children["tags.role"] == "reeval"].reset_index(drop=True),
+        axes=axes,
+    )
+    keys = (*CURVE_KEYS, sweep.metric)
+    for run_id in children["run_id"]:
+        sweep.curves[run_id] = {
+            key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+            for key in dict.fromkeys(keys)
+        }
+    sweep.trials["value"] = [trial_value(sweep, r) for _, r in sweep.trials.iterrows()]
+    return sweep
+
+
+def trial_value(sweep: Sweep, trial: pd.Series) -> float:
+    """A trial's objective: its best validation value; a pruned trial's best before pruning."""
+    if trial.get("tags.state") == "COMPLETE":
+        return float(trial[sweep.best_key])
+    history = [v for _, v in sweep.curves.get(trial["run_id"], {}).get(sweep.metric, [])]
+    history = [v for v in history if math.isfinite(v)]
+    if not history:
+        return math.nan
+    return min(history) if sweep.minimize else max(history)

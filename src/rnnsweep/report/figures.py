@@ -1,0 +1,165 @@
+"""PNG figures of the report (matplotlib, Agg: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from rnnsweep.report.collect import Sweep  # noqa: E402
+
+CELL_COLORS = {"lstm": "tab:blue", "gru": "tab:orange", "rnn": "tab:green"}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _grid(n_rows: int, n_cols: int, w: float = 4.0, h: float = 3.0):
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(w * n_cols, h * n_rows), squeeze=False)
+    return fig, axes
+
+
+def learning_curves(sweep: Sweep, out: Path) -> Path:
+    """Train and validation loss per epoch of each study's best trial."""
+    parents = sweep.parents.sort_values(["condition", "tags.cell"])
+    conds, cells = sorted(set(parents["condition"])), sorted(set(parents["tags.cell"]))
+    fig, axes = _grid(len(conds), len(cells))
+    for _, p in parents.iterrows():
+        ax = axes[conds.index(p["condition"])][cells.index(p["tags.cell"])]
+        curves = sweep.curves.get(str(p.get("tags.best_trial_run_id")), {})
+        for key, style in (("train_loss", "--"), ("val_loss", "-")):
+            pts = curves.get(key, [])
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=key,
+                        color=CELL_COLORS.get(p["tags.cell"]))
+        ax.set_title(f"{p['tags.cell']} / {p['condition']}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    return _save(fig, out / "learning_curves.png")
+
+
+def overfitting(summary: pd.DataFrame, out: Path) -> Path:
+    """Gap at the best epoch and validation loss per cell and condition (mean +- sd)."""
+    fig, axes = _grid(1, 2)
+    conds = sorted(set(summary["condition"]))
+    cells = sorted(set(summary["cell"]))
+    width = 0.8 / max(len(cells), 1)
+    for col, (mean, sd, title) in enumerate((
+        ("gap_mean", "gap_sd", "generalisation gap (val - train loss)"),
+        ("val_mean", "val_sd", "best validation value"),
+    )):
+        ax = axes[0][col]
+        for k, cell in enumerate(cells):
+            rows = summary[summary["cell"] == cell].set_index("condition").reindex(conds)
+            x = np.arange(len(conds)) + k * width
+            ax.bar(x, rows[mean], width, yerr=rows[sd].fillna(0), label=cell,
+                   color=CELL_COLORS.get(cell), capsize=3)
+        ax.set_xticks(np.arange(len(conds)) + width * (len(cells) - 1) / 2, conds)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(fig, out / "overfitting.png")
+
+
+def expected_best(curves: pd.DataFrame, metric: str, out: Path) -> Path:
+    """Expected best validation value vs number of trials, +-1 sd band, per cell."""
+    conds = sorted(set(curves["condition"]))
+    fig, axes = _grid(1, len(conds))
+    for i, cond in enumerate(conds):
+        ax = axes[0][i]
+        for cell, rows in curves[curves["condition"] == cond].groupby("cell"):
+            color = CELL_COLORS.get(str(cell))
+            ax.plot(rows["n_trials"], rows["expected"], marker="o", label=str(cell), color=color)
+            ax.fill_between(rows["n_trials"], rows["expected"] - rows["sd"],
+                            rows["expected"] + rows["sd"], alpha=0.2, color=color)
+        ax.set_title(cond, fontsize=9)
+        ax.set_xlabel("number of trials")
+        ax.set_ylabel(f"expected best {metric}")
+        ax.legend(fontsize=7)
+    return _save(fig, out / "expected_best.png")
+
+
+def importance(imp: pd.DataFrame, out: Path) -> Path:
+    """fANOVA importance of each hyperparameter, one bar group per study."""
+    fig, axes = _grid(1, 1, w=7.0)
+    ax = axes[0][0]
+    if imp.empty:
+        ax.text(0.5, 0.5, "too few complete trials for fANOVA", ha="center")
+    else:
+        table = imp.pivot_table(index="study", columns="parameter", values="importance")
+        table.plot.barh(ax=ax, stacked=True)
+        ax.set_xlabel("fANOVA importance (normalised)")
+        ax.legend(fontsize=7)
+    return _save(fig, out / "importance.png")
+
+
+def slices(sweep: Sweep, out: Path) -> Path:
+    """Objective against each hyperparameter, every trial of every study (Optuna's slice
+    plot, drawn per cell so the cells can be compared)."""
+    names = list(sweep.space)
+    conds = sorted(set(sweep.trials["condition"])) if len(sweep.trials) else []
+    fig, axes = _grid(max(len(conds), 1), len(names), w=3.2, h=2.6)
+    for r, cond in enumerate(conds):
+        rows = sweep.trials[sweep.trials["condition"] == cond]
+        for c, name in enumerate(names):
+            ax = axes[r][c]
+            for cell, sub in rows.groupby("tags.cell"):
+                x = pd.to_numeric(sub.get(f"params.{name}"), errors="coerce")
+                ax.scatter(x, sub["value"], s=14, label=str(cell),
+                           color=CELL_COLORS.get(str(cell)))
+            if sweep.space[name].get("log"):
+                ax.set_xscale("log")
+            ax.set_xlabel(name)
+            ax.set_title(cond, fontsize=8)
+            ax.set_ylabel(sweep.metric, fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, out / "slices.png")
+
+
+def cost(trials: pd.DataFrame, device: str, out: Path) -> Path:
+    """Parameters, seconds per epoch and peak memory against the hidden size, per cell."""
+    fig, axes = _grid(1, 3)
+    cols = (("metrics.n_params", "parameters"), ("epoch_seconds_mean", "seconds / epoch"),
+            ("metrics.peak_memory_bytes", "peak training memory (bytes)"))
+    for ax, (col, label) in zip(axes[0], cols, strict=True):
+        shown = False
+        for cell, sub in trials.groupby("tags.cell"):
+            if col in sub and "metrics.hidden_size_used" in sub:
+                x, y = sub["metrics.hidden_size_used"], sub[col]
+                ok = (x > 0) & (y > 0)
+                shown |= bool(ok.any())
+                ax.scatter(x[ok], y[ok], s=14, label=str(cell), color=CELL_COLORS.get(str(cell)))
+        if shown:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            # Plain numbers: hidden sizes span one or two decades, not many.
+            ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel("hidden size")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(device, fontsize=9)
+    return _save(fig, out / "cost.png")
+
+
+def by_length(table: pd.DataFrame, axis: str, metric: str, out: Path) -> Path:
+    """Test metric of the re-evaluated best configuration against sequence length."""
+    fig, axes = _grid(1, 1)
+    ax = axes[0][0]
+    for cell, rows in table.groupby("cell"):
+        rows = rows.sort_values("length")
+        ax.errorbar(rows["length"], rows["mean"], yerr=rows["sd"].fillna(0), marker="o",
+                    label=str(cell), color=CELL_COLORS.get(str(cell)), capsize=3)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    return _save(fig, out / "by_length.png")
