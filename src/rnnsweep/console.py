@@ -8,7 +8,6 @@ warning still shows.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import time
 import warnings
@@ -68,6 +67,10 @@ class LightningInfoFilter(logging.Filter):
 
 
 _lightning_filter = LightningInfoFilter()
+# The process that owns the terminal: launcher workers (hydra/launcher=joblib) inherit this
+# variable and print plain lines instead of redrawing on top of each other.
+MAIN_PID_VAR = "RNNSWEEP_CONSOLE_PID"
+os.environ.setdefault(MAIN_PID_VAR, str(os.getpid()))
 
 
 def quiet_third_party(in_study: bool) -> None:
@@ -114,7 +117,7 @@ class StudyProgress:
     ) -> None:
         self.study, self.n_trials, self.metric = study, n_trials, metric
         self.console = console or Console()
-        in_worker = multiprocessing.parent_process() is not None
+        in_worker = os.environ.get(MAIN_PID_VAR) != str(os.getpid())
         self.live = self.console.is_terminal and not in_worker if live is None else live
         self.started = time.perf_counter()
         self.last_end = self.started
