@@ -78,9 +78,13 @@ def test_experiment_lists_studies_and_their_trials(
         page.get_by_role("link", name=run.info.run_name, exact=True).wait_for()
     # Nested trial runs stay folded under their study until it is expanded.
     assert page.get_by_role("link", name="trial-000", exact=True).count() == 0
+    # A clean view for the screenshot: no assistant panel, the model-training navigation.
     close_assistant = page.get_by_role("button", name="Close")
     if close_assistant.count():
         close_assistant.first.click()
+    training_mode = page.get_by_role("button", name="Model training")
+    if training_mode.count():
+        training_mode.first.click()
 
     study = next(r for r in parents if r.data.tags["data_size"] == "small"
                  and r.data.tags["cell"] == "lstm")

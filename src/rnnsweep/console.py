@@ -30,6 +30,7 @@ QUIET_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
     # MLflow's SQL store still uses SQLAlchemy's noload().
     (DeprecationWarning, r"The :func:`_orm.noload` option is deprecated"),
+    (DeprecationWarning, r"The ``noload`` loader strategy is deprecated"),
 )
 
 # Lightning's rank-zero INFO lines: device lines shown once per process, tips never.
