@@ -50,7 +50,8 @@ def project(tmp_path: Path) -> Path:
 def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`python train.py -m cell=lstm,gru experiment=smoke` in a fresh copy, run once."""
     project = make_project_copy(tmp_path_factory.mktemp("smoke") / "project")
-    proc = run_train(project, "-m", "cell=lstm,gru", "experiment=smoke")
+    # Generous limit: the machine is often shared, and re-evaluation adds 8 short fits.
+    proc = run_train(project, "-m", "cell=lstm,gru", "experiment=smoke", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # What the user saw, for the console tests.
     (project / "sweep.stdout").write_text(proc.stdout)

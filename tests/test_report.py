@@ -1,0 +1,115 @@
+"""The report built from a real smoke sweep: sections, figures, and numbers equal to MLflow's."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+from conftest import clean_env
+from mlflow.tracking import MlflowClient
+
+SECTIONS = ["1. Summary", "2. Overfitting probe", "3. Expected best", "4. Hyperparameter",
+            "5. Cost", "6. Claims"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_report(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rnnsweep.report", *args], cwd=project,
+                          env=clean_env(), capture_output=True, text=True, timeout=300)
+
+
+def runs(client: MlflowClient, role: str) -> list:
+    exp = client.get_experiment_by_name("adding")
+    return client.search_runs([exp.experiment_id], f"tags.role = '{role}'", max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def report(smoke_sweep: Path) -> Path:
+    proc = run_report(smoke_sweep)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return smoke_sweep / "reports" / "adding"
+
+
+@pytest.fixture(scope="module")
+def client(smoke_sweep: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{smoke_sweep}/mlruns/mlflow.db")
+
+
+def test_sections_and_figures(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    html = (report / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in md
+        assert f"<h2>{section}" in html
+    pngs = sorted((report / "figures").glob("*.png"))
+    assert {p.name for p in pngs} >= {"learning_curves.png", "overfitting.png",
+                                      "expected_best.png", "importance.png", "slices.png",
+                                      "cost.png"}
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert matplotlib.image.imread(png).shape[0] > 50  # decodes as a real image
+        assert f"(figures/{png.name})" in md
+    assert html.count("src='data:image/png;base64,") == len(pngs)
+    for table in ("summary", "claims", "importance", "trials"):
+        assert not pd.read_csv(report / "tables" / f"{table}.csv").empty
+
+
+def test_numbers_equal_mlflow(report: Path, client: MlflowClient) -> None:
+    metrics = json.loads((report / "metrics.json").read_text())
+    parents = runs(client, "study")
+    reevals = runs(client, "reeval")
+    assert len(parents) == 4
+    for p in parents:
+        cell, size = p.data.tags["cell"], p.data.tags["data_size"]
+        row = metrics[cell][size]
+        assert row["best_trial_val"] == pytest.approx(p.data.metrics["best_val_loss"])
+        assert row["complete"] == p.data.metrics["n_complete"]
+        assert row["pruned"] == p.data.metrics["n_pruned"]
+        mine = [r.data.metrics["test_loss"] for r in reevals
+                if r.data.tags["mlflow.parentRunId"] == p.info.run_id]
+        assert row["test_mean"] == pytest.approx(statistics.fmean(mine))
+        assert row["test_sd"] == pytest.approx(statistics.stdev(mine))
+    summary = pd.read_csv(report / "tables" / "summary.csv")
+    assert len(summary) == 4 and set(summary["device"]) == {"cpu"}
+
+
+def test_claims_table(report: Path) -> None:
+    claims = pd.read_csv(report / "tables" / "claims.csv")
+    assert len(claims) == 6
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive",
+                                      "not measured by this sweep"}
+    long_range = claims[claims["claim"].str.contains("long-range")].iloc[0]
+    assert long_range["verdict"] == "not measured by this sweep"
+    assert "data.seq_len=" in long_range["evidence"]
+    # Parameter counts are exact: the sampler's identical start-up trials settle the claim.
+    params = claims[claims["claim"] == "GRU has fewer parameters"].iloc[0]
+    assert params["verdict"] == "supported" and "0.75" in params["evidence"]
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["claims"] == dict(zip(claims["claim"], claims["verdict"], strict=True))
+
+
+def test_attached_once_per_sweep(report: Path, smoke_sweep: Path, client: MlflowClient) -> None:
+    first = runs(client, "report")
+    assert len(first) == 1 and first[0].info.status == "FINISHED"
+    names = {a.path for a in client.list_artifacts(first[0].info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/metrics.json"} <= names
+    assert run_report(smoke_sweep).returncode == 0
+    again = runs(client, "report")
+    assert [r.info.run_id for r in again] == [first[0].info.run_id]
+
+
+def test_unknown_sweep_id_is_one_line_error(report: Path, smoke_sweep: Path,
+                                            client: MlflowClient) -> None:
+    before = (report / "report.md").read_text()
+    proc = run_report(smoke_sweep, "report.sweep_id=nope")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: report.sweep_id='nope': no study of experiment 'adding'"]
+    assert (report / "report.md").read_text() == before
+    assert len(runs(client, "report")) == 1
