@@ -104,7 +104,7 @@ class StudyTimeColumn(ProgressColumn):
     """Elapsed time and an ETA from this process's own trial rate (rich's needs 2 samples)."""
 
     def render(self, task: Task) -> Text:
-        return Text(task.fields["progress"].times(), style="progress.elapsed")
+        return Text("· " + task.fields["progress"].times(), style="progress.elapsed")
 
 
 class StudyProgress:
