@@ -12,7 +12,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from rnnsweep.errors import ConfigError
 from rnnsweep.locks import store_lock
 from rnnsweep.redact import redact
-from rnnsweep.search.space import fingerprint
+from rnnsweep.search.space import fingerprint, matched_suffix
 
 SPACE_ATTR = "search_space"
 
@@ -142,6 +142,7 @@ def preflight_job(cfg: DictConfig) -> None:
         return
     try:
         name = study_name(build_datamodule(cfg.data).condition(), cfg.cell.name)
+        name += matched_suffix(cfg)  # the name pipeline.run gives a parameter-matched study
     except Exception:  # a task that must load its data first is named when its job runs
         name = ""
     preflight_storage(cfg, name)
