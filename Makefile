@@ -9,7 +9,7 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup sweep smoke report test test-fast lint ui dashboard clean
+.PHONY: setup sweep smoke chorales report test test-fast lint ui dashboard clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ sweep: setup
 
 smoke: setup
 	$(PY) train.py -m cell=lstm,gru experiment=smoke
+
+# Parse the bundled Bach chorales once into data/cache/chorales.npz (data=chorales reads it).
+chorales: setup
+	$(PY) -m rnnsweep.data.prepare_chorales
 
 # The comparison report of the latest sweep: reports/<task>/ (overrides: REPORT_ARGS=...).
 report: setup

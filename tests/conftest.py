@@ -61,9 +61,12 @@ def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def chorale_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A piano-roll cache of the first 6 bundled chorales (parsing all takes minutes)."""
-    from rnnsweep.data.prepare_chorales import prepare
-
+    """A piano-roll cache of the first 6 bundled chorales, built by the real command (all
+    of them take minutes)."""
     path = tmp_path_factory.mktemp("chorales") / "chorales.npz"
-    prepare(path, max_chorales=6, quiet=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnsweep.data.prepare_chorales", "--out", str(path),
+         "--max-chorales", "6"], env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "6 chorales" in proc.stderr
     return path

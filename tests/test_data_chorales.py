@@ -106,3 +106,12 @@ def test_invalid_fractions_name_the_key():
         ChoralesDataConfig(val_fraction=0.0)
     with pytest.raises(ConfigError, match="data.max_chorales"):
         ChoralesDataConfig(max_chorales=1)
+
+
+def test_preflight_stops_on_a_missing_cache_before_any_job(project, monkeypatch):
+    from rnnsweep.cli import preflight
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    with pytest.raises(DataError, match="python -m rnnsweep.data.prepare_chorales"):
+        preflight(project / "conf", ["-m", "cell=lstm,gru", "data=chorales"])
+    assert not (project / "mlruns").exists()

@@ -1,4 +1,9 @@
-"""Each task end to end: a smoke sweep with every cell fills MLflow with one study per cell."""
+"""Each task end to end: a smoke sweep with every cell fills MLflow with one study per cell.
+
+One real `train.py -m` run (data=file, which also checks path resolution and the preflight);
+the other tasks call pipeline.run in-process on one shared project, which skips the
+interpreter start-up and store creation per task and keeps this file near a minute.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_train
+from conftest import make_project_copy, run_train
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
 CELLS = ("rnn", "lstm", "gru")
-CHEAP = ("experiment=smoke", "data.size=small", "search.n_trials=2", "search.reeval_seeds=0")
+N_TRIALS = 1
+CHEAP = ["experiment=smoke", "data.size=small", f"search.n_trials={N_TRIALS}",
+         "search.reeval_seeds=0", "trainer.max_epochs=2"]
+TASK_METRICS = {"anbn": "test_count_limit", "chorales": "test_frame_acc", "file": "test_acc"}
 
 
 def parents_and_trials(project: Path, experiment: str):
@@ -32,49 +42,89 @@ def write_sequences(path: Path) -> None:
     np.savez(path, x=x, lengths=lengths, y=(x.sum((1, 2)) > 0).astype(np.int64))
 
 
-def setup_task(task: str, project: Path, chorale_cache: Path) -> list[str]:
-    if task == "chorales":
-        (project / "data" / "cache").mkdir(parents=True)
-        shutil.copy(chorale_cache, project / "data" / "cache" / "chorales.npz")
-        return []
-    if task == "file":
-        write_sequences(project / "seqs.npz")
-        return ["data.path=seqs.npz"]  # relative: resolves against the project root
-    return []
-
-
-TASK_METRICS = {"anbn": "test_count_limit", "chorales": "test_frame_acc", "file": "test_acc"}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("task", list(TASK_METRICS))
-def test_smoke_sweep_runs_every_cell(task, project, chorale_cache):
-    extra = setup_task(task, project, chorale_cache)
-    proc = run_train(project, "-m", f"cell={','.join(CELLS)}", f"data={task}", *CHEAP, *extra)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def check_studies(project: Path, task: str, cells=CELLS) -> list:
     parents, trials = parents_and_trials(project, task)
-    assert sorted(p.data.tags["cell"] for p in parents) == sorted(CELLS)
+    assert sorted(p.data.tags["cell"] for p in parents) == sorted(cells)
     for p in parents:
         assert p.info.status == "FINISHED" and p.data.tags["task"] == task
         assert p.data.tags["study_name"].startswith(f"{task}-small-{p.data.tags['cell']}-")
         mine = [t for t in trials if t.data.tags["mlflow.parentRunId"] == p.info.run_id]
-        assert len(mine) == 2
+        assert len(mine) == N_TRIALS
         complete = [t for t in mine if t.data.tags["state"] == "COMPLETE"]
         assert complete, [t.data.tags for t in mine]
         for t in complete:
             assert np.isfinite(t.data.metrics["test_loss"])
-            assert TASK_METRICS[task] in t.data.metrics
-    if task == "anbn":  # the count limit starts right after the smoke training range
-        limits = [t.data.metrics["test_count_limit"] for t in trials
-                  if "test_count_limit" in t.data.metrics]
-        assert all(5 <= v <= 31 for v in limits)
+            if task in TASK_METRICS:
+                assert TASK_METRICS[task] in t.data.metrics
+    return trials
+
+
+@pytest.fixture(scope="module")
+def inproc(tmp_path_factory, chorale_cache):
+    """A project copy and a runner calling pipeline.run for one composed job at a time."""
+    from rnnsweep.pipeline import run
+
+    project = make_project_copy(tmp_path_factory.mktemp("tasks") / "project")
+    (project / "data" / "cache").mkdir(parents=True)
+    shutil.copy(chorale_cache, project / "data" / "cache" / "chorales.npz")
+    mp = pytest.MonkeyPatch()
+    for key in ("MLFLOW_TRACKING_URI", "RNNSWEEP_SWEEP_ID"):
+        mp.delenv(key, raising=False)
+    mp.setenv("RNNSWEEP_ROOT", str(project))
+
+    def sweep(*overrides: str, cells: tuple[str, ...] = CELLS) -> None:
+        for cell in cells:
+            job = [f"cell={cell}", *CHEAP, *overrides]
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(str(project / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=job)
+            run(cfg, job_overrides=job)
+
+    yield project, sweep
+    GlobalHydra.instance().clear()
+    mp.undo()
 
 
 @pytest.mark.slow
-def test_adding_lengths_are_separate_studies_tagged_with_T(project):
-    proc = run_train(project, "-m", "cell=rnn", "data.seq_len=10,20", *CHEAP)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_anbn_with_every_cell_reports_the_count_limit(inproc):
+    project, sweep = inproc
+    sweep("data=anbn")
+    trials = check_studies(project, "anbn")
+    # smoke: trained on n = 1..4, checked up to 30; the limit is a first failing n (or 31).
+    limits = [t.data.metrics["test_count_limit"] for t in trials
+              if "test_count_limit" in t.data.metrics]
+    assert limits and all(5 <= v <= 31 for v in limits)
+
+
+@pytest.mark.slow
+def test_chorales_with_every_cell(inproc):
+    project, sweep = inproc
+    sweep("data=chorales")
+    for t in check_studies(project, "chorales"):
+        if "test_frame_acc" in t.data.metrics:
+            assert 0.0 <= t.data.metrics["test_frame_acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_adding_lengths_are_separate_studies_tagged_with_T(inproc):
+    project, sweep = inproc
+    # rnn only: the shared smoke sweep already runs lstm and gru on the adding problem.
+    for seq_len in (10, 20):
+        sweep(f"data.seq_len={seq_len}", cells=("rnn",))
     parents, _ = parents_and_trials(project, "adding")
-    assert sorted(p.data.tags["data.T"] for p in parents) == ["10", "20"]
-    names = {p.data.tags["study_name"] for p in parents}
-    assert len(names) == 2 and all("-T10-" in n or "-T20-" in n for n in names)
+    by_t: dict[str, set[str]] = {}
+    for p in parents:
+        by_t.setdefault(p.data.tags["data.T"], set()).add(p.data.tags["study_name"])
+    assert sorted(by_t) == ["10", "20"]
+    assert all(len(names) == 1 for names in by_t.values())
+    assert not by_t["10"] & by_t["20"]
+
+
+@pytest.mark.slow
+def test_file_task_through_train_py_with_every_cell(project):
+    write_sequences(project / "seqs.npz")
+    # A relative data.path resolves against the project root, not Hydra's job directory.
+    proc = run_train(project, "-m", f"cell={','.join(CELLS)}", "data=file",
+                     "data.path=seqs.npz", *CHEAP)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_studies(project, "file")
