@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.errors import ConfigError, DataError
-from rnnsweep.redact import redact
+from rnnsweep.redact import redact, redact_files
 
 log = logging.getLogger("rnnsweep")
 EXIT_BAD_INPUT = 2
@@ -116,6 +116,14 @@ def preflight_stores(cfg: DictConfig) -> None:
     check_reachable(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")
 
 
+def _redact_hydra_files(hc: DictConfig) -> None:
+    """Hydra saves the command line's overrides (a storage password too) beside the logs."""
+    files = [Path(hc.sweep.dir) / "multirun.yaml"]
+    if hc.output_subdir:
+        files += Path(hc.runtime.output_dir, hc.output_subdir).glob("*.yaml")
+    redact_files(files)
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """Body of the Hydra task function."""
     from hydra.core.hydra_config import HydraConfig
@@ -128,6 +136,8 @@ def run_job(cfg: DictConfig) -> float | None:
     install_handlers()
     quiet_third_party(in_study=False)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if HydraConfig.initialized():
+        _redact_hydra_files(HydraConfig.get())
     try:
         return run(cfg, job_overrides=overrides)
     except (ConfigError, DataError) as err:

@@ -8,6 +8,8 @@ trial's run as KILLED and the process can exit with the shell's 128 + signal num
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -22,10 +24,48 @@ class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
+class _State:
+    deferring = False
+    pending: int | None = None
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
     # A second signal of the same kind while closing runs stops at once, as users expect.
     signal.signal(signum, signal.SIG_DFL)
+    if _State.deferring:
+        _State.pending = signum
+        return
     raise Interrupted(signum)
+
+
+def _raise_pending() -> None:
+    if _State.pending is not None:
+        signum, _State.pending = _State.pending, None
+        raise Interrupted(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold a signal back (e.g. inside Optuna between creating a trial and calling the
+    objective, where an exception would leave the trial RUNNING) and raise it on exit."""
+    saved, _State.deferring = _State.deferring, True
+    try:
+        yield
+    finally:
+        _State.deferring = saved
+    if not saved:
+        _raise_pending()
+
+
+@contextmanager
+def immediate() -> Iterator[None]:
+    """Inside `deferred`: code that closes its own runs on Interrupted (the objective)."""
+    saved, _State.deferring = _State.deferring, False
+    try:
+        _raise_pending()
+        yield
+    finally:
+        _State.deferring = saved
 
 
 def install_handlers() -> None:

@@ -61,13 +61,14 @@ class Tracker:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         self.artifact_root = cfg.tracking.artifact_root
-        self.client = MlflowClient(tracking_uri=self.uri)
         self._experiment_ids: dict[str, str] = {}
-        if folder is not None:
-            # MLflow builds a fresh SQLite schema check-then-create: one worker at a time.
+        if folder is None:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        else:
+            # The client builds a fresh SQLite schema check-then-create: one worker at a time.
             db = Path(self.uri[len("sqlite:///") :])
             with file_lock(db.with_name(f".{db.name}.lock")):
-                self.client.search_experiments(max_results=1)
+                self.client = MlflowClient(tracking_uri=self.uri)
 
     # -- experiments and runs ------------------------------------------------------------
     def experiment_id(self, name: str) -> str:

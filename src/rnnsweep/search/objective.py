@@ -13,26 +13,37 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig
-from optuna.storages import RetryFailedTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from rnnsweep.data.base import TensorDataModule
-from rnnsweep.interrupts import Interrupted
+from rnnsweep.interrupts import Interrupted, immediate
 from rnnsweep.model import total_parameters
 from rnnsweep.redact import redact
 from rnnsweep.search import space as search_space
+from rnnsweep.search.study import retry_callback
 from rnnsweep.tracking import TRIAL_ROLE, Tracker
 from rnnsweep.training import TrainResult, resolve_hidden_size, train_model
 
 REASON_ATTR = "fail_reason"
 RUN_ID_ATTR = "mlflow_run_id"
 SURPLUS_ATTR = "surplus"
+INTERRUPTED_ATTR = "interrupted"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class SurplusTrialError(RuntimeError):
     """Other workers' earlier trials already make up `search.n_trials`; this one never ran."""
+
+
+def failed_by_itself(t: FrozenTrial) -> bool:
+    """A trial that raised or diverged; not one interrupted, killed with its worker, or
+    surplus: those say nothing about the parameters and do not count against the study."""
+    return (
+        t.state == TrialState.FAIL
+        and REASON_ATTR in t.user_attrs
+        and not t.user_attrs.get(INTERRUPTED_ATTR)
+    )
 
 
 def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
@@ -85,7 +96,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
-            return self._run_trial(trial)
+            with immediate():
+                return self._run_trial(trial)
         except Interrupted as err:
             self._fail_and_requeue(trial, str(err))
             raise
@@ -162,9 +174,11 @@ class Objective:
         frozen = next(t for t in study.get_trials(deepcopy=True) if t.number == trial.number)
         if frozen.state != TrialState.RUNNING:  # already ended before the signal came
             return
-        if retry:
-            RetryFailedTrialCallback(max_retry=retry)(study, frozen)
+        requeue = retry_callback(retry)
+        if requeue is not None:
+            requeue(study, frozen)
         trial.set_user_attr(REASON_ATTR, reason)
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
         study.tell(trial, state=TrialState.FAIL)
 
     def _log_result(self, trial: optuna.Trial, run_id: str, result: TrainResult) -> None:

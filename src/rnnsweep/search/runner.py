@@ -15,15 +15,17 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
+from rnnsweep.interrupts import deferred
 from rnnsweep.locks import store_lock
 from rnnsweep.search.objective import (
     FINISHED,
     REASON_ATTR,
     RUN_ID_ATTR,
-    SURPLUS_ATTR,
     Objective,
     StudyContext,
+    failed_by_itself,
 )
+from rnnsweep.search.study import fail_silent_trials
 from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class FailureBudget:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trials = [
             t for t in study.get_trials(deepcopy=False)
-            if t.state.is_finished() and not t.user_attrs.get(SURPLUS_ATTR)
+            if t.state in FINISHED or failed_by_itself(t)
         ]
         failed = [t for t in trials if t.state == TrialState.FAIL]
         if len(trials) < self.min_trials or len(failed) <= self.max_rate * len(trials):
@@ -115,10 +117,11 @@ def close_orphan_runs(study: optuna.Study, ctx: StudyContext) -> int:
     return closed
 
 
-def _fail_stale(study: optuna.Study) -> None:
+def _fail_stale(study: optuna.Study, cfg: DictConfig) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    fail_silent_trials(study, cfg)
 
 
 def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> StudySummary:
@@ -137,7 +140,7 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
         callbacks.append(progress)
     objective = Objective(ctx)
     while budget.message is None:
-        _fail_stale(study)
+        _fail_stale(study, cfg)
         close_orphan_runs(study, ctx)
         states = count_states(study)
         finished = sum(states[s] for s in FINISHED)
@@ -146,24 +149,22 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
         if finished + states[TrialState.RUNNING] >= n_trials:
             time.sleep(max(1, cfg.search.heartbeat_interval))
             continue
-        study.optimize(
-            objective,
-            n_trials=1,
-            catch=(Exception,),
-            callbacks=callbacks,
-            gc_after_trial=False,
-            show_progress_bar=False,
-        )
+        with deferred():  # signals reach only the objective, which closes its trial
+            study.optimize(
+                objective,
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=callbacks,
+                gc_after_trial=False,
+                show_progress_bar=False,
+            )
     states = count_states(study)
     summary = StudySummary(
         study_name=study.study_name,
         parent_run_id=ctx.parent_run_id,
         n_complete=states[TrialState.COMPLETE],
         n_pruned=states[TrialState.PRUNED],
-        n_failed=sum(
-            1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if not t.user_attrs.get(SURPLUS_ATTR)
-        ),
+        n_failed=sum(1 for t in study.get_trials(deepcopy=False) if failed_by_itself(t)),
         best_value=None,
         best_params={},
         wall_seconds=time.perf_counter() - started,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 import sqlalchemy
 from omegaconf import DictConfig
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from rnnsweep.errors import ConfigError
 from rnnsweep.locks import store_lock
@@ -22,6 +26,15 @@ def study_name(condition: dict[str, str], cell: str) -> str:
     head = [condition["task"], condition["size"], cell]
     rest = [f"{k}{v}" for k, v in condition.items() if k not in ("task", "size")]
     return "-".join(head + rest)
+
+
+def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback | None:
+    """Re-queue a dead or interrupted trial with the same parameters, up to max_retry times."""
+    if not max_retry:
+        return None
+    with warnings.catch_warnings():  # stable since Optuna 2.8, still flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
 def make_storage(cfg: DictConfig) -> RDBStorage:
@@ -41,9 +54,7 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
                 url,
                 heartbeat_interval=cfg.search.heartbeat_interval,
                 grace_period=cfg.search.heartbeat_grace_period,
-                heartbeat_stale_trial_callback=(
-                    RetryHeartbeatStaleTrialCallback(max_retry=retry) if retry else None
-                ),
+                heartbeat_stale_trial_callback=retry_callback(retry),
                 **kwargs,
             )
     except Exception as err:  # connection refused, bad URL, missing driver
@@ -146,3 +157,42 @@ def preflight_job(cfg: DictConfig) -> None:
     except Exception:  # a task that must load its data first is named when its job runs
         name = ""
     preflight_storage(cfg, name)
+
+
+@functools.lru_cache(maxsize=4)
+def _engine(url: str) -> sqlalchemy.engine.Engine:
+    args = {"timeout": 120} if url.startswith("sqlite") else {}
+    return sqlalchemy.create_engine(url, connect_args=args)
+
+
+def fail_silent_trials(study: optuna.Study, cfg: DictConfig) -> list[int]:
+    """Fail RUNNING trials that never recorded a heartbeat, once the grace period is over.
+
+    Optuna only fails trials whose last heartbeat is old; a worker killed between creating
+    a trial and its first heartbeat (milliseconds apart) would leave the trial RUNNING for
+    ever and the study one trial short. Returns the numbers of the trials failed here.
+    """
+    s = cfg.search
+    grace = s.heartbeat_grace_period or 2 * s.heartbeat_interval
+    cutoff = datetime.now() - timedelta(seconds=grace)  # Optuna stamps starts with now()
+    sql = sqlalchemy.text(
+        "SELECT t.trial_id, t.number FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        "WHERE s.study_name = :name AND t.state = 'RUNNING' AND h.trial_id IS NULL "
+        "AND t.datetime_start < :cutoff"
+    )
+    with _engine(s.storage).connect() as con:
+        silent = con.execute(sql, {"name": study.study_name, "cutoff": cutoff}).fetchall()
+    failed = []
+    storage = optuna.storages.get_storage(s.storage) if silent else None
+    for trial_id, number in silent:
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            continue
+        failed.append(number)
+        retry = retry_callback(s.retry_failed_trials)
+        if retry is not None:
+            retry(study, storage.get_trial(trial_id))
+    return failed

@@ -1,0 +1,119 @@
+"""Kill a `-m` sweep at several points, rerun the same command, and lose nothing.
+
+Each interruption is triggered by watching the stores (a trial RUNNING, an epoch logged to
+MLflow, a trial just finished), not by sleeping. Between runs the finished trials are
+snapshotted; the final rerun must keep every one of them unchanged and fill each study to
+exactly search.n_trials.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from store_checks import (
+    check_no_loss,
+    finished_snapshot,
+    mlflow_url,
+    optuna_url,
+    start_train,
+)
+
+N_TRIALS = 3  # experiment=smoke
+# Short heartbeats so a rerun takes over a killed trial within seconds.
+ARGS = ["-m", "cell=lstm", "experiment=smoke",
+        "search.heartbeat_interval=1", "search.heartbeat_grace_period=2"]
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet, or briefly locked
+        return []
+
+
+def max_trial_id(project: Path) -> int:
+    rows = _rows(project / "mlruns/optuna.db", "SELECT MAX(trial_id) FROM trials")
+    return (rows[0][0] or 0) if rows else 0
+
+
+def run_ids(project: Path) -> set[str]:
+    return {r[0] for r in _rows(project / "mlruns/mlflow.db", "SELECT run_uuid FROM runs")}
+
+
+def n_finished(project: Path) -> int:
+    return len(_rows(project / "mlruns/optuna.db",
+                     "SELECT 1 FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"))
+
+
+# Kill points, each made when the run starts so that what a killed run left behind (a stale
+# RUNNING trial, an orphan RUNNING child run) does not count as the new run's progress.
+def during_a_trial(project: Path) -> Callable[[], bool]:
+    seen = max_trial_id(project)
+    sql = f"SELECT 1 FROM trials WHERE state = 'RUNNING' AND trial_id > {seen}"
+    return lambda: bool(_rows(project / "mlruns/optuna.db", sql))
+
+
+def during_logging(project: Path) -> Callable[[], bool]:
+    """A child run created by this process has just received an epoch's metrics."""
+    seen = run_ids(project)
+
+    def ready() -> bool:
+        rows = _rows(project / "mlruns/mlflow.db",
+                     "SELECT r.run_uuid FROM runs r JOIN metrics m ON m.run_uuid = r.run_uuid "
+                     "WHERE r.status = 'RUNNING' AND r.name LIKE 'trial-%' "
+                     "AND m.key = 'val_loss'")
+        return any(r[0] not in seen for r in rows)
+    return ready
+
+
+def between_trials(project: Path) -> Callable[[], bool]:
+    before = n_finished(project)
+    return lambda: n_finished(project) > before
+
+
+def interrupt_when(project: Path, log: Path, ready: Callable[[], bool], sig: int,
+                   timeout: float = 240) -> int:
+    proc = start_train(project, *ARGS, log=log)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"ended before the kill point:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    return proc.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_losing_or_redoing_trials(project, tmp_path):
+    snapshots = []
+    points = [
+        ("kill -9 during a trial", during_a_trial, signal.SIGKILL, -signal.SIGKILL),
+        ("kill -9 during MLflow logging", during_logging, signal.SIGKILL, -signal.SIGKILL),
+        ("kill -9 between trials", between_trials, signal.SIGKILL, -signal.SIGKILL),
+        ("SIGTERM during a trial", during_a_trial, signal.SIGTERM, 143),
+        ("Ctrl-C during MLflow logging", during_logging, signal.SIGINT, 130),
+    ]
+    for i, (label, kill_point, sig, expected_rc) in enumerate(points):
+        log = tmp_path / f"run{i}.log"
+        rc = interrupt_when(project, log, kill_point(project), sig)
+        assert rc == expected_rc, f"{label}: rc {rc}\n{log.read_text()[-3000:]}"
+        if sig != signal.SIGKILL:  # graceful: this run's trial and runs are closed at once
+            assert "runs closed" in log.read_text()
+        snapshots.append(finished_snapshot(optuna_url(project)))
+
+    final = start_train(project, *ARGS, log=tmp_path / "final.log")
+    assert final.wait(timeout=300) == 0, (tmp_path / "final.log").read_text()[-3000:]
+
+    check_no_loss(optuna_url(project), mlflow_url(project), N_TRIALS, n_studies=2)
+    after = finished_snapshot(optuna_url(project))
+    for snap in snapshots:  # no finished trial redone or changed
+        for study, trials in snap.items():
+            assert trials.items() <= after[study].items()
