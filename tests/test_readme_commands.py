@@ -90,7 +90,9 @@ def _run(args: list[str], workdir: Path) -> tuple[list[str], subprocess.Complete
     if "--help" in args or "--cfg" in args:
         return args, run_train(project, *args, timeout=300)
     if COMPOSE_ONLY.search(line):
-        return args, run_train(project, *args, "--cfg", "job", timeout=300)
+        # --cfg composes one job: take the first value of each list, without -m.
+        first = [a.split(",")[0] if "=" in a else a for a in args if a != "-m"]
+        return args, run_train(project, *first, "--cfg", "job", timeout=300)
     extra = list(CHEAP)
     if "-m" in args and "data.size=" not in line:
         extra.append("data.size=small")  # one data size per cell is enough here
