@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import run_train
 from store_checks import (
     check_no_loss,
     finished_snapshot,
@@ -117,3 +118,24 @@ def test_killed_sweep_resumes_without_losing_or_redoing_trials(project, tmp_path
     for snap in snapshots:  # no finished trial redone or changed
         for study, trials in snap.items():
             assert trials.items() <= after[study].items()
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("search.space.hidden_size.high=64", "search.space"),
+    ("search.direction=maximize", "search.direction"),
+], ids=["space", "direction"])
+def test_rerun_with_a_changed_study_setting_is_refused_before_anything_runs(
+    smoke_sweep, override, key
+):
+    def state() -> tuple:
+        return (sorted(p.name for p in (smoke_sweep / "outputs").rglob("*")),
+                finished_snapshot(optuna_url(smoke_sweep)),
+                _rows(smoke_sweep / "mlruns/mlflow.db", "SELECT run_uuid, status FROM runs"))
+
+    before = state()
+    proc = run_train(smoke_sweep, "-m", "cell=lstm,gru", "experiment=smoke", override)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), proc.stderr
+    assert "adding-small-lstm" in lines[0]
+    assert state() == before
