@@ -71,6 +71,12 @@ def test_repro_twice_then_after_a_config_change(tmp_path: Path) -> None:
     assert "lstm.small.test_mean" in shown.stdout
     assert f"{metrics['gru']['small']['best_trial_val']:.5f}"[:6] in shown.stdout
 
+    plots = dvc(repo, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert plots.returncode == 0, plots.stderr
+    assert "expected" in (tmp_path / "plots" / "index.html").read_text()
+    diff = dvc(repo, "params", "diff")  # against the commit: params.yaml was edited since
+    assert diff.returncode == 0 and "sweep.profile" in diff.stdout and "smoke" in diff.stdout
+
     smoke = repo / "conf" / "experiment" / "smoke.yaml"
     smoke.write_text(smoke.read_text().replace("n_trials: 3", "n_trials: 4"))
     third = dvc(repo, "repro")
