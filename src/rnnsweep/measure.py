@@ -20,8 +20,12 @@ from lightning.pytorch.callbacks import Callback
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:
-    storage = t.untyped_storage()
-    return storage.data_ptr(), storage.nbytes()
+    """Tensors sharing one storage (views, a weight saved twice) count once."""
+    try:
+        storage = t.untyped_storage()
+        return storage.data_ptr(), storage.nbytes()
+    except (RuntimeError, NotImplementedError):  # opaque layouts have no plain storage
+        return id(t), t.numel() * t.element_size()
 
 
 class PeakMemory(Callback):

@@ -15,7 +15,6 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
-from rnnsweep.interrupts import Interrupted
 from rnnsweep.measure import rnn_backend
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext
@@ -98,7 +97,8 @@ def _train_one(
         ctx.tracker.end_run(run_id, "FAILED")
         log.warning("re-evaluation seed %d failed: %s", seed, reason)
         return
-    except (Interrupted, KeyboardInterrupt):
+    except BaseException:  # Ctrl-C, SIGTERM (Interrupted), or Lightning's exit on Ctrl-C
+        ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": "interrupted"})
         ctx.tracker.end_run(run_id, "KILLED")
         raise
     metrics = {
