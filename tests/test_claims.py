@@ -68,3 +68,43 @@ def test_comparable() -> None:
     assert comparable_verdict({"small": compare_means(LSTM, wide)}, 0.1, 0.05)[0] \
         == INCONCLUSIVE
     assert comparable_verdict({"small": None}, 0.1, 0.05)[0] == INCONCLUSIVE
+
+
+def _sweep_with_lengths(lstm_long: list[float], gru_long: list[float]):
+    """Parents at T=25 and T=400 for both cells; re-evaluation test losses per study."""
+    import pandas as pd
+
+    from rnnsweep.report.collect import Sweep, condition_label
+
+    parents, reevals = [], []
+    for cell in ("lstm", "gru"):
+        for length in ("25", "400"):
+            pid = f"{cell}-{length}"
+            parents.append({"run_id": pid, "tags.cell": cell, "tags.data_size": "small",
+                            "tags.data.T": length, "tags.study_name": pid})
+            values = ([0.1, 0.11, 0.09] if length == "25"
+                      else (lstm_long if cell == "lstm" else gru_long))
+            reevals += [{"tags.mlflow.parentRunId": pid, "tags.cell": cell, "status":
+                         "FINISHED", "tags.data_size": "small", "tags.data.T": length,
+                         "metrics.test_loss": v} for v in values]
+    p, r = pd.DataFrame(parents), pd.DataFrame(reevals)
+    for df in (p, r):
+        df["condition"] = [condition_label(row, ["tags.data.T"]) for _, row in df.iterrows()]
+    return Sweep(experiment="adding", sweep_id="s", metric="val_loss", direction="minimize",
+                 space={}, parents=p, trials=pd.DataFrame(), reevals=r,
+                 axes=["tags.data.T"])
+
+
+RCFG = {"alpha": 0.05, "test_metric": "test_loss", "length_keys": ["T", "seq_len"],
+        "bootstrap_resamples": 500, "seed": 0}
+
+
+def test_long_range_uses_the_longest_length() -> None:
+    from rnnsweep.report.claims import _long_range
+
+    better = _long_range(_sweep_with_lengths([0.2, 0.21, 0.19], [0.5, 0.52, 0.48]),
+                         "metrics.test_loss", 0.05, RCFG)
+    assert better.verdict == SUPPORTED and "T=400" in better.evidence
+    worse = _long_range(_sweep_with_lengths([0.5, 0.52, 0.48], [0.2, 0.21, 0.19]),
+                        "metrics.test_loss", 0.05, RCFG)
+    assert worse.verdict == CONTRADICTED

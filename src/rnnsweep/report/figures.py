@@ -155,10 +155,11 @@ def by_length(table: pd.DataFrame, axis: str, metric: str, out: Path) -> Path:
     """Test metric of the re-evaluated best configuration against sequence length."""
     fig, axes = _grid(1, 1)
     ax = axes[0][0]
-    for cell, rows in table.groupby("cell"):
+    for (cell, size), rows in table.groupby(["cell", "size"]):
         rows = rows.sort_values("length")
         ax.errorbar(rows["length"], rows["mean"], yerr=rows["sd"].fillna(0), marker="o",
-                    label=str(cell), color=CELL_COLORS.get(str(cell)), capsize=3)
+                    label=f"{cell} {size}", color=CELL_COLORS.get(str(cell)), capsize=3,
+                    linestyle="-" if size == "large" else "--")
     ax.set_xlabel(axis)
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
