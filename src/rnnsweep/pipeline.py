@@ -61,10 +61,12 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     storage = make_storage(cfg)
     study = open_study(cfg, name, storage)
     parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
-    tracker.log(parent, tags=device_tags(cfg, datamodule))
+    # Device and RNN kernels on the parent and, through base_tags, on every trial and re-eval.
+    device = device_tags(cfg, datamodule)
+    tracker.log(parent, tags=device)
     ctx = StudyContext(
         cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,
-        parent_run_id=parent, study_name=name, base_tags={**tags, "study_name": name},
+        parent_run_id=parent, study_name=name, base_tags={**tags, **device, "study_name": name},
         job_overrides=overrides,
     )
     try:
