@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -91,7 +92,10 @@ def tracking_server(
         [str(Path(sys.executable).parent / "mlflow"), "server",
          "--backend-store-uri", f"{postgres}/mlflow", "--artifacts-destination", str(artifacts),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+        # No background job runner (it only serves GenAI features); own process group, so
+        # the server's worker processes stop with it.
+        env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -106,8 +110,11 @@ def tracking_server(
     try:
         yield uri, artifacts
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
         log.close()
 
 

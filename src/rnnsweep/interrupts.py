@@ -8,6 +8,7 @@ trial's run as KILLED and the process can exit with the shell's 128 + signal num
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -70,5 +71,7 @@ def immediate() -> Iterator[None]:
 
 def install_handlers() -> None:
     """Route SIGINT and SIGTERM to `Interrupted` (main thread only, as Python requires)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     for signum in HANDLED:
         signal.signal(signum, _raise)
