@@ -9,7 +9,7 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup sweep smoke chorales report test test-fast lint ui dashboard clean
+.PHONY: setup sweep smoke chorales report test test-fast lint ui dashboard bench clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m ruff check src tests train.py
+
+# Benchmarks print a table and write benchmarks/results/latest.{json,md}; pick parts with
+# `make bench BENCH_ARGS="--only overhead,bookkeeping"`.
+bench: setup
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 ui: setup
 	@echo "MLflow UI: http://$(UI_HOST):$(UI_PORT)"

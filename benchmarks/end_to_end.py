@@ -4,6 +4,7 @@ smoke sweep, each in a fresh copy of the project (own mlruns/, nothing shared)."
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -28,12 +29,16 @@ def run_sweep(args: list[str], timeout: float) -> dict[str, Any]:
         shutil.copy2(ROOT / "train.py", project / "train.py")
         shutil.copytree(ROOT / "conf", project / "conf")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RNNSWEEP_"))}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "train.py", *args], cwd=project, env=env,
                               capture_output=True, text=True, timeout=timeout)
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the sweep: on a shared machine wall time includes other processes' load.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     tail = proc.stderr.strip().splitlines()[-1:] if proc.returncode else []
-    return {"command": "python train.py " + " ".join(args), "wall_s": wall,
+    return {"command": "python train.py " + " ".join(args), "wall_s": wall, "cpu_s": cpu,
             "returncode": proc.returncode, "error": tail[0] if tail else None,
             "load_avg_after": list(os.getloadavg())}
 

@@ -1,0 +1,114 @@
+"""benchmarks/results/latest.json (every section with its machine) and latest.md (tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def update(results_dir: Path, name: str, section: dict[str, Any]) -> dict[str, Any]:
+    """Replace one section, keep the others, write JSON and Markdown; returns the whole."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / "latest.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = section
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)  # never a half-written results file
+    (results_dir / "latest.md").write_text(markdown(data))
+    return data
+
+
+def _s(stat: dict[str, float], fmt: str = "{:.3g}") -> str:
+    return f"{fmt.format(stat['median'])} [{fmt.format(stat['min'])}–{fmt.format(stat['max'])}]"
+
+
+def _met(ok: Any) -> str:
+    return "yes" if ok else "no"
+
+
+def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(target, measured: median [min–max], goal, met) per measured target."""
+    out: list[tuple[str, str, str, str]] = []
+    if "overhead" in data:
+        for cell, c in data["overhead"]["cells"].items():
+            out.append((f"1. framework overhead, {cell} (CPU time; wall {_s(c['ratio_wall'])})",
+                        _s(c["ratio_cpu"]), "<= 1.05", _met(c["ratio_cpu"]["median"] <= 1.05)))
+    if "bookkeeping" in data:
+        b = data["bookkeeping"]["bookkeeping"]
+        out.append(("2. bookkeeping per trial (s)", _s(b["per_trial_s"]), "<= 0.25",
+                    _met(b["per_trial_s"]["median"] <= 0.25)))
+        out.append(("2. bookkeeping share of a default trial",
+                    f"{100 * b['share_of_default_trial']:.1f}% (trial "
+                    f"{_s(b['default_trial_s'])} s)", "<= 3%",
+                    _met(b["share_of_default_trial"] <= 0.03)))
+    if "search" in data:
+        s = data["search"]
+        out.append((f"3. TPE+pruner vs random, epochs to reach within 5% ({s['seeds']} seeds, "
+                     f"{s['n_trials']} trials; TPE reached it in {s['tpe_reached_in']})",
+                     _s(s["speedup_vs_random_to_threshold"]) + "x (vs random's total epochs "
+                     + _s(s["speedup_vs_random_total"]) + "x)", ">= 3x", _met(s["met"])))
+    if "scaling" in data:
+        sc = data["scaling"]["speedup_vs_1x2"]
+        out.append(("4. trials/min, 2 workers x 1 thread vs 1 worker x 2 threads",
+                    f"{sc['2 workers x 1 thread']:.2f}x (2 workers x 2 threads: "
+                    f"{sc['2 workers x 2 threads']:.2f}x)", ">= 1.7x",
+                    _met(sc["2 workers x 1 thread"] >= 1.7)))
+    if "bookkeeping" in data:
+        m = data["bookkeeping"]["memory"]
+        out.append((f"5. peak RSS growth, trial 5 -> {m['trials']}",
+                    f"{100 * m['growth']:+.1f}% ({m['peak_rss_after_trial_5_mb']:.0f} -> "
+                    f"{m['peak_rss_at_end_mb']:.0f} MiB)", "<= +5%", _met(m["met"])))
+    if "e2e" in data:
+        for name, r in data["e2e"]["sweeps"].items():
+            ok = r["returncode"] == 0
+            goal = "<= 600 s" if name == "default" else "recorded"
+            met = _met(ok and r["wall_s"] <= 600) if name == "default" else _met(ok)
+            out.append((f"6. `{r['command']}`", f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s "
+                        f"CPU" + ("" if ok else f" (failed: {r['error']})"), goal, met))
+    if "kernels" in data:
+        k = data["kernels"]
+        peak = k["matmul_peak_1thread"]["square_1024_gflops"]
+        for cell, c in k["cells"].items():
+            share = 100 * c["share_of_matmul_peak"]
+            out.append((f"7. {cell} fwd+bwd, {c['kernel']}",
+                        f"{c['gflops_1thread']:.1f} GFLOP/s = {share:.0f}% of matmul peak "
+                        f"{peak:.0f} (1 thread)", "report", "-"))
+    return out
+
+
+def table(data: dict[str, Any]) -> str:
+    lines = ["| target | measured: median [min–max] | goal | met |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(data)]
+    return "\n".join(lines)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    parts = ["# Benchmark results", "",
+             "Written by `python -m benchmarks` (`make bench`); do not edit by hand.", ""]
+    machines = {json.dumps({k: v for k, v in s.get("machine", {}).items()
+                            if k != "load_avg_at_start"}, sort_keys=True)
+                for s in data.values()}
+    for m in sorted(machines):
+        d = json.loads(m)
+        parts.append(f"Machine: {d.get('cpu_model')}, {d.get('cpu_cores')} cores "
+                     f"({d.get('cpu_capability')}), torch {d.get('torch')}, oneDNN (mkldnn) "
+                     f"{'enabled' if d.get('mkldnn_enabled') else 'disabled'}, "
+                     f"GPU: {d.get('gpu') or 'none'}.")
+    parts += ["", table(data), ""]
+    for name, s in data.items():
+        load = s.get("machine", {}).get("load_avg_at_start")
+        parts.append(f"- {name}: measured {s.get('measured_at')} in {s.get('seconds', 0):.0f} s, "
+                     f"load average at start {load}, level {s.get('level')}")
+    if "kernels" in data:
+        parts += ["", "GRU settings (one thread, CPU seconds per forward+backward):", ""]
+        for name, v in data["kernels"]["variants"].items():
+            parts.append(f"- {name}: " + ", ".join(
+                f"{k}={x:.3g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.items()))
+    if not any(s.get("machine", {}).get("gpu") for s in data.values()):
+        parts += ["", "GPU figures (cuDNN GRU/LSTM step ratio, `experiment=full` trials per "
+                  "minute, utilisation, concurrent trials): not measured, no GPU on this machine."]
+    return "\n".join(parts) + "\n"
