@@ -7,9 +7,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_train
+from mlflow.tracking import MlflowClient
 
 N_TRIALS = 3  # experiment=smoke
 
