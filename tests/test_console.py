@@ -14,7 +14,12 @@ from conftest import ROOT, run_train
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from rnnsweep.console import LightningInfoFilter, StudyProgress, quiet_third_party
+from rnnsweep.console import (
+    LightningInfoFilter,
+    StudyProgress,
+    announce_reevaluation,
+    quiet_third_party,
+)
 from rnnsweep.sweep_callbacks import StudyRow, print_summary, read_sweep
 from rnnsweep.training import show_batch_progress
 
@@ -147,3 +152,19 @@ def test_help_lists_every_group_and_option(project: Path) -> None:
         assert re.search(rf"^\s+{group.name}\s", text, re.M), f"group {group.name} not in --help"
         for option in sorted(group.glob("*.yaml")):
             assert re.search(rf"\b{option.stem}\b", text), f"{group.name}={option.stem} missing"
+
+
+def test_reevaluation_is_announced_only_when_it_will_run() -> None:
+    study = optuna.create_study(study_name="demo-small-gru")
+    cfg = OmegaConf.create({"search": {"reeval_seeds": 3}})
+    buffer = io.StringIO()
+    announce_reevaluation(study, cfg, Console(file=buffer, width=200))
+    assert buffer.getvalue() == ""  # nothing completed yet: nothing to re-train
+    study.optimize(lambda t: 1.0, n_trials=1)
+    announce_reevaluation(study, cfg, Console(file=buffer, width=200))
+    assert "demo-small-gru  re-training the best configuration with 3 fresh seeds" in (
+        buffer.getvalue())
+    cfg.search.reeval_seeds = 0
+    before = buffer.getvalue()
+    announce_reevaluation(study, cfg, Console(file=buffer, width=200))
+    assert buffer.getvalue() == before

@@ -206,3 +206,14 @@ def study_progress(study: optuna.Study, cfg: Any) -> StudyProgress:
     """The progress line for a study run by this job; also quiets third-party output."""
     quiet_third_party(in_study=True)
     return StudyProgress(study, int(cfg.search.n_trials), str(cfg.search.metric))
+
+
+def announce_reevaluation(study: optuna.Study, cfg: Any, console: Console | None = None) -> None:
+    """One line before the best configuration is re-trained, so the pause after the
+    progress line has a reason on screen."""
+    seeds = int(cfg.search.reeval_seeds)
+    if seeds > 0 and any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        (console or Console()).print(
+            f"{study.study_name}  re-training the best configuration with {seeds} fresh seeds "
+            "(search.reeval_seeds)", highlight=False, soft_wrap=True,
+        )

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from rnnsweep.console import study_progress
+from rnnsweep.console import announce_reevaluation, study_progress
 from rnnsweep.data import build_datamodule
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
@@ -72,6 +72,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     try:
         with study_progress(study, cfg) as progress:
             summary = run_study(study, ctx, progress=progress)
+        announce_reevaluation(study, cfg)
         reevaluate(study, ctx)
     except Exception:
         tracker.end_run(parent, "FAILED")
