@@ -94,6 +94,8 @@ def test_anbn_with_every_cell_reports_the_count_limit(inproc):
     limits = [t.data.metrics["test_count_limit"] for t in trials
               if "test_count_limit" in t.data.metrics]
     assert limits and all(5 <= v <= 31 for v in limits)
+    parents, _ = parents_and_trials(project, "anbn")
+    assert all("best_test_count_limit" in p.data.metrics for p in parents)
 
 
 @pytest.mark.slow

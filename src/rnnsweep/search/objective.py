@@ -192,8 +192,11 @@ class Objective:
             **result.test_metrics,
         }
         ctx.tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
-        if "test_loss" in metrics:
-            trial.set_user_attr("test_loss", metrics["test_loss"])
+        # Every test metric (test_loss and task-specific ones such as test_count_limit), so
+        # the parent run can report the best trial's values.
+        for key, value in result.test_metrics.items():
+            if key.startswith("test_") and math.isfinite(value):
+                trial.set_user_attr(key, value)
         if _improves(trial.study, result.best_value) and result.best_state is not None:
             # Only a trial that beats the study's best so far writes its weights.
             with tempfile.TemporaryDirectory() as tmp:

@@ -190,9 +190,9 @@ def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary
     if summary.best_value is not None:
         best = study.best_trial
         metrics[f"best_{ctx.cfg.search.metric}"] = summary.best_value
-        for key in ("test_loss", "n_params"):
-            if key in best.user_attrs:
-                metrics[f"best_{key}"] = best.user_attrs[key]
+        for key, value in best.user_attrs.items():
+            if key.startswith("test_") or key == "n_params":
+                metrics[f"best_{key}"] = value
         tags["best_trial_number"] = str(best.number)
         best_run = best.user_attrs.get(RUN_ID_ATTR)
         if best_run:
