@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_train
 
 from rnnsweep.data.file import FileDataConfig, FileDataModule
 from rnnsweep.errors import ConfigError, DataError
@@ -142,11 +141,15 @@ def test_relative_path_resolves_against_the_project_root(tmp_path, monkeypatch):
     assert module("d.npz").data.path == tmp_path / "d.npz"
 
 
-def test_bad_file_stops_the_sweep_before_anything_is_created(project):
+def test_bad_file_stops_the_sweep_in_its_preflight(project, monkeypatch):
+    """train.py's preflight (composes every job, builds its data module) rejects the file
+    before any run or study exists; the relative path resolves against the project root."""
+    from rnnsweep.cli import preflight
+
     write_npz(project / "bad.npz", lengths=np.full(60, 99))
-    proc = run_train(project, "-m", "cell=lstm,gru", "data=file", "data.path=bad.npz",
-                     "experiment=smoke")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "bad.npz" in lines[0] and "lengths" in lines[0], proc.stderr
-    assert not (project / "mlruns").exists() or not any((project / "mlruns").iterdir())
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    with pytest.raises(DataError, match="bad.npz: lengths must be in 1..T=8") as err:
+        preflight(project / "conf", ["-m", "cell=lstm,gru", "data=file", "data.path=bad.npz",
+                                     "experiment=smoke"])
+    assert str(project / "bad.npz") in str(err.value)
+    assert not (project / "mlruns").exists()
