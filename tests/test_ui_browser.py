@@ -73,18 +73,18 @@ def test_experiment_lists_studies_and_their_trials(
     experiment = client.get_experiment_by_name("adding")
     parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'")
     assert len(parents) == 4
-    page.goto(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs")
+    # The README's path: home page, "Model training", the experiment named after the task.
+    page.goto(mlflow_ui)
+    page.get_by_role("button", name="Model training").click()
+    page.get_by_role("link", name="adding", exact=True).first.click()
     for run in parents:
         page.get_by_role("link", name=run.info.run_name, exact=True).wait_for()
+    assert f"#/experiments/{experiment.experiment_id}/runs" in page.url
     # Nested trial runs stay folded under their study until it is expanded.
     assert page.get_by_role("link", name="trial-000", exact=True).count() == 0
-    # A clean view for the screenshot: no assistant panel, the model-training navigation.
-    close_assistant = page.get_by_role("button", name="Close")
+    close_assistant = page.get_by_role("button", name="Close")  # a clean screenshot
     if close_assistant.count():
         close_assistant.first.click()
-    training_mode = page.get_by_role("button", name="Model training")
-    if training_mode.count():
-        training_mode.first.click()
 
     study = next(r for r in parents if r.data.tags["data_size"] == "small"
                  and r.data.tags["cell"] == "lstm")
