@@ -139,3 +139,10 @@ def test_rerun_with_a_changed_study_setting_is_refused_before_anything_runs(
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), proc.stderr
     assert "adding-small-lstm" in lines[0]
     assert state() == before
+
+
+def test_heartbeat_grace_shorter_than_the_interval_is_refused(project):
+    proc = run_train(project, "experiment=smoke", "search.heartbeat_grace_period=5")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: search.heartbeat_grace_period=5 is invalid")
+    assert not (project / "mlruns").exists()

@@ -12,6 +12,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -39,7 +42,8 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _raise_pending() -> None:
+def raise_pending() -> None:
+    """Raise a signal held back by `deferred`; called at points where no I/O is in flight."""
     if _State.pending is not None:
         signum, _State.pending = _State.pending, None
         raise Interrupted(signum)
@@ -47,26 +51,27 @@ def _raise_pending() -> None:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold a signal back (e.g. inside Optuna between creating a trial and calling the
-    objective, where an exception would leave the trial RUNNING) and raise it on exit."""
+    """Hold signals back while a trial runs and raise them at safe points: between training
+    batches (`BatchBoundaryCheck`) or when the block ends. An exception raised in the middle
+    of a database transaction would leave SQLite's write lock held while this process still
+    has to record the interruption, and it would wait on itself."""
     saved, _State.deferring = _State.deferring, True
     try:
         yield
     finally:
         _State.deferring = saved
     if not saved:
-        _raise_pending()
+        raise_pending()
 
 
-@contextmanager
-def immediate() -> Iterator[None]:
-    """Inside `deferred`: code that closes its own runs on Interrupted (the objective)."""
-    saved, _State.deferring = _State.deferring, False
-    try:
-        _raise_pending()
-        yield
-    finally:
-        _State.deferring = saved
+class BatchBoundaryCheck(Callback):
+    """Lightning callback: a held-back Ctrl-C/SIGTERM stops training after the current batch."""
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        raise_pending()
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        raise_pending()
 
 
 def install_handlers() -> None:

@@ -197,6 +197,12 @@ def validate(cfg: DictConfig) -> None:
             "search.max_failure_rate", s.max_failure_rate, "must be in [0, 1]",
         )
         _require(s.reeval_seeds >= 0, "search.reeval_seeds", s.reeval_seeds, "must be >= 0")
+        _require(s.heartbeat_interval >= 1, "search.heartbeat_interval", s.heartbeat_interval,
+                 "must be an integer >= 1 (seconds)")
+        _require(s.heartbeat_grace_period > s.heartbeat_interval, "search.heartbeat_grace_period",
+                 s.heartbeat_grace_period, "must exceed search.heartbeat_interval")
+        _require(s.retry_failed_trials >= 0, "search.retry_failed_trials",
+                 s.retry_failed_trials, "must be >= 0")
         _require(len(s.space) > 0, "search.space", "{}", "needs at least one parameter")
         for name, p in s.space.items():
             _validate_param(cfg, f"search.space.{name}", p)

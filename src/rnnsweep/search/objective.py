@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -12,12 +13,13 @@ from typing import Any
 
 import optuna
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from rnnsweep.data.base import TensorDataModule
-from rnnsweep.interrupts import Interrupted, immediate
+from rnnsweep.interrupts import BatchBoundaryCheck, Interrupted, raise_pending
 from rnnsweep.model import total_parameters
 from rnnsweep.redact import redact
 from rnnsweep.search import space as search_space
@@ -96,8 +98,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
-            with immediate():
-                return self._run_trial(trial)
+            raise_pending()
+            return self._run_trial(trial)
         except Interrupted as err:
             self._fail_and_requeue(trial, str(err))
             raise
@@ -134,9 +136,11 @@ class Objective:
             trial.set_user_attr(REASON_ATTR, reason)
             self._close(run_id, "FAIL", "FAILED", started, reason=reason)
             raise
-        except Interrupted as err:  # Ctrl-C, SIGTERM: never leave a run or trial RUNNING
-            self._close(run_id, "FAIL", "KILLED", started, reason=str(err))
-            raise
+        except (Interrupted, SIGTERMException) as err:  # never leave a run or trial RUNNING
+            # Lightning's own SIGTERM handler may stop fit first, with its SystemExit.
+            interrupted = err if isinstance(err, Interrupted) else Interrupted(signal.SIGTERM)
+            self._close(run_id, "FAIL", "KILLED", started, reason=str(interrupted))
+            raise interrupted from None
 
     def _train(
         self, trial: optuna.Trial, cfg: DictConfig, run_id: str, values: dict[str, Any], seed: int
@@ -160,7 +164,10 @@ class Objective:
             ctx.tracker.log(run_id, metrics=finite, step=epoch)
 
         pruning = PyTorchLightningPruningCallback(trial, monitor=cfg.search.metric)
-        result = train_model(cfg, ctx.datamodule, seed, callbacks=[pruning], on_epoch=log_epoch)
+        result = train_model(
+            cfg, ctx.datamodule, seed, callbacks=[pruning, BatchBoundaryCheck()],
+            on_epoch=log_epoch,
+        )
         self._log_result(trial, run_id, result)
         self._close(run_id, "COMPLETE", "FINISHED", started)
         return result.best_value
