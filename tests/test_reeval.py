@@ -51,6 +51,8 @@ def test_reeval_runs_per_study(smoke_sweep: Path) -> None:
             assert [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
         assert p.data.metrics["reeval_n"] == SMOKE_REEVAL_SEEDS
         assert all(r.data.metrics["peak_memory_bytes"] > 0 for r in trials)
+        for r in trials + reevals:
+            assert r.data.tags["backend"] == p.data.tags["backend"]
         assert p.data.tags["device"] == "cpu"
         assert p.data.tags["backend"] in {"oneDNN (fused RNN kernel)", "ATen (per-step kernels)"}
 
@@ -89,6 +91,7 @@ def test_match_params_switches_the_space() -> None:
     assert matched_suffix(matched) == "-matched" and matched_suffix(plain) == ""
 
 
+@pytest.mark.slow
 def test_matched_trials_hit_the_budget(project: Path) -> None:
     proc = run_train(project, "-m", "cell=gru", "data.size=small", "experiment=smoke",
                      "search.match_params=true", "search.n_trials=2", "search.reeval_seeds=0",

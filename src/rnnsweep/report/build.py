@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from rnnsweep.report import figures, tables
-from rnnsweep.report.claims import build_claims, mean_epoch_seconds
+from rnnsweep.report.claims import build_claims, device_text, mean_epoch_seconds
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.importance import importances
 from rnnsweep.report.render import Document, to_html, to_markdown
@@ -63,8 +63,7 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     curves = tables.expected_best_curves(sweep)
     imp = importances(sweep, int(rcfg["seed"]))
     claims = build_claims(sweep, rcfg)
-    backends = sorted({f"{r['cell']}: {r['device']} / {r['backend']}" for _, r in
-                       summ.iterrows()})
+    backends = sorted({device_text(r) for _, r in sweep.parents.iterrows()})
 
     doc = Document()
     doc.heading(f"Comparison report: {sweep.experiment}, sweep {sweep.sweep_id}", 1)

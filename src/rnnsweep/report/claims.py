@@ -50,7 +50,7 @@ def fewer_params_verdict(lstm: list[float], gru: list[float]) -> tuple[str, str]
 def ratio_verdict(r: PairedRatio | None, alpha: float) -> tuple[str, str]:
     """Claims 'GRU needs less X': supported when GRU/LSTM < 1 significantly."""
     if r is None:
-        return NOT_MEASURED, "no configuration was trained with both cells"
+        return NOT_MEASURED, "no configuration with this measurement in both cells"
     return verdict_from_test(r.geo_mean < 1, r.p_value, alpha), r.text()
 
 
@@ -122,6 +122,13 @@ def mean_epoch_seconds(sweep: Sweep) -> None:
     ]
 
 
+def device_text(parent: pd.Series) -> str:
+    backend = parent.get("tags.backend")
+    if not isinstance(backend, str):
+        return f"{parent['tags.cell']}: device not recorded"
+    return f"{parent['tags.cell']}: {parent.get('tags.device')} / {backend}"
+
+
 def build_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
     alpha, margin = float(rcfg["alpha"]), float(rcfg["equivalence_margin"])
     test_col = f"metrics.{rcfg['test_metric']}"
@@ -138,8 +145,7 @@ def build_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
     else:
         v, e = fewer_params_verdict(*identical_pairs(sweep, "metrics.n_params"))
         claims.append(Claim(CLAIM_TEXTS[0], v, e, "references: GRU/LSTM = 3/4 at equal sizes"))
-    device = "; ".join(sorted({f"{r['tags.cell']}: {r.get('tags.device')} / "
-                               f"{r.get('tags.backend')}" for _, r in sweep.parents.iterrows()}))
+    device = "; ".join(sorted({device_text(r) for _, r in sweep.parents.iterrows()}))
     mean_epoch_seconds(sweep)
     v, e = ratio_verdict(paired_ratio(*identical_pairs(sweep, "epoch_seconds_mean")), alpha)
     claims.append(Claim(CLAIM_TEXTS[1], v, f"{e}; seconds/epoch on {device}",

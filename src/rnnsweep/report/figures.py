@@ -24,6 +24,11 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _legend(ax: plt.Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:  # an empty panel gets no (warning-raising) legend
+        ax.legend(fontsize=7)
+
+
 def _grid(n_rows: int, n_cols: int, w: float = 4.0, h: float = 3.0):
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(w * n_cols, h * n_rows), squeeze=False)
     return fig, axes
@@ -44,7 +49,7 @@ def learning_curves(sweep: Sweep, out: Path) -> Path:
                         color=CELL_COLORS.get(p["tags.cell"]))
         ax.set_title(f"{p['tags.cell']} / {p['condition']}", fontsize=9)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, out / "learning_curves.png")
 
 
@@ -66,7 +71,7 @@ def overfitting(summary: pd.DataFrame, out: Path) -> Path:
                    color=CELL_COLORS.get(cell), capsize=3)
         ax.set_xticks(np.arange(len(conds)) + width * (len(cells) - 1) / 2, conds)
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, out / "overfitting.png")
 
 
@@ -84,7 +89,7 @@ def expected_best(curves: pd.DataFrame, metric: str, out: Path) -> Path:
         ax.set_title(cond, fontsize=9)
         ax.set_xlabel("number of trials")
         ax.set_ylabel(f"expected best {metric}")
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, out / "expected_best.png")
 
 
@@ -98,7 +103,7 @@ def importance(imp: pd.DataFrame, out: Path) -> Path:
         table = imp.pivot_table(index="study", columns="parameter", values="importance")
         table.plot.barh(ax=ax, stacked=True)
         ax.set_xlabel("fANOVA importance (normalised)")
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, out / "importance.png")
 
 
@@ -121,7 +126,7 @@ def slices(sweep: Sweep, out: Path) -> Path:
             ax.set_xlabel(name)
             ax.set_title(cond, fontsize=8)
             ax.set_ylabel(sweep.metric, fontsize=8)
-    axes[0][0].legend(fontsize=7)
+    _legend(axes[0][0])
     return _save(fig, out / "slices.png")
 
 
@@ -146,7 +151,7 @@ def cost(trials: pd.DataFrame, device: str, out: Path) -> Path:
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("hidden size")
         ax.set_title(label, fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax)
     fig.suptitle(device, fontsize=9)
     return _save(fig, out / "cost.png")
 
@@ -162,5 +167,5 @@ def by_length(table: pd.DataFrame, axis: str, metric: str, out: Path) -> Path:
                     linestyle="-" if size == "large" else "--")
     ax.set_xlabel(axis)
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, out / "by_length.png")

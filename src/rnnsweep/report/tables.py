@@ -16,6 +16,12 @@ def _mean_sd(values: pd.Series) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else np.nan, int(len(v))
 
 
+def _count(value: object) -> int:
+    """A count logged on the parent; a study still running has none yet."""
+    v = pd.to_numeric(value, errors="coerce")
+    return 0 if pd.isna(v) else int(v)
+
+
 def _column(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series(dtype=float)
 
@@ -46,9 +52,9 @@ def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
             "hidden_size": b.get("metrics.hidden_size_used", np.nan),
             "seconds_per_epoch": sec_m if n_re else b.get("metrics.seconds_per_epoch", np.nan),
             "peak_memory_bytes": mem_m if n_re else b.get("metrics.peak_memory_bytes", np.nan),
-            "complete": int(p.get("metrics.n_complete", 0) or 0),
-            "pruned": int(p.get("metrics.n_pruned", 0) or 0),
-            "failed": int(p.get("metrics.n_failed", 0) or 0),
+            "complete": _count(p.get("metrics.n_complete")),
+            "pruned": _count(p.get("metrics.n_pruned")),
+            "failed": _count(p.get("metrics.n_failed")),
             "device": p.get("tags.device", ""), "backend": p.get("tags.backend", ""),
         })
     return pd.DataFrame(rows).sort_values(["condition", "cell"]).reset_index(drop=True)
