@@ -15,7 +15,8 @@ def trial_record(storage: str, study: str) -> list[tuple]:
 @pytest.mark.slow
 def test_rerun_in_fresh_stores_gives_identical_trials(smoke_sweep, project):
     # One job of the session's smoke sweep, run again on its own in a fresh project.
-    proc = run_train(project, "cell=lstm", "data.size=small", "experiment=smoke")
+    proc = run_train(project, "cell=lstm", "data.size=small", "experiment=smoke",
+                     "search.reeval_seeds=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (study,) = trials_by_study(optuna_url(project))
     first = trial_record(optuna_url(smoke_sweep), study)

@@ -132,7 +132,7 @@ def test_two_workers_share_a_study_on_postgres_and_a_tracking_server(
 ):
     uri, artifacts = tracking_server
     storage = f"{postgres}/optuna"
-    args = ["cell=lstm", "experiment=smoke", f"search.n_trials={N_TRIALS}",
+    args = ["cell=lstm", "experiment=smoke", f"search.n_trials={N_TRIALS}", "search.reeval_seeds=0",
             f"search.storage={storage}"]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [start_train(project, *args, log=log, MLFLOW_TRACKING_URI=uri) for log in logs]

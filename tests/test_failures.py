@@ -9,7 +9,7 @@ from conftest import run_train
 from store_checks import all_runs, check_no_loss, mlflow_url, optuna_url, trials_by_study
 
 # Plain SGD at a learning rate of 1e6 without clipping overflows within the first epoch.
-DIVERGE = ["optim.name=sgd", "trainer.gradient_clip_val=null"]
+DIVERGE = ["optim.name=sgd", "trainer.gradient_clip_val=null", "search.reeval_seeds=0"]
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ def test_diverging_trial_is_failed_with_reason_and_the_study_completes(project):
         project, "cell=gru", "experiment=smoke", *DIVERGE,
         "search.sampler=random", "search.max_failure_rate=0.9",
         "search.space.lr.type=categorical", "search.space.lr.log=false",
-        "search.space.lr.choices=[0.01,1000000.0]",
+        "+search.space.lr.choices=[0.01,1000000.0]",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_no_loss(optuna_url(project), mlflow_url(project), n_trials=3, n_studies=1)

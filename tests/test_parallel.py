@@ -11,7 +11,8 @@ N_TRIALS = 4
 @pytest.mark.slow
 def test_two_local_workers_share_one_study_exactly(project, tmp_path):
     # Fresh stores: the workers also race on creating both databases' schemas.
-    args = ["cell=gru", "experiment=smoke", f"search.n_trials={N_TRIALS}"]
+    args = ["cell=gru", "experiment=smoke", f"search.n_trials={N_TRIALS}",
+            "search.reeval_seeds=0"]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [start_train(project, *args, log=log) for log in logs]
     codes = [w.wait(timeout=400) for w in workers]

@@ -26,7 +26,7 @@ from store_checks import (
 
 N_TRIALS = 3  # experiment=smoke
 # Short heartbeats so a rerun takes over a killed trial within seconds.
-ARGS = ["-m", "cell=lstm", "experiment=smoke",
+ARGS = ["-m", "cell=lstm", "experiment=smoke", "search.reeval_seeds=0",
         "search.heartbeat_interval=1", "search.heartbeat_grace_period=2"]
 
 
