@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
+# The README's table lives between these markers and is rewritten from the results file.
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def update(results_dir: Path, name: str, section: dict[str, Any]) -> dict[str, Any]:
@@ -19,7 +22,32 @@ def update(results_dir: Path, name: str, section: dict[str, Any]) -> dict[str, A
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
     tmp.replace(path)  # never a half-written results file
     (results_dir / "latest.md").write_text(markdown(data))
+    if results_dir.resolve() == RESULTS_DIR:
+        update_readme(data)
     return data
+
+
+def update_readme(data: dict[str, Any], readme: Path = README) -> None:
+    """Replace the table between the README's markers; nothing else in the file changes."""
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    block = "\n".join(["", machine_line(data), "", table(data), ""])
+    readme.write_text(head + START + block + END + tail)
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    """The machine of the most recent section (sections may come from different runs)."""
+    newest = max(data.values(), key=lambda s: s.get("measured_at", ""))
+    d = newest.get("machine", {})
+    return (f"Measured on {d.get('cpu_model')}, {d.get('cpu_cores')} cores "
+            f"({d.get('cpu_capability')}), torch {d.get('torch')}, oneDNN (mkldnn) "
+            f"{'enabled' if d.get('mkldnn_enabled') else 'disabled'}, GPU: "
+            f"{d.get('gpu') or 'none'}; details and dates in benchmarks/results/latest.md.")
 
 
 def _s(stat: dict[str, float], fmt: str = "{:.3g}") -> str:
