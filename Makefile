@@ -33,14 +33,14 @@ report: setup
 	$(PY) -m rnnsweep.report $(REPORT_ARGS)
 
 test: setup
-	$(PY) -m ruff check src tests train.py
+	$(PY) -m ruff check src tests benchmarks train.py
 	$(PY) -m pytest
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 lint: setup
-	$(PY) -m ruff check src tests train.py
+	$(PY) -m ruff check src tests benchmarks train.py
 
 # Benchmarks print a table and write benchmarks/results/latest.{json,md}; pick parts with
 # `make bench BENCH_ARGS="--only overhead,bookkeeping"`.
