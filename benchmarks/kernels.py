@@ -10,8 +10,10 @@ wall-clock figures at the machine's thread count are given beside them.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -152,10 +154,15 @@ def compiled_gru_in_child(shape: tuple[int, ...], inp: int, hidden: int, base: f
     """torch.compile of nn.GRU, in a child process: compiling can take minutes on a busy
     machine and a compiler failure must not take the other figures with it."""
     cmd = [sys.executable, "-m", "benchmarks.kernels", json.dumps([list(shape), inp, hidden])]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"compiling did not finish within {COMPILE_TIMEOUT_S} s"}
+    with tempfile.TemporaryDirectory() as cache:
+        # A fresh compile cache: the timing includes compiling, and an interrupted earlier
+        # compile can leave a truncated library in the shared cache.
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                  timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return {"error": f"compiling did not finish within {COMPILE_TIMEOUT_S} s"}
     if proc.returncode:
         errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "error:" in ln]
         return {"error": (errors or ["failed"])[-1].strip()[:300]}

@@ -97,6 +97,9 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             met = _met(ok and r["wall_s"] <= 600) if name == "default" else _met(ok)
             out.append((f"6. `{r['command']}`", f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s "
                         f"CPU" + ("" if ok else f" (failed: {r['error']})"), goal, met))
+    if "e2e" in data and "default" not in data["e2e"]["sweeps"]:
+        out.append(("6. `python train.py -m cell=lstm,gru` (default profile)",
+                    f"not measured at level {data['e2e'].get('level')}", "<= 600 s", "-"))
     if "kernels" in data:
         k = data["kernels"]
         peak = k["matmul_peak_1thread"]["square_1024_gflops"]
@@ -105,6 +108,9 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             out.append((f"7. {cell} fwd+bwd, {c['kernel']}",
                         f"{c['gflops_1thread']:.1f} GFLOP/s = {share:.0f}% of matmul peak "
                         f"{peak:.0f} (1 thread)", "report", "-"))
+    if data and not any(s.get("machine", {}).get("gpu") for s in data.values()):
+        out.append(("GPU: cuDNN GRU/LSTM step ratio, `experiment=full` trials/min, utilisation",
+                    "not measured: no GPU on this machine", "report", "-"))
     return out
 
 
