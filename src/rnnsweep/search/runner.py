@@ -139,15 +139,17 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
     if progress is not None:
         callbacks.append(progress)
     objective = Objective(ctx)
+    _fail_stale(study, cfg)
+    close_orphan_runs(study, ctx)  # left by a worker that died before this one started
     while budget.message is None:
         _fail_stale(study, cfg)
-        close_orphan_runs(study, ctx)
         states = count_states(study)
         finished = sum(states[s] for s in FINISHED)
         if finished >= n_trials:
             break
         if finished + states[TrialState.RUNNING] >= n_trials:
             time.sleep(max(1, cfg.search.heartbeat_interval))
+            close_orphan_runs(study, ctx)
             continue
         with deferred():  # signals reach only the objective, which closes its trial
             study.optimize(
@@ -158,6 +160,7 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
                 gc_after_trial=False,
                 show_progress_bar=False,
             )
+    close_orphan_runs(study, ctx)  # of trials failed as stale while this worker ran
     states = count_states(study)
     summary = StudySummary(
         study_name=study.study_name,
