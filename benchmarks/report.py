@@ -124,7 +124,7 @@ def markdown(data: dict[str, Any]) -> str:
     parts = ["# Benchmark results", "",
              "Written by `python -m benchmarks` (`make bench`); do not edit by hand.", ""]
     machines = {json.dumps({k: v for k, v in s.get("machine", {}).items()
-                            if k != "load_avg_at_start"}, sort_keys=True)
+                            if k not in ("load_avg_at_start", "torch_threads")}, sort_keys=True)
                 for s in data.values()}
     for m in sorted(machines):
         d = json.loads(m)
