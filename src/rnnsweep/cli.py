@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections import OrderedDict
 from pathlib import Path
 
@@ -149,4 +150,9 @@ def run_job(cfg: DictConfig) -> float | None:
         # SystemExit passes Hydra's launcher too, so a -m sweep stops here as well.
         print(f"{err}: runs closed; rerun the same command to resume", file=sys.stderr)
         sys.exit(err.exit_code)
+    except Exception as err:
+        # Hydra's own report would print the raw overrides, passwords included.
+        log.error("%s", redact(traceback.format_exc()))
+        print(f"error: {redact(f'{type(err).__name__}: {err}'.splitlines()[0])}", file=sys.stderr)
+        sys.exit(EXIT_STUDY_FAILED)
     return None

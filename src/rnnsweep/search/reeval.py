@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import statistics
 import time
 
@@ -15,6 +17,7 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
+from rnnsweep.locks import store_lock
 from rnnsweep.measure import rnn_backend
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext
@@ -42,13 +45,66 @@ def device_tags(cfg: DictConfig, datamodule: object) -> dict[str, str]:
             "torch_version": torch.__version__}
 
 
-def _done_seeds(ctx: StudyContext, best_number: int) -> set[int]:
-    runs = ctx.tracker.find_runs(
+def _reeval_runs(ctx: StudyContext, best_number: int, status: str) -> list:
+    return ctx.tracker.find_runs(
         ctx.experiment,
         f"tags.study_name = '{ctx.study_name}' and tags.role = '{REEVAL_ROLE}' "
-        f"and tags.best_trial_number = '{best_number}' and attributes.status = 'FINISHED'",
+        f"and tags.best_trial_number = '{best_number}' and attributes.status = '{status}'",
     )
-    return {int(r.data.tags["reeval_seed"]) for r in runs}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _claimed_seeds(ctx: StudyContext, best_number: int) -> set[int]:
+    """Seeds finished or being trained by a live worker; a dead local worker's run is closed.
+
+    Re-evaluation has no Optuna heartbeat, so liveness is the claiming process itself: a
+    RUNNING run from this host whose process is gone was killed and is closed as KILLED.
+    Runs from other hosts are trusted until their worker closes them.
+    """
+    claimed = {int(r.data.tags["reeval_seed"]) for r in _reeval_runs(ctx, best_number, "FINISHED")}
+    host = socket.gethostname()
+    for run in _reeval_runs(ctx, best_number, "RUNNING"):
+        tags = run.data.tags
+        dead = tags.get("worker_host") == host and not _pid_alive(int(tags.get("worker_pid", 0)))
+        if dead:
+            ctx.tracker.log(
+                run.info.run_id, tags={"state": "FAIL", "fail_reason": "worker died"}
+            )
+            ctx.tracker.end_run(run.info.run_id, "KILLED")
+        else:
+            claimed.add(int(tags["reeval_seed"]))
+    return claimed
+
+
+def _claim_next(
+    ctx: StudyContext, best_number: int, values: dict, seeds: list[int]
+) -> tuple[int, str] | None:
+    """Atomically pick a seed no worker has and create its run (the claim)."""
+    lock = f"mlflow-reeval:{ctx.experiment}:{ctx.study_name}"
+    with store_lock(ctx.cfg.search.storage, lock):
+        claimed = _claimed_seeds(ctx, best_number)
+        free = [s for s in seeds if s not in claimed]
+        if not free:
+            return None
+        seed = free[0]
+        run_id = ctx.tracker.start_run(
+            ctx.experiment,
+            name=f"reeval-{best_number:03d}-seed{seed}",
+            tags={**ctx.base_tags, "role": REEVAL_ROLE, "best_trial_number": str(best_number),
+                  "reeval_seed": str(seed), "state": "RUNNING",
+                  "worker_host": socket.gethostname(), "worker_pid": str(os.getpid())},
+            parent_id=ctx.parent_run_id,
+        )
+    return seed, run_id
 
 
 def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
@@ -65,23 +121,14 @@ def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
         return {}
     values = {k: v for k, v in best.params.items() if k in cfg.search.space}
     best_cfg = search_space.apply(cfg, cfg.search.space, values)
-    done = _done_seeds(ctx, best.number)
-    for seed in reeval_seeds(cfg):
-        if seed not in done:
-            _train_one(ctx, best_cfg, best.number, values, seed)
+    # Workers sharing a study split the seeds between them instead of each training all.
+    while (claim := _claim_next(ctx, best.number, values, reeval_seeds(cfg))) is not None:
+        seed, run_id = claim
+        _train_one(ctx, best_cfg, run_id, values, seed)
     return _summarise(ctx, best.number)
 
 
-def _train_one(
-    ctx: StudyContext, cfg: DictConfig, best_number: int, values: dict, seed: int
-) -> None:
-    run_id = ctx.tracker.start_run(
-        ctx.experiment,
-        name=f"reeval-{best_number:03d}-seed{seed}",
-        tags={**ctx.base_tags, "role": REEVAL_ROLE, "best_trial_number": str(best_number),
-              "reeval_seed": str(seed), "state": "RUNNING"},
-        parent_id=ctx.parent_run_id,
-    )
+def _train_one(ctx: StudyContext, cfg: DictConfig, run_id: str, values: dict, seed: int) -> None:
     ctx.tracker.log(run_id, params={**values, "seed": seed})
     started = time.perf_counter()
 
@@ -116,11 +163,7 @@ def _train_one(
 
 
 def _summarise(ctx: StudyContext, best_number: int) -> dict[str, float]:
-    runs = ctx.tracker.find_runs(
-        ctx.experiment,
-        f"tags.study_name = '{ctx.study_name}' and tags.role = '{REEVAL_ROLE}' "
-        f"and tags.best_trial_number = '{best_number}' and attributes.status = 'FINISHED'",
-    )
+    runs = _reeval_runs(ctx, best_number, "FINISHED")
     keys = [f"best_{ctx.cfg.search.metric}", "test_loss", "test_acc", "gap_at_best"]
     summary: dict[str, float] = {"reeval_n": float(len(runs))}
     for key in keys:

@@ -52,10 +52,11 @@ def count_states(study: optuna.Study) -> Counter:
 
 
 class FailureBudget:
-    """Stop the study when failed trials exceed `max_rate` of all trials that ended."""
+    """Stop the study when failed trials exceed `max_rate` of all trials that ended, or
+    reach `max_failures`: with max_rate=1.0 a space where every trial fails would never end."""
 
-    def __init__(self, max_rate: float, min_trials: int) -> None:
-        self.max_rate, self.min_trials = max_rate, min_trials
+    def __init__(self, max_rate: float, min_trials: int, max_failures: int) -> None:
+        self.max_rate, self.min_trials, self.max_failures = max_rate, min_trials, max_failures
         self.message: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -64,13 +65,15 @@ class FailureBudget:
             if t.state in FINISHED or failed_by_itself(t)
         ]
         failed = [t for t in trials if t.state == TrialState.FAIL]
-        if len(trials) < self.min_trials or len(failed) <= self.max_rate * len(trials):
+        over_rate = len(failed) > self.max_rate * len(trials) and len(trials) >= self.min_trials
+        if not over_rate and len(failed) < self.max_failures:
             return
         reasons = Counter(t.user_attrs.get(REASON_ATTR, "unknown error") for t in failed)
         reason, count = reasons.most_common(1)[0]
         self.message = (
             f"study {study.study_name!r} stopped: {len(failed)} of {len(trials)} trials failed "
-            f"(search.max_failure_rate={self.max_rate}); most common reason ({count}x): {reason}"
+            f"(search.max_failure_rate={self.max_rate}, at most {self.max_failures} failures); "
+            f"most common reason ({count}x): {reason}"
         )
         study.stop()
 
@@ -134,7 +137,8 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
     cfg = ctx.cfg
     n_trials = cfg.search.n_trials
     started = time.perf_counter()
-    budget = FailureBudget(cfg.search.max_failure_rate, min_trials=3)
+    # Below a rate of 1 the rate itself ends an all-failing study; at 1, cap at 10x n_trials.
+    budget = FailureBudget(cfg.search.max_failure_rate, min_trials=3, max_failures=10 * n_trials)
     callbacks: list = [budget]
     if progress is not None:
         callbacks.append(progress)
