@@ -57,12 +57,12 @@ def test_failure_budget_stops_the_study_with_one_line_naming_the_reason(project)
 def test_failure_budget_ends_an_all_failing_study_even_at_rate_one():
     from rnnsweep.search.runner import FailureBudget
 
+    def always_fails(trial: optuna.Trial) -> float:
+        trial.set_user_attr("fail_reason", "boom")
+        raise ValueError("boom")
+
     study = optuna.create_study()
     budget = FailureBudget(max_rate=1.0, min_trials=3, max_failures=5)
-    for k in range(5):
-        trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
-                                          user_attrs={"fail_reason": "boom"})
-        study.add_trial(trial)
-        budget(study, study.trials[-1])
-        assert (budget.message is None) == (k < 4)
+    study.optimize(always_fails, n_trials=50, catch=(ValueError,), callbacks=[budget])
+    assert len(study.trials) == 5
     assert "at most 5 failures" in budget.message and "(5x): boom" in budget.message
