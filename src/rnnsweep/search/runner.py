@@ -161,7 +161,8 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
                 n_trials=1,
                 catch=(Exception,),
                 callbacks=callbacks,
-                gc_after_trial=False,
+                # Trainer/module reference cycles otherwise grow a long study's memory.
+                gc_after_trial=True,
                 show_progress_bar=False,
             )
     close_orphan_runs(study, ctx)  # of trials failed as stale while this worker ran
