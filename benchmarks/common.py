@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,19 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+
+
+@contextmanager
+def project_copy() -> Iterator[tuple[Path, dict[str, str]]]:
+    """train.py and conf/ in a fresh folder (own mlruns/), and an environment without the
+    caller's MLflow or project settings: a worker there touches nothing of the user's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        shutil.copy2(ROOT / "train.py", project / "train.py")
+        shutil.copytree(ROOT / "conf", project / "conf")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RNNSWEEP_"))}
+        yield project, env
 
 
 @contextmanager

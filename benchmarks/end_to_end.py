@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT
+from benchmarks.common import project_copy
 
 SWEEPS = {
     "smoke": ["-m", "cell=lstm,gru", "experiment=smoke"],
@@ -23,12 +20,7 @@ DEFAULT_BUDGET_S = 600.0  # the default profile's promise: the 4-job sweep in 10
 
 
 def run_sweep(args: list[str], timeout: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / "project"
-        project.mkdir()
-        shutil.copy2(ROOT / "train.py", project / "train.py")
-        shutil.copytree(ROOT / "conf", project / "conf")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RNNSWEEP_"))}
+    with project_copy() as (project, env):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, "train.py", *args], cwd=project, env=env,

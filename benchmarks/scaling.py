@@ -10,17 +10,13 @@ which leaves out interpreter start-up.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-from benchmarks.common import ROOT
+from benchmarks.common import project_copy
 
 WORKLOAD = [
     "cell=lstm", "data.size=small", "search=random", "search.pruner=none",
@@ -46,12 +42,7 @@ def trials_per_minute(storage: str) -> tuple[float, int]:
 
 
 def run_setup(workers: int, threads: int | None, n_trials: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp) / "project"
-        project.mkdir()
-        shutil.copy2(ROOT / "train.py", project / "train.py")
-        shutil.copytree(ROOT / "conf", project / "conf")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RNNSWEEP_"))}
+    with project_copy() as (project, env):
         env["RNNSWEEP_LOCAL_WORKERS"] = str(workers)
         args = [*WORKLOAD, f"search.n_trials={n_trials}"]
         if threads:
