@@ -36,13 +36,15 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) 
 
 
 @contextlib.contextmanager
-def serve(cmd: list[str], health_url: str, log: Path, cwd: Path) -> Iterator[None]:
+def serve(
+    cmd: list[str], health_url: str, log: Path, cwd: Path, timeout: float = 90, **env: str
+) -> Iterator[None]:
     """Run `cmd` until the block ends; its output goes to `log` (shown when it fails)."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=out,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=clean_env(**env), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_http(health_url, proc, log)
+        wait_http(health_url, proc, log, timeout)
         yield
     finally:
         # The server's own process group: mlflow ui runs uvicorn workers as children.

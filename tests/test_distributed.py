@@ -11,31 +11,22 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy
-from conftest import clean_env, run_train
+from conftest import run_train
 from mlflow.tracking import MlflowClient
+from servers import free_port, serve
 from store_checks import all_runs, check_no_loss, start_train
 
 SECRET = "s3cretpw"
 USER = "rnnsweep"
 N_TRIALS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_bindir() -> Path | None:
@@ -87,35 +78,14 @@ def tracking_server(
     """`mlflow server` with the PostgreSQL backend store and a local artifact destination."""
     artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
     port = free_port()
-    log = (artifacts.parent / "mlflow-server.log").open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server",
-         "--backend-store-uri", f"{postgres}/mlflow", "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        # No background job runner (it only serves GenAI features); own process group, so
-        # the server's worker processes stop with it.
-        env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            assert server.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-    try:
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
+           "--backend-store-uri", f"{postgres}/mlflow", "--artifacts-destination", str(artifacts),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # No background job runner (it only serves GenAI features).
+    with serve(cmd, f"{uri}/health", artifacts.parent / "mlflow-server.log", artifacts.parent,
+               timeout=180, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"):
         yield uri, artifacts
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
 
 
 def grep_tree(root: Path, needle: str) -> list[str]:
