@@ -24,10 +24,16 @@ from rnnsweep.training import train_model
 log = logging.getLogger(__name__)
 
 
-def prepare(cfg: DictConfig) -> DictConfig:
-    """Typed, resolved and range-checked config; raises ConfigError on bad input."""
+def typed_config(cfg: DictConfig) -> DictConfig:
+    """Typed, resolved and range-checked config, the task's own keys aside."""
     typed = match_params(to_structured(cfg))
     validate(typed)
+    return typed
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """typed_config plus the task's keys; raises ConfigError on bad input."""
+    typed = typed_config(cfg)
     build_datamodule(typed.data)  # checks the task's own keys without generating data
     return typed
 
@@ -45,10 +51,10 @@ def condition_tags(cfg: DictConfig, condition: dict[str, str]) -> dict[str, str]
 
 def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None:
     """Run the job described by cfg; returns the best objective value (Hydra's job return)."""
-    cfg = prepare(cfg)
+    cfg = typed_config(cfg)
     if cfg.trainer.num_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data)  # also checks the task's keys
     tracker = Tracker(cfg)
     experiment = cfg.tracking.experiment or cfg.data.task
     condition = datamodule.condition()
