@@ -9,7 +9,7 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup sweep smoke chorales report test test-fast lint ui dashboard bench clean
+.PHONY: setup system-packages sweep smoke chorales report test test-fast lint ui dashboard bench clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,11 @@ chorales: setup
 report: setup
 	$(PY) -m rnnsweep.report $(REPORT_ARGS)
 
-test: setup
+# Debian's chromium and postgresql for the browser and distributed tests, when missing.
+system-packages:
+	./scripts/install-system-packages.sh
+
+test: setup system-packages
 	$(PY) -m ruff check src tests benchmarks train.py
 	$(PY) -m pytest
 

@@ -2,7 +2,7 @@
 server, two worker processes on one study. Also the redaction check: the database password
 is really set, and must not appear in any store, artifact, log file or console output.
 
-PostgreSQL comes from Debian's `postgresql` binaries (.ci/run installs them); without them
+PostgreSQL comes from Debian's `postgresql` binaries (`make test` installs them); without them
 the test is skipped locally and fails in CI (CI=true).
 """
 
