@@ -6,24 +6,20 @@ Verdict functions take plain numbers (so they can be tested on constructed input
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
+from rnnsweep.report.claim_types import (
+    CLAIM_TEXTS,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    SUPPORTED,
+    Claim,
+)
 from rnnsweep.report.collect import Sweep
-from rnnsweep.report.stats import Comparison, PairedRatio, compare_means, paired_ratio
-
-SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
-NOT_MEASURED = "not measured by this sweep"
-
-
-@dataclass
-class Claim:
-    claim: str
-    verdict: str
-    evidence: str
-    reference: str = ""
+from rnnsweep.report.cost_claims import cost_claims
+from rnnsweep.report.stats import Comparison, PairedRatio, compare_means
 
 
 def verdict_from_test(favours_claim: bool, p_value: float, alpha: float) -> str:
@@ -136,23 +132,7 @@ def build_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
     if not {"lstm", "gru"} <= cells:
         note = f"{NOT_MEASURED}; run `python train.py -m cell=lstm,gru`"
         return [Claim(c, NOT_MEASURED, note) for c in CLAIM_TEXTS]
-    matched = bool(sweep.parents["tags.study_name"].str.endswith("-matched").all())
-    claims = []
-    if matched:
-        claims.append(Claim(CLAIM_TEXTS[0], NOT_MEASURED,
-                            "parameter-matched sweep: cells have equal parameter counts by "
-                            "design; run with search.match_params=false", "Chung et al. 2014"))
-    else:
-        v, e = fewer_params_verdict(*identical_pairs(sweep, "metrics.n_params"))
-        claims.append(Claim(CLAIM_TEXTS[0], v, e, "references: GRU/LSTM = 3/4 at equal sizes"))
-    device = "; ".join(sorted({device_text(r) for _, r in sweep.parents.iterrows()}))
-    mean_epoch_seconds(sweep)
-    v, e = ratio_verdict(paired_ratio(*identical_pairs(sweep, "epoch_seconds_mean")), alpha)
-    claims.append(Claim(CLAIM_TEXTS[1], v, f"{e}; seconds/epoch on {device}",
-                        "DeepBench (GPU) 0.69-0.80; CPU note in references"))
-    v, e = ratio_verdict(paired_ratio(*identical_pairs(sweep, "metrics.peak_memory_bytes")),
-                         alpha)
-    claims.append(Claim(CLAIM_TEXTS[2], v, f"{e}; peak training memory on {device}"))
+    claims = cost_claims(sweep, rcfg)
     claims.append(_long_range(sweep, test_col, alpha, rcfg))
     claims.append(_overfits_small(sweep, alpha, rcfg))
     comps = {
@@ -203,13 +183,3 @@ def _overfits_small(sweep: Sweep, alpha: float, rcfg: dict) -> Claim:
     v, e = lower_is_better_verdict(comp, alpha, claim_lower="gru")
     return Claim(CLAIM_TEXTS[4], v, f"generalisation gap (val - train loss) at the best epoch "
                  f"on small data, GRU - LSTM: {e}")
-
-
-CLAIM_TEXTS = (
-    "GRU has fewer parameters",
-    "GRU trains faster",
-    "GRU uses less memory",
-    "LSTM captures long-range dependencies better",
-    "LSTM overfits more on small data",
-    "LSTM and GRU perform comparably",
-)

@@ -1,0 +1,37 @@
+"""What a claim's verdict is: the words, the six claims, and one row of the claims table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+NOT_MEASURED = "not measured by this sweep"
+
+
+@dataclass
+class Claim:
+    """One row of the claims table; the numbers are also written to metrics.json.
+
+    effect / ci_low / ci_high: the claim's effect and its interval (units in `evidence`);
+    n_seeds: seeds per cell behind it; mde: the minimum detectable effect when undecided.
+    """
+
+    claim: str
+    verdict: str
+    evidence: str
+    reference: str = ""
+    effect: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_seeds: int | None = None
+    mde: float | None = None
+
+
+CLAIM_TEXTS = (
+    "GRU has fewer parameters",
+    "GRU trains faster",
+    "GRU uses less memory",
+    "LSTM captures long-range dependencies better",
+    "LSTM overfits more on small data",
+    "LSTM and GRU perform comparably",
+)
