@@ -1,0 +1,390 @@
+"""Cost probe: what one training step of each cell costs, measured under control.
+
+Seconds per epoch of trials run minutes apart compare the machine's load at two moments,
+not two cells. The probe instead builds the real model (rnnsweep.model.SequenceModel) and
+a training step like the Trainer's (the task's loss as RecurrentLitModule computes it,
+backward, gradient clipping, Adam) for every cell at identical sizes in this one process, and times them interleaved in rounds:
+round r runs each cell for `steps_per_round` steps, in an order rotated every round, so
+a change of load hits every cell alike and cancels in the per-round ratio. Warm-up steps
+(allocator, oneDNN primitive creation, Adam state) are run first and never timed.
+
+Timer: on CPU the CPU time of the calling thread (`time.thread_time`) at one torch thread,
+which a competing process does not inflate the way it inflates wall time; with more
+threads, `time.process_time` (OpenMP spin-waits then count, so keep one thread). On CUDA:
+CUDA events around the steps, read after a synchronise.
+
+Ratio interval: per round, ratio = (seconds/step of cell) / (seconds/step of LSTM); the
+interval is a Student t interval on the log ratios over rounds, exponentiated (a
+geometric-mean ratio). Rounds are the unit: each holds one paired measurement.
+
+Memory per training step (bytes): parameters + gradients + optimiser state (Adam: exp_avg
+and exp_avg_sq, 2 x parameters, plus one 4-byte step counter per parameter tensor) +
+activations. On CPU, activations are the tensors saved for backward, counted by
+rnnsweep.measure.PeakMemory (the figure training logs); on CUDA the allocator's peak minus
+the other three ("activations + workspace"). All of these are deterministic at a size.
+
+FLOPs per training step (analytic, see `flops_per_step`): forward per time step and layer
+2*G*H*(I+H) for the gate matrix products plus 2*G*H for the two bias vectors (G = 1, 4, 3
+gate blocks for rnn, lstm, gru), plus the head 2*H*O (+O bias); backward counted as twice
+the forward, so a step is 3 x forward x batch. Element-wise gate maths (O(H) per step
+against O(H^2)) is left out.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from rnnsweep.data.base import TaskSpec
+from rnnsweep.measure import PeakMemory, rnn_backend
+from rnnsweep.model import GATE_BLOCKS, SequenceModel, count_parameters
+
+STEP_COUNTER_BYTES = 4  # Adam keeps a float32 scalar `step` per parameter tensor
+
+
+@dataclass(frozen=True)
+class Size:
+    hidden_size: int
+    num_layers: int
+
+    def label(self) -> str:
+        return f"H={self.hidden_size} L={self.num_layers}"
+
+
+@dataclass
+class Memory:
+    """Bytes of one training step; `activations` is saved-for-backward (CPU) or the
+    allocator's peak minus the rest (CUDA: activations + workspace)."""
+
+    params: int
+    grads: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer + self.activations
+
+
+@dataclass
+class RatioInterval:
+    """Geometric-mean ratio over rounds with a t interval on the log ratios."""
+
+    estimate: float
+    low: float
+    high: float
+    n_rounds: int
+    level: float
+
+    def excludes_one(self) -> bool:
+        return self.high < 1 or self.low > 1
+
+    def text(self) -> str:
+        return (f"{self.estimate:.3g} ({100 * self.level:.0f}% t interval over "
+                f"{self.n_rounds} rounds {self.low:.3g}-{self.high:.3g})")
+
+
+@dataclass
+class CellCost:
+    cell: str
+    n_params: int
+    flops: float
+    kernel: str
+    memory: Memory
+    seconds: list[float]  # seconds per training step, one value per round
+
+    def spread(self) -> dict[str, float]:
+        xs = sorted(self.seconds)
+        q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
+        return {"median": statistics.median(xs), "q1": q[0], "q3": q[2],
+                "min": xs[0], "max": xs[-1]}
+
+
+@dataclass
+class SizeCost:
+    size: Size
+    cells: dict[str, CellCost]
+    ratios: dict[str, RatioInterval]  # "gru/lstm", "rnn/lstm": time per step
+    order: list[list[str]]  # the interleaved order each round actually ran
+
+
+@dataclass
+class ProbeResult:
+    device: str
+    timer: str
+    threads: int
+    batch_size: int
+    seq_len: int
+    warmup_steps: int
+    steps_per_round: int
+    sizes: list[SizeCost] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+
+def flops_per_step(cell: str, spec: TaskSpec, batch_size: int, seq_len: int,
+                   hidden_size: int, num_layers: int) -> float:
+    """Analytic FLOPs of one training step (forward + backward = 3 x forward); module doc."""
+    g, h = GATE_BLOCKS[cell], hidden_size
+    per_time_step = sum(2 * g * h * ((spec.input_size if layer == 0 else h) + h) + 2 * g * h
+                        for layer in range(num_layers))
+    head_calls = seq_len if spec.per_step else 1
+    head = head_calls * (2 * h * spec.output_size + spec.output_size)
+    return 3.0 * batch_size * (seq_len * per_time_step + head)
+
+
+def interleaved_order(cells: Sequence[str], rounds: int) -> list[list[str]]:
+    """Round r runs the cells rotated by r: each cell takes each position equally often,
+    so a drift within a round (cache, frequency) favours no cell."""
+    n = len(cells)
+    return [[cells[(r + i) % n] for i in range(n)] for r in range(rounds)]
+
+
+def log_ratio_interval(num: Sequence[float], den: Sequence[float],
+                       level: float = 0.95) -> RatioInterval:
+    """Paired per-round ratios num/den: t interval on their logs, exponentiated."""
+    logs = [math.log(a / b) for a, b in zip(num, den, strict=True)]
+    n = len(logs)
+    mean = statistics.fmean(logs)
+    if n < 2:
+        return RatioInterval(math.exp(mean), math.nan, math.nan, n, level)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(logs) / math.sqrt(n)
+    return RatioInterval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n, level)
+
+
+def example_batch(spec: TaskSpec, batch_size: int, seq_len: int,
+                  device: torch.device, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs and targets of the task's shapes (costs do not depend on the values)."""
+    gen = torch.Generator().manual_seed(seed)
+    b, t, o = batch_size, seq_len, spec.output_size
+    x = torch.rand(b, t, spec.input_size, generator=gen)
+    lead = (b, t) if spec.per_step else (b,)
+    if spec.loss == "ce":
+        y = torch.randint(0, o, lead, generator=gen)
+    elif spec.loss == "bce":
+        y = (torch.rand(*lead, o, generator=gen) > 0.5).float()
+    else:
+        y = torch.rand(*lead, generator=gen) if o == 1 else torch.rand(*lead, o, generator=gen)
+    lengths = torch.full((b,), t, dtype=torch.long)
+    return tuple(v.to(device) for v in (x, y, lengths))
+
+
+def task_loss(spec: TaskSpec, out: torch.Tensor, y: torch.Tensor,
+              lengths: torch.Tensor) -> torch.Tensor:
+    """The training loss as RecurrentLitModule computes it (real steps only)."""
+    if spec.per_step:
+        mask = torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None]
+        out, y = out[mask], y[mask]
+    if spec.loss == "mse":
+        return F.mse_loss(out.reshape(y.shape), y)
+    if spec.loss == "bce":
+        return F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(-1).mean()
+    return F.cross_entropy(out, y)
+
+
+class TrainingStep:
+    """One cell's model, Adam and batch; calling it runs one full training step.
+
+    A LightningModule would add only Lightning's per-step bookkeeping; the model, loss,
+    clipping and optimiser are what training runs, so cells are compared on those alone.
+    """
+
+    def __init__(self, cell: str, spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
+                 device: torch.device, clip: float | None = 1.0, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.spec = spec
+        self.net = SequenceModel(cell, spec, size.hidden_size, size.num_layers).to(device)
+        self.net.train()
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.batch, self.clip = batch, clip
+        self.grad_bytes = 0
+
+    def __call__(self, before_backward: Callable[[torch.Tensor], None] | None = None) -> None:
+        x, y, lengths = self.batch
+        loss = task_loss(self.spec, self.net(x, lengths), y, lengths)
+        if before_backward is not None:
+            before_backward(loss)
+        loss.backward()
+        if self.clip is not None:  # as the Trainer does with trainer.gradient_clip_val
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
+        self.grad_bytes = sum(_nbytes(p.grad) for p in self.net.parameters()
+                              if p.grad is not None)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def param_bytes(self) -> int:
+        return sum(_nbytes(p) for p in self.net.parameters())
+
+    def optimizer_bytes(self) -> int:
+        return sum(_nbytes(v) for state in self.optimizer.state.values()
+                   for v in state.values() if isinstance(v, torch.Tensor))
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def measure_memory(step: TrainingStep) -> Memory:
+    """One (untimed) step with the accounting on; call after warm-up so Adam state exists."""
+    device = next(step.net.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        peak = int(torch.cuda.max_memory_allocated(device))
+        fixed = step.param_bytes() + step.grad_bytes + step.optimizer_bytes()
+        return Memory(step.param_bytes(), step.grad_bytes, step.optimizer_bytes(), peak - fixed)
+    # Drive the same callback training uses, so the probe and the logged figure agree.
+    probe = PeakMemory(probe_batches=1)
+    # PeakMemory reads only the module's device and parameters on CPU, never the trainer.
+    trainer, module = cast(pl.Trainer, None), cast(pl.LightningModule, _DeviceView(step.net))
+    probe.on_fit_start(trainer, module)
+    probe.on_train_batch_start(trainer, module, step.batch, 0)
+    try:
+        step(lambda loss: probe.on_before_backward(trainer, module, loss))
+    finally:
+        probe.on_train_batch_end()
+    return Memory(step.param_bytes(), step.grad_bytes, step.optimizer_bytes(),
+                  probe.current())
+
+
+class _DeviceView:
+    """What PeakMemory asks of a LightningModule: `.device` and `.parameters()`."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.parameters = net.parameters
+        self.device = next(net.parameters()).device
+
+
+class _Timer:
+    def __init__(self, device: torch.device, threads: int) -> None:
+        self.device = device
+        if device.type == "cuda":
+            self.name = "CUDA events (synchronised)"
+        elif threads == 1:
+            self.name, self._clock = "thread CPU time", time.thread_time
+        else:
+            self.name, self._clock = "process CPU time", time.process_time
+
+    def seconds(self, fn: Callable[[], None], steps: int) -> float:
+        """Seconds per step over `steps` consecutive steps."""
+        if self.device.type == "cuda":
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            torch.cuda.synchronize(self.device)
+            start.record()
+            for _ in range(steps):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000 / steps
+        t0 = self._clock()
+        for _ in range(steps):
+            fn()
+        return (self._clock() - t0) / steps
+
+
+def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
+          cells: Sequence[str] = ("lstm", "gru"), rounds: int = 10, steps_per_round: int = 2,
+          warmup_steps: int = 3, device: str = "cpu", threads: int = 1, level: float = 0.95,
+          budget_s: float | None = None, min_rounds: int = 5, seed: int = 0) -> ProbeResult:
+    """Cost of each cell at each size (module doc). `budget_s` caps the timed rounds per
+    size so the whole probe stays near it (never fewer than `min_rounds`)."""
+    if "lstm" not in cells:
+        raise ValueError("cells must include 'lstm', the reference of every ratio")
+    dev = torch.device(device)
+    saved_threads = torch.get_num_threads()
+    started = time.process_time()
+    torch.set_num_threads(threads)
+    timer = _Timer(dev, threads)
+    result = ProbeResult(dev.type, timer.name, threads, batch_size, seq_len, warmup_steps,
+                         steps_per_round)
+    try:
+        batch = example_batch(spec, batch_size, seq_len, dev, seed)
+        per_size_budget = None if budget_s is None else budget_s / max(1, len(sizes))
+        for size in sizes:
+            result.sizes.append(_probe_size(spec, size, batch, dev, cells, timer, rounds,
+                                            steps_per_round, warmup_steps, level,
+                                            per_size_budget, min_rounds, seed))
+    finally:
+        torch.set_num_threads(saved_threads)
+    result.cpu_seconds = time.process_time() - started
+    return result
+
+
+def _probe_size(spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
+                dev: torch.device, cells: Sequence[str], timer: _Timer, rounds: int,
+                steps_per_round: int, warmup_steps: int, level: float,
+                budget_s: float | None, min_rounds: int, seed: int) -> SizeCost:
+    steps = {c: TrainingStep(c, spec, size, batch, dev, seed=seed) for c in cells}
+    warm: dict[str, float] = {}
+    for _ in range(warmup_steps):  # interleaved too; these are never reported
+        for c in cells:
+            warm[c] = timer.seconds(steps[c], 1)
+    memory = {c: measure_memory(steps[c]) for c in cells}
+    if budget_s is not None and warm:
+        per_round = sum(warm.values()) * steps_per_round
+        rounds = max(min_rounds, min(rounds, int(budget_s / max(per_round, 1e-9))))
+    order = interleaved_order(list(cells), rounds)
+    seconds: dict[str, list[float]] = {c: [] for c in cells}
+    for round_cells in order:
+        for c in round_cells:
+            seconds[c].append(timer.seconds(steps[c], steps_per_round))
+    x = batch[0]
+    costs = {
+        c: CellCost(c, count_parameters(steps[c].net),
+                    flops_per_step(c, spec, x.shape[0], x.shape[1], size.hidden_size,
+                                   size.num_layers),
+                    rnn_backend(steps[c].net, x), memory[c], seconds[c])
+        for c in cells
+    }
+    ratios = {f"{c}/lstm": log_ratio_interval(seconds[c], seconds["lstm"], level)
+              for c in cells if c != "lstm"}
+    return SizeCost(size, costs, ratios, order)
+
+
+def as_dict(result: ProbeResult) -> dict[str, Any]:
+    """JSON-ready figures (benchmark results, metrics.json)."""
+    out: dict[str, Any] = {k: getattr(result, k) for k in (
+        "device", "timer", "threads", "batch_size", "seq_len", "warmup_steps",
+        "steps_per_round", "cpu_seconds")}
+    out["sizes"] = []
+    for s in result.sizes:
+        cells = {c: {"n_params": v.n_params, "flops_per_step": v.flops, "kernel": v.kernel,
+                     "seconds_per_step": v.spread(),
+                     "memory_bytes": {**vars(v.memory), "total": v.memory.total}}
+                 for c, v in s.cells.items()}
+        ratios = {k: {"estimate": r.estimate, "low": r.low, "high": r.high,
+                      "n_rounds": r.n_rounds, "level": r.level} for k, r in s.ratios.items()}
+        out["sizes"].append({"hidden_size": s.size.hidden_size,
+                             "num_layers": s.size.num_layers, "cells": cells,
+                             "time_ratios": ratios})
+    return out
+
+
+def table(result: ProbeResult) -> str:
+    """Plain-text figures per size and cell, with the time ratios."""
+    lines = [f"cost probe: {result.device}, {result.timer}, {result.threads} thread(s), "
+             f"batch {result.batch_size} x T={result.seq_len}, {result.warmup_steps} warm-up "
+             f"steps, {result.steps_per_round} steps per cell per round"]
+    for s in result.sizes:
+        for c, v in s.cells.items():
+            sp, m = v.spread(), v.memory
+            lines.append(
+                f"  {s.size.label():12s} {c:4s} {1e3 * sp['median']:8.2f} ms/step "
+                f"[q1 {1e3 * sp['q1']:.2f}, q3 {1e3 * sp['q3']:.2f}]  {v.flops / 1e6:8.1f} "
+                f"MFLOP  {v.n_params:7d} params  mem {m.total / 2**20:6.2f} MiB (params "
+                f"{m.params / 2**20:.2f} + grads {m.grads / 2**20:.2f} + Adam "
+                f"{m.optimizer / 2**20:.2f} + activations {m.activations / 2**20:.2f})  "
+                f"{v.kernel}")
+        for k, r in s.ratios.items():
+            lines.append(f"  {s.size.label():12s} time {k}: {r.text()}")
+    return "\n".join(lines)
