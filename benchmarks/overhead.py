@@ -33,7 +33,8 @@ def overrides(cell: str, size: dict[str, int], epochs: int, threads: int) -> lis
         f"model.hidden_size={size['hidden']}", f"data.seq_len={size['seq_len']}",
         f"data.batch_size={size['batch']}", f"data.n_train_small={size['n_train']}",
         f"data.n_val={size['n_val']}", f"data.n_test={size['batch']}", "data.size=small",
-        f"trainer.max_epochs={epochs}", f"trainer.early_stopping_patience={epochs}",
+        "trainer.budget_unit=epochs", f"trainer.max_epochs={epochs}",
+        f"trainer.early_stopping_patience={epochs}",
         f"trainer.num_threads={threads}",
     ]
 
@@ -65,8 +66,6 @@ def durations(stamps: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def pipeline_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     """Epoch times of `train_model` with a trial's callbacks and tracking."""
-    from optuna_integration import PyTorchLightningPruningCallback
-
     from rnnsweep.data import build_datamodule
     from rnnsweep.search.study import make_storage, open_study
     from rnnsweep.tracking import Tracker
@@ -78,13 +77,13 @@ def pipeline_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     study = open_study(cfg, f"overhead-{cfg.cell.name}", make_storage(cfg))
     trial = study.ask()
 
-    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    def log_validation(step: int, metrics: dict[str, float]) -> None:
         tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-                    step=epoch)
+                    step=step)
 
     timer = EpochStarts()
-    pruning = PyTorchLightningPruningCallback(trial, monitor=cfg.search.metric)
-    result = train_model(cfg, datamodule, seed, callbacks=[pruning, timer], on_epoch=log_epoch)
+    result = train_model(cfg, datamodule, seed, callbacks=[timer], on_validation=log_validation,
+                         trial=trial)
     study.tell(trial, result.best_value)
     tracker.end_run(run_id, "FINISHED")
     return durations(timer.stamps)
@@ -94,6 +93,7 @@ def bare_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     """The same math as a hand-written loop over pre-sliced tensors."""
     from rnnsweep.data import build_datamodule
     from rnnsweep.model import SequenceModel
+    from rnnsweep.training import gate_bias
 
     dm = build_datamodule(cfg.data)
     dm.setup("fit")
@@ -103,10 +103,10 @@ def bare_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))
     model = SequenceModel(cfg.cell.name, dm.spec, int(cfg.model.hidden_size),
                           int(cfg.model.num_layers), float(cfg.model.dropout),
-                          float(cfg.cell.forget_bias))
+                          gate_bias(cfg))
     opt = torch.optim.Adam(model.parameters(), lr=float(cfg.optim.lr),
                            weight_decay=float(cfg.optim.weight_decay))
-    gen = torch.Generator().manual_seed(dm.shuffle_seed)
+    gen = torch.Generator().manual_seed(dm.order_seed)
     b, n = dm.batch_size, len(x)
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))

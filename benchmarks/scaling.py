@@ -22,8 +22,8 @@ WORKLOAD = [
     "cell=lstm", "data.size=small", "search=random", "search.pruner=none",
     "search.reeval_seeds=0", "~search.space.num_layers", "~search.space.hidden_size",
     "~search.space.lr", "model.hidden_size=128", "data.seq_len=50",
-    "data.n_train_small=1024", "data.n_val=512", "trainer.max_epochs=4",
-    "trainer.early_stopping_patience=4",
+    "data.n_train_small=1024", "data.n_val=512", "trainer.budget_unit=epochs",
+    "trainer.max_epochs=4", "trainer.early_stopping_patience=4",
 ]
 SETUPS = {
     "1 worker x 2 threads": (1, None),  # null: the automatic policy gives it every core

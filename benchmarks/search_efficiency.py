@@ -23,7 +23,7 @@ from benchmarks.common import compose_config, summary
 SIZES = [
     "cell=lstm", "data.size=small", "data.seq_len=10", "data.n_train_small=2048",
     "data.n_val=256", "data.n_test=64", "data.batch_size=32",
-    "trainer.max_epochs=10", "trainer.early_stopping_patience=3",
+    "trainer.budget_unit=epochs", "trainer.max_epochs=10", "trainer.early_stopping_patience=3",
     "search.space.num_layers.high=2", "search.space.hidden_size.low=8",
     "search.space.hidden_size.high=64", "search.reeval_seeds=0",
     # One thread: the compared quantity is epochs, and one thread is fastest on a busy machine.

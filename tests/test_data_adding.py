@@ -35,8 +35,30 @@ def test_sizes_and_shared_validation_and_test_sets():
     for a, b in ((small.val_set, large.val_set), (small.test_set, large.test_set)):
         for ta, tb in zip(a.tensors, b.tensors, strict=True):
             assert (ta == tb).all()
-    # Training inputs never appear in the validation set.
-    assert not (small.train_set.tensors[0][:1] == small.val_set.tensors[0][:1]).all()
+    # No training sequence in the validation or test set (every row, not just the first).
+    train = {r.tobytes() for r in small.train_set.tensors[0].numpy()}
+    for held in (small.val_set, small.test_set):
+        assert not train & {r.tobytes() for r in held.tensors[0].numpy()}
+
+
+def test_neighbouring_data_seeds_share_no_values():
+    a = AddingDataModule(AddingDataConfig(seed=1234, n_train_small=1000, n_val=1000))
+    b = AddingDataModule(AddingDataConfig(seed=1235, n_train_small=1000, n_val=1000))
+    a.setup()
+    b.setup()
+    rows = [{r.tobytes() for r in ds.tensors[0].numpy()}
+            for ds in (a.train_set, a.val_set, a.test_set, b.train_set, b.val_set, b.test_set)]
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            assert not rows[i] & rows[j], (i, j)
+
+
+def test_noise_sd_adds_target_noise_of_that_size_and_keeps_the_rule_noiseless_at_zero():
+    x, y = generate_adding(20000, 10, seed=3, noise_sd=0.3)
+    clean = (x[..., 0] * x[..., 1]).sum(1)
+    assert abs(float(np.std(y - clean)) - 0.3) < 0.01
+    with pytest.raises(ConfigError, match="data.noise_sd"):
+        AddingDataConfig(noise_sd=-0.1)
 
 
 def test_batches_are_tensor_slices_with_lengths():

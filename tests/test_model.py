@@ -40,12 +40,30 @@ def test_total_parameters_includes_head():
     assert count_parameters(m) == total_parameters("gru", SPEC, 20, 2)
 
 
-def test_lstm_forget_gate_bias_is_one_by_default_and_configurable():
+@pytest.mark.parametrize(("cell", "key"), [("lstm", "forget_bias"), ("gru", "update_bias")])
+def test_gate_bias_sets_block_one_of_every_layer(cell, key):
     for value in (1.0, 0.0, 2.5):
-        lstm = SequenceModel("lstm", SPEC, 6, 2, forget_bias=value).rnn
+        rnn = SequenceModel(cell, SPEC, 6, 2, gate_bias={key: value}).rnn
         for layer in range(2):
-            total = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            total = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
             assert torch.allclose(total[6:12], torch.full((6,), value))
+            # the other gates keep PyTorch's initialisation
+            assert not torch.allclose(total[:6], torch.full((6,), value))
+
+
+def test_gate_bias_none_keeps_pytorch_default():
+    torch.manual_seed(3)
+    a = SequenceModel("gru", SPEC, 6, 1, gate_bias={"update_bias": None}).rnn
+    torch.manual_seed(3)
+    b = torch.nn.GRU(2, 6, 1, batch_first=True)
+    assert torch.equal(a.bias_ih_l0, b.bias_ih_l0)
+
+
+@pytest.mark.parametrize(("cell", "key"), [("gru", "forget_bias"), ("rnn", "forget_bias"),
+                                           ("lstm", "update_bias"), ("rnn", "update_bias")])
+def test_gate_bias_a_cell_cannot_use_is_refused(cell, key):
+    with pytest.raises(ValueError, match=f"cell.{key} is invalid for cell {cell}"):
+        SequenceModel(cell, SPEC, 6, 1, gate_bias={key: 1.0})
 
 
 def test_param_budget_gives_matched_hidden_sizes():

@@ -20,7 +20,7 @@ SPECS = {
 def lit(cell: str, spec: TaskSpec) -> RecurrentLitModule:
     torch.manual_seed(0)
     m = RecurrentLitModule(cell, spec, hidden_size=8, num_layers=2, dropout=0.0,
-                           forget_bias=1.0, optim_name="adam", lr=1e-3, weight_decay=0.0)
+                           gate_bias=None, optim_name="adam", lr=1e-3, weight_decay=0.0)
     return m.eval()
 
 

@@ -17,10 +17,12 @@ def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 
 class RecurrentLitModule(pl.LightningModule):
-    """Logs once per epoch: train_loss, val_loss, val_acc and gap = val_loss - train_loss.
+    """Logs once per validation: val_loss, val_acc, train_loss (the running mean since the
+    last validation, dropout on), train_loss_eval (a fixed training subset in eval mode, the
+    datamodule's second validation loader) and gap = val_loss - train_loss_eval.
 
     All per-batch values stay on the device inside torchmetrics accumulators; the host reads
-    them once per epoch, so logging adds no per-step synchronisation.
+    them once per validation, so logging adds no per-step synchronisation.
     """
 
     def __init__(
@@ -30,16 +32,16 @@ class RecurrentLitModule(pl.LightningModule):
         hidden_size: int,
         num_layers: int,
         dropout: float,
-        forget_bias: float,
+        gate_bias: dict[str, float | None] | None,
         optim_name: str,
         lr: float,
         weight_decay: float,
     ) -> None:
         super().__init__()
         self.spec = spec
-        self.net = SequenceModel(cell, spec, hidden_size, num_layers, dropout, forget_bias)
+        self.net = SequenceModel(cell, spec, hidden_size, num_layers, dropout, gate_bias)
         self.optim_name, self.lr, self.weight_decay = optim_name, lr, weight_decay
-        self.train_loss = MeanMetric()
+        self.train_loss, self.train_loss_eval = MeanMetric(), MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
         # torchmetrics' MSE for regression tasks, reported beside the generic loss.
@@ -92,8 +94,13 @@ class RecurrentLitModule(pl.LightningModule):
         self.train_loss.update(loss.detach(), weight=hits.numel())
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+    def validation_step(
+        self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         loss, hits, out, y = self._loss_and_hits(batch)
+        if dataloader_idx == 1:  # the training subset, scored like the validation set
+            self.train_loss_eval.update(loss, weight=hits.numel())
+            return
         self.val_loss.update(loss, weight=hits.numel())
         self.val_acc.update(hits)
         if self.spec.loss == "mse":
@@ -124,16 +131,18 @@ class RecurrentLitModule(pl.LightningModule):
             return
         val_loss = self.val_loss.compute()
         metrics = {"val_loss": val_loss, "val_acc": self.val_acc.compute()}
+        if self.train_loss_eval.update_count > 0:
+            train_eval = self.train_loss_eval.compute()
+            metrics.update(train_loss_eval=train_eval, gap=val_loss - train_eval)
         if self.train_loss.update_count > 0:
-            train_loss = self.train_loss.compute()
-            metrics.update(train_loss=train_loss, gap=val_loss - train_loss)
+            metrics["train_loss"] = self.train_loss.compute()
         if self.spec.loss == "mse":
             metrics["val_mse"] = self.val_mse.compute()
         elif self.spec.loss == "bce":
             metrics["val_frame_acc"] = _frame_acc(self.val_tp, self.val_err)
         self.log_dict(metrics, on_epoch=True, prog_bar=True)
-        for m in (self.train_loss, self.val_loss, self.val_acc, self.val_mse,
-                  self.val_tp, self.val_err):
+        for m in (self.train_loss, self.train_loss_eval, self.val_loss, self.val_acc,
+                  self.val_mse, self.val_tp, self.val_err):
             m.reset()
 
     def on_test_epoch_end(self) -> None:

@@ -9,9 +9,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnsweep.data.base import TaskSpec
+from rnnsweep.schema import BIAS_KEYS
 
 RNN_CLASSES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 GATE_BLOCKS = {"rnn": 1, "lstm": 4, "gru": 3}
+
 
 
 class SequenceModel(nn.Module):
@@ -28,7 +30,7 @@ class SequenceModel(nn.Module):
         hidden_size: int,
         num_layers: int = 1,
         dropout: float = 0.0,
-        forget_bias: float = 1.0,
+        gate_bias: dict[str, float | None] | None = None,
     ) -> None:
         super().__init__()
         if cell not in RNN_CLASSES:
@@ -43,8 +45,12 @@ class SequenceModel(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, spec.output_size)
-        if cell == "lstm":
-            init_forget_bias(self.rnn, forget_bias)
+        for key, value in (gate_bias or {}).items():
+            if key not in BIAS_KEYS[cell]:
+                raise ValueError(f"cell.{key} is invalid for cell {cell}: allowed: "
+                                 f"{', '.join(BIAS_KEYS[cell]) or 'none'}")
+            if value is not None:  # None: PyTorch's default initialisation
+                init_gate_bias(self.rnn, BIAS_KEYS[cell][key], value)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if self.spec.variable_length and lengths is not None:
@@ -60,13 +66,25 @@ class SequenceModel(nn.Module):
         return self.head(self.dropout(h_n[-1]))
 
 
-def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
-    """Set the forget-gate bias (gate order i, f, g, o) so b_ih + b_hh equals `value`."""
-    h = lstm.hidden_size
+def init_gate_bias(rnn: nn.RNNBase, block: int, value: float) -> None:
+    """Set gate block `block`'s bias so b_ih + b_hh equals `value` in every layer."""
+    h = rnn.hidden_size
     with torch.no_grad():
-        for layer in range(lstm.num_layers):
-            getattr(lstm, f"bias_ih_l{layer}")[h : 2 * h].fill_(value)
-            getattr(lstm, f"bias_hh_l{layer}")[h : 2 * h].zero_()
+        for layer in range(rnn.num_layers):
+            getattr(rnn, f"bias_ih_l{layer}")[block * h : (block + 1) * h].fill_(value)
+            getattr(rnn, f"bias_hh_l{layer}")[block * h : (block + 1) * h].zero_()
+
+
+def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
+    """The LSTM's forget-gate bias (gate order i, f, g, o): b_ih + b_hh equals `value`."""
+    init_gate_bias(lstm, BIAS_KEYS["lstm"]["forget_bias"], value)
+
+
+def init_description(cell: str, gate_bias: dict[str, float | None]) -> str:
+    """What a run's recurrent weights started from, for its `init` param."""
+    set_keys = [f"{k}={v:g}" for k, v in gate_bias.items() if v is not None]
+    base = "pytorch-default U(-1/sqrt(H), 1/sqrt(H))"
+    return f"{base}; {', '.join(set_keys)}" if set_keys else base
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -19,7 +19,7 @@ from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_stud
 from rnnsweep.search.space import match_params, matched_suffix
 from rnnsweep.search.study import make_storage, open_study, study_name
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
-from rnnsweep.training import train_model
+from rnnsweep.training import run_params, train_model
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
     # Device and RNN kernels on the parent and, through base_tags, on every trial and re-eval.
     device = device_tags(cfg, datamodule)
-    tracker.log(parent, tags=device)
+    # The trivial predictor's loss and the budget: what the report needs to read the study.
+    budget = {k: v for k, v in run_params(cfg, datamodule).items() if k != "num_threads"}
+    tracker.log(parent, tags={**device, "search_sampler": cfg.search.sampler, **budget},
+                metrics=datamodule.baseline())
     ctx = StudyContext(
         cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,
         parent_run_id=parent, study_name=name, base_tags={**tags, **device, "study_name": name},
@@ -113,16 +116,17 @@ def run_single(
     params = {
         "num_layers": cfg.model.num_layers, "hidden_size": cfg.model.hidden_size,
         "dropout": cfg.model.dropout, "lr": cfg.optim.lr, "seed": cfg.seed,
+        **run_params(cfg, datamodule),
     }
-    tracker.log(run_id, params=params)
+    tracker.log(run_id, params=params, metrics=datamodule.baseline())
     started = time.perf_counter()
 
-    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    def log_validation(step: int, metrics: dict[str, float]) -> None:
         finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        tracker.log(run_id, metrics=finite, step=epoch)
+        tracker.log(run_id, metrics=finite, step=step)
 
     try:
-        result = train_model(cfg, datamodule, int(cfg.seed), on_epoch=log_epoch)
+        result = train_model(cfg, datamodule, int(cfg.seed), on_validation=log_validation)
     except Exception as err:
         tracker.log(run_id, tags={"state": "FAIL", "fail_reason": f"{type(err).__name__}: {err}"})
         tracker.end_run(run_id, "FAILED")
@@ -130,15 +134,10 @@ def run_single(
     except BaseException:
         tracker.end_run(run_id, "KILLED")
         raise
-    metrics = {
-        f"best_{cfg.search.metric}": result.best_value, "best_epoch": result.best_epoch,
-        "gap_at_best": result.gap_at_best, "n_params": result.n_params,
-        "seconds_per_epoch": result.seconds_per_epoch,
-        "wall_seconds": time.perf_counter() - started, **result.test_metrics,
-    }
-    tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-                tags={"state": "COMPLETE"})
+    metrics = {**result.final_metrics(cfg.search.metric),
+               "wall_seconds": time.perf_counter() - started}
+    tracker.log(run_id, metrics=metrics, tags={"state": "COMPLETE"})
     tracker.end_run(run_id, "FINISHED")
-    log.info("single run: best %s %.6g at epoch %d (test %s)", cfg.search.metric,
-             result.best_value, result.best_epoch, result.test_metrics)
+    log.info("single run: best %s %.6g at step %d of %d (test %s)", cfg.search.metric,
+             result.best_value, result.best_step, result.budget_steps, result.test_metrics)
     return result.best_value

@@ -19,13 +19,19 @@ SIZES = ("small", "large")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
 PARAM_TYPES = ("int", "float", "categorical")
+# The gate-bias keys each cell accepts, and the gate block each sets: LSTM gates are
+# (i, f, g, o), GRU gates (r, z, n); block 1 is the forget / update gate in both.
+BIAS_KEYS: dict[str, dict[str, int]] = {"lstm": {"forget_bias": 1}, "gru": {"update_bias": 1},
+                                        "rnn": {}}
 
 
 @dataclass
 class CellConfig:
     name: str = "lstm"
-    # Jozefowicz et al. 2015: a forget-gate bias of 1 closes most of the LSTM/GRU gap.
-    forget_bias: float = 1.0
+    # Gate-bias initialisation; each cell accepts only its own key (model.BIAS_KEYS) and
+    # sets its default in conf/cell/<name>.yaml. None: PyTorch's default initialisation.
+    forget_bias: float | None = None
+    update_bias: float | None = None
 
 
 @dataclass
@@ -46,12 +52,18 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
+    # The budget of a run: optimiser steps (equal for every data size) or epochs.
+    budget_unit: str = "steps"
+    max_steps: int = 1200
     max_epochs: int = 20
+    # Validation cadence in optimiser steps (budget_unit=steps; with epochs: every epoch).
+    val_check_steps: int = 60
     accelerator: str = "auto"
     devices: int = 1
     precision: str = "32-true"
     deterministic: bool = True
     gradient_clip_val: float | None = 1.0
+    # Validations without improvement before stopping: patience x val_check_steps steps.
     early_stopping_patience: int = 5
     # Lightning's per-batch bar. null: shown for a single run (search=none), hidden in studies.
     progress_bar: bool | None = None
@@ -78,7 +90,8 @@ class SearchConfig:
     pruner: str = "median"
     n_trials: int = 10
     n_startup_trials: int = 5
-    pruner_warmup_epochs: int = 2
+    # Optimiser steps before the pruner may stop a trial.
+    pruner_warmup_steps: int = 180
     seed: int = 0
     storage: str = "???"
     direction: str = "minimize"
@@ -177,7 +190,15 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
     _check_choice("optim.name", cfg.optim.name, ("adam", "adamw", "sgd"))
     t = cfg.trainer
+    _check_choice("trainer.budget_unit", t.budget_unit, ("steps", "epochs"))
     _require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
+    _require(t.max_steps >= 1, "trainer.max_steps", t.max_steps, "must be >= 1")
+    _require(t.val_check_steps >= 1, "trainer.val_check_steps", t.val_check_steps, "must be >= 1")
+    if t.budget_unit == "steps":
+        _require(t.max_steps % t.val_check_steps == 0, "trainer.max_steps", t.max_steps,
+                 f"must be a multiple of trainer.val_check_steps ({t.val_check_steps}), "
+                 "so the last step is validated")
+    _check_cell_init(cfg.cell)
     _require(
         t.gradient_clip_val is None or t.gradient_clip_val > 0,
         "trainer.gradient_clip_val", t.gradient_clip_val, "must be > 0 or null",
@@ -206,6 +227,15 @@ def validate(cfg: DictConfig) -> None:
         _require(len(s.space) > 0, "search.space", "{}", "needs at least one parameter")
         for name, p in s.space.items():
             _validate_param(cfg, f"search.space.{name}", p)
+
+
+def _check_cell_init(cell: DictConfig) -> None:
+    """A gate-bias key the chosen cell cannot use is refused, never silently ignored."""
+    allowed = BIAS_KEYS.get(cell.name, {})
+    for key in ("forget_bias", "update_bias"):
+        if cell[key] is not None and key not in allowed:
+            raise ConfigError(f"cell.{key}={cell[key]} is invalid for cell {cell.name}: "
+                              f"allowed: {', '.join(allowed) or 'no gate-bias key'}")
 
 
 def _validate_param(cfg: DictConfig, key: str, p: DictConfig) -> None:

@@ -1,4 +1,10 @@
-"""Train and test one model from a resolved config: the body of every trial and single run."""
+"""Train and test one model from a resolved config: the body of every trial and single run.
+
+A run's budget counts optimiser steps (trainer.budget_unit=steps, the default): validation,
+early stopping and pruning happen every trainer.val_check_steps steps, so small and large
+data get the same number of updates. The run's seed drives initialisation, dropout and the
+data order (an independent child stream, rnnsweep.data.base.order_seed).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
+import optuna
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from omegaconf import DictConfig
 
-from rnnsweep.data.base import TensorDataModule
+from rnnsweep.data.base import TensorDataModule, order_seed
 from rnnsweep.lit_module import RecurrentLitModule
 from rnnsweep.measure import PeakMemory, rnn_backend
-from rnnsweep.model import count_parameters, hidden_size_for_budget
+from rnnsweep.model import count_parameters, hidden_size_for_budget, init_description
+from rnnsweep.schema import BIAS_KEYS
 from rnnsweep.threads import resolve_num_threads
 
-EpochHook = Callable[[int, dict[str, float]], None]
+# (optimiser step, metrics of that validation)
+ValidationHook = Callable[[int, dict[str, float]], None]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,58 +37,100 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class TrainResult:
     best_value: float
-    best_epoch: int
-    gap_at_best: float
-    epochs_run: int
-    seconds_per_epoch: float
+    best_step: int
+    gap_at_best: float  # val_loss - train_loss_eval (eval mode) at the best validation
+    optimizer_steps: int
+    budget_steps: int
+    seconds_per_step: float
     n_params: int
     hidden_size: int
     test_metrics: dict[str, float]
+    # How far the monitored value moved away from its best by the last validation (>= 0).
+    val_rise: float = 0.0
+    train_loss_eval_at_best: float = math.nan
     history: list[dict[str, float]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
     peak_memory_bytes: int = 0
     device: str = "cpu"
     backend: str = ""
 
+    def final_metrics(self, metric: str) -> dict[str, float]:
+        """The finite end-of-run figures every run logs, under one set of names."""
+        values = {
+            f"best_{metric}": self.best_value, "best_step": self.best_step,
+            "gap_at_best": self.gap_at_best, "train_loss_eval_at_best":
+            self.train_loss_eval_at_best, "val_rise": self.val_rise,
+            "optimizer_steps": self.optimizer_steps, "seconds_per_step": self.seconds_per_step,
+            "n_params": self.n_params, "hidden_size_used": self.hidden_size,
+            "peak_memory_bytes": self.peak_memory_bytes, **self.test_metrics,
+        }
+        return {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
 
-class EpochRecorder(Callback):
-    """Reads each epoch's metrics once, keeps the best weights in memory, rejects NaN/inf.
+
+class ValidationRecorder(Callback):
+    """Reads each validation's metrics once, keeps the best weights in memory, rejects NaN/inf.
 
     In-memory best weights replace a ModelCheckpoint: writing a file per improvement would
     dominate the cost of small trials.
     """
 
-    def __init__(self, monitor: str, mode: str, on_epoch: EpochHook | None = None) -> None:
-        self.monitor, self.mode, self.on_epoch = monitor, mode, on_epoch
+    def __init__(self, monitor: str, mode: str, on_validation: ValidationHook | None = None):
+        self.monitor, self.mode, self.on_validation = monitor, mode, on_validation
         self.history: list[dict[str, float]] = []
         self.best_value = math.inf if mode == "min" else -math.inf
-        self.best_epoch = -1
+        self.best_step = -1
         self.best_state: dict[str, torch.Tensor] | None = None
-        self._epoch_start = 0.0
-        self.epoch_seconds: list[float] = []
+        self._since = 0.0
+        self.train_seconds = 0.0
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._since = time.perf_counter()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Training time only: validation and bookkeeping are not a training step's cost.
+        self.train_seconds += time.perf_counter() - self._since
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        seconds = time.perf_counter() - self._epoch_start
-        self.epoch_seconds.append(seconds)
-        epoch = trainer.current_epoch
+        step = trainer.global_step
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics["epoch_seconds"] = seconds
-        self.history.append({"epoch": epoch, **metrics})
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, metrics)
+        metrics["seconds_per_step"] = self.train_seconds / step if step else math.nan
+        self.history.append({"step": step, **metrics})
+        if self.on_validation is not None:
+            self.on_validation(step, metrics)
         for key in ("train_loss", self.monitor):
             if key in metrics and not math.isfinite(metrics[key]):
-                raise NonFiniteLossError(f"{key} is {metrics[key]} at epoch {epoch}")
+                raise NonFiniteLossError(f"{key} is {metrics[key]} at step {step}")
         value = metrics[self.monitor]
         better = value < self.best_value if self.mode == "min" else value > self.best_value
         if better:
-            self.best_value, self.best_epoch = value, epoch
+            self.best_value, self.best_step = value, step
             self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self._since = time.perf_counter()
+
+
+class StepPruning(Callback):
+    """Reports the monitored value to Optuna at each validation, against the optimiser step.
+
+    Written here because optuna-integration's callback reports against the epoch: with a
+    step budget several validations fall in one epoch, and small and large data would report
+    at different points of training.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if not math.isfinite(value):
+            return  # the recorder fails the trial
+        step = trainer.global_step
+        self.trial.report(value, step=step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
 
 
 def resolve_hidden_size(cfg: DictConfig, datamodule: TensorDataModule) -> int:
@@ -88,6 +139,30 @@ def resolve_hidden_size(cfg: DictConfig, datamodule: TensorDataModule) -> int:
     return hidden_size_for_budget(
         cfg.cell.name, datamodule.spec, int(cfg.model.param_budget), int(cfg.model.num_layers)
     )
+
+
+def gate_bias(cfg: DictConfig) -> dict[str, float | None]:
+    """The chosen cell's gate-bias keys and values (None: PyTorch's default)."""
+    return {k: cfg.cell.get(k) for k in BIAS_KEYS[cfg.cell.name]}
+
+
+def budget_steps(cfg: DictConfig, datamodule: TensorDataModule) -> int:
+    """The optimiser steps a run may take: trainer.max_steps, or epochs x batches."""
+    if cfg.trainer.budget_unit == "steps":
+        return int(cfg.trainer.max_steps)
+    return int(cfg.trainer.max_epochs) * datamodule.batches_per_epoch()
+
+
+def run_params(cfg: DictConfig, datamodule: TensorDataModule) -> dict[str, str | int]:
+    """What every run records beside its sampled values: budget, threads, initialisation."""
+    return {
+        "budget_steps": budget_steps(cfg, datamodule),
+        "budget_unit": cfg.trainer.budget_unit,
+        "val_check_steps": (cfg.trainer.val_check_steps if cfg.trainer.budget_unit == "steps"
+                            else datamodule.batches_per_epoch()),
+        "num_threads": resolve_num_threads(cfg),
+        "init": init_description(cfg.cell.name, gate_bias(cfg)),
+    }
 
 
 def show_batch_progress(cfg: DictConfig) -> bool:
@@ -104,11 +179,20 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RecurrentLitM
         hidden_size=resolve_hidden_size(cfg, datamodule),
         num_layers=int(cfg.model.num_layers),
         dropout=float(cfg.model.dropout),
-        forget_bias=float(cfg.cell.forget_bias),
+        gate_bias=gate_bias(cfg),
         optim_name=cfg.optim.name,
         lr=float(cfg.optim.lr),
         weight_decay=float(cfg.optim.weight_decay),
     )
+
+
+def _budget_kwargs(cfg: DictConfig) -> dict:
+    t = cfg.trainer
+    if t.budget_unit == "steps":
+        # Validation every N optimiser steps counted across epoch boundaries.
+        return {"max_steps": int(t.max_steps), "max_epochs": -1,
+                "val_check_interval": int(t.val_check_steps), "check_val_every_n_epoch": None}
+    return {"max_epochs": int(t.max_epochs)}
 
 
 def train_model(
@@ -116,32 +200,36 @@ def train_model(
     datamodule: TensorDataModule,
     seed: int,
     callbacks: Sequence[Callback] = (),
-    on_epoch: EpochHook | None = None,
+    on_validation: ValidationHook | None = None,
+    trial: optuna.Trial | None = None,
 ) -> TrainResult:
-    """Fit with early stopping, restore the best epoch's weights, and test them."""
+    """Fit with early stopping, restore the best validation's weights, and test them."""
     pl.seed_everything(seed, workers=False, verbose=False)
     torch.set_num_threads(resolve_num_threads(cfg))
+    datamodule.setup()
+    datamodule.order_seed = order_seed(seed)
     module = build_module(cfg, datamodule)
     memory = PeakMemory(int(cfg.trainer.memory_probe_batches))
 
-    def record_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    def record(step: int, metrics: dict[str, float]) -> None:
         metrics["peak_memory_bytes"] = float(memory.current())
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
+        if on_validation is not None:
+            on_validation(step, metrics)
 
     mode = "min" if cfg.search.direction == "minimize" else "max"
-    recorder = EpochRecorder(cfg.search.metric, mode, record_epoch)
+    recorder = ValidationRecorder(cfg.search.metric, mode, record)
     stopper = EarlyStopping(
         monitor=cfg.search.metric, mode=mode, patience=cfg.trainer.early_stopping_patience
     )
+    extra = [StepPruning(trial, cfg.search.metric)] if trial is not None else []
     trainer = pl.Trainer(
-        max_epochs=cfg.trainer.max_epochs,
+        **_budget_kwargs(cfg),
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         precision=cfg.trainer.precision,
         deterministic=cfg.trainer.deterministic,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
-        callbacks=[memory, recorder, stopper, *callbacks],
+        callbacks=[memory, recorder, stopper, *extra, *callbacks],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=show_batch_progress(cfg),
@@ -150,24 +238,29 @@ def train_model(
     )
     trainer.fit(module, datamodule=datamodule)
     if recorder.best_state is None:
-        raise NonFiniteLossError("no validation epoch finished")
+        raise NonFiniteLossError("no validation finished")
     module.load_state_dict(recorder.best_state)
     example = torch.zeros(2, 3, datamodule.spec.input_size, device=module.device)
     tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     # A task may add metrics that need the trained network itself (e.g. anbn's count limit).
-    extra = getattr(datamodule, "extra_test_metrics", None)
-    if extra is not None:
-        tested.update(extra(module.net))
-    best = recorder.history[[h["epoch"] for h in recorder.history].index(recorder.best_epoch)]
+    extra_metrics = getattr(datamodule, "extra_test_metrics", None)
+    if extra_metrics is not None:
+        tested.update(extra_metrics(module.net))
+    best = next(h for h in recorder.history if h["step"] == recorder.best_step)
+    last = recorder.history[-1][cfg.search.metric]
+    steps = trainer.global_step
     return TrainResult(
         best_value=recorder.best_value,
-        best_epoch=recorder.best_epoch,
-        gap_at_best=best.get("gap", float("nan")),
-        epochs_run=len(recorder.history),
-        seconds_per_epoch=sum(recorder.epoch_seconds) / len(recorder.epoch_seconds),
+        best_step=recorder.best_step,
+        gap_at_best=best.get("gap", math.nan),
+        optimizer_steps=steps,
+        budget_steps=budget_steps(cfg, datamodule),
+        seconds_per_step=recorder.train_seconds / steps if steps else math.nan,
         n_params=count_parameters(module.net),
         hidden_size=module.net.rnn.hidden_size,
         test_metrics={k: float(v) for k, v in tested.items()},
+        val_rise=abs(last - recorder.best_value),
+        train_loss_eval_at_best=best.get("train_loss_eval", math.nan),
         history=recorder.history,
         best_state=recorder.best_state,
         peak_memory_bytes=memory.current(),

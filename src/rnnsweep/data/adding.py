@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule, full_lengths
+from rnnsweep.data.base import TaskSpec, TensorDataModule, full_lengths, split_seeds
 from rnnsweep.errors import ConfigError
 
 
@@ -24,6 +24,9 @@ class AddingDataConfig:
     seed: int = 1234
     batch_size: int = 64
     acc_tolerance: float = 0.04
+    # sd of Gaussian noise added to every target: with noise a net can memorise its
+    # training targets, so the small condition can overfit (the noiseless rule cannot).
+    noise_sd: float = 0.0
 
     def __post_init__(self) -> None:
         if self.seq_len < 2:
@@ -31,12 +34,17 @@ class AddingDataConfig:
         for key in ("n_train_small", "n_train_large", "n_val", "n_test"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}={getattr(self, key)} is invalid: must be >= 1")
+        if not self.noise_sd >= 0:
+            raise ConfigError(f"data.noise_sd={self.noise_sd} is invalid: must be >= 0")
 
 
-def generate_adding(n: int, seq_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def generate_adding(
+    n: int, seq_len: int, seed: int, noise_sd: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """n sequences of shape (seq_len, 2): value ~ U[0,1] and a marker, one per half.
 
-    Returns x (n, seq_len, 2) float32 and y (n,) float32, the sum of the marked values.
+    Returns x (n, seq_len, 2) float32 and y (n,) float32, the sum of the marked values
+    plus N(0, noise_sd^2) noise.
     """
     rng = np.random.default_rng(seed)
     values = rng.random((n, seq_len), dtype=np.float32)
@@ -49,6 +57,8 @@ def generate_adding(n: int, seq_len: int, seed: int) -> tuple[np.ndarray, np.nda
     markers[rows, second] = 1.0
     x = np.stack([values, markers], axis=-1)
     y = values[rows, first] + values[rows, second]
+    if noise_sd > 0:
+        y = y + rng.normal(0.0, noise_sd, size=n)
     return x, y.astype(np.float32)
 
 
@@ -57,7 +67,7 @@ class AddingDataModule(TensorDataModule):
     share one fixed validation and one fixed test set, so only the training size differs."""
 
     def __init__(self, cfg: AddingDataConfig) -> None:
-        super().__init__(batch_size=cfg.batch_size, shuffle_seed=cfg.seed)
+        super().__init__(batch_size=cfg.batch_size)
         self.cfg = cfg
         self.spec = TaskSpec(input_size=2, output_size=1, loss="mse",
                              acc_tolerance=cfg.acc_tolerance)
@@ -68,19 +78,23 @@ class AddingDataModule(TensorDataModule):
 
     def condition(self) -> dict[str, str]:
         c = self.cfg
-        return {"task": c.task, "size": c.size, "T": str(c.seq_len),
-                "n": str(self.n_train), "seed": str(c.seed)}
+        cond = {"task": c.task, "size": c.size, "T": str(c.seq_len), "n": str(self.n_train)}
+        if c.noise_sd:
+            cond["noise"] = f"{c.noise_sd:g}"
+        return {**cond, "seed": str(c.seed)}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         c = self.cfg
-        # Independent streams per split: the val/test sets never depend on the size.
+        # Independent streams per split: the val/test sets never depend on the size, and
+        # neighbouring data seeds share no values.
+        train_seed, val_seed, test_seed = split_seeds(c.seed, 3)
         n_pool = max(c.n_train_small, c.n_train_large)
-        x, y = generate_adding(n_pool, c.seq_len, seed=c.seed)
-        self.train_set = _dataset(x[: self.n_train], y[: self.n_train], c.seq_len)
-        self.val_set = _dataset(*generate_adding(c.n_val, c.seq_len, seed=c.seed + 1), c.seq_len)
-        self.test_set = _dataset(*generate_adding(c.n_test, c.seq_len, seed=c.seed + 2), c.seq_len)
+        x, y = generate_adding(n_pool, c.seq_len, train_seed, c.noise_sd)
+        return (
+            _dataset(x[: self.n_train], y[: self.n_train], c.seq_len),
+            _dataset(*generate_adding(c.n_val, c.seq_len, val_seed, c.noise_sd), c.seq_len),
+            _dataset(*generate_adding(c.n_test, c.seq_len, test_seed, c.noise_sd), c.seq_len),
+        )
 
 
 def _dataset(x: np.ndarray, y: np.ndarray, seq_len: int) -> TensorDataset:

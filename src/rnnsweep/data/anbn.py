@@ -4,10 +4,12 @@ Input: S a^n b^n, one-hot over {S, a, b}. Target at each step: the set of symbol
 follow, as three sigmoid outputs over {a, b, end}: after S only a; after an a, a or b; after
 the k-th b, b while k < n, else end. Getting every step right needs an exact count of n.
 
-a^n b^n has one string per n, so validation cannot hold strings out: it measures the fit on
-the training range. Generalisation is measured beyond it: the test set holds the next
-`test_span` values of n, and `test_count_limit` is the first n past the training range whose
-string is not predicted exactly at every step (checked up to `count_max`).
+a^n b^n has one string per n, so held-out strings can only lie beyond the training range.
+Both sizes share one validation band (the `val_span` values of n just above the larger
+training range) and one test band (the next `test_span`), so early stopping, the objective
+and pruning select for extrapolation, and small and large are scored on the same strings.
+`test_count_limit` is searched from n_min: 0 unless the whole training range is predicted
+exactly, else the first n past it whose string is not predicted exactly (up to count_max).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class AnbnDataConfig:
     n_max_large: int = 100
     # Copies of each training string per epoch: more optimiser steps per epoch.
     repeats: int = 4
+    # Bands above max(n_max_small, n_max_large), shared by both sizes.
+    val_span: int = 20
     test_span: int = 50
     count_max: int = 1000
     # Strings checked per batch while searching for the first miss.
@@ -44,17 +48,17 @@ class AnbnDataConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        for key in ("n_min", "repeats", "test_span", "count_chunk"):
+        for key in ("n_min", "repeats", "val_span", "test_span", "count_chunk"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}={getattr(self, key)} is invalid: must be >= 1")
         for key in ("n_max_small", "n_max_large"):
             if getattr(self, key) < self.n_min:
                 raise ConfigError(f"data.{key}={getattr(self, key)} is invalid: "
                                   f"must be >= data.n_min ({self.n_min})")
-        top = max(self.n_max_small, self.n_max_large)
+        top = max(self.n_max_small, self.n_max_large) + self.val_span + self.test_span
         if self.count_max <= top:
             raise ConfigError(f"data.count_max={self.count_max} is invalid: must be > the "
-                              f"largest training n ({top})")
+                              f"top of the test band ({top})")
 
 
 def encode(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +121,7 @@ def first_failure(net: nn.Module, start: int, stop: int, chunk: int) -> int:
 
 class AnbnDataModule(TensorDataModule):
     def __init__(self, cfg: AnbnDataConfig) -> None:
-        super().__init__(batch_size=cfg.batch_size, shuffle_seed=cfg.seed)
+        super().__init__(batch_size=cfg.batch_size)
         self.cfg = cfg
         self.spec = TaskSpec(input_size=3, output_size=3, loss="bce",
                              per_step=True, variable_length=True)
@@ -128,22 +132,31 @@ class AnbnDataModule(TensorDataModule):
 
     def condition(self) -> dict[str, str]:
         c = self.cfg
+        val, test = self.bands()
         return {"task": c.task, "size": c.size, "n": f"{c.n_min}-{self.n_max}",
                 "T": str(2 * self.n_max + 1), "reps": str(c.repeats),
-                "test": str(c.test_span), "max": str(c.count_max), "seed": str(c.seed)}
+                "val": f"{val[0]}-{val[-1]}", "test": f"{test[0]}-{test[-1]}",
+                "max": str(c.count_max)}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def bands(self) -> tuple[np.ndarray, np.ndarray]:
+        """The validation and test values of n: one pair for both sizes, above training."""
+        c = self.cfg
+        top = max(c.n_max_small, c.n_max_large)
+        val = np.arange(top + 1, top + c.val_span + 1)
+        return val, np.arange(val[-1] + 1, val[-1] + c.test_span + 1)
+
+    def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         c = self.cfg
         in_range = np.arange(c.n_min, self.n_max + 1)
-        self.train_set = TensorDataset(*make_batch(np.repeat(in_range, c.repeats)))
-        self.val_set = TensorDataset(*make_batch(in_range))
-        beyond = np.arange(self.n_max + 1, self.n_max + c.test_span + 1)
-        self.test_set = TensorDataset(*make_batch(beyond))
+        val, test = self.bands()
+        return (TensorDataset(*make_batch(np.repeat(in_range, c.repeats))),
+                TensorDataset(*make_batch(val)), TensorDataset(*make_batch(test)))
 
     def extra_test_metrics(self, net: nn.Module) -> dict[str, float]:
-        """test_count_limit: the first n past the training range that is not counted exactly."""
+        """test_count_limit: 0 unless every training string is predicted exactly; then the
+        first n past the training range that is not (count_max + 1 if none up to it)."""
         c = self.cfg
-        limit = first_failure(net, self.n_max + 1, c.count_max, c.count_chunk)
-        return {"test_count_limit": float(limit)}
+        first = first_failure(net, c.n_min, c.count_max, c.count_chunk)
+        exact = first > self.n_max
+        return {"test_count_limit": float(first if exact else 0),
+                "test_train_range_exact": float(exact)}

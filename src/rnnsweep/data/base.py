@@ -1,13 +1,35 @@
-"""What every task shares: its output contract (TaskSpec) and tensor-backed loaders."""
+"""What every task shares: its output contract (TaskSpec), tensor-backed loaders, the
+content-hash leak check, the trivial predictor's loss and the run's data-order stream."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from rnnsweep.errors import DataError
+
+# Stream ids under a run's seed: initialisation/dropout come from torch's global seed;
+# the data order from its own child stream, so neither shifts the other.
+ORDER_STREAM = 1
+
+
+def order_seed(run_seed: int) -> int:
+    """The shuffle seed of a run: an independent child stream of the run's seed."""
+    return int(np.random.SeedSequence(run_seed, spawn_key=(ORDER_STREAM,)).generate_state(1)[0])
+
+
+def split_seeds(data_seed: int, n: int) -> list[int]:
+    """n independent generator seeds for data generation (SeedSequence.spawn): neighbouring
+    data seeds share no values, unlike seed, seed + 1, seed + 2."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(data_seed).spawn(n)]
 
 
 @dataclass(frozen=True)
@@ -22,42 +44,153 @@ class TaskSpec:
     acc_tolerance: float = 0.04  # regression: a prediction is correct when |error| < tolerance
 
 
+def sequence_hashes(ds: TensorDataset, per_step: bool) -> list[str]:
+    """One content hash per sequence: its real steps of input and target (padding ignored)."""
+    x, y, lengths = ds.tensors
+    out = []
+    for i in range(len(x)):
+        n = int(lengths[i])
+        h = hashlib.sha1(x[i, :n].numpy().tobytes())
+        h.update((y[i, :n] if per_step else y[i]).numpy().tobytes())
+        out.append(h.hexdigest())
+    return out
+
+
+def unique_indices(items: list[bytes | str]) -> tuple[list[int], int]:
+    """Indices of the first copy of each distinct item, and how many copies were dropped."""
+    seen: set = set()
+    keep = []
+    for i, item in enumerate(items):
+        if item not in seen:
+            seen.add(item)
+            keep.append(i)
+    return keep, len(items) - len(keep)
+
+
+def find_leaks(
+    splits: dict[str, TensorDataset], per_step: bool
+) -> list[tuple[str, str, int]]:
+    """(split a, split b, sequences in both) for every pair of splits that share content."""
+    hashes = {name: set(sequence_hashes(ds, per_step)) for name, ds in splits.items()}
+    names = list(hashes)
+    leaks = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = len(hashes[a] & hashes[b])
+            if shared:
+                leaks.append((a, b, shared))
+    return leaks
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Holds whole splits as tensors and serves them as index-sliced batches.
 
     The sampler yields whole batches of indices (a slice, or an index tensor when shuffling),
     so each batch is one indexing op on the stored tensors, with no per-sample collation.
+    Tasks implement `build()`; `setup()` builds once, then refuses a split leak.
     """
 
     spec: TaskSpec
+    # True only where the user allowed copies across their own splits (data=file).
+    allow_leaks = False
 
-    def __init__(self, batch_size: int, shuffle_seed: int) -> None:
+    def __init__(self, batch_size: int) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.shuffle_seed = shuffle_seed
+        # Set per run (train_model) from the run's seed: the data order belongs to the run.
+        self.order_seed = order_seed(0)
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
+        self._train_eval: TensorDataset | None = None
 
     def condition(self) -> dict[str, str]:
         """What identifies this dataset, in order; used to name studies."""
         raise NotImplementedError
 
+    def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+        """The task's train, validation and test sets."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The task's name for its leak messages."""
+        return self.condition().get("task", type(self).__name__)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train, val, test = self.build()
+        leaks = find_leaks({"train": train, "val": val, "test": test}, self.spec.per_step)
+        if leaks and not self.allow_leaks:
+            what = ", ".join(f"{n} sequences in both {a} and {b}" for a, b, n in leaks)
+            raise DataError(f"data.task={self.describe()}: split leak: {what}")
+        self.train_set, self.val_set, self.test_set = train, val, test
+
+    def train_eval_set(self) -> TensorDataset:
+        """A fixed subset of the training set, the size of the validation set (or all of the
+        training set when smaller), scored in eval mode at each validation."""
+        if self._train_eval is None:
+            if self.train_set is None or self.val_set is None:
+                raise RuntimeError("setup() must run before the loaders are requested")
+            n = min(len(self.train_set), len(self.val_set))
+            self._train_eval = TensorDataset(*(t[:n] for t in self.train_set.tensors))
+        return self._train_eval
+
     def _loader(self, ds: TensorDataset | None, shuffle: bool) -> DataLoader:
         if ds is None:
             raise RuntimeError("setup() must run before the loaders are requested")
-        gen = torch.Generator().manual_seed(self.shuffle_seed) if shuffle else None
+        gen = torch.Generator().manual_seed(self.order_seed) if shuffle else None
         batches = TensorBatches(len(ds), self.batch_size, gen)
         return DataLoader(ds, sampler=batches, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+    def val_dataloader(self) -> list[DataLoader]:
+        # Loader 1: the training subset in eval mode (no dropout), for an unbiased gap.
+        return [self._loader(self.val_set, shuffle=False),
+                self._loader(self.train_eval_set(), shuffle=False)]
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+    def batches_per_epoch(self) -> int:
+        self.setup()
+        assert self.train_set is not None
+        return math.ceil(len(self.train_set) / self.batch_size)
+
+    def baseline(self) -> dict[str, float]:
+        """The trivial predictor fitted on the training set, scored on the validation set:
+        the training mean (regression), per-output frequencies (multi-label) or the class
+        prior (classification). `baseline_acc` is its accuracy (the majority-class rate)."""
+        self.setup()
+        assert self.train_set is not None and self.val_set is not None
+        _, y_tr, len_tr = self.train_set.tensors
+        _, y_va, len_va = self.val_set.tensors
+        if self.spec.per_step:
+            y_tr, y_va = _real_steps(y_tr, len_tr), _real_steps(y_va, len_va)
+        kind = self.spec.loss
+        if kind == "mse":
+            mean = y_tr.float().mean(0, keepdim=True)
+            loss = F.mse_loss(mean.expand_as(y_va), y_va)
+            acc = ((mean - y_va).abs() < self.spec.acc_tolerance).all(-1).float().mean()
+        elif kind == "bce":
+            p = y_tr.float().mean(0, keepdim=True).clamp(1e-6, 1 - 1e-6)
+            logits = torch.log(p / (1 - p)).expand_as(y_va)
+            loss = F.binary_cross_entropy_with_logits(logits, y_va, reduction="none").sum(-1)
+            loss = loss.mean()
+            acc = ((p > 0.5).float() == y_va).all(-1).float().mean()
+        else:
+            counts = torch.bincount(y_tr, minlength=self.spec.output_size).float()
+            prior = (counts / counts.sum()).clamp(min=1e-6)
+            loss = F.nll_loss(torch.log(prior).expand(len(y_va), -1), y_va)
+            acc = (y_va == counts.argmax()).float().mean()
+        return {"baseline_loss": float(loss), "baseline_acc": float(acc)}
+
+
+def _real_steps(y: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    mask = torch.arange(y.shape[1])[None, :] < lengths[:, None]
+    return y[mask]
 
 
 class TensorBatches(Sampler):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule
+from rnnsweep.data.base import TaskSpec, TensorDataModule, unique_indices
 from rnnsweep.data.paths import resolve_path
 from rnnsweep.errors import ConfigError, DataError
 
@@ -94,13 +94,25 @@ def chorale_names() -> list[str]:
     return list(chorales.Iterator(returnType="filename"))
 
 
-def save_cache(path: Path, names: list[str], rolls: list[np.ndarray]) -> None:
+def drop_duplicate_rolls(
+    names: list[str], rolls: list[np.ndarray]
+) -> tuple[list[str], list[np.ndarray], int]:
+    """Keep the first of identical piano rolls: music21's chorale iterator lists some files
+    twice, and a copy on both sides of a split would reward memorising."""
+    keys = [hashlib.sha1(r.shape.__repr__().encode() + np.ascontiguousarray(r).tobytes())
+            .hexdigest() for r in rolls]
+    keep, dropped = unique_indices(keys)
+    return [names[i] for i in keep], [rolls[i] for i in keep], dropped
+
+
+def save_cache(path: Path, names: list[str], rolls: list[np.ndarray],
+               duplicates_dropped: int = 0) -> None:
     """One compressed .npz: all frames concatenated plus per-chorale offsets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [len(r) for r in rolls]).astype(np.int64)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, frames=np.concatenate(rolls), offsets=offsets,
-                        names=np.array(names))
+                        names=np.array(names), duplicates_dropped=np.int64(duplicates_dropped))
     tmp.replace(path)  # never leave a half-written cache behind
 
 
@@ -146,7 +158,7 @@ class ChoralesDataModule(TensorDataModule):
     """Train/val/test chorales fixed by the seed; `small` trains on a prefix of the train set."""
 
     def __init__(self, cfg: ChoralesDataConfig) -> None:
-        super().__init__(batch_size=cfg.batch_size, shuffle_seed=cfg.seed)
+        super().__init__(batch_size=cfg.batch_size)
         self.cfg = cfg
         self.path = resolve_path(cfg.cache)
         self.spec = TaskSpec(input_size=N_KEYS, output_size=N_KEYS, loss="bce",
@@ -155,10 +167,13 @@ class ChoralesDataModule(TensorDataModule):
             raise DataError(f"{self.path}: chorale cache not found; build it with "
                             f"`{PREPARE_COMMAND}`")
         self._splits: tuple[list[np.ndarray], ...] | None = None
+        self.duplicates_dropped = 0
 
     def _load(self) -> tuple[list[np.ndarray], ...]:
         if self._splits is None:
-            _, rolls = load_cache(self.path)
+            names, rolls = load_cache(self.path)
+            # Caches written before de-duplication still hold copies: drop them here too.
+            names, rolls, self.duplicates_dropped = drop_duplicate_rolls(names, rolls)
             rolls = [r for r in rolls if len(r) >= 2][: self.cfg.max_chorales]
             tr, va, te = split_chorales(len(rolls), self.cfg.val_fraction,
                                         self.cfg.test_fraction, self.cfg.seed)
@@ -174,10 +189,6 @@ class ChoralesDataModule(TensorDataModule):
         return {"task": c.task, "size": c.size, "chorales": n,
                 "small": str(c.small_fraction), "seed": str(c.seed), "cache": digest}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+    def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         train, val, test = self._load()
-        self.train_set = next_frame_dataset(train)
-        self.val_set = next_frame_dataset(val)
-        self.test_set = next_frame_dataset(test)
+        return next_frame_dataset(train), next_frame_dataset(val), next_frame_dataset(test)

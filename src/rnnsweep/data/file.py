@@ -6,16 +6,20 @@ targets a regression (MSE). See file_loaders for the format and its checks.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule
+from rnnsweep.data.base import TaskSpec, TensorDataModule, unique_indices
 from rnnsweep.data.file_loaders import SequenceFile, check_splits, load_sequence_file
 from rnnsweep.data.paths import resolve_path
 from rnnsweep.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +37,10 @@ class FileDataConfig:
     batch_size: int = 32
     # Regression: a prediction counts as correct when |error| < tolerance (val_acc).
     acc_tolerance: float = 0.04
+    # A file with its own `split` whose splits share identical sequences is refused unless
+    # true (the copies are then kept, and reported). Without a `split`, exact duplicates are
+    # dropped before the automatic split.
+    allow_duplicates: bool = False
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -50,14 +58,25 @@ class FileDataConfig:
             raise ConfigError(f"data.acc_tolerance={self.acc_tolerance} is invalid: must be > 0")
 
 
+def row_hashes(data: SequenceFile) -> list[str]:
+    """Content hash of each sequence: its real steps and its target."""
+    out = []
+    for i in range(len(data.y)):
+        h = hashlib.sha1(np.ascontiguousarray(data.x[i, : int(data.lengths[i])]).tobytes())
+        h.update(np.asarray(data.y[i]).tobytes())
+        out.append(h.hexdigest())
+    return out
+
+
 def auto_split(data: SequenceFile, val_fraction: float, test_fraction: float,
-               seed: int) -> np.ndarray:
-    """Seeded train/val/test labels, stratified by class for classification."""
+               seed: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Seeded train/val/test labels of `rows` (default: all), stratified by class for
+    classification; rows left out are labelled 'dropped'."""
     from sklearn.model_selection import train_test_split
 
     n = len(data.y)
-    idx = np.arange(n)
-    strat = data.y if data.classification else None
+    idx = np.arange(n) if rows is None else np.asarray(rows)
+    strat = data.y[idx] if data.classification else None
     held = val_fraction + test_fraction
     try:
         train, rest = train_test_split(idx, test_size=held, random_state=seed, stratify=strat)
@@ -67,7 +86,7 @@ def auto_split(data: SequenceFile, val_fraction: float, test_fraction: float,
     except ValueError as err:
         raise DataError(f"{data.path}: cannot split {n} sequences into train/val/test "
                         f"({err}); add a `split` array") from None
-    split = np.empty(n, dtype=object)
+    split = np.full(n, "dropped", dtype=object)
     split[train], split[val], split[test] = "train", "val", "test"
     split = split.astype(str)
     check_splits(data.path, data.y, split, data.classification)
@@ -78,12 +97,21 @@ class FileDataModule(TensorDataModule):
     """Reads and checks the file at construction, so a bad file fails the sweep's preflight."""
 
     def __init__(self, cfg: FileDataConfig) -> None:
-        super().__init__(batch_size=cfg.batch_size, shuffle_seed=cfg.seed)
+        super().__init__(batch_size=cfg.batch_size)
         self.cfg = cfg
         self.data = load_sequence_file(resolve_path(cfg.path))
         d = self.data
-        self.split = d.split if d.split is not None else auto_split(
-            d, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        hashes = row_hashes(d)
+        keep, self.duplicates_dropped = unique_indices(hashes)
+        if d.split is None:
+            self.split = auto_split(d, cfg.val_fraction, cfg.test_fraction, cfg.seed,
+                                    rows=np.asarray(keep))
+            if self.duplicates_dropped:
+                log.warning("%s: %d exact duplicate sequences dropped before the split",
+                            d.path, self.duplicates_dropped)
+        else:
+            self.split = d.split
+            self._check_user_splits(hashes)
         if d.classification:
             self.classes = np.unique(d.y[self.split == "train"])
             out, loss = len(self.classes), "ce"
@@ -93,6 +121,24 @@ class FileDataModule(TensorDataModule):
         variable = d.has_lengths and bool((d.lengths < d.x.shape[1]).any())
         self.spec = TaskSpec(input_size=d.x.shape[2], output_size=out, loss=loss,
                              variable_length=variable, acc_tolerance=cfg.acc_tolerance)
+
+    def _check_user_splits(self, hashes: list[str]) -> None:
+        """Identical sequences in two of the file's own splits: refused, or kept and reported
+        when data.allow_duplicates is true."""
+        by_split = {s: {h for h, sp in zip(hashes, self.split, strict=True) if sp == s}
+                    for s in ("train", "val", "test")}
+        shared = [(a, b, len(by_split[a] & by_split[b]))
+                  for a, b in (("train", "val"), ("train", "test"), ("val", "test"))]
+        shared = [(a, b, n) for a, b, n in shared if n]
+        if not shared:
+            return
+        what = ", ".join(f"{n} in both {a} and {b}" for a, b, n in shared)
+        if not self.cfg.allow_duplicates:
+            raise DataError(f"{self.data.path}: identical sequences in two splits ({what}); "
+                            "fix the split, or set data.allow_duplicates=true to keep them")
+        self.allow_leaks = True
+        log.warning("%s: identical sequences in two splits (%s), kept because "
+                    "data.allow_duplicates=true", self.data.path, what)
 
     def condition(self) -> dict[str, str]:
         c = self.cfg
@@ -117,9 +163,7 @@ class FileDataModule(TensorDataModule):
             y = y.unsqueeze(-1) if y.ndim == 1 else y
         return TensorDataset(x, y, torch.from_numpy(d.lengths[idx]))
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        self.train_set = self._dataset(self.train_indices())
-        self.val_set = self._dataset(np.flatnonzero(self.split == "val"))
-        self.test_set = self._dataset(np.flatnonzero(self.split == "test"))
+    def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+        return (self._dataset(self.train_indices()),
+                self._dataset(np.flatnonzero(self.split == "val")),
+                self._dataset(np.flatnonzero(self.split == "test")))

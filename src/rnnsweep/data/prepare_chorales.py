@@ -10,7 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from rnnsweep.data.chorales import ChoralesDataConfig, chorale_names, piano_roll, save_cache
+from rnnsweep.data.chorales import (
+    ChoralesDataConfig,
+    chorale_names,
+    drop_duplicate_rolls,
+    piano_roll,
+    save_cache,
+)
 from rnnsweep.data.paths import resolve_path
 
 
@@ -28,11 +34,12 @@ def prepare(out: Path, max_chorales: int | None = None, quiet: bool = False) -> 
             rolls.append(roll)
         if not quiet and i % 25 == 0:
             print(f"{i}/{len(names)} chorales parsed", file=sys.stderr)
-    save_cache(out, kept, rolls)
+    kept, rolls, dropped = drop_duplicate_rolls(kept, rolls)
+    save_cache(out, kept, rolls, dropped)
     if not quiet:
         frames = sum(len(r) for r in rolls)
-        print(f"wrote {out}: {len(kept)} chorales, {frames} frames, "
-              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(f"wrote {out}: {len(kept)} chorales, {frames} frames, {dropped} duplicate "
+              f"chorales dropped, {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return len(kept)
 
 

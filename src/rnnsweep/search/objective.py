@@ -16,7 +16,6 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import PyTorchLightningPruningCallback
 
 from rnnsweep.data.base import TensorDataModule
 from rnnsweep.interrupts import BatchBoundaryCheck, Interrupted, raise_pending
@@ -24,8 +23,9 @@ from rnnsweep.model import total_parameters
 from rnnsweep.redact import redact
 from rnnsweep.search import space as search_space
 from rnnsweep.search.study import retry_callback
+from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import TRIAL_ROLE, Tracker
-from rnnsweep.training import TrainResult, resolve_hidden_size, train_model
+from rnnsweep.training import TrainResult, resolve_hidden_size, run_params, train_model
 
 REASON_ATTR = "fail_reason"
 RUN_ID_ATTR = "mlflow_run_id"
@@ -79,9 +79,13 @@ class StudyContext:
 
 
 def reproduce_command(ctx: StudyContext, values: dict[str, Any], seed: int) -> str:
+    """The single run that retrains this trial bit for bit on the same machine: the job's
+    overrides, the sampled values, the seed and the thread count the trial ran with (torch
+    sums in a different order with another number of threads)."""
     parts = ["python", "train.py", "search=none", *ctx.job_overrides]
+    parts = [p for p in parts if not p.startswith(("trainer.num_threads=", "seed="))]
     parts += search_space.overrides(ctx.cfg.search.space, values)
-    parts.append(f"seed={seed}")
+    parts += [f"seed={seed}", f"trainer.num_threads={resolve_num_threads(ctx.cfg)}"]
     return redact(" ".join(shlex.quote(p) for p in parts))
 
 
@@ -155,18 +159,17 @@ class Objective:
         trial.set_user_attr("n_params", n_params)
         ctx.tracker.log(
             run_id,
-            params={**values, "seed": seed},
+            params={**values, "seed": seed, **run_params(cfg, ctx.datamodule)},
             metrics={"n_params": n_params, "hidden_size_used": hidden},
         )
 
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        def log_validation(step: int, metrics: dict[str, float]) -> None:
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            ctx.tracker.log(run_id, metrics=finite, step=epoch)
+            ctx.tracker.log(run_id, metrics=finite, step=step)
 
-        pruning = PyTorchLightningPruningCallback(trial, monitor=cfg.search.metric)
         result = train_model(
-            cfg, ctx.datamodule, seed, callbacks=[pruning, BatchBoundaryCheck()],
-            on_epoch=log_epoch,
+            cfg, ctx.datamodule, seed, callbacks=[BatchBoundaryCheck()],
+            on_validation=log_validation, trial=trial,
         )
         self._log_result(trial, run_id, result)
         self._close(run_id, "COMPLETE", "FINISHED", started)
@@ -190,15 +193,7 @@ class Objective:
 
     def _log_result(self, trial: optuna.Trial, run_id: str, result: TrainResult) -> None:
         ctx = self.ctx
-        metrics = {
-            f"best_{ctx.cfg.search.metric}": result.best_value,
-            "best_epoch": result.best_epoch,
-            "gap_at_best": result.gap_at_best,
-            "epochs_run": result.epochs_run,
-            "seconds_per_epoch": result.seconds_per_epoch,
-            **result.test_metrics,
-        }
-        ctx.tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)})
+        ctx.tracker.log(run_id, metrics=result.final_metrics(ctx.cfg.search.metric))
         # Every test metric (test_loss and task-specific ones such as test_count_limit), so
         # the parent run can report the best trial's values.
         for key, value in result.test_metrics.items():

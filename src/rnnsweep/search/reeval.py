@@ -21,7 +21,7 @@ from rnnsweep.locks import store_lock
 from rnnsweep.measure import rnn_backend
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext
-from rnnsweep.training import build_module, train_model
+from rnnsweep.training import build_module, run_params, train_model
 
 log = logging.getLogger(__name__)
 REEVAL_ROLE = "reeval"
@@ -129,15 +129,15 @@ def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
 
 
 def _train_one(ctx: StudyContext, cfg: DictConfig, run_id: str, values: dict, seed: int) -> None:
-    ctx.tracker.log(run_id, params={**values, "seed": seed})
+    ctx.tracker.log(run_id, params={**values, "seed": seed, **run_params(cfg, ctx.datamodule)})
     started = time.perf_counter()
 
-    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+    def log_validation(step: int, metrics: dict[str, float]) -> None:
         ctx.tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-                        step=epoch)
+                        step=step)
 
     try:
-        result = train_model(cfg, ctx.datamodule, seed, on_epoch=log_epoch)
+        result = train_model(cfg, ctx.datamodule, seed, on_validation=log_validation)
     except Exception as err:
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": reason})
@@ -148,15 +148,10 @@ def _train_one(ctx: StudyContext, cfg: DictConfig, run_id: str, values: dict, se
         ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": "interrupted"})
         ctx.tracker.end_run(run_id, "KILLED")
         raise
-    metrics = {
-        f"best_{cfg.search.metric}": result.best_value, "best_epoch": result.best_epoch,
-        "gap_at_best": result.gap_at_best, "epochs_run": result.epochs_run,
-        "seconds_per_epoch": result.seconds_per_epoch, "n_params": result.n_params,
-        "hidden_size_used": result.hidden_size, "peak_memory_bytes": result.peak_memory_bytes,
-        "wall_seconds": time.perf_counter() - started, **result.test_metrics,
-    }
+    metrics = {**result.final_metrics(cfg.search.metric),
+               "wall_seconds": time.perf_counter() - started}
     ctx.tracker.log(
-        run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+        run_id, metrics=metrics,
         tags={"state": "COMPLETE", "device": result.device, "backend": result.backend},
     )
     ctx.tracker.end_run(run_id, "FINISHED")

@@ -70,14 +70,17 @@ def make_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
-    s = cfg.search
+    """Pruners see intermediate values reported against the optimiser step."""
+    s, t = cfg.search, cfg.trainer
     if s.pruner == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=s.n_startup_trials, n_warmup_steps=s.pruner_warmup_epochs
+            n_startup_trials=s.n_startup_trials, n_warmup_steps=s.pruner_warmup_steps
         )
     if s.pruner == "hyperband":
+        steps = t.budget_unit == "steps"
         return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=cfg.trainer.max_epochs, reduction_factor=3
+            min_resource=t.val_check_steps if steps else 1,
+            max_resource=t.max_steps if steps else "auto", reduction_factor=3
         )
     return optuna.pruners.NopPruner()
 
