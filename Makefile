@@ -51,7 +51,9 @@ lint: setup
 bench: setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
+# A taken port fails here in one line (mlflow ui itself would exit 0).
 ui: setup
+	@$(PY) scripts/port_free.py $(UI_HOST) $(UI_PORT) UI_PORT
 	@echo "MLflow UI: http://$(UI_HOST):$(UI_PORT)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT)

@@ -7,8 +7,10 @@ job of the sweep first; nothing in Hydra or OmegaConf does that for range checks
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -18,12 +20,12 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.errors import ConfigError, DataError
-from rnnsweep.redact import redact, redact_files
+from rnnsweep.redact import redact, redact_files, remember, remember_environment
 
 log = logging.getLogger("rnnsweep")
 EXIT_BAD_INPUT = 2
@@ -42,6 +44,10 @@ def fail(message: str) -> None:
 def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
     """Pin the project root, give a sweep its id, and validate every job before any runs."""
     argv = sys.argv[1:] if argv is None else argv
+    # Passwords given on the command line or in MLflow's variables are masked everywhere,
+    # also where they appear outside a URL.
+    remember(argv)
+    remember_environment()
     root = Path(entry_file).resolve().parent
     os.environ.setdefault("RNNSWEEP_ROOT", str(root))
     if MULTIRUN_FLAGS & set(argv):
@@ -54,18 +60,36 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
         fail(str(err))
 
 
+def _parse(parser: OverridesParser, overrides: list[str]) -> list:
+    """Hydra's override parser; a grammar error names the override it is in."""
+    try:
+        return parser.parse_overrides(overrides)
+    except OverrideParseException:
+        for line in overrides:
+            try:
+                parser.parse_overrides([line])
+            except OverrideParseException as err:
+                reason = str(err).strip().splitlines()[0]
+                raise ConfigError(
+                    f"{line}: not a valid override ({reason}); quote a value with special "
+                    "characters: 'key=\"value\"'"
+                ) from None
+        raise
+
+
 def _job_overrides(conf_dir: Path, overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of every job Hydra will launch (the basic sweeper's expansion)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     parser = OverridesParser.create()
-    parsed = parser.parse_overrides(overrides)
+    parsed = _parse(parser, overrides)
     if not multirun:
         if any(o.is_sweep_override() for o in parsed):
             bad = next(o for o in parsed if o.is_sweep_override())
             raise ConfigError(f"{bad.input_line}: a list of values needs -m (multirun)")
         return [overrides]
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    _check_groups(conf_dir, plain)
     base = compose("config", overrides=plain, return_hydra_config=True)
     params = OmegaConf.select(base, "hydra.sweeper.params") or {}
     merged: OrderedDict[str, str] = OrderedDict((k, f"{k}={v}") for k, v in params.items())
@@ -75,14 +99,63 @@ def _job_overrides(conf_dir: Path, overrides: list[str], multirun: bool) -> list
     return batches[0]
 
 
+def _group_options(group: Path) -> list[str]:
+    return sorted(p.stem for p in group.glob("*.yaml"))
+
+
+def _groups(conf_dir: Path) -> list[str]:
+    return sorted(d.name for d in conf_dir.iterdir() if d.is_dir() and d.name != "hydra")
+
+
 def _check_groups(conf_dir: Path, overrides: list[str]) -> None:
+    """A config group's value must name one of its files: list them when it does not."""
     for line in overrides:
-        key, _, value = line.partition("=")
-        group = conf_dir / key.lstrip("+~")
-        if group.is_dir() and value:
-            options = sorted(p.stem for p in group.glob("*.yaml"))
-            if value not in options:
-                raise ConfigError(f"{key}={value} is invalid: allowed: {', '.join(options)}")
+        key, eq, value = line.partition("=")
+        name = key.lstrip("+~")
+        group = conf_dir / name
+        if not eq or not name or not group.is_dir():
+            continue
+        options = _group_options(group)
+        if not value.strip():
+            raise ConfigError(f"{key}= is empty: allowed: {', '.join(options)}")
+        if value not in options:
+            raise ConfigError(f"{key}={value} is invalid: allowed: {', '.join(options)}")
+
+
+def _unknown_key(conf_dir: Path, job: list[str], key: str) -> str:
+    """'key=value: no such key' with the keys that exist there and the closest one."""
+    line = next((o for o in job if o.lstrip("+~").partition("=")[0] == key), key)
+    parent, _, leaf = key.rpartition(".")
+    try:
+        rest = [o for o in job if o != line]
+        base = compose("config", overrides=rest)
+        node = OmegaConf.select(base, parent) if parent else base
+    except (HydraException, OmegaConfBaseException):
+        node = None
+    if parent and not OmegaConf.is_dict(node):
+        return f"{line}: no such key"
+    known = sorted(str(k) for k in node.keys()) if OmegaConf.is_dict(node) else []
+    if not parent:
+        known = sorted(set(known) | set(_groups(conf_dir)))
+    close = difflib.get_close_matches(leaf, known, n=1)
+    hint = f"; did you mean {(parent + '.') if parent else ''}{close[0]}?" if close else ""
+    where = f"in {parent}" if parent else "at the top level"
+    return f"{line}: no such key {where} (allowed: {', '.join(known)}){hint}"
+
+
+def _describe(err: Exception, conf_dir: Path, job: list[str]) -> str:
+    """One line for a Hydra or OmegaConf error, with the allowed values where known."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    if isinstance(err, MissingConfigException):
+        found = re.search(r"Available options in '([^']+)':\n((?:\t.*(?:\n|$))+)", text)
+        if found:
+            options = [o.strip() for o in found.group(2).splitlines() if o.strip()]
+            return f"{first}: allowed: {', '.join(options)}"
+    unknown = re.match(r"Could not override '([^']+)'", first)
+    if unknown:
+        return _unknown_key(conf_dir, job, unknown.group(1))
+    return first
 
 
 def preflight(conf_dir: Path, argv: list[str]) -> int:
@@ -93,15 +166,18 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
     overrides = [a for a in argv if not a.startswith("-")]
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     GlobalHydra.instance().clear()
+    job = user
     try:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
-            jobs = _job_overrides(conf_dir, user, multirun)
-            for job in jobs:
-                _check_groups(conf_dir, job)
-                cfg = prepare(compose("config", overrides=job))
-                preflight_stores(cfg)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(str(err).strip().splitlines()[0]) from None
+            try:
+                jobs = _job_overrides(conf_dir, user, multirun)
+                for job in jobs:
+                    _check_groups(conf_dir, job)
+                    cfg = prepare(compose("config", overrides=job))
+                    remember([cfg.search.storage, cfg.tracking.uri])
+                    preflight_stores(cfg)
+            except (HydraException, OmegaConfBaseException) as err:
+                raise ConfigError(_describe(err, conf_dir, job)) from None
     finally:
         GlobalHydra.instance().clear()
     return len(jobs)
@@ -136,6 +212,10 @@ def run_job(cfg: DictConfig) -> float | None:
 
     install_handlers()
     quiet_third_party(in_study=False)
+    # Also in a launcher's worker process, where train.py's preflight did not run.
+    remember([OmegaConf.select(cfg, "search.storage"), OmegaConf.select(cfg, "tracking.uri"),
+              *sys.argv[1:]])
+    remember_environment()
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if HydraConfig.initialized():
         _redact_hydra_files(HydraConfig.get())

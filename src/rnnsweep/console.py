@@ -208,12 +208,22 @@ def study_progress(study: optuna.Study, cfg: Any) -> StudyProgress:
     return StudyProgress(study, int(cfg.search.n_trials), str(cfg.search.metric))
 
 
-def announce_reevaluation(study: optuna.Study, cfg: Any, console: Console | None = None) -> None:
+def announce_reevaluation(
+    study: optuna.Study, cfg: Any, console: Console | None = None, remaining: int | None = None,
+) -> None:
     """One line before the best configuration is re-trained, so the pause after the
-    progress line has a reason on screen."""
+    progress line has a reason on screen.
+
+    `remaining`: the seeds still to train (a rerun after an interrupted re-evaluation has
+    fewer than search.reeval_seeds); None means all of them. Nothing is printed when none is
+    left.
+    """
     seeds = int(cfg.search.reeval_seeds)
-    if seeds > 0 and any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+    todo = seeds if remaining is None else max(0, min(int(remaining), seeds))
+    if todo > 0 and any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        done = "" if todo == seeds else f", {seeds - todo} of {seeds} done before"
+        noun = "seed" if todo == 1 else "seeds"
         (console or Console()).print(
-            f"{study.study_name}  re-training the best configuration with {seeds} fresh seeds "
-            "(search.reeval_seeds)", highlight=False, soft_wrap=True,
+            f"{study.study_name}  re-training the best configuration with {todo} fresh {noun} "
+            f"(search.reeval_seeds{done})", highlight=False, soft_wrap=True,
         )

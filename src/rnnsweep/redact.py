@@ -1,35 +1,144 @@
-"""Keep credentials in storage and tracking URIs out of logs, tags and artifacts."""
+"""Keep credentials in storage and tracking URIs out of logs, tags and artifacts.
+
+Where a URL's password ends depends on who parses it, so the mask follows the stores' parsers:
+
+- SQLAlchemy's ``make_url`` (Optuna's RDB storage; MLflow's database stores) reads
+  ``name://user:password@host...`` with the user name up to the first ``:`` (no ``/`` in it)
+  and the password from there to the next ``@``; ``/``, ``:``, ``#`` and ``?`` may appear in
+  it literally.
+- urllib, urllib3 and requests (MLflow's REST client for ``http(s)://``) cut the authority at
+  the first ``/``, ``?`` or ``#``, take the user info before its *last* ``@`` and the password
+  after the user info's first ``:``.
+
+In both the password starts right after the first ``:`` that follows ``scheme://`` and ends
+at an ``@`` no later than the last ``@`` of the URL. ``redact`` masks exactly that span: from
+the first ``:`` to the last ``@`` before the next whitespace. It is the union of what every
+parser above reads as the password, and it also covers a password typed in a form a parser
+would misread (a literal ``/`` or ``@`` in an http URL), which then shows up in error
+messages. The price is masking too much when a query string holds an ``@`` or when several
+URLs touch without whitespace between them; a password never survives.
+
+``remember`` adds the passwords of URLs given on the command line or in the environment to a
+list of known secrets that are masked anywhere in a text, also outside a URL (a password with
+a space, a password echoed percent-decoded).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import unquote
 
-# scheme://user:password@host -> scheme://user:***@host
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<secret>[^@\s/]+)@")
+MASK = "***"
+# A scheme as RFC 3986 spells it, then "://".
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_SPACE = re.compile(r"\s")
+# Known secrets shorter than this are masked only inside URLs: masking every "pw" or
+# "adam" in a log would garble it.
+MIN_KNOWN_SECRET = 6
+_known: set[str] = set()
+
+
+def password_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every URL password in `text`, as the stores' URL parsers split it."""
+    spans = []
+    pos = 0
+    while True:
+        m = _SCHEME.search(text, pos)
+        if m is None:
+            return spans
+        begin = m.end()
+        space = _SPACE.search(text, begin)
+        end = space.start() if space else len(text)
+        at = text.rfind("@", begin, end)
+        colon = text.find(":", begin, end)
+        if at != -1 and colon != -1 and colon < at:
+            spans.append((colon + 1, at))
+            pos = at + 1  # a second scheme inside the masked span is masked already
+        else:
+            pos = begin
 
 
 def redact(text: str) -> str:
-    return _USERINFO.sub(lambda m: f"{m.group('head')}:***@", text)
+    """`text` with every URL password (and every remembered secret) replaced by ***."""
+    spans = password_spans(text)
+    if spans:
+        parts, last = [], 0
+        for start, end in spans:
+            parts += [text[last:start], MASK]
+            last = end
+        parts.append(text[last:])
+        text = "".join(parts)
+    for secret in sorted(_known, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def secrets_in(text: str) -> set[str]:
+    """The passwords of the URLs in `text` (as written and percent-decoded)."""
+    found = set()
+    for start, end in password_spans(text):
+        raw = text[start:end]
+        found |= {raw, unquote(raw)}
+    return {s for s in found if s}
+
+
+def remember(values: Iterable[str | None]) -> None:
+    """Mask the URL passwords in `values` anywhere from now on (command line, config)."""
+    for value in values:
+        if value:
+            _known.update(s for s in secrets_in(value) if len(s) >= MIN_KNOWN_SECRET)
+
+
+def remember_environment(environ: dict[str, str] | None = None) -> None:
+    """MLflow's own credential variables and the tracking URI of the environment."""
+    env = os.environ if environ is None else environ
+    remember([env.get("MLFLOW_TRACKING_URI")])
+    for key in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        value = env.get(key)
+        if value and len(value) >= MIN_KNOWN_SECRET:
+            _known.add(value)
+
+
+def forget_all() -> None:
+    """Clear the remembered secrets (tests)."""
+    _known.clear()
 
 
 class RedactFilter(logging.Filter):
-    """Masks credentials in every record a handler emits (set up in conf/hydra/*_logging)."""
+    """Masks credentials in every record a handler emits (set up in conf/hydra/*_logging),
+    the formatted traceback of a record included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = redact(message)
         if masked != message:
             record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
-def redact_files(paths: list[Path]) -> None:
-    """Rewrite files (Hydra's saved config and overrides) with credentials masked."""
+def redact_files(paths: Iterable[Path]) -> None:
+    """Rewrite files (Hydra's saved config and overrides) with credentials masked.
+
+    Atomic (a temporary file renamed over the original): parallel jobs of one sweep rewrite
+    the same multirun.yaml, and a reader never sees a half-written file.
+    """
     for path in paths:
-        if path.is_file():
-            text = path.read_text()
-            masked = redact(text)
-            if masked != text:
-                path.write_text(masked)
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        masked = redact(text)
+        if masked != text:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(masked)
+            os.replace(tmp, path)

@@ -6,11 +6,16 @@ child runs unambiguous when a study resumes or several workers share one study.
 
 from __future__ import annotations
 
+import base64
 import os
+import ssl
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
@@ -19,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.errors import ConfigError
 from rnnsweep.locks import file_lock
-from rnnsweep.redact import redact
+from rnnsweep.redact import password_spans, redact
 
 PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
 
@@ -39,19 +44,111 @@ def _sqlite_dir(uri: str) -> Path | None:
     return None
 
 
+def filter_value(value: object) -> str:
+    """`value` as a string literal in an MLflow search filter (`tags.k = <literal>`).
+
+    MLflow's filter parser never unescapes: a literal is the raw text between its quotes,
+    single or double, and sqlparse reads a backslash before the closing single quote as an
+    escape. So: single quotes, or double quotes for a value with an apostrophe or a trailing
+    backslash. A value with both kinds of quote (or a double quote and a trailing backslash)
+    has no literal: ValueError, and the caller filters on the other keys and compares
+    this one itself (`Tracker.find_parent`).
+    """
+    text = str(value)
+    if "'" not in text and not text.endswith("\\"):
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{text!r} cannot be written as an MLflow filter literal")
+
+
+def _credentials(parts: urllib.parse.SplitResult) -> tuple[str, str] | None:
+    """Basic-auth credentials as MLflow's client sends them: the URL's user info (requests
+    takes it from the URL and it wins), else MLFLOW_TRACKING_USERNAME/_PASSWORD."""
+    if parts.username is not None or parts.password is not None:
+        return unquote(parts.username or ""), unquote(parts.password or "")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return user, password
+    return None
+
+
+def _auth_headers(parts: urllib.parse.SplitResult) -> dict[str, str]:
+    creds = _credentials(parts)
+    if creds is not None:
+        pair = f"{creds[0]}:{creds[1]}"
+        try:
+            raw = pair.encode("latin-1")  # what requests sends
+        except UnicodeEncodeError:
+            raw = pair.encode("utf-8")
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _ssl_context(uri: str) -> ssl.SSLContext | None:
+    """MLflow's TLS variables: MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH."""
+    if not uri.startswith("https://"):
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+
+
 def check_reachable(uri: str, key: str = "tracking.uri", timeout: float = 10.0) -> None:
-    """A tracking server must answer its health check before any job starts."""
+    """A tracking server must answer its health check, and accept the credentials, before
+    any job starts.
+
+    urllib cannot open a URL with user info (it reads "user:pw@host" as the host name), so
+    the user info is stripped from the URL and sent as an Authorization header, as MLflow's
+    client does; MLflow's own MLFLOW_TRACKING_USERNAME/_PASSWORD (or _TOKEN) work the same.
+    MLflow's basic-auth app leaves /health open, so a read of one experiment follows: a
+    wrong or missing password fails here, not inside the first trial.
+    """
     if not uri.startswith(("http://", "https://")):
         return
+    where = f"{key}={redact(uri)}"
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
-            if reply.status != 200:
-                raise OSError(f"HTTP {reply.status}")
-    except (OSError, ValueError) as err:
-        reason = redact(str(getattr(err, "reason", err)))
-        raise ConfigError(
-            f"{key}={redact(uri)}: tracking server not reachable: {reason}"
-        ) from None
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError as err:
+        raise ConfigError(f"{where}: not a valid URL: {redact(str(err))}") from None
+    if "@" in parts.path + parts.query + parts.fragment and password_spans(uri):
+        # requests would cut the password at the '/' too and try "user:pass" as host:port.
+        raise ConfigError(f"{where}: the user name or password holds '/', '?' or '#', which "
+                          "end a URL's host part: write them as %2F, %3F and %23")
+    host = parts.netloc.rpartition("@")[2]
+    if not host:
+        raise ConfigError(f"{where}: not a valid URL: no host name")
+    base = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    headers = _auth_headers(parts)
+    context = _ssl_context(uri)
+    for path, what in (("/health", "health check"),
+                       ("/api/2.0/mlflow/experiments/search?max_results=1", "experiment search")):
+        request = urllib.request.Request(base + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as reply:
+                status = reply.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        except (OSError, ValueError) as err:
+            reason = redact(str(getattr(err, "reason", err)))
+            raise ConfigError(f"{where}: tracking server not reachable: {reason}") from None
+        if status in (401, 403):
+            given = ("credentials were refused" if "Authorization" in headers else
+                     "the server wants credentials")
+            raise ConfigError(
+                f"{where}: {given} (HTTP {status} on its {what}): put them in the URL "
+                "(http://user:password@host) or in MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD"
+            )
+        if status != 200 and what == "health check":
+            # Other answers of the search (an older server's 404) are left to the client.
+            raise ConfigError(f"{where}: tracking server not reachable: HTTP {status} on its "
+                              "health check")
 
 
 class Tracker:
@@ -99,9 +196,14 @@ class Tracker:
         )
 
     def find_parent(self, experiment: str, study_name: str) -> str | None:
-        runs = self.find_runs(
-            experiment, f"tags.study_name = '{study_name}' and tags.role = '{PARENT_ROLE}'"
-        )
+        role = f"tags.role = {filter_value(PARENT_ROLE)}"
+        try:
+            name = filter_value(study_name)
+        except ValueError:  # a name with both kinds of quote: compared here instead
+            runs = [r for r in self.find_runs(experiment, role)
+                    if r.data.tags.get("study_name") == study_name]
+        else:
+            runs = self.find_runs(experiment, f"tags.study_name = {name} and {role}")
         return runs[0].info.run_id if runs else None
 
     def start_run(

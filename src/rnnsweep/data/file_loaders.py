@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +37,21 @@ class SequenceFile:
 
 def load_sequence_file(path: Path) -> SequenceFile:
     """Load and check `path`; cached per (path, size, mtime) so a sweep reads it once."""
-    if not path.is_file():
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file (data.path)")
+    if not path.exists():
         raise DataError(f"{path}: file not found (data.path)")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file (data.path)")
     st = path.stat()
+    if st.st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
     return _load_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+def _py(value: object) -> object:
+    """A numpy scalar as the plain Python value, so messages read 3, not np.int64(3)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 @functools.lru_cache(maxsize=4)
@@ -52,18 +65,39 @@ def _load_cached(path_str: str, size: int, mtime_ns: int) -> SequenceFile:
     else:
         raise DataError(f"{path}: unsupported file type {suffix!r}: allowed: .npz, .csv")
     has_lengths = lengths is not None
-    lengths, y, split, classification = _check(path, x, lengths, y, split)
+    x, lengths, y, split, classification = _check(path, x, lengths, y, split)
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:8]
-    return SequenceFile(path, x.astype(np.float32), lengths, y, split, classification,
-                        has_lengths, digest)
+    return SequenceFile(path, x, lengths, y, split, classification, has_lengths, digest)
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror}") from None
+    if magic == b"\x93NUMPY":
+        raise DataError(f"{path}: holds one .npy array, not an .npz archive; save the arrays "
+                        "with np.savez(path, x=..., y=...)")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz archive (a zip of .npy arrays): the file is "
+                        "truncated or in another format")
+    arrays = {}
+    try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read as .npz ({err})") from None
+            for key in z.files:
+                try:
+                    arrays[key] = z[key]
+                except ValueError as err:
+                    if "allow_pickle" in str(err):
+                        raise DataError(f"{path}: array {key!r} holds Python objects "
+                                        "(pickled); save numbers or strings") from None
+                    raise DataError(f"{path}: array {key!r} is damaged: {err}") from None
+                except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                    raise DataError(f"{path}: array {key!r} is damaged (truncated file?): "
+                                    f"{err}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path}: cannot read as .npz: {err}") from None
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r} (found: "
@@ -76,12 +110,21 @@ def _read_csv(path: Path) -> tuple[np.ndarray, ...]:
 
     try:
         df = pd.read_csv(path)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read as CSV ({err})") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no header line and no rows (empty CSV)") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text CSV file (bytes that are not UTF-8)") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
+    except ValueError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: cannot read as CSV: {reason}") from None
     missing = [c for c in CSV_KEYS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a long-format CSV "
                         "needs sequence_id, step, feature columns, target[, split]")
+    if df.empty:
+        raise DataError(f"{path}: a header line but no rows")
     features = [c for c in df.columns if c not in (*CSV_KEYS, "split")]
     if not features:
         raise DataError(f"{path}: no feature columns besides sequence_id, step, target, split")
@@ -98,14 +141,14 @@ def _read_csv(path: Path) -> tuple[np.ndarray, ...]:
     rank = groups.cumcount()
     gaps = df[df["step"] - first != rank]
     if len(gaps):
-        sid = gaps["sequence_id"].iloc[0]
+        sid = _py(gaps["sequence_id"].iloc[0])
         raise DataError(f"{path}: sequence {sid!r} has missing or repeated steps "
                         "(steps must be consecutive integers)")
     for col in ("target", "split") if "split" in df.columns else ("target",):
         varying = groups[col].nunique() > 1
         if varying.any():
             raise DataError(f"{path}: column {col!r} varies within sequence "
-                            f"{varying.index[varying.argmax()]!r}; it must be one value "
+                            f"{_py(varying.index[varying.argmax()])!r}; it must be one value "
                             "per sequence")
     lengths = groups.size().to_numpy()
     n, t = len(lengths), int(lengths.max())
@@ -120,8 +163,9 @@ def _read_csv(path: Path) -> tuple[np.ndarray, ...]:
 def _check(
     path: Path, x: np.ndarray, lengths: np.ndarray | None, y: np.ndarray,
     split: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
-    """Shape, value and split checks; returns (lengths, y, split, is_classification)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, bool]:
+    """Shape, value and split checks; returns (x as float32, lengths, y, split,
+    is_classification)."""
     if x.ndim != 3:
         raise DataError(f"{path}: x must have shape N x T x F, got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
@@ -129,23 +173,22 @@ def _check(
     n, t, f = x.shape
     if min(n, t, f) == 0:
         raise DataError(f"{path}: x has an empty dimension, shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise DataError(f"{path}: x contains NaN or inf")
+    x = _finite_float32(path, "x", x)
     if lengths is None:
         lengths = np.full(n, t, dtype=np.int64)
     if lengths.shape != (n,) or not np.issubdtype(lengths.dtype, np.integer):
         raise DataError(f"{path}: lengths must be integers of shape ({n},), got "
                         f"{lengths.dtype} {lengths.shape}")
     if lengths.min() < 1 or lengths.max() > t:
-        raise DataError(f"{path}: lengths must be in 1..T={t}, found {lengths.min()}.."
-                        f"{lengths.max()}")
+        raise DataError(f"{path}: lengths must be in 1..T={t}, found {_py(lengths.min())}.."
+                        f"{_py(lengths.max())}")
     if y.shape[:1] != (n,) or y.ndim > 2:
         raise DataError(f"{path}: y must have shape ({n},) or ({n}, K), got {y.shape}")
     classification = not np.issubdtype(y.dtype, np.floating)
     if classification and y.ndim != 1:
         raise DataError(f"{path}: class labels y must have shape ({n},), got {y.shape}")
-    if not classification and not np.isfinite(y).all():
-        raise DataError(f"{path}: y contains NaN or inf")
+    if not classification:
+        _finite_float32(path, "y", y)  # the training tensors are float32
     if split is not None:
         split = np.asarray(split).astype(str)
         if split.shape != (n,):
@@ -155,7 +198,24 @@ def _check(
             raise DataError(f"{path}: split has unknown value {unknown[0]!r}: allowed: "
                             f"{', '.join(SPLITS)}")
         check_splits(path, y, split, classification)
-    return lengths.astype(np.int64), y, split, classification
+    return x, lengths.astype(np.int64), y, split, classification
+
+
+def _finite_float32(path: Path, name: str, values: np.ndarray) -> np.ndarray:
+    """`values` cast to float32, refused if any value is NaN or inf after the cast: a float64
+    above float32's range (about 3.4e38) passes a check before the cast and trains as inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = values.astype(np.float32)
+    bad = ~np.isfinite(cast)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f"{name}[{', '.join(map(str, index))}]"
+        original = values[index]
+        if np.isfinite(original):
+            raise DataError(f"{path}: {where} = {float(original):.4g} is outside float32's "
+                            f"range (|value| <= {float(np.finfo(np.float32).max):.4g})")
+        raise DataError(f"{path}: {name} contains NaN or inf (first at {where})")
+    return cast
 
 
 def check_splits(path: Path, y: np.ndarray, split: np.ndarray, classification: bool) -> None:
