@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NOT_MEASURED = "not measured by this sweep"
@@ -14,6 +15,9 @@ class Claim:
 
     effect / ci_low / ci_high: the claim's effect and its interval (units in `evidence`);
     n_seeds: seeds per cell behind it; mde: the minimum detectable effect when undecided.
+    p_value / decide: a claim decided by a test joins the Holm family of the claims table
+    (claims.apply_holm): p_value is its unadjusted p, decide(alpha_i) returns the claim
+    decided at Holm's level alpha_i, with its interval at 1 - alpha_i.
     """
 
     claim: str
@@ -25,6 +29,8 @@ class Claim:
     ci_high: float | None = None
     n_seeds: int | None = None
     mde: float | None = None
+    p_value: float | None = None
+    decide: Callable[[float], Claim] | None = field(default=None, repr=False, compare=False)
 
 
 CLAIM_TEXTS = (

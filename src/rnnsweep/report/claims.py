@@ -1,7 +1,8 @@
 """The claims table: one verdict per common LSTM-vs-GRU claim, with the numbers behind it.
 
-Verdict functions take plain numbers (so they can be tested on constructed inputs);
-`build_claims` extracts those numbers from a sweep.
+Claims 1-3 (cost) come from cost_claims, claims 4-6 from performance_claims. Every claim
+decided by a test carries its p-value and a `decide(alpha)`; `apply_holm` then re-decides the
+family at Holm's levels, so six claims at alpha = 0.05 keep a 5 % family-wise error rate.
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ from rnnsweep.report.claim_types import (
 )
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.cost_claims import cost_claims
-from rnnsweep.report.stats import Comparison, PairedRatio, compare_means
+from rnnsweep.report.evidence import Evidence
+from rnnsweep.report.performance_claims import (
+    comparable_claim,
+    long_range_claim,
+    overfits_claim,
+)
+from rnnsweep.report.settings import Settings
+from rnnsweep.report.stats import PairedRatio, holm_levels
+
+__all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED", "SUPPORTED", "apply_holm",
+           "build_claims", "device_text", "fewer_params_verdict", "identical_pairs",
+           "mean_epoch_seconds", "ratio_verdict", "reeval_values", "verdict_from_test"]
 
 
 def verdict_from_test(favours_claim: bool, p_value: float, alpha: float) -> str:
@@ -44,69 +56,55 @@ def fewer_params_verdict(lstm: list[float], gru: list[float]) -> tuple[str, str]
 
 
 def ratio_verdict(r: PairedRatio | None, alpha: float) -> tuple[str, str]:
-    """Claims 'GRU needs less X': supported when GRU/LSTM < 1 significantly."""
+    """Claims 'GRU needs less X': supported when the interval of GRU/LSTM lies below 1,
+    contradicted when it lies above 1 (paired t on log ratios: interval and p agree)."""
     if r is None:
         return NOT_MEASURED, "no configuration with this measurement in both cells"
     return verdict_from_test(r.geo_mean < 1, r.p_value, alpha), r.text()
 
 
-def lower_is_better_verdict(
-    c: Comparison | None, alpha: float, claim_lower: str
-) -> tuple[str, str]:
-    """c compares GRU (b) against LSTM (a); claim_lower names which cell the claim says is
-    lower ('lstm' or 'gru')."""
-    if c is None:
-        return INCONCLUSIVE, "fewer than two re-evaluation seeds per cell"
-    gru_lower = c.diff < 0
-    favours = gru_lower if claim_lower == "gru" else not gru_lower
-    return verdict_from_test(favours, c.p_value, alpha), c.text()
+def apply_holm(claims: list[Claim], alpha: float) -> list[Claim]:
+    """Re-decide every claim that carries a test at its Holm level; others stay as they are."""
+    tested = [i for i, c in enumerate(claims) if c.decide is not None
+              and c.p_value is not None and np.isfinite(c.p_value)]
+    levels = holm_levels([float(claims[i].p_value) for i in tested], alpha)  # type: ignore[arg-type]
+    out = list(claims)
+    for i, level in zip(tested, levels, strict=True):
+        decided = claims[i].decide(level)  # type: ignore[misc]
+        decided.evidence += f" [Holm over {len(tested)} tested claims: alpha {level:.3g}]"
+        out[i] = decided
+    return out
 
 
-def comparable_verdict(
-    comparisons: dict[str, Comparison | None], margin: float, alpha: float
-) -> tuple[str, str]:
-    """Equivalence: every condition's CI of the difference lies within +-margin x |LSTM mean|;
-    contradicted when some condition differs significantly by more than the margin."""
-    usable = {k: c for k, c in comparisons.items() if c is not None}
-    if not usable:
-        return INCONCLUSIVE, "fewer than two re-evaluation seeds per cell"
-    parts, equivalent, different = [], True, False
-    for cond, c in usable.items():
-        bound = margin * abs(c.mean_a)
-        parts.append(f"{cond}: {c.text()}, margin +-{bound:.3g}")
-        equivalent &= -bound <= c.ci_low and c.ci_high <= bound
-        different |= c.p_value < alpha and abs(c.diff) > bound
-    if different:
-        return CONTRADICTED, "; ".join(parts)
-    return (SUPPORTED if equivalent else INCONCLUSIVE), "; ".join(parts)
-
-
-# -- extraction from a sweep --------------------------------------------------------------
-
-def _cell_rows(df: pd.DataFrame, cell: str) -> pd.DataFrame:
-    return df[df["tags.cell"] == cell]
-
+# -- extraction helpers (also used by cost_claims) -----------------------------------------
 
 def identical_pairs(sweep: Sweep, column: str) -> tuple[list[float], list[float]]:
-    """Values of `column` for LSTM and GRU trials that share condition, every sampled
-    parameter and the seed (the sampler's seeded start-up trials are identical across cells)."""
-    params = [f"params.{k}" for k in sweep.space if f"params.{k}" in sweep.trials.columns]
-    keys = ["condition", *params, "params.seed"]
-    if column not in sweep.trials.columns or not params:
+    """LSTM and GRU values of `column` on identical configurations: same sampled parameters
+    and seed. The unit is the configuration: the seeded sampler proposes the same start-up
+    configurations in every condition, so a configuration met in several conditions is one
+    pair (geometric mean over the conditions where both cells ran it), not several."""
+    trials = sweep.trials
+    params = [f"params.{k}" for k in sweep.space if f"params.{k}" in trials.columns]
+    if column not in trials.columns or not params or "params.seed" not in trials.columns:
         return [], []
-    lstm = _cell_rows(sweep.trials, "lstm")[[*keys, column]]
-    gru = _cell_rows(sweep.trials, "gru")[[*keys, column]]
-    merged = lstm.merge(gru, on=keys, suffixes=("_lstm", "_gru")).dropna()
-    return merged[f"{column}_lstm"].tolist(), merged[f"{column}_gru"].tolist()
+    keys = [*params, "params.seed"]
+    lstm = trials[trials["tags.cell"] == "lstm"][["condition", *keys, column]]
+    gru = trials[trials["tags.cell"] == "gru"][["condition", *keys, column]]
+    merged = lstm.merge(gru, on=["condition", *keys], suffixes=("_lstm", "_gru")).dropna()
+    if merged.empty:
+        return [], []
+    a, b = merged[f"{column}_lstm"].astype(float), merged[f"{column}_gru"].astype(float)
+    positive = bool((a > 0).all() and (b > 0).all())
+    merged = merged.assign(_a=np.log(a) if positive else a, _b=np.log(b) if positive else b)
+    per_config = merged.groupby(keys, dropna=False)[["_a", "_b"]].mean()
+    if positive:
+        per_config = np.exp(per_config)
+    return per_config["_a"].tolist(), per_config["_b"].tolist()
 
 
 def reeval_values(sweep: Sweep, cell: str, condition: str, column: str) -> list[float]:
-    df = sweep.reevals
-    if df.empty or column not in df.columns:
-        return []
-    rows = df[(df["tags.cell"] == cell) & (df["condition"] == condition)
-              & (df["status"] == "FINISHED")]
-    return rows[column].dropna().tolist()
+    """Finished re-evaluation values of the study's current best configuration."""
+    return Evidence(sweep).values(cell, condition, column)
 
 
 def mean_epoch_seconds(sweep: Sweep) -> None:
@@ -115,7 +113,7 @@ def mean_epoch_seconds(sweep: Sweep) -> None:
         float(np.mean([v for _, v in sweep.curves[r].get("epoch_seconds", [])]))
         if sweep.curves.get(r, {}).get("epoch_seconds") else np.nan
         for r in sweep.trials["run_id"]
-    ]
+    ] if "run_id" in sweep.trials else []
 
 
 def device_text(parent: pd.Series) -> str:
@@ -126,60 +124,13 @@ def device_text(parent: pd.Series) -> str:
 
 
 def build_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
-    alpha, margin = float(rcfg["alpha"]), float(rcfg["equivalence_margin"])
-    test_col = f"metrics.{rcfg['test_metric']}"
+    """The six claims, Holm-corrected across those decided by a test."""
+    s = Settings.from_cfg(rcfg)
     cells = set(sweep.parents["tags.cell"])
     if not {"lstm", "gru"} <= cells:
         note = f"{NOT_MEASURED}; run `python train.py -m cell=lstm,gru`"
         return [Claim(c, NOT_MEASURED, note) for c in CLAIM_TEXTS]
+    ev = Evidence(sweep)
     claims = cost_claims(sweep, rcfg)
-    claims.append(_long_range(sweep, test_col, alpha, rcfg))
-    claims.append(_overfits_small(sweep, alpha, rcfg))
-    comps = {
-        cond: compare_means(reeval_values(sweep, "lstm", cond, test_col),
-                            reeval_values(sweep, "gru", cond, test_col),
-                            int(rcfg["bootstrap_resamples"]), int(rcfg["seed"]))
-        for cond in sorted(set(sweep.parents["condition"]))
-    }
-    v, e = comparable_verdict(comps, margin, alpha)
-    claims.append(Claim(CLAIM_TEXTS[5], v, f"{rcfg['test_metric']} (GRU - LSTM) over "
-                        f"re-evaluation seeds: {e}", "Chung et al. 2014; Greff et al. 2017"))
-    return claims
-
-
-def _long_range(sweep: Sweep, test_col: str, alpha: float, rcfg: dict) -> Claim:
-    axes = [a for a in sweep.axes if a.removeprefix("tags.data.") in rcfg["length_keys"]]
-    if not axes:
-        return Claim(CLAIM_TEXTS[3], NOT_MEASURED,
-                     f"{NOT_MEASURED}: the sweep has one sequence length; measure it with "
-                     "`python train.py -m cell=lstm,gru data.seq_len=25,50,100,200,400`",
-                     "Weiss et al. 2018")
-    axis = axes[0]
-    length_of = dict(zip(sweep.parents["condition"], sweep.parents[axis].astype(int),
-                         strict=False))
-    longest = max(length_of.values())
-    conds = [c for c, n in length_of.items() if n == longest]
-    comp = compare_means(
-        sum((reeval_values(sweep, "lstm", c, test_col) for c in conds), []),
-        sum((reeval_values(sweep, "gru", c, test_col) for c in conds), []),
-        int(rcfg["bootstrap_resamples"]), int(rcfg["seed"]),
-    )
-    v, e = lower_is_better_verdict(comp, alpha, claim_lower="lstm")
-    return Claim(CLAIM_TEXTS[3], v, f"{rcfg['test_metric']} (GRU - LSTM) at the longest "
-                 f"{axis.removeprefix('tags.data.')}={longest}: {e}", "Weiss et al. 2018")
-
-
-def _overfits_small(sweep: Sweep, alpha: float, rcfg: dict) -> Claim:
-    small = sorted(c for c in set(sweep.parents["condition"]) if c.startswith("small"))
-    if not small:
-        return Claim(CLAIM_TEXTS[4], NOT_MEASURED,
-                     f"{NOT_MEASURED}: run with data.size=small,large")
-    col = "metrics.gap_at_best"
-    comp = compare_means(
-        sum((reeval_values(sweep, "lstm", c, col) for c in small), []),
-        sum((reeval_values(sweep, "gru", c, col) for c in small), []),
-        int(rcfg["bootstrap_resamples"]), int(rcfg["seed"]),
-    )
-    v, e = lower_is_better_verdict(comp, alpha, claim_lower="gru")
-    return Claim(CLAIM_TEXTS[4], v, f"generalisation gap (val - train loss) at the best epoch "
-                 f"on small data, GRU - LSTM: {e}")
+    claims += [long_range_claim(ev, s), overfits_claim(ev, s), comparable_claim(ev, s)]
+    return apply_holm(claims, s.alpha)

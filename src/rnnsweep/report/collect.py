@@ -13,8 +13,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnsweep.errors import ConfigError
+from rnnsweep.report.bookkeeping import latest_sweep_id, snapshot
 
-CURVE_KEYS = ("train_loss", "val_loss", "epoch_seconds")
+CURVE_KEYS = ("train_loss", "train_loss_eval", "val_loss", "epoch_seconds")
 
 
 @dataclass
@@ -51,12 +52,6 @@ def _search(uri: str, experiment_id: str, filter_string: str) -> pd.DataFrame:
     )
 
 
-def latest_sweep_id(parents: pd.DataFrame) -> str:
-    """The sweep whose studies started (or resumed) last."""
-    ids = parents.groupby("tags.sweep_id")["start_time"].max().sort_values()
-    return str(ids.index[-1])
-
-
 def _config_of(client: MlflowClient, run_id: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "config.yaml", tmp)
@@ -87,17 +82,18 @@ def load_sweep(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
     parents = _search(uri, exp.experiment_id, "tags.role = 'study'")
     if parents.empty:
         raise ConfigError(f"experiment {experiment!r} holds no study runs: run a sweep first")
-    if sweep_id is None:
-        sweep_id = latest_sweep_id(parents)
-    parents = parents[parents["tags.sweep_id"] == sweep_id].reset_index(drop=True)
-    if parents.empty:
-        raise ConfigError(f"report.sweep_id={sweep_id!r}: no study of experiment {experiment!r}")
     found = [_search(uri, exp.experiment_id, f"tags.role = '{role}'")
              for role in ("trial", "reeval")]
     found = [df for df in found if not df.empty]
     children = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
-        columns=["tags.role", "tags.mlflow.parentRunId", "run_id", "status"])
-    children = children[children["tags.mlflow.parentRunId"].isin(parents["run_id"])]
+        columns=["tags.role", "tags.mlflow.parentRunId", "run_id", "status", "start_time",
+                 "tags.sweep_id"])
+    if sweep_id is None:
+        # By the run started last: a resumed parent keeps its old start time.
+        sweep_id = latest_sweep_id(pd.concat([parents, children], ignore_index=True))
+    parents, children = snapshot(parents, children, sweep_id)
+    if parents.empty:
+        raise ConfigError(f"report.sweep_id={sweep_id!r}: no study of experiment {experiment!r}")
     cfg = _config_of(client, parents["run_id"].iloc[0])
     search = cfg["search"]
     axes = _condition_axes(parents)

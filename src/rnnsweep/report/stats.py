@@ -1,4 +1,15 @@
-"""Statistics of the report: expected best value over n trials, and two-sample comparisons."""
+"""Statistics of the report: expected best value over n trials, and the tests behind the claims.
+
+Every interval and p-value of a comparison comes from one Welch-type t statistic (estimate,
+unpooled standard error, degrees of freedom), so a printed interval and its p-value can never
+disagree: the (1 - a) interval excludes 0 exactly when p < a. Losses that span orders of
+magnitude are compared on the log scale (a ratio of geometric means).
+
+Degrees of freedom: by default Hsu's conservative rule, min(n_i) - 1 over the groups in the
+contrast. Welch-Satterthwaite df (df_rule="welch") is liberal at 2-5 seeds when spreads and
+seed counts differ (simulated: 91 % coverage of a 95 % interval at 3 vs 2 seeds, one tail
+up to 4.3 % instead of 2.5 %); Hsu's rule never falls below the nominal level.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +45,127 @@ def expected_best(
     return means, sds
 
 
+# -- linear contrasts of group means (unpooled variances) -----------------------------------
+
+@dataclass
+class Contrast:
+    """sum_i w_i mean_i with its unpooled standard error and degrees of freedom (df_rule).
+
+    Covers a difference of two means (w = -1, +1), a difference of differences (the
+    overfitting interaction) and a least-squares slope over lengths (the long-range trend).
+    """
+
+    estimate: float
+    se: float
+    df: float
+    n: tuple[int, ...]
+    # w_i^2 * var_i of each weighted group: the variance one seed per group would give
+    parts: tuple[float, ...] = ()
+    df_rule: str = "hsu"
+
+    def at_n(self, n: int) -> Contrast:
+        """The same contrast (same estimate and spreads) with n values in every group."""
+        v = np.asarray(self.parts, float) / n
+        se, df = _se_df(v, np.full(v.size, n), self.df_rule)
+        return Contrast(self.estimate, se, df, (n,) * len(self.n), self.parts, self.df_rule)
+
+    def p_value(self, null: float = 0.0) -> float:
+        """Two-sided p of estimate = null."""
+        if self.se == 0:
+            return 1.0 if self.estimate == null else 0.0
+        t = (self.estimate - null) / self.se
+        return float(2 * stats.t.sf(abs(t), self.df))
+
+    def p_greater(self, bound: float) -> float:
+        """One-sided p of estimate <= bound (small when the estimate is surely above it)."""
+        if self.se == 0:
+            return 0.0 if self.estimate > bound else 1.0
+        return float(stats.t.sf((self.estimate - bound) / self.se, self.df))
+
+    def p_less(self, bound: float) -> float:
+        """One-sided p of estimate >= bound."""
+        if self.se == 0:
+            return 0.0 if self.estimate < bound else 1.0
+        return float(stats.t.cdf((self.estimate - bound) / self.se, self.df))
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """Two-sided t interval; it excludes a value v exactly when p_value(v) < 1 - level."""
+        if self.se == 0:
+            return self.estimate, self.estimate
+        half = float(stats.t.ppf(0.5 + level / 2, self.df)) * self.se
+        return self.estimate - half, self.estimate + half
+
+    def mde(self, alpha: float, power: float = 0.8) -> float:
+        """Smallest true |contrast| a two-sided level-alpha test detects with this power."""
+        if self.se == 0:
+            return 0.0
+        q = stats.t.ppf(1 - alpha / 2, self.df) + stats.t.ppf(power, self.df)
+        return float(q * self.se)
+
+
+def _se_df(v: np.ndarray, ns: np.ndarray, df_rule: str) -> tuple[float, float]:
+    """Standard error and df from each group's variance share v_i = w_i^2 s_i^2 / n_i."""
+    se = float(np.sqrt(v.sum()))
+    used = v > 0
+    if not used.any():
+        return se, float("inf")
+    if df_rule == "hsu":
+        return se, float(np.min(ns[used]) - 1)
+    if df_rule != "welch":
+        raise ValueError(f"df_rule must be 'hsu' or 'welch', got {df_rule!r}")
+    return se, float(v.sum() ** 2 / np.sum(v[used] ** 2 / (ns[used] - 1)))
+
+
+def contrast(
+    groups: list[np.ndarray], weights: list[float], df_rule: str = "hsu"
+) -> Contrast | None:
+    """Welch-type contrast of independent groups; None when a weighted group has < 2 values
+    (its variance, and so the interval, is unknown)."""
+    means, varis, ns = [], [], []
+    for g, w in zip(groups, weights, strict=True):
+        x = np.asarray(g, float)
+        x = x[np.isfinite(x)]
+        if w != 0 and x.size < 2:
+            return None
+        means.append(x.mean() if x.size else 0.0)
+        varis.append(x.var(ddof=1) if x.size > 1 else 0.0)
+        ns.append(x.size)
+    w = np.asarray(weights, float)
+    parts = w**2 * np.asarray(varis)
+    v = parts / np.maximum(ns, 1)  # variance each group contributes to the estimate
+    se, df = _se_df(v, np.asarray(ns), df_rule)
+    return Contrast(float(np.dot(w, means)), se, df, tuple(int(n) for n in ns),
+                    tuple(float(x) for x in parts), df_rule)
+
+
+def welch_batch(
+    a: np.ndarray, b: np.ndarray, level: float = 0.95, df_rule: str = "hsu"
+) -> dict[str, np.ndarray]:
+    """Vectorised comparison of mean(b) - mean(a) along the last axis (the formulas of
+    `contrast`, for simulations): estimate, se, df, two-sided p, ci_low, ci_high."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    na, nb = a.shape[-1], b.shape[-1]
+    va, vb = a.var(axis=-1, ddof=1) / na, b.var(axis=-1, ddof=1) / nb
+    est = b.mean(axis=-1) - a.mean(axis=-1)
+    se = np.sqrt(va + vb)
+    if df_rule == "hsu":
+        df = np.full(est.shape, float(min(na, nb) - 1))
+    else:
+        df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    p = 2 * stats.t.sf(np.abs(est) / se, df)
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    return {"estimate": est, "se": se, "df": df, "p": p,
+            "ci_low": est - half, "ci_high": est + half}
+
+
+# -- two-sample comparison on a chosen scale --------------------------------------------------
+
 @dataclass
 class Comparison:
-    """b versus a: difference of means (b - a), its bootstrap CI, and Welch's t-test."""
+    """b versus a: mean(b) - mean(a) on `scale` ('raw' or 'log'), its interval and p-value.
+
+    On the log scale diff is log(geometric mean b / geometric mean a); `ratio` gives it back.
+    """
 
     n_a: int
     n_b: int
@@ -47,63 +176,128 @@ class Comparison:
     ci_high: float
     p_value: float
     test: str
+    scale: str = "raw"
+    level: float = 0.95
+    contrast: Contrast | None = None
+
+    def at(self, level: float) -> Comparison:
+        """The same comparison with its interval at another level (e.g. Holm's)."""
+        assert self.contrast is not None
+        low, high = self.contrast.interval(level)
+        return Comparison(self.n_a, self.n_b, self.mean_a, self.mean_b, self.diff, low, high,
+                          self.p_value, self.test, self.scale, level, self.contrast)
 
     def text(self) -> str:
-        return (f"diff {self.diff:+.4g} (95% CI {self.ci_low:+.4g} to {self.ci_high:+.4g}), "
-                f"{self.test} p={self.p_value:.3g}, n={self.n_a}/{self.n_b}")
+        pct = f"{self.level:.1%}".replace(".0%", "%")
+        n = f"n={self.n_a}/{self.n_b}"
+        if self.scale == "log":
+            return (f"ratio {np.exp(self.diff):.3g} ({pct} CI {np.exp(self.ci_low):.3g} to "
+                    f"{np.exp(self.ci_high):.3g}), {self.test} on log values "
+                    f"p={self.p_value:.3g}, {n}")
+        return (f"diff {self.diff:+.4g} ({pct} CI {self.ci_low:+.4g} to {self.ci_high:+.4g}), "
+                f"{self.test} p={self.p_value:.3g}, {n}")
+
+
+def use_log_scale(a: list[float], b: list[float], scale: str) -> bool:
+    """'log' and 'raw' are taken as given; 'auto' takes logs when every value is positive."""
+    if scale != "auto":
+        return scale == "log"
+    values = np.asarray([*a, *b], float)
+    values = values[np.isfinite(values)]
+    return bool(values.size) and bool(np.all(values > 0))
 
 
 def compare_means(
-    a: list[float], b: list[float], resamples: int = 2000, seed: int = 0, level: float = 0.95
+    a: list[float], b: list[float], level: float = 0.95, scale: str = "raw",
+    df_rule: str = "hsu",
 ) -> Comparison | None:
-    """Welch's t-test (unequal variances: cells differ in spread) and a percentile bootstrap
-    CI of mean(b) - mean(a); None when a group has fewer than two values."""
-    xa, xb = np.asarray(a, float), np.asarray(b, float)
-    xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
-    if xa.size < 2 or xb.size < 2:
-        return None
-    diff = float(xb.mean() - xa.mean())
-    if np.ptp(np.concatenate([xa, xb])) == 0:
-        return Comparison(xa.size, xb.size, float(xa.mean()), float(xb.mean()), diff,
-                          diff, diff, 1.0, "Welch t-test")
-    p = float(stats.ttest_ind(xb, xa, equal_var=False).pvalue)
-    boot = stats.bootstrap(
-        (xb, xa), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-        n_resamples=resamples, confidence_level=level, method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    ci = boot.confidence_interval
-    return Comparison(xa.size, xb.size, float(xa.mean()), float(xb.mean()), diff,
-                      float(ci.low), float(ci.high), p if np.isfinite(p) else 1.0, "Welch t-test")
+    """Welch's t comparison of b against a (unequal variances: cells differ in spread).
 
+    scale: 'raw', 'log' (ratio of geometric means; positive values only) or 'auto'.
+    None when a group has fewer than two finite values (after logs: positive values).
+    """
+    xa, xb = np.asarray(a, float), np.asarray(b, float)
+    log = use_log_scale(list(xa), list(xb), scale)
+    if log:
+        xa, xb = np.log(xa[xa > 0]), np.log(xb[xb > 0])
+    xa, xb = xa[np.isfinite(xa)], xb[np.isfinite(xb)]
+    c = contrast([xa, xb], [-1.0, 1.0], df_rule)
+    if c is None:
+        return None
+    low, high = c.interval(level)
+    name = "Welch t-test" + (" (Hsu df)" if df_rule == "hsu" else "")
+    return Comparison(xa.size, xb.size, float(xa.mean()), float(xb.mean()), c.estimate, low,
+                      high, c.p_value(), name, "log" if log else "raw", level, c)
+
+
+def tost_p(c: Contrast, margin: float) -> float:
+    """Two one-sided tests of |contrast| >= margin, reported on the two-sided scale.
+
+    Returns 2 * max(one-sided p) (capped at 1): it is < a exactly when the two-sided (1 - a)
+    interval lies inside (-margin, +margin), so the printed interval decides equivalence and
+    the chance of declaring it when the true difference equals the margin is at most a / 2.
+    """
+    return min(1.0, 2 * max(c.p_greater(-margin), c.p_less(margin)))
+
+
+def outside_margin_p(c: Contrast, margin: float) -> float:
+    """Two-sided-scale p of |contrast| <= margin: small when the interval lies beyond it."""
+    return min(1.0, 2 * min(c.p_greater(margin), c.p_less(-margin)))
+
+
+def holm_levels(p_values: list[float], alpha: float) -> list[float]:
+    """Holm's step-down alpha for each test (reject test i when p_i < returned alpha_i).
+
+    A rejected test gets its own step's alpha; every test from the first non-rejected step on
+    gets that step's alpha, so an interval at 1 - alpha_i excludes the null exactly when the
+    test is rejected (no printed interval contradicts a Holm verdict).
+    """
+    m = len(p_values)
+    levels = [alpha] * m
+    stopped: float | None = None
+    for step, i in enumerate(np.argsort(p_values, kind="stable")):
+        a_i = alpha / (m - step)
+        if stopped is None and p_values[i] >= a_i:
+            stopped = a_i
+        levels[i] = a_i if stopped is None else stopped
+    return levels
+
+
+# -- paired ratios on identical configurations ------------------------------------------------
 
 @dataclass
 class PairedRatio:
-    """Per-pair ratio b/a on identical configurations: geometric mean, range, Wilcoxon p."""
+    """Per-pair ratio b/a on identical configurations: geometric mean, its t interval
+    (paired t-test of the log ratios), range and p-value."""
 
     n: int
     geo_mean: float
     low: float
     high: float
     p_value: float
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
 
     def text(self) -> str:
-        return (f"ratio GRU/LSTM geometric mean {self.geo_mean:.3g} (range {self.low:.3g}-"
-                f"{self.high:.3g}) over {self.n} identical configurations, "
-                f"Wilcoxon signed-rank p={self.p_value:.3g}")
+        return (f"ratio GRU/LSTM geometric mean {self.geo_mean:.3g} (95% CI {self.ci_low:.3g}-"
+                f"{self.ci_high:.3g}; range {self.low:.3g}-{self.high:.3g}) over {self.n} "
+                f"identical configurations, paired t-test on log ratios p={self.p_value:.3g}")
 
 
-def paired_ratio(a: list[float], b: list[float]) -> PairedRatio | None:
-    """Wilcoxon signed-rank test of log(b/a) = 0: pairs share everything but the cell."""
+def paired_ratio(a: list[float], b: list[float], level: float = 0.95) -> PairedRatio | None:
+    """One-sample t on log(b/a): pairs share everything but the cell. A ratio that is the same
+    for every pair is an exact result (p = 0), not noise (a rank test would call it p >= 0.06)."""
     xa, xb = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(xa) & np.isfinite(xb) & (xa > 0) & (xb > 0)
     if ok.sum() == 0:
         return None
     logs = np.log(xb[ok] / xa[ok])
-    if ok.sum() < 2 or np.all(logs == 0):
-        p = 1.0
-    else:
-        p = float(stats.wilcoxon(logs).pvalue)
     ratios = np.exp(logs)
-    return PairedRatio(int(ok.sum()), float(np.exp(logs.mean())), float(ratios.min()),
-                       float(ratios.max()), p)
+    gm = float(np.exp(logs.mean()))
+    if logs.size < 2:
+        return PairedRatio(1, gm, gm, gm, 1.0)
+    c = contrast([logs], [1.0])
+    assert c is not None
+    low, high = c.interval(level)
+    return PairedRatio(int(logs.size), gm, float(ratios.min()), float(ratios.max()),
+                       c.p_value(), float(np.exp(low)), float(np.exp(high)))
