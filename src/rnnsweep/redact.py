@@ -42,8 +42,12 @@ MIN_KNOWN_SECRET = 6
 _known: set[str] = set()
 
 
-def password_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every URL password in `text`, as the stores' URL parsers split it."""
+def password_spans(text: str, whole: bool = False) -> list[tuple[int, int]]:
+    """(start, end) of every URL password in `text`, as the stores' URL parsers split it.
+
+    In free text a URL ends at whitespace; `whole=True` reads `text` as one value (a
+    command-line argument), whose URL may hold a space.
+    """
     spans = []
     pos = 0
     while True:
@@ -51,7 +55,7 @@ def password_spans(text: str) -> list[tuple[int, int]]:
         if m is None:
             return spans
         begin = m.end()
-        space = _SPACE.search(text, begin)
+        space = None if whole else _SPACE.search(text, begin)
         end = space.start() if space else len(text)
         at = text.rfind("@", begin, end)
         colon = text.find(":", begin, end)
@@ -78,11 +82,11 @@ def redact(text: str) -> str:
     return text
 
 
-def secrets_in(text: str) -> set[str]:
-    """The passwords of the URLs in `text` (as written and percent-decoded)."""
+def secrets_in(value: str) -> set[str]:
+    """The passwords of the URLs in one value (as written and percent-decoded)."""
     found = set()
-    for start, end in password_spans(text):
-        raw = text[start:end]
+    for start, end in password_spans(value, whole=True):
+        raw = value[start:end]
         found |= {raw, unquote(raw)}
     return {s for s in found if s}
 
@@ -91,7 +95,7 @@ def remember(values: Iterable[str | None]) -> None:
     """Mask the URL passwords in `values` anywhere from now on (command line, config)."""
     for value in values:
         if value:
-            _known.update(s for s in secrets_in(value) if len(s) >= MIN_KNOWN_SECRET)
+            _known.update(s for s in secrets_in(str(value)) if len(s) >= MIN_KNOWN_SECRET)
 
 
 def remember_environment(environ: dict[str, str] | None = None) -> None:
