@@ -171,3 +171,48 @@ def test_log_filter_masks_a_logged_traceback(caplog):
     record = caplog.records[-1]
     formatted = logging.Formatter().format(record)
     assert "RuntimeError" in formatted and SECRET not in formatted and "u:***@h/db" in formatted
+
+
+def test_a_url_the_preflight_accepts_is_read_by_its_store_exactly_as_written():
+    """userinfo_problem refuses exactly the URLs whose password a store would misread (and
+    then show, cut, as a host or database name); the rest parse to the written password."""
+    from rnnsweep.redact import userinfo_problem
+
+    rng = random.Random(5)
+    refused = accepted = 0
+    for i in range(150):
+        password = generated(rng, f"Pw{i}X", rng.randint(3, 14))
+        user = generated(rng, "u", rng.randint(0, 5)).replace(":", "")
+        for url in accepted_urls(user, password):
+            problem = userinfo_problem(url)
+            if url.startswith("http"):
+                split = urllib.parse.urlsplit(url)
+                exact = (split.username, split.password) == (user, password)
+            else:
+                unquote = urllib.parse.unquote
+                try:
+                    parsed = make_url(url)
+                except ValueError:  # a port SQLAlchemy cannot read: misread too
+                    exact = False
+                else:
+                    exact = (parsed.username, parsed.password) == (unquote(user),
+                                                                   unquote(password))
+            assert (problem is None) == exact, (url, problem)
+            refused += problem is not None
+            accepted += problem is None
+    assert refused > 100 and accepted > 100  # both classes really occur
+
+
+@pytest.mark.parametrize(("url", "needle"), [
+    ("postgresql://u:p@ss@127.0.0.1/db", "%40"),
+    ("mysql://us/er:pw@h/db", "%2F"),
+    ("http://admin:se/cret@127.0.0.1:5000", "%2F"),
+    ("https://admin:a#b@h", "%23"),
+    ("http://ad?min:pw@h", "%3F"),
+])
+def test_misread_user_info_is_named_without_the_password(url, needle):
+    from rnnsweep.redact import userinfo_problem
+
+    problem = userinfo_problem(url)
+    assert problem and needle in problem
+    assert all(part not in problem for part in ("p@ss", "se/cret", "a#b"))

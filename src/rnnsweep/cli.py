@@ -25,7 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.errors import ConfigError, DataError
-from rnnsweep.redact import redact, redact_files, remember, remember_environment
+from rnnsweep.redact import (
+    redact,
+    redact_files,
+    remember,
+    remember_environment,
+    userinfo_problem,
+)
 
 log = logging.getLogger("rnnsweep")
 EXIT_BAD_INPUT = 2
@@ -188,9 +194,16 @@ def preflight_stores(cfg: DictConfig) -> None:
     from rnnsweep.search.study import preflight_job
     from rnnsweep.tracking import check_reachable
 
-    preflight_job(cfg)
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    check_reachable(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")
+    tracking = [(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")]
+    stores = tracking if cfg.search.name == "none" else [(cfg.search.storage, "search.storage"),
+                                                         *tracking]
+    for url, key in stores:
+        problem = userinfo_problem(url)
+        if problem:
+            raise ConfigError(f"{key}={redact(url)}: {problem}")
+    preflight_job(cfg)
+    check_reachable(*tracking[0])
 
 
 def _redact_hydra_files(hc: DictConfig) -> None:

@@ -82,6 +82,33 @@ def redact(text: str) -> str:
     return text
 
 
+def userinfo_problem(url: str) -> str | None:
+    """Why a store would misread this URL's user info, or None.
+
+    A misread URL puts part of the password where the store shows it: SQLAlchemy ends a
+    password at its first '@' and takes the rest for the host name ('could not translate
+    host name "ss@db"'); urllib and requests end an http(s) URL's host part at '/', '?' or
+    '#'. Refusing such a URL in the preflight keeps those messages from ever being written.
+    """
+    spans = password_spans(url, whole=True)
+    if not spans:
+        return None
+    start, end = spans[0]
+    scheme_end = url.index("://")
+    user, secret = url[scheme_end + 3 : start - 1], url[start:end]
+    if url[:scheme_end].lower() in ("http", "https"):
+        bad = [c for c in "/?#" if c in user + secret]
+        if bad:
+            return (f"the user name or password holds {' '.join(bad)}, which end(s) a URL's "
+                    "host part: write / ? # as %2F %3F %23")
+        return None
+    if "@" in secret:
+        return "the password holds '@', which ends it for SQLAlchemy: write @ as %40"
+    if "/" in user:
+        return "the user name holds '/', which ends it for SQLAlchemy: write / as %2F"
+    return None
+
+
 def secrets_in(value: str) -> set[str]:
     """The passwords of the URLs in one value (as written and percent-decoded)."""
     found = set()

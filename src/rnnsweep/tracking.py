@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.errors import ConfigError
 from rnnsweep.locks import file_lock
-from rnnsweep.redact import password_spans, redact
+from rnnsweep.redact import redact, userinfo_problem
 
 PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
 
@@ -116,10 +116,9 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout: float = 10.0) 
         parts = urllib.parse.urlsplit(uri)
     except ValueError as err:
         raise ConfigError(f"{where}: not a valid URL: {redact(str(err))}") from None
-    if "@" in parts.path + parts.query + parts.fragment and password_spans(uri):
-        # requests would cut the password at the '/' too and try "user:pass" as host:port.
-        raise ConfigError(f"{where}: the user name or password holds '/', '?' or '#', which "
-                          "end a URL's host part: write them as %2F, %3F and %23")
+    problem = userinfo_problem(uri)
+    if problem:  # requests would misread it as well, and show part of the password
+        raise ConfigError(f"{where}: {problem}")
     host = parts.netloc.rpartition("@")[2]
     if not host:
         raise ConfigError(f"{where}: not a valid URL: no host name")
