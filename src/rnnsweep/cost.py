@@ -3,9 +3,10 @@
 Seconds per epoch of trials run minutes apart compare the machine's load at two moments,
 not two cells. The probe instead builds the real model (rnnsweep.model.SequenceModel) and
 a training step like the Trainer's (the task's loss as RecurrentLitModule computes it,
-backward, gradient clipping, Adam) for every cell at identical sizes in this one process, and times them interleaved in rounds:
-round r runs each cell for `steps_per_round` steps, in an order rotated every round, so
-a change of load hits every cell alike and cancels in the per-round ratio. Warm-up steps
+backward, gradient clipping, Adam) for every cell at identical sizes in this one process,
+and times them interleaved in rounds: round r runs each cell for `steps_per_round` steps,
+in an order rotated every round, so a change of load hits every cell alike and cancels in
+the per-round ratio. Warm-up steps
 (allocator, oneDNN primitive creation, Adam state) are run first and never timed.
 
 Timer: on CPU the CPU time of the calling thread (`time.thread_time`) at one torch thread,
