@@ -6,11 +6,12 @@ a training step like the Trainer's (the task's loss as RecurrentLitModule comput
 backward, gradient clipping, Adam) for every cell at identical sizes in this one process,
 and times them interleaved in rounds: round r runs each cell for `steps_per_round` steps,
 in an order rotated every round, so a change of load hits every cell alike and cancels in
-the per-round ratio. Warm-up steps
-(allocator, oneDNN primitive creation, Adam state) are run first and never timed.
+the per-round ratio. Warm-up steps (allocator, oneDNN primitive creation, Adam state) are
+run first and never timed.
 
 Timer: on CPU the CPU time of the calling thread (`time.thread_time`) at one torch thread,
-which a competing process does not inflate the way it inflates wall time; with more
+which a competing process does not inflate the way it inflates wall time (with two
+CPU-burning processes on 2 cores the GRU/LSTM ratio moved 4-17 %, wall time 100 %); with more
 threads, `time.process_time` (OpenMP spin-waits then count, so keep one thread). On CUDA:
 CUDA events around the steps, read after a synchronise.
 

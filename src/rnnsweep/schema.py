@@ -122,6 +122,22 @@ class PathsConfig:
 
 
 @dataclass
+class CostProbeConfig:
+    """The report's cost probe (rnnsweep.cost): both cells timed interleaved at the sweep's
+    best sizes; rounds are cut to fit `budget_s` CPU seconds, never below `min_rounds`."""
+
+    enabled: bool = True
+    max_sizes: int = 3
+    rounds: int = 12
+    min_rounds: int = 5
+    steps_per_round: int = 2
+    warmup_steps: int = 3
+    threads: int = 1
+    budget_s: float = 20.0
+    device: str = "auto"
+
+
+@dataclass
 class ReportConfig:
     sweep_id: str | None = None
     sweep_stamp: str | None = None
@@ -134,6 +150,7 @@ class ReportConfig:
     seed: int = 0
     length_keys: list[str] = field(default_factory=lambda: ["T", "seq_len"])
     attach: bool = True
+    cost_probe: CostProbeConfig = field(default_factory=CostProbeConfig)
 
 
 @dataclass
