@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from rnnsweep.report.stats import Comparison, Contrast, compare_means, tost_p
 
@@ -70,7 +71,7 @@ def look_index(plan: SeedPlan, n_seeds: int) -> int:
 
 def decide(
     a: list[float], b: list[float], plan: SeedPlan, scale: str = "auto",
-    margin: float | None = None, power: float = 0.8,
+    margin: float | None = None, power: float = 0.8, max_seeds: int = 100,
 ) -> LookDecision:
     """Decide at the look reached by min(len(a), len(b)) seeds per cell.
 
@@ -100,7 +101,7 @@ def decide(
     return LookDecision(
         k, used, verdict, decided or last, None if decided else nxt, comp,
         None if decided else c.mde(a_level, power),
-        None if decided else seeds_to_decide(c, abs(c.estimate), a_level, power))
+        None if decided else seeds_to_decide(c, abs(c.estimate), a_level, power, max_seeds))
 
 
 def min_detectable_effect(sd: float, n: int, alpha: float, power: float = 0.8) -> float:
@@ -111,22 +112,23 @@ def min_detectable_effect(sd: float, n: int, alpha: float, power: float = 0.8) -
 
 
 def seeds_to_decide(
-    c: Contrast, effect: float, alpha: float, power: float = 0.8, max_seeds: int = 1000
+    c: Contrast, effect: float, alpha: float, power: float = 0.8, max_seeds: int = 100
 ) -> int | None:
     """Seeds per group at which the contrast's spreads would detect `effect` (> 0) with the
     given power; None when not within max_seeds (or the effect is 0)."""
     if effect <= 0 or not np.isfinite(effect):
         return None
-    lo = max(2, max(c.n, default=2))
-    if c.at_n(lo).mde(alpha, power) <= effect:
-        return lo
-    if c.at_n(max_seeds).mde(alpha, power) > effect:
+    ns = np.arange(max(2, max(c.n, default=2)), max(max_seeds, 2) + 1)
+    if ns.size == 0:
         return None
-    hi = max_seeds  # mde falls with n: bisect for the first n that detects the effect
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if c.at_n(mid).mde(alpha, power) <= effect:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    parts = np.asarray(c.parts, float)
+    v = parts[None, :] / ns[:, None]  # each group's variance share at n seeds per group
+    se = np.sqrt(v.sum(axis=1))
+    if c.df_rule == "hsu":
+        df = ns - 1.0
+    else:
+        denom = np.sum(v**2, axis=1) / (ns - 1.0)
+        df = np.where(denom > 0, v.sum(axis=1) ** 2 / np.where(denom > 0, denom, 1), np.inf)
+    mde = (stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se
+    ok = np.flatnonzero(mde <= effect)
+    return int(ns[ok[0]]) if ok.size else None
