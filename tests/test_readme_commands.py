@@ -20,7 +20,7 @@ from conftest import ROOT, make_project_copy, run_train
 README = ROOT / "README.md"
 # Appended to every real run: smoke data, one short trial, no re-evaluation.
 CHEAP = ["experiment=smoke", "search.n_trials=1", "search.reeval_seeds=0",
-         "trainer.max_epochs=1"]
+         "trainer.max_steps=10", "trainer.val_check_steps=10"]
 # Runs that need something this test does not start: a server, a prepared cache, a user file.
 COMPOSE_ONLY = re.compile(r"://|data=chorales|data=file|hydra/launcher=submitit")
 # Commands other tests exercise: first words -> what a test file must contain to run them.
