@@ -7,11 +7,15 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from scipy import stats
 
+import rnnsweep.report.cost_claims as cost_claims_mod
 from rnnsweep.cost import (
     STEP_COUNTER_BYTES,
     Size,
@@ -25,7 +29,11 @@ from rnnsweep.cost import (
 )
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.model import total_parameters
+from rnnsweep.report.claim_types import CLAIM_TEXTS, NOT_MEASURED
+from rnnsweep.report.collect import Sweep
+from rnnsweep.report.cost_claims import cost_claims, pick_sizes, probe_setup, range_verdict
 
+ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 ADDING = TaskSpec(input_size=2, output_size=1, loss="mse")
 
@@ -166,3 +174,100 @@ def test_verdict_holds_with_a_cpu_burning_neighbour():
     assert _verdict(*quiet[1:]) == _verdict(*loaded[1:]), (quiet, loaded)
     assert _verdict(*quiet[1:]) != "inconclusive", quiet  # else the test would prove nothing
     assert abs(math.log(loaded[0] / quiet[0])) < math.log(1.3), (quiet, loaded)
+
+
+# -- the report's cost claims -----------------------------------------------------------
+
+def _sweep(parents: list[dict]) -> Sweep:
+    df = pd.DataFrame(parents)
+    return Sweep(experiment="adding", sweep_id="s", metric="val_loss", direction="minimize",
+                 space={}, parents=df, trials=pd.DataFrame(), reevals=pd.DataFrame())
+
+
+def _parent(run_id: str, cell: str, hidden: int, layers: int, size: str = "small") -> dict:
+    return {"run_id": run_id, "tags.cell": cell, "tags.study_name": f"adding-{size}-{cell}",
+            "tags.best.hidden_size": str(hidden), "tags.best.num_layers": str(layers),
+            "tags.best_trial_number": "0", "condition": size, "tags.data_size": size}
+
+
+def _configs(data: dict, run_ids: list[str]) -> dict[str, dict]:
+    return {rid: {"data": data, "model": {"hidden_size": 64, "num_layers": 1}}
+            for rid in run_ids}
+
+
+RCFG = {"alpha": 0.05, "length_keys": ["T", "seq_len"],
+        "cost_probe": {"rounds": 8, "min_rounds": 5, "steps_per_round": 2, "warmup_steps": 2,
+                       "budget_s": 4.0, "max_sizes": 2}}
+
+
+def test_range_verdict_and_size_picking():
+    assert range_verdict(0.7, 0.9) == "supported"
+    assert range_verdict(1.1, 2.0) == "contradicted"
+    assert range_verdict(0.9, 1.1) == "inconclusive"
+    sizes = [Size(16, 1), Size(128, 2), Size(64, 1), Size(16, 1), Size(32, 2)]
+    assert pick_sizes(sizes, 2) == [Size(16, 1), Size(128, 2)]  # cheapest and dearest
+    assert pick_sizes(sizes, 3) == [Size(16, 1), Size(64, 1), Size(128, 2)]
+    assert len(pick_sizes(sizes, 10)) == 4  # duplicates count once
+
+
+def test_probe_setup_reads_spec_batch_length_and_best_sizes():
+    data = dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf/data/adding.yaml")))
+    data.update(seq_len=30, batch_size=16)
+    sweep = _sweep([_parent("a", "lstm", 40, 2), _parent("b", "gru", 24, 1),
+                    {**_parent("c", "gru", 0, 1), "tags.best.hidden_size": float("nan"),
+                     "tags.best_trial_number": float("nan")}])  # a study with no best yet
+    setup = probe_setup(sweep, RCFG, _configs(data, ["a", "b", "c"]))
+    assert (setup.spec.input_size, setup.spec.output_size) == (2, 1)
+    assert (setup.batch_size, setup.seq_len) == (16, 30)
+    assert setup.sizes == [Size(24, 1), Size(40, 2)]
+    assert setup.cells == ["lstm", "gru"]
+
+
+def test_cost_claims_from_the_probe(monkeypatch):
+    data = dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf/data/adding.yaml")))
+    data.update(seq_len=30, batch_size=16)
+    sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 48, 1)])
+    monkeypatch.setattr(cost_claims_mod, "_study_configs",
+                        lambda s: _configs(data, ["a", "b"]))
+    params, speed, memory = cost_claims(sweep, RCFG)
+    assert [c.claim for c in (params, speed, memory)] == list(CLAIM_TEXTS[:3])
+    # Parameters: exact counts, a range, no test.
+    expected = [total_parameters("gru", ADDING, h, 1) / total_parameters("lstm", ADDING, h, 1)
+                for h in (16, 48)]
+    assert params.verdict == "supported" and params.p_value is None
+    assert (params.ci_low, params.ci_high) == (min(expected), max(expected))
+    # Speed: the verdict follows the interval envelope; FLOPs and kernels beside it.
+    assert speed.ci_low <= speed.effect <= speed.ci_high
+    assert speed.verdict == range_verdict(speed.ci_low, speed.ci_high)
+    assert "FLOPs ratio" in speed.evidence and "kernel" in speed.evidence.lower()
+    assert speed.p_value is not None and speed.decide is not None
+    # Holm's stricter level gives a wider (or equal) interval from the same rounds.
+    stricter = speed.decide(0.001)
+    assert stricter.ci_low <= speed.ci_low and stricter.ci_high >= speed.ci_high
+    # Memory: deterministic ratio range, the breakdown, weights+grads+Adam at ~3/4.
+    assert memory.p_value is None
+    assert memory.verdict == range_verdict(memory.ci_low, memory.ci_high)
+    assert "params" in memory.evidence and "Adam" in memory.evidence
+    assert "weights+grads+Adam 0.75" in memory.evidence
+
+
+def test_missing_data_file_means_not_measured(monkeypatch, tmp_path):
+    data = {"task": "file", "path": str(tmp_path / "missing.npz"), "size": "small"}
+    sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 16, 1)])
+    monkeypatch.setattr(cost_claims_mod, "_study_configs",
+                        lambda s: _configs(data, ["a", "b"]))
+    _, speed, memory = cost_claims(sweep, RCFG)
+    for claim in (speed, memory):
+        assert claim.verdict == NOT_MEASURED
+        assert "could not be rebuilt" in claim.evidence and "missing.npz" in claim.evidence
+
+
+def test_probe_can_be_switched_off(monkeypatch):
+    data = dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf/data/adding.yaml")))
+    sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 16, 1)])
+    monkeypatch.setattr(cost_claims_mod, "_study_configs",
+                        lambda s: _configs(data, ["a", "b"]))
+    params, speed, memory = cost_claims(sweep, {**RCFG, "cost_probe": {"enabled": False}})
+    assert params.verdict == "supported"
+    assert speed.verdict == memory.verdict == NOT_MEASURED
+    assert "enabled=false" in speed.evidence

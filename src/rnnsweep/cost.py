@@ -86,6 +86,7 @@ class RatioInterval:
     high: float
     n_rounds: int
     level: float
+    p_value: float = math.nan  # two-sided one-sample t on the log ratios (ratio = 1)
 
     def excludes_one(self) -> bool:
         return self.high < 1 or self.low > 1
@@ -158,8 +159,14 @@ def log_ratio_interval(num: Sequence[float], den: Sequence[float],
     mean = statistics.fmean(logs)
     if n < 2:
         return RatioInterval(math.exp(mean), math.nan, math.nan, n, level)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * statistics.stdev(logs) / math.sqrt(n)
-    return RatioInterval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n, level)
+    se = statistics.stdev(logs) / math.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    if se > 0:
+        p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+    else:  # identical ratios every round: exact, no noise to test against
+        p = 0.0 if mean != 0 else 1.0
+    return RatioInterval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n, level,
+                         p)
 
 
 def example_batch(spec: TaskSpec, batch_size: int, seq_len: int,
@@ -370,23 +377,3 @@ def as_dict(result: ProbeResult) -> dict[str, Any]:
                              "num_layers": s.size.num_layers, "cells": cells,
                              "time_ratios": ratios})
     return out
-
-
-def table(result: ProbeResult) -> str:
-    """Plain-text figures per size and cell, with the time ratios."""
-    lines = [f"cost probe: {result.device}, {result.timer}, {result.threads} thread(s), "
-             f"batch {result.batch_size} x T={result.seq_len}, {result.warmup_steps} warm-up "
-             f"steps, {result.steps_per_round} steps per cell per round"]
-    for s in result.sizes:
-        for c, v in s.cells.items():
-            sp, m = v.spread(), v.memory
-            lines.append(
-                f"  {s.size.label():12s} {c:4s} {1e3 * sp['median']:8.2f} ms/step "
-                f"[q1 {1e3 * sp['q1']:.2f}, q3 {1e3 * sp['q3']:.2f}]  {v.flops / 1e6:8.1f} "
-                f"MFLOP  {v.n_params:7d} params  mem {m.total / 2**20:6.2f} MiB (params "
-                f"{m.params / 2**20:.2f} + grads {m.grads / 2**20:.2f} + Adam "
-                f"{m.optimizer / 2**20:.2f} + activations {m.activations / 2**20:.2f})  "
-                f"{v.kernel}")
-        for k, r in s.ratios.items():
-            lines.append(f"  {s.size.label():12s} time {k}: {r.text()}")
-    return "\n".join(lines)
