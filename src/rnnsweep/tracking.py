@@ -62,26 +62,22 @@ def filter_value(value: object) -> str:
     raise ValueError(f"{text!r} cannot be written as an MLflow filter literal")
 
 
-def _credentials(parts: urllib.parse.SplitResult) -> tuple[str, str] | None:
-    """Basic-auth credentials as MLflow's client sends them: the URL's user info (requests
-    takes it from the URL and it wins), else MLFLOW_TRACKING_USERNAME/_PASSWORD."""
+def _auth_headers(parts: urllib.parse.SplitResult) -> dict[str, str]:
+    """The Authorization header MLflow's client sends: the URL's user info first (requests
+    reads it from the URL, latin-1 encoded, and it replaces any other), then
+    MLFLOW_TRACKING_USERNAME/_PASSWORD (UTF-8, as MLflow encodes them), then
+    MLFLOW_TRACKING_TOKEN as a bearer token."""
     if parts.username is not None or parts.password is not None:
-        return unquote(parts.username or ""), unquote(parts.password or "")
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        try:
+            raw = pair.encode("latin-1")
+        except UnicodeEncodeError:
+            raw = pair.encode("utf-8")
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if user and password:
-        return user, password
-    return None
-
-
-def _auth_headers(parts: urllib.parse.SplitResult) -> dict[str, str]:
-    creds = _credentials(parts)
-    if creds is not None:
-        pair = f"{creds[0]}:{creds[1]}"
-        try:
-            raw = pair.encode("latin-1")  # what requests sends
-        except UnicodeEncodeError:
-            raw = pair.encode("utf-8")
+        raw = f"{user}:{password}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     return {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,0 +1,158 @@
+"""Passwords with the characters URL parsers split on never leave the process unmasked.
+
+One real run: a study on a PostgreSQL server whose password holds '/', ':', '?', '#' and a
+percent-escape; then every place a password could land is searched for it, raw and decoded:
+the console, Hydra's outputs (saved config, overrides, logs), the MLflow store (params, tags,
+the `reproduce` tags) and its artifacts (config.yaml). And the preflight's refusals, for
+generated passwords in each scheme: one line, the password masked, nothing created.
+
+PostgreSQL comes from Debian's `postgresql` binaries (`make test` installs them); without them
+the run is skipped locally and fails in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import sqlalchemy
+from conftest import ROOT, run_train
+from servers import free_port
+from store_checks import all_runs, mlflow_url
+
+from rnnsweep.errors import ConfigError
+
+USER = "rnnsweep"
+# As written in the URL; the server's password is its decoded form ("%2F" -> "/").
+URL_PASSWORD = "Se/cret9:k?q#z%2Fw"
+
+
+@contextlib.contextmanager
+def postgres(url_password: str) -> Iterator[str]:
+    """A throwaway server on 127.0.0.1 whose password is `url_password` decoded; yields
+    postgresql://user:<url_password>@host:port."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not found:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin/pg_ctl)")
+        pytest.skip("PostgreSQL binaries missing: apt-get install postgresql")
+    bindir = Path(found[-1]).parent
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    base = Path(tempfile.mkdtemp(prefix="rnnsweep-pg-"))
+    data, pwfile = base / "data", base / "pw"
+    pwfile.write_text(unquote(url_password))
+    if as_pg:
+        shutil.chown(base, "postgres")
+        shutil.chown(pwfile, "postgres")
+    port = free_port()
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", USER,
+                    f"--pwfile={pwfile}", "--auth=scram-sha-256"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                    str(base / "server.log"), "-o", f"-h 127.0.0.1 -p {port} -k {base}",
+                    "start"], check=True, capture_output=True)
+    url = f"postgresql://{USER}:{url_password}@127.0.0.1:{port}"
+    try:
+        engine = sqlalchemy.create_engine(f"{url}/postgres", isolation_level="AUTOCOMMIT")
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("CREATE DATABASE optuna"))
+        engine.dispose()
+        yield url
+    finally:
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def files_holding(root: Path, needles: list[str]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits += [f"{path}: {n!r}" for n in needles if n.encode() in data]
+    return hits
+
+
+@pytest.mark.slow
+def test_a_password_with_slashes_and_escapes_reaches_no_output(project):
+    secret = unquote(URL_PASSWORD)
+    needles = [URL_PASSWORD, secret, "Se/cret9"]
+    with postgres(URL_PASSWORD) as server:
+        assert URL_PASSWORD in server  # the URL really holds the raw form
+        storage = f"{server}/optuna"
+        proc = run_train(project, "cell=lstm", "experiment=smoke", "search.n_trials=1",
+                         "search.reeval_seeds=0", f"search.storage='{storage}'")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        # The study really ran on the server with that password.
+        engine = sqlalchemy.create_engine(storage)
+        with engine.connect() as con:
+            n = con.execute(sqlalchemy.text("SELECT count(*) FROM trials")).scalar()
+        engine.dispose()
+        assert n == 1
+
+    console = proc.stdout + proc.stderr
+    assert [n for n in needles if n in console] == [], console[-3000:]
+    # Hydra's saved config, overrides and hydra.yaml, and the job's log file.
+    hydra_files = list((project / "outputs").glob("runs/*/.hydra/*.yaml"))
+    assert {p.name for p in hydra_files} >= {"config.yaml", "overrides.yaml", "hydra.yaml"}
+    assert list((project / "outputs").rglob("*.log"))
+    assert files_holding(project / "outputs", needles) == []
+    overrides = next(p for p in hydra_files if p.name == "overrides.yaml").read_text()
+    assert f"{USER}:***@127.0.0.1" in overrides
+    # The MLflow store (params, tags: the database file itself) and its artifacts.
+    assert files_holding(project / "mlruns", needles) == []
+    runs = all_runs(mlflow_url(project))
+    trial = next(r for r in runs if r.data.tags.get("role") == "trial")
+    reproduce = trial.data.tags["reproduce"]
+    assert f"{USER}:***@127.0.0.1" in reproduce and "search=none" in reproduce
+    for run in runs:
+        text = repr(run.data.params) + repr(run.data.tags)
+        assert [n for n in needles if n in text] == [], run.info.run_name
+    config = next((project / "mlruns").rglob("config.yaml")).read_text()
+    assert f"storage: postgresql://{USER}:***@127.0.0.1" in config
+
+
+SCHEME_URLS = [
+    "postgresql://{user}:{pw}@127.0.0.1:{port}/optuna",
+    "postgresql+psycopg2://{user}:{pw}@127.0.0.1:{port}/optuna?connect_timeout=5",
+    "mysql://{user}:{pw}@127.0.0.1:{port}/optuna",
+]
+PASSWORD_CHARS = ["/", ":", "%2F", "#", "?", "%40", "%3A", "a", "Z", "9", "-", "."]
+
+
+def test_refused_storage_urls_give_one_masked_line_and_create_nothing(project, monkeypatch):
+    """The preflight's errors for stores that do not answer (or URLs a store would misread),
+    with generated passwords in each scheme: the password is never in the message."""
+    from rnnsweep.cli import preflight
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rng = random.Random(7)
+    port = free_port()  # nothing listens there
+    messages = []
+    for i, template in enumerate(SCHEME_URLS * 2):
+        password = f"Pw{i}" + "".join(rng.choice(PASSWORD_CHARS) for _ in range(8))
+        if i == len(SCHEME_URLS):  # one '@' in a password: refused before connecting
+            password += "@x"
+        user = rng.choice(["rnnsweep", "us%40er", "us@er", "u#1"])
+        url = template.format(user=user, pw=password, port=port)
+        with pytest.raises(ConfigError) as err:
+            preflight(ROOT / "conf", ["experiment=smoke", f"search.storage='{url}'"])
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("search.storage="), message
+        assert password not in message and unquote(password) not in message, message
+        assert "***@" in message
+        messages.append(message)
+    assert not (project / "mlruns").exists() and not (project / "outputs").exists()
+    # Both kinds of refusal occurred: a store that does not answer, a URL it would misread.
+    assert any("cannot connect" in m for m in messages), messages
+    assert any("write @ as %40" in m for m in messages), messages
