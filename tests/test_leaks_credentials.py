@@ -154,3 +154,28 @@ def test_a_server_that_is_down_names_the_masked_url(server):
     with pytest.raises(ConfigError, match="not reachable") as err:
         check_reachable(url, "MLFLOW_TRACKING_URI")
     assert "se%2Fcret9" not in str(err.value) and "admin:***@127.0.0.1" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_real_mlflow_server_accepts_a_credentialed_url(tmp_path, monkeypatch):
+    """The issue's case: `mlflow server` without auth, MLFLOW_TRACKING_URI with user info.
+    MLflow's client works with it; the preflight's check must too."""
+    import sys
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+    from servers import free_port, serve
+
+    for var in MLFLOW_VARS:
+        monkeypatch.delenv(var, raising=False)
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server",
+           "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
+           "--artifacts-destination", str(tmp_path / "artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with serve(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "server.log", tmp_path,
+               timeout=180, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"):
+        for userinfo in ("admin:pw", "admin:se%2Fcret9", "ad@min:p@ss"):
+            uri = f"http://{userinfo}@127.0.0.1:{port}"
+            check_reachable(uri, "MLFLOW_TRACKING_URI")
+            assert MlflowClient(tracking_uri=uri).search_experiments()  # "Default" exists
