@@ -153,3 +153,93 @@ def test_bad_file_stops_the_sweep_in_its_preflight(project, monkeypatch):
                                      "experiment=smoke"])
     assert str(project / "bad.npz") in str(err.value)
     assert not (project / "mlruns").exists()
+
+
+# -- files that are not what their name says: one line naming the file, never a traceback ----
+def _good_npz_bytes(tmp_path: Path) -> bytes:
+    return write_npz(tmp_path / "good.npz").read_bytes()
+
+
+BROKEN_FILES = {
+    "empty npz": ("d.npz", lambda good: b"", "file is empty (0 bytes)"),
+    "npz cut in half": ("d.npz", lambda good: good[: len(good) // 2], "not an .npz archive"),
+    "npz cut at 100 bytes": ("d.npz", lambda good: good[:100], "not an .npz archive"),
+    "npz missing its end": ("d.npz", lambda good: good[:-10], "not an .npz archive"),
+    "text named .npz": ("d.npz", lambda good: b"x,y\n1,2\n" * 20, "not an .npz archive"),
+    "npz member damaged": ("d.npz", lambda good: good[:200] + bytes(300) + good[500:],
+                           "is damaged"),
+    "empty csv": ("d.csv", lambda good: b"", "file is empty (0 bytes)"),
+    "csv of blank lines": ("d.csv", lambda good: b"\n\n\n", "empty CSV"),
+    "csv header only": ("d.csv", lambda good: b"sequence_id,step,v,target\n",
+                        "a header line but no rows"),
+    "binary named .csv": ("d.csv", lambda good: good, "not a text CSV file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_FILES))
+def test_empty_truncated_or_mislabelled_files_fail_in_one_line(tmp_path, case):
+    name, content, problem = BROKEN_FILES[case]
+    path = tmp_path / name
+    path.write_bytes(content(_good_npz_bytes(tmp_path)))
+    with pytest.raises(DataError) as err:
+        FileDataModule(FileDataConfig(path=str(path)))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: ") and problem in msg, msg
+
+
+def test_a_single_npy_array_or_pickled_objects_are_named(tmp_path):
+    npy = tmp_path / "one.npz"
+    with open(npy, "wb") as handle:
+        np.save(handle, np.zeros((4, 3, 2)))
+    with pytest.raises(DataError, match="holds one .npy array, not an .npz archive"):
+        FileDataModule(FileDataConfig(path=str(npy)))
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, x=np.zeros((4, 3, 2)), y=np.array([{"a": 1}] * 4, dtype=object))
+    with pytest.raises(DataError, match="array 'y' holds Python objects"):
+        FileDataModule(FileDataConfig(path=str(pickled)))
+
+
+@pytest.mark.parametrize("target", ["dir.npz", "dir.csv", "plain_dir"])
+def test_a_directory_is_named_as_one(tmp_path, target):
+    (tmp_path / target).mkdir()
+    with pytest.raises(DataError, match="is a directory, not a data file"):
+        FileDataModule(FileDataConfig(path=str(tmp_path / target)))
+
+
+@pytest.mark.parametrize(("array", "value", "index"), [
+    ("x", 1e39, (5, 2, 1)),
+    ("x", -3.5e38, (0, 0, 0)),
+    ("x", 1e300, (59, 7, 1)),
+    ("y", 1e39, (7,)),
+    ("y", -1e308, (0, 1)),
+])
+def test_float64_beyond_float32_range_is_refused_with_its_index(tmp_path, array, value, index):
+    """NaN/inf are checked after the cast to float32, the dtype training uses."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 8, 2))  # float64
+    y = rng.normal(size=(60, 2) if len(index) == 2 else 60)
+    (x if array == "x" else y)[index] = value
+    path = write_npz(tmp_path / "big.npz", x=x, y=y, lengths=None)
+    with pytest.raises(DataError) as err:
+        FileDataModule(FileDataConfig(path=str(path)))
+    where = f"{array}[{', '.join(map(str, index))}]"
+    assert f"{where} = {value:.4g} is outside float32's range" in str(err.value), err.value
+
+
+def test_float32_max_itself_is_accepted(tmp_path):
+    x = np.random.default_rng(3).normal(size=(60, 8, 2))
+    x[0, 0, 0] = float(np.finfo(np.float32).max)
+    dm = module(write_npz(tmp_path / "edge.npz", x=x, lengths=None))
+    assert np.isfinite(dm.data.x).all() and dm.data.x.dtype == np.float32
+
+
+@pytest.mark.parametrize(("ids", "shown"), [
+    (np.repeat(np.arange(20), 4), "sequence 1 has"),
+    (np.repeat(np.arange(20) + 1000, 4).astype(np.uint32), "sequence 1001 has"),
+    (np.repeat([f"s{i}" for i in range(20)], 4), "sequence 's1' has"),
+])
+def test_messages_show_plain_values_not_numpy_reprs(tmp_path, ids, shown):
+    path = csv_with(tmp_path, drop_step=True, sequence_id=ids)
+    with pytest.raises(DataError) as err:
+        FileDataModule(FileDataConfig(path=str(path)))
+    assert shown in str(err.value) and "np." not in str(err.value), err.value
