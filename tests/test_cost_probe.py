@@ -271,3 +271,38 @@ def test_probe_can_be_switched_off(monkeypatch):
     assert params.verdict == "supported"
     assert speed.verdict == memory.verdict == NOT_MEASURED
     assert "enabled=false" in speed.evidence
+
+
+def test_runs_without_artifact_location_touch_no_store(monkeypatch, tmp_path):
+    """A hand-built sweep (no MLflow behind it): not measured, and no mlflow.db appears."""
+    monkeypatch.chdir(tmp_path)
+    sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 16, 1)])
+    params, speed, memory = cost_claims(sweep, RCFG)
+    assert speed.verdict == memory.verdict == params.verdict == NOT_MEASURED
+    assert "artifact location" in speed.evidence
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_study_configs_come_from_each_run_artifacts(tmp_path, monkeypatch):
+    import mlflow
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        exp = mlflow.create_experiment("adding", artifact_location=str(tmp_path / "art"))
+        for cell, hidden in (("lstm", 16), ("gru", 24)):
+            with mlflow.start_run(experiment_id=exp):
+                mlflow.set_tags({"role": "study", "cell": cell})
+                mlflow.log_text(yaml.safe_dump({"model": {"hidden_size": hidden}}),
+                                "config.yaml")
+        parents = mlflow.search_runs(experiment_ids=[exp], output_format="pandas")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    sweep = Sweep(experiment="adding", sweep_id="s", metric="val_loss", direction="minimize",
+                  space={}, parents=parents, trials=pd.DataFrame(), reevals=pd.DataFrame())
+    configs = cost_claims_mod._study_configs(sweep)
+    by_cell = dict(zip(parents["tags.cell"], parents["run_id"], strict=True))
+    assert configs[by_cell["lstm"]]["model"]["hidden_size"] == 16
+    assert configs[by_cell["gru"]]["model"]["hidden_size"] == 24

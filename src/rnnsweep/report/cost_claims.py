@@ -14,11 +14,14 @@ structural 3/4) can be told from this build's kernels (fused oneDNN LSTM vs per-
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from rnnsweep.cost import ProbeResult, Size, SizeCost, log_ratio_interval, probe
@@ -75,13 +78,20 @@ def probe_config(rcfg: dict) -> CostProbeConfig:
 
 
 def _study_configs(sweep: Sweep) -> dict[str, dict]:
-    from mlflow.tracking import MlflowClient
+    """Each study's config.yaml, read from the run's own artifact location: a client with no
+    tracking URI would create an empty mlflow.db in the working directory instead."""
+    import mlflow.artifacts
 
-    from rnnsweep.report.collect import _config_of
-
-    # load_sweep set the tracking URI this report reads from; the client follows it.
-    client = MlflowClient()
-    return {rid: _config_of(client, rid) for rid in sweep.parents["run_id"]}
+    if "artifact_uri" not in sweep.parents.columns:
+        raise ValueError("the sweep's study runs carry no artifact location")
+    configs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (rid, uri) in enumerate(zip(sweep.parents["run_id"],
+                                           sweep.parents["artifact_uri"], strict=True)):
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{str(uri).rstrip('/')}/config.yaml", dst_path=f"{tmp}/{i}")
+            configs[rid] = yaml.safe_load(Path(path).read_text())
+    return configs
 
 
 def _best(parent: pd.Series, key: str) -> float | None:
