@@ -144,9 +144,15 @@ class ReportConfig:
     experiment: str | None = None
     out_dir: str = "???"
     test_metric: str = "test_loss"
+    test_metric_direction: str | None = None  # minimize | maximize; None: from the name
     alpha: float = 0.05
+    effect_scale: str = "auto"  # auto | log | raw
+    df_rule: str = "hsu"  # hsu | welch
     equivalence_margin: float = 0.1
-    bootstrap_resamples: int = 2000
+    margin_kind: str = "relative_to_baseline"  # relative_to_baseline | absolute
+    trivial_fraction: float = 0.1
+    power: float = 0.8
+    importance_bootstrap: int = 20
     seed: int = 0
     length_keys: list[str] = field(default_factory=lambda: ["T", "seq_len"])
     attach: bool = True

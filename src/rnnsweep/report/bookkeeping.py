@@ -67,7 +67,7 @@ def _restate(ps: pd.DataFrame, i: int, kids: pd.DataFrame) -> None:
     state = _col(trials, "tags.state")
     for name, key in (("COMPLETE", "metrics.n_complete"), ("PRUNED", "metrics.n_pruned"),
                       ("FAIL", "metrics.n_failed")):
-        ps.at[i, key] = float((state == name).sum())
+        ps.loc[i, key] = float((state == name).sum())
     metric_cols = [c for c in ps.columns if c.startswith("metrics.best_") and c in trials]
     complete = trials[state == "COMPLETE"]
     reevals = kids[(kids["tags.mlflow.parentRunId"] == ps.at[i, "run_id"])
@@ -83,10 +83,10 @@ def _restate(ps: pd.DataFrame, i: int, kids: pd.DataFrame) -> None:
     if best is None or best.empty:
         return
     b = best.iloc[0]
-    ps.at[i, "tags.best_trial_number"] = b.get("tags.trial_number")
-    ps.at[i, "tags.best_trial_run_id"] = b.get("run_id")
+    ps.loc[i, "tags.best_trial_number"] = b.get("tags.trial_number")
+    ps.loc[i, "tags.best_trial_run_id"] = b.get("run_id")
     for key in metric_cols:
-        ps.at[i, key] = b.get(key)
+        ps.loc[i, key] = b.get(key)
 
 
 def reeval_ok(df: pd.DataFrame) -> pd.Series:

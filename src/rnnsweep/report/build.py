@@ -11,42 +11,90 @@ import numpy as np
 import pandas as pd
 
 from rnnsweep.report import figures, tables
+from rnnsweep.report.bookkeeping import finite
+from rnnsweep.report.bottom_line import bottom_line, bottom_line_text
+from rnnsweep.report.claim_types import Claim
 from rnnsweep.report.claims import build_claims, device_text, mean_epoch_seconds
 from rnnsweep.report.collect import Sweep
-from rnnsweep.report.importance import importances
+from rnnsweep.report.evidence import Evidence
+from rnnsweep.report.importance import MIN_TRIALS, importances
 from rnnsweep.report.render import Document, to_html, to_markdown
+from rnnsweep.report.settings import Settings
 from rnnsweep.report.tables import fmt, pm
 
 
+def _share(v: object) -> str:
+    f = finite(v)
+    return "n/a" if f is None else f"{f:.0%}"
+
+
+def _converged_text(v: object) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "not recorded"
+    return "yes" if v else "NO: raise trainer.max_steps"
+
+
 def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFrame:
-    return pd.DataFrame({
+    view = pd.DataFrame({
         "cell": s["cell"], "data": s["condition"],
-        f"best trial {metric}": s["best_trial_val"].map(fmt),
-        f"{metric} (re-eval)": [pm(m, d) for m, d in zip(s["val_mean"], s["val_sd"],
-                                                          strict=True)],
-        f"{test_metric} (re-eval)": [pm(m, d) for m, d in zip(s["test_mean"], s["test_sd"],
-                                                               strict=True)],
-        "gap at best epoch": [pm(m, d) for m, d in zip(s["gap_mean"], s["gap_sd"],
-                                                       strict=True)],
-        "seeds": s["reeval_n"], "params": s["n_params"].map(fmt), "hidden": s["hidden_size"]
-        .map(fmt), "s/epoch": s["seconds_per_epoch"].map(fmt),
-        "peak MiB": (s["peak_memory_bytes"] / 2**20).map(lambda v: fmt(v, 3)),
-        "complete/pruned/failed": [f"{a}/{b}/{c}" for a, b, c in
-                                   zip(s["complete"], s["pruned"], s["failed"], strict=True)],
+        f"{test_metric} (re-eval, test set)": [pm(m, d) for m, d in
+                                               zip(s["test_mean"], s["test_sd"], strict=True)],
     })
+    if s["test_acc_mean"].notna().any() and test_metric != "test_acc":
+        view["test_acc (re-eval)"] = [pm(m, d) for m, d in
+                                      zip(s["test_acc_mean"], s["test_acc_sd"], strict=True)]
+    if s["baseline_acc"].notna().any():
+        view["majority-class rate"] = s["baseline_acc"].map(lambda v: fmt(v, 3))
+    view["trivial predictor loss"] = s["baseline_loss"].map(fmt)
+    view[f"best trial {metric} (selection statistic)"] = s["best_trial_val"].map(fmt)
+    view[f"{metric} (re-eval)"] = [pm(m, d) for m, d in zip(s["val_mean"], s["val_sd"],
+                                                            strict=True)]
+    view["eval gap at best"] = [pm(m, d) for m, d in zip(s["gap_eval_mean"], s["gap_eval_sd"],
+                                                         strict=True)]
+    view["seeds ok/failed"] = [f"{a}/{b}" for a, b in zip(s["reeval_n"], s["reeval_failed"],
+                                                          strict=True)]
+    view["converged"] = s["converged"].map(_converged_text)
+    view["params"] = s["n_params"].map(fmt)
+    view["hidden"] = s["hidden_size"].map(fmt)
+    view["ms/step"] = (s["seconds_per_step"] * 1000).map(lambda v: fmt(v, 3))
+    view["peak MiB"] = (s["peak_memory_bytes"] / 2**20).map(lambda v: fmt(v, 3))
+    view["complete/pruned/failed"] = [f"{a}/{b}/{c}" for a, b, c in
+                                      zip(s["complete"], s["pruned"], s["failed"], strict=True)]
+    return view
 
 
-def metrics_json(s: pd.DataFrame, claims: list) -> dict:
-    """Nested {cell: {condition: {...}}} so `dvc metrics show` lists one column per number."""
+def _claim_json(c: Claim) -> dict:
+    return {"verdict": c.verdict, "effect": finite(c.effect), "ci_low": finite(c.ci_low),
+            "ci_high": finite(c.ci_high), "n_seeds": c.n_seeds, "mde": finite(c.mde),
+            "p_value": finite(c.p_value)}
+
+
+def metrics_json(s: pd.DataFrame, claims: list[Claim]) -> dict:
+    """Nested {cell: {condition: {...}}} so `dvc metrics show` lists one column per number;
+    `claims` holds per claim its verdict, effect, interval, seeds and mde (null when decided).
+    A random-search control study is keyed '<condition>_random_search'."""
     out: dict = {}
     for _, r in s.iterrows():
         vals = {k: r[k] for k in ("best_trial_val", "val_mean", "val_sd", "test_mean", "test_sd",
-                                  "gap_mean", "gap_sd", "n_params", "seconds_per_epoch",
-                                  "peak_memory_bytes", "complete", "pruned", "failed")}
-        clean = {k: float(v) for k, v in vals.items()
-                 if isinstance(v, (int, float, np.number)) and math.isfinite(float(v))}
-        out.setdefault(r["cell"], {})[r["condition"].replace(" ", "_")] = clean
-    out["claims"] = {c.claim: c.verdict for c in claims}
+                                  "test_acc_mean", "baseline_loss", "baseline_acc",
+                                  "gap_eval_mean", "gap_eval_sd", "val_rise_mean", "n_params",
+                                  "seconds_per_step", "seconds_per_epoch", "peak_memory_bytes",
+                                  "complete", "pruned", "failed", "reeval_n", "reeval_failed")}
+        clean: dict = {k: float(v) for k, v in vals.items()
+                       if isinstance(v, (int, float, np.number)) and math.isfinite(float(v))}
+        for key in ("baseline_loss", "gap_eval_mean", "gap_eval_sd"):
+            clean.setdefault(key, None)  # the contract's keys, null when not recorded
+        conv = r["converged"]
+        clean["converged"] = None if conv is None or (isinstance(conv, float)
+                                                      and math.isnan(conv)) else bool(conv)
+        clean["trainability"] = {"near_best": finite(r["near_best_share"]),
+                                 "diverged": finite(r["diverged_share"])}
+        key = r["condition"].replace(" ", "_")
+        if r.get("sampler") == "random" and (
+                (s["cell"] == r["cell"]) & (s["condition"] == r["condition"])).sum() > 1:
+            key += "_random_search"
+        out.setdefault(r["cell"], {})[key] = clean
+    out["claims"] = {c.claim: _claim_json(c) for c in claims}
     return out
 
 
@@ -61,49 +109,96 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     mean_epoch_seconds(sweep)
     summ = tables.summary(sweep, test_metric)
     curves = tables.expected_best_curves(sweep)
-    imp = importances(sweep, int(rcfg["seed"]))
+    imp = importances(sweep, int(rcfg["seed"]), int(rcfg.get("importance_bootstrap", 20)))
     claims = build_claims(sweep, rcfg)
     backends = sorted({device_text(r) for _, r in sweep.parents.iterrows()})
 
+    settings = Settings.from_cfg(rcfg)
+    answers = bottom_line(Evidence(sweep), settings, summ)
     doc = Document()
     doc.heading(f"Comparison report: {sweep.experiment}, sweep {sweep.sweep_id}", 1)
     doc.para(f"{len(sweep.parents)} studies, {len(sweep.trials)} trials, {len(sweep.reevals)} "
              f"re-evaluation runs, read from MLflow. Objective: {sweep.direction} {metric}. "
              f"Device and RNN backend per cell (measured from the autograd graph): "
              f"{'; '.join(backends)}.")
+    resumed = sweep.parents.get("resumed_later", pd.Series(dtype=bool)).fillna(False)
+    if resumed.any():
+        doc.para("Reported as this sweep stood: studies "
+                 f"{', '.join(sweep.parents.loc[resumed.astype(bool), 'tags.study_name'])} were "
+                 "resumed by a later sweep; their later runs are left out and their best trial "
+                 "is taken from this sweep's runs.")
+    doc.heading("Bottom line")
+    doc.para(bottom_line_text(settings))
+    doc.table(answers)
+
     doc.heading("1. Summary per cell and data size")
-    doc.para("Re-evaluation: the best configuration of each study re-trained with fresh seeds; "
-             "mean ± sd over those seeds. Gap = validation - training loss at the best epoch.")
+    doc.para(f"Headline figures are test-set values of re-evaluations: the best configuration "
+             f"of each study re-trained with fresh seeds; mean ± sd over the finished seeds "
+             f"(failed seeds counted in 'seeds ok/failed', never averaged in). 'Best trial "
+             f"{metric}' is a selection statistic: the best of many noisy trials, biased in its "
+             f"favour. Trivial predictor: the mean (regression) or class-prior (classification) "
+             f"prediction's validation loss. Eval gap = validation - training loss, both in "
+             f"eval mode, at the best validation. Converged: the best trial's best validation "
+             f"came before the last 10 % of its step budget.")
     doc.table(_summary_view(summ, metric, test_metric))
+    late = summ[summ["converged"].map(lambda v: v is False or v is np.False_)]
+    if len(late):
+        doc.para("Not converged (the budget may have decided, not the cell): "
+                 + "; ".join(f"{r['cell']} / {r['condition']}" for _, r in late.iterrows())
+                 + ": raise trainer.max_steps.")
 
     doc.heading("2. Overfitting probe")
-    doc.para("Generalisation gap and best validation value, small vs large data, per cell "
-             "(re-evaluation mean ± sd); learning curves of each study's best trial.")
+    doc.para("Eval-mode gap at the best validation and validation loss, small vs large data, per "
+             "cell (re-evaluation mean ± sd); val_rise = last validation loss minus the best "
+             "one: how far validation loss rose past its minimum before training stopped. "
+             "The overfitting claim tests the interaction (gap small - large, LSTM vs GRU).")
     doc.image(figures.overfitting(summ, fig_dir), "gap and validation value per cell and size")
+    doc.table(pd.DataFrame({"cell": summ["cell"], "data": summ["condition"],
+                            "eval gap at best": [pm(m, d) for m, d in zip(
+                                summ["gap_eval_mean"], summ["gap_eval_sd"], strict=True)],
+                            "val_rise": [pm(m, d) for m, d in zip(
+                                summ["val_rise_mean"], summ["val_rise_sd"], strict=True)]}))
     doc.image(figures.learning_curves(sweep, fig_dir), "learning curves of the best trials")
 
     doc.heading("3. Expected best validation value vs number of trials")
     doc.para("Dodge et al. 2019 (Show Your Work): expected best value of n trials drawn from "
-             "each study's trials (pruned trials count with their best value before pruning), "
-             "± 1 sd. Compare cells at equal tuning budgets, not by their single best trial.")
+             "each study's COMPLETE and PRUNED trials (pruned ones with their best value before "
+             "pruning; failed and running trials left out), ± 1 sd. The estimator assumes "
+             "independent, identically distributed draws: valid for random search (studies "
+             "tagged search_sampler=random: the control arm), only indicative for TPE, whose "
+             "draws depend on earlier trials and are pruned. Trainability (Collins et al. "
+             "2017): share of a study's trials within 10 % of its best value, and share "
+             "diverged (failed with a non-finite loss).")
     doc.image(figures.expected_best(curves, metric, fig_dir), "expected best value vs trials")
-    last = curves.sort_values("n_trials").groupby(["condition", "cell"]).tail(1)
-    doc.table(pd.DataFrame({"data": last["condition"], "cell": last["cell"],
-                            "trials": last["n_trials"],
-                            f"expected best {metric}": [pm(m, s) for m, s in
-                                                        zip(last["expected"], last["sd"],
-                                                            strict=True)]}))
+    last = curves.sort_values("n_trials").groupby(["condition", "cell", "sampler"]).tail(1)
+    doc.table(pd.DataFrame({
+        "data": last["condition"], "cell": last["cell"], "sampler": last["sampler"],
+        "curve": last["control"].map(lambda c: "valid (random-search control)" if c
+                                     else "indicative only (not i.i.d. draws)"),
+        "trials": last["n_trials"],
+        f"expected best {metric}": [pm(m, s) for m, s in zip(last["expected"], last["sd"],
+                                                              strict=True)]}))
+    doc.table(pd.DataFrame({"cell": summ["cell"], "data": summ["condition"],
+                            "within 10 % of best": summ["near_best_share"].map(_share),
+                            "diverged": summ["diverged_share"].map(_share)}))
 
     doc.heading("4. Hyperparameter importance")
-    doc.para("fANOVA (Optuna's FanovaImportanceEvaluator) per study over its complete trials. "
-             "Greff et al. 2017 found the learning rate by far the most important, then the "
-             "hidden size; the top parameter per study below makes that checkable.")
+    doc.para(f"fANOVA (Optuna's FanovaImportanceEvaluator) per study over its complete trials, "
+             f"with a bootstrap spread over resampled trials. Below {MIN_TRIALS} complete trials "
+             "the ranking is not reliable (flagged). Greff et al. 2017 found the learning rate "
+             "by far the most important, then the hidden size.")
     doc.image(figures.importance(imp, fig_dir), "fANOVA importance per study")
     if not imp.empty:
         top = imp.sort_values("importance").groupby("study").tail(1)
-        doc.table(pd.DataFrame({"study": top["study"], "most important": top["parameter"],
-                                "importance": top["importance"].map(lambda v: fmt(v, 3)),
-                                "complete trials": top["n_trials"]}))
+        doc.table(pd.DataFrame({
+            "study": top["study"], "most important": top["parameter"],
+            "importance": [f"{fmt(v, 3)} ± {fmt(sd, 2)} (5-95 %: {fmt(lo, 2)}-{fmt(hi, 2)})"
+                           for v, sd, lo, hi in zip(top["importance"], top["boot_sd"],
+                                                    top["boot_low"], top["boot_high"],
+                                                    strict=True)],
+            "complete trials": top["n_trials"],
+            "warning": top["few_trials"].map(lambda f: f"fewer than {MIN_TRIALS} complete "
+                                             "trials: not reliable" if f else "")}))
     doc.image(figures.slices(sweep, fig_dir), "objective against each hyperparameter")
 
     doc.heading("5. Cost")
@@ -121,15 +216,21 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
                                         fig_dir), "test metric against sequence length")
     claims_df = pd.DataFrame([{"claim": c.claim, "verdict": c.verdict, "evidence": c.evidence,
                                "compared with": c.reference} for c in claims])
-    doc.para(f"Tests at alpha={rcfg['alpha']}; CIs are 95% percentile bootstrap intervals "
-             f"({rcfg['bootstrap_resamples']} resamples). 'Comparable' requires the CI within "
-             f"±{rcfg['equivalence_margin']:.0%} of the LSTM mean.")
+    doc.para(f"Family-wise alpha={settings.alpha}, Holm-corrected over the claims decided by a "
+             f"test; each interval is printed at the level its verdict used, so a verdict never "
+             f"contradicts its interval. Differences: Welch-type t ({settings.df_rule} degrees "
+             f"of freedom), losses on the log scale (ratios). 'Comparable' requires the "
+             f"interval of the difference within {settings.margin_text()} in every condition "
+             f"(TOST); 'contradicted' only when the interval excludes the claim. Undecided "
+             f"claims state the minimum detectable effect (at {settings.power:.0%} power) and "
+             f"the seeds per cell that would decide them.")
     doc.table(claims_df)
 
     summ.to_csv(tab_dir / "summary.csv", index=False)
     curves.to_csv(tmp / "expected_best.csv", index=False)
     imp.to_csv(tab_dir / "importance.csv", index=False)
     claims_df.to_csv(tab_dir / "claims.csv", index=False)
+    answers.to_csv(tab_dir / "bottom_line.csv", index=False)
     sweep.trials.drop(columns=[c for c in sweep.trials.columns if c.startswith("tags.repro")])\
         .to_csv(tab_dir / "trials.csv", index=False)
     (tmp / "metrics.json").write_text(json.dumps(metrics_json(summ, claims), indent=2) + "\n")

@@ -35,32 +35,34 @@ def _grid(n_rows: int, n_cols: int, w: float = 4.0, h: float = 3.0):
 
 
 def learning_curves(sweep: Sweep, out: Path) -> Path:
-    """Train and validation loss per epoch of each study's best trial."""
+    """Training (running and eval-mode) and validation loss per validation of each study's
+    best trial, against the optimiser step."""
     parents = sweep.parents.sort_values(["condition", "tags.cell"])
     conds, cells = sorted(set(parents["condition"])), sorted(set(parents["tags.cell"]))
     fig, axes = _grid(len(conds), len(cells))
     for _, p in parents.iterrows():
         ax = axes[conds.index(p["condition"])][cells.index(p["tags.cell"])]
         curves = sweep.curves.get(str(p.get("tags.best_trial_run_id")), {})
-        for key, style in (("train_loss", "--"), ("val_loss", "-")):
+        for key, style in (("train_loss", ":"), ("train_loss_eval", "--"), ("val_loss", "-")):
             pts = curves.get(key, [])
             if pts:
                 ax.plot(*zip(*pts, strict=True), style, label=key,
                         color=CELL_COLORS.get(p["tags.cell"]))
         ax.set_title(f"{p['tags.cell']} / {p['condition']}", fontsize=9)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("optimiser step")
         _legend(ax)
     return _save(fig, out / "learning_curves.png")
 
 
 def overfitting(summary: pd.DataFrame, out: Path) -> Path:
-    """Gap at the best epoch and validation loss per cell and condition (mean +- sd)."""
+    """Eval-mode gap at the best validation and validation loss per cell and condition
+    (mean +- sd over re-evaluation seeds)."""
     fig, axes = _grid(1, 2)
     conds = sorted(set(summary["condition"]))
     cells = sorted(set(summary["cell"]))
     width = 0.8 / max(len(cells), 1)
     for col, (mean, sd, title) in enumerate((
-        ("gap_mean", "gap_sd", "generalisation gap (val - train loss)"),
+        ("gap_eval_mean", "gap_eval_sd", "eval-mode gap (val - train loss)"),
         ("val_mean", "val_sd", "best validation value"),
     )):
         ax = axes[0][col]
@@ -76,14 +78,18 @@ def overfitting(summary: pd.DataFrame, out: Path) -> Path:
 
 
 def expected_best(curves: pd.DataFrame, metric: str, out: Path) -> Path:
-    """Expected best validation value vs number of trials, +-1 sd band, per cell."""
+    """Expected best validation value vs number of trials, +-1 sd band, per cell and sampler:
+    solid for a random-search control (the valid curve), dashed otherwise."""
     conds = sorted(set(curves["condition"]))
     fig, axes = _grid(1, len(conds))
     for i, cond in enumerate(conds):
         ax = axes[0][i]
-        for cell, rows in curves[curves["condition"] == cond].groupby("cell"):
+        for (cell, sampler), rows in curves[curves["condition"] == cond].groupby(
+                ["cell", "sampler"]):
             color = CELL_COLORS.get(str(cell))
-            ax.plot(rows["n_trials"], rows["expected"], marker="o", label=str(cell), color=color)
+            control = bool(rows["control"].iloc[0])
+            ax.plot(rows["n_trials"], rows["expected"], marker="o", color=color,
+                    label=f"{cell} ({sampler})", linestyle="-" if control else "--")
             ax.fill_between(rows["n_trials"], rows["expected"] - rows["sd"],
                             rows["expected"] + rows["sd"], alpha=0.2, color=color)
         ax.set_title(cond, fontsize=9)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.distributions import (
@@ -56,24 +57,56 @@ def study_from_trials(sweep: Sweep, trials: pd.DataFrame) -> optuna.Study:
     return study
 
 
-def importances(sweep: Sweep, seed: int) -> pd.DataFrame:
-    """One row per (study, hyperparameter); a study with too few trials gets no rows."""
+MIN_TRIALS = 10  # below this, fANOVA importances are printed with a warning
+
+
+def _fanova(study: optuna.Study, seed: int) -> dict[str, float] | None:
+    try:
+        return dict(optuna.importance.get_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=seed), normalize=True))
+    except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every trial has one value
+        return None
+
+
+def _resampled(study: optuna.Study, rng: np.random.Generator) -> optuna.Study:
+    """The same study with its complete trials drawn with replacement (a bootstrap replicate)."""
+    trials = study.trials
+    copy = optuna.create_study(direction=study.direction)
+    for i in rng.integers(0, len(trials), len(trials)):
+        t = trials[i]
+        copy.add_trial(optuna.trial.create_trial(params=t.params,
+                                                 distributions=t.distributions,
+                                                 value=t.value))
+    return copy
+
+
+def importances(sweep: Sweep, seed: int, n_boot: int = 20) -> pd.DataFrame:
+    """One row per (study, hyperparameter): fANOVA importance and its bootstrap spread over
+    n_boot resamples of the complete trials (sd, 5th-95th percentile). A study with fewer than
+    2 complete trials gets no rows; one with fewer than MIN_TRIALS is flagged `few_trials`."""
+    cols = ["study", "cell", "condition", "parameter", "importance", "boot_sd", "boot_low",
+            "boot_high", "n_trials", "few_trials"]
     rows = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = np.random.default_rng(seed)
     for _, parent in sweep.parents.iterrows():
-        trials = sweep.trials[sweep.trials["tags.mlflow.parentRunId"] == parent["run_id"]]
+        trials = sweep.trials[sweep.trials["tags.mlflow.parentRunId"] == parent["run_id"]] \
+            if len(sweep.trials) else sweep.trials
         study = study_from_trials(sweep, trials)
         n = len(study.trials)
         if n < 2:
             continue
-        try:
-            imp = optuna.importance.get_param_importances(
-                study, evaluator=FanovaImportanceEvaluator(seed=seed), normalize=True)
-        except (RuntimeError, ValueError):  # e.g. every trial has the same value
+        imp = _fanova(study, seed)
+        if imp is None:
             continue
+        boots = [b for _ in range(n_boot) if (b := _fanova(_resampled(study, rng), seed))]
         for name, value in imp.items():
+            draws = np.array([b.get(name, 0.0) for b in boots])
             rows.append({"study": parent["tags.study_name"], "cell": parent["tags.cell"],
                          "condition": parent["condition"], "parameter": name,
-                         "importance": float(value), "n_trials": n})
-    return pd.DataFrame(rows, columns=["study", "cell", "condition", "parameter", "importance",
-                                       "n_trials"])
+                         "importance": float(value),
+                         "boot_sd": float(draws.std(ddof=1)) if draws.size > 1 else np.nan,
+                         "boot_low": float(np.percentile(draws, 5)) if draws.size else np.nan,
+                         "boot_high": float(np.percentile(draws, 95)) if draws.size else np.nan,
+                         "n_trials": n, "few_trials": n < MIN_TRIALS})
+    return pd.DataFrame(rows, columns=cols)

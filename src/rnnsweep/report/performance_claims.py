@@ -30,13 +30,14 @@ from rnnsweep.report.stats import (
     Contrast,
     compare_means,
     contrast,
+    level_text,
     outside_margin_p,
     tost_p,
 )
 
 
 def _pct(alpha: float) -> str:
-    return f"{1 - alpha:.2%}".replace(".00%", "%")
+    return level_text(1 - alpha)
 
 
 def sided_verdict(low: float, high: float) -> str:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rnnsweep.errors import ConfigError
+
 MARGIN_KINDS = ("relative_to_baseline", "absolute")
+
+
+def _choice(rcfg: dict, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = str(rcfg.get(key) or default)
+    if value not in allowed:
+        raise ConfigError(f"report.{key}={value!r}: must be one of {', '.join(allowed)}")
+    return value
 
 
 def derived_direction(metric: str) -> str:
@@ -32,18 +41,15 @@ class Settings:
     @classmethod
     def from_cfg(cls, rcfg: dict) -> Settings:
         metric = str(rcfg.get("test_metric", "test_loss"))
-        direction = rcfg.get("test_metric_direction") or derived_direction(metric)
-        kind = str(rcfg.get("margin_kind", "relative_to_baseline"))
-        if kind not in MARGIN_KINDS:
-            raise ValueError(f"report.margin_kind must be one of {MARGIN_KINDS}, got {kind!r}")
-        if direction not in ("minimize", "maximize"):
-            raise ValueError(f"report.test_metric_direction must be minimize or maximize, "
-                             f"got {direction!r}")
+        direction = _choice(rcfg, "test_metric_direction", derived_direction(metric),
+                            ("minimize", "maximize"))
         return cls(
             alpha=float(rcfg.get("alpha", 0.05)), test_metric=metric, direction=direction,
-            scale=str(rcfg.get("effect_scale", "auto")),
-            equivalence_margin=float(rcfg.get("equivalence_margin", 0.1)), margin_kind=kind,
-            df_rule=str(rcfg.get("df_rule", "hsu")), power=float(rcfg.get("power", 0.8)),
+            scale=_choice(rcfg, "effect_scale", "auto", ("auto", "log", "raw")),
+            equivalence_margin=float(rcfg.get("equivalence_margin", 0.1)),
+            margin_kind=_choice(rcfg, "margin_kind", "relative_to_baseline", MARGIN_KINDS),
+            df_rule=_choice(rcfg, "df_rule", "hsu", ("hsu", "welch")),
+            power=float(rcfg.get("power", 0.8)),
             trivial_fraction=float(rcfg.get("trivial_fraction", 0.1)),
             max_seeds=int(rcfg.get("max_seeds_reported", 100)),
             length_keys=tuple(rcfg.get("length_keys", ("T", "seq_len"))),

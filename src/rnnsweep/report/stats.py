@@ -45,6 +45,11 @@ def expected_best(
     return means, sds
 
 
+def level_text(level: float) -> str:
+    """0.95 -> '95%', 0.9875 -> '98.75%'."""
+    return f"{level * 100:.2f}".rstrip("0").rstrip(".") + "%"
+
+
 # -- linear contrasts of group means (unpooled variances) -----------------------------------
 
 @dataclass
@@ -188,7 +193,7 @@ class Comparison:
                           self.p_value, self.test, self.scale, level, self.contrast)
 
     def text(self) -> str:
-        pct = f"{self.level:.1%}".replace(".0%", "%")
+        pct = level_text(self.level)
         n = f"n={self.n_a}/{self.n_b}"
         if self.scale == "log":
             return (f"ratio {np.exp(self.diff):.3g} ({pct} CI {np.exp(self.ci_low):.3g} to "

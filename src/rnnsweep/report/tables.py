@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rnnsweep.report import diagnostics
+from rnnsweep.report.bookkeeping import current_reevals, seed_counts
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.stats import expected_best
+
+# Trials that ended by themselves: failed and still-running trials are no draws of the search.
+DRAWN_STATES = ("COMPLETE", "PRUNED")
 
 
 def _mean_sd(values: pd.Series) -> tuple[float, float, int]:
@@ -27,31 +32,45 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
-    """One row per study: search outcome, re-evaluation mean/sd, cost and trial counts."""
+    """One row per study: re-evaluation test figures (the headline), the search's selection
+    statistic, gaps, convergence, trainability, cost and trial and seed counts."""
+    current = current_reevals(sweep.parents, sweep.reevals)
     rows = []
     for _, p in sweep.parents.iterrows():
-        re = sweep.reevals[sweep.reevals["tags.mlflow.parentRunId"] == p["run_id"]] \
-            if len(sweep.reevals) else pd.DataFrame()
-        if len(re):
-            re = re[(re["status"] == "FINISHED")
-                    & (re["tags.best_trial_number"] == p.get("tags.best_trial_number"))]
-        val_m, val_s, n_re = _mean_sd(_column(re, sweep.best_key))
+        re = current[(current["tags.mlflow.parentRunId"] == p["run_id"]) & current["ok"]] \
+            if len(current) else pd.DataFrame()
+        n_ok, n_bad, reasons = seed_counts(current, p["run_id"])
+        val_m, val_s, _ = _mean_sd(_column(re, sweep.best_key))
         test_m, test_s, _ = _mean_sd(_column(re, f"metrics.{test_metric}"))
+        acc_m, acc_s, _ = _mean_sd(_column(re, "metrics.test_acc"))
         gap_m, gap_s, _ = _mean_sd(_column(re, "metrics.gap_at_best"))
+        rise_m, rise_s, _ = _mean_sd(_column(re, "metrics.val_rise"))
+        step_m, _, _ = _mean_sd(_column(re, "metrics.seconds_per_step"))
         sec_m, _, _ = _mean_sd(_column(re, "metrics.seconds_per_epoch"))
         mem_m, _, _ = _mean_sd(_column(re, "metrics.peak_memory_bytes"))
-        best = sweep.trials[sweep.trials["run_id"] == p.get("tags.best_trial_run_id")]
-        b = best.iloc[0] if len(best) else pd.Series(dtype=object)
+        b = diagnostics.best_trial(sweep, p)
+        b = b if b is not None else pd.Series(dtype=object)
+        train = diagnostics.trainability(sweep, p)
         rows.append({
             "cell": p["tags.cell"], "condition": p["condition"], "study": p["tags.study_name"],
+            "sampler": p.get("tags.search_sampler", np.nan),
+            "test_mean": test_m, "test_sd": test_s,
+            "test_acc_mean": acc_m, "test_acc_sd": acc_s,
+            "baseline_loss": p.get("metrics.baseline_loss", np.nan),
+            "baseline_acc": p.get("metrics.baseline_acc", np.nan),
             "best_trial_val": p.get(sweep.best_key, np.nan),
             "val_mean": val_m, "val_sd": val_s,
-            "test_mean": test_m, "test_sd": test_s,
-            "gap_mean": gap_m, "gap_sd": gap_s, "reeval_n": n_re,
+            "gap_eval_mean": gap_m, "gap_eval_sd": gap_s,
+            "val_rise_mean": rise_m, "val_rise_sd": rise_s,
+            "reeval_n": n_ok, "reeval_failed": n_bad,
+            "reeval_fail_reasons": "; ".join(sorted(set(reasons))),
+            "converged": diagnostics.converged(sweep, p),
+            "near_best_share": train["near_best"], "diverged_share": train["diverged"],
             "n_params": b.get("metrics.n_params", np.nan),
             "hidden_size": b.get("metrics.hidden_size_used", np.nan),
-            "seconds_per_epoch": sec_m if n_re else b.get("metrics.seconds_per_epoch", np.nan),
-            "peak_memory_bytes": mem_m if n_re else b.get("metrics.peak_memory_bytes", np.nan),
+            "seconds_per_step": step_m if n_ok else b.get("metrics.seconds_per_step", np.nan),
+            "seconds_per_epoch": sec_m if n_ok else b.get("metrics.seconds_per_epoch", np.nan),
+            "peak_memory_bytes": mem_m if n_ok else b.get("metrics.peak_memory_bytes", np.nan),
             "complete": _count(p.get("metrics.n_complete")),
             "pruned": _count(p.get("metrics.n_pruned")),
             "failed": _count(p.get("metrics.n_failed")),
@@ -61,28 +80,38 @@ def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
 
 
 def expected_best_curves(sweep: Sweep) -> pd.DataFrame:
-    """Dodge et al. 2019 curve of every study, over its trials' values (pruned included)."""
+    """Dodge et al. 2019 curve of every study over its COMPLETE and PRUNED trials (pruned
+    ones with their best value before pruning). The estimator assumes i.i.d. draws: valid for
+    random search (control = True), indicative only for a guided sampler such as TPE."""
+    cols = ["condition", "cell", "sampler", "control", "n_trials", "expected", "sd"]
     rows = []
     for _, p in sweep.parents.iterrows():
-        values = sweep.trials.loc[
-            sweep.trials["tags.mlflow.parentRunId"] == p["run_id"], "value"].to_numpy(float)
+        trials = sweep.trials[sweep.trials["tags.mlflow.parentRunId"] == p["run_id"]] \
+            if len(sweep.trials) else sweep.trials
+        if "tags.state" in trials:
+            trials = trials[trials["tags.state"].isin(DRAWN_STATES)]
+        values = trials["value"].to_numpy(float) if "value" in trials else np.array([])
         values = values[np.isfinite(values)]
         if values.size == 0:
             continue
+        sampler = p.get("tags.search_sampler")
+        sampler = sampler if isinstance(sampler, str) else "not recorded"
         means, sds = expected_best(values, values.size, minimize=sweep.minimize)
         for n, (m, s) in enumerate(zip(means, sds, strict=True), start=1):
-            rows.append({"condition": p["condition"], "cell": p["tags.cell"], "n_trials": n,
+            rows.append({"condition": p["condition"], "cell": p["tags.cell"],
+                         "sampler": sampler, "control": sampler == "random", "n_trials": n,
                          "expected": m, "sd": s})
-    return pd.DataFrame(rows, columns=["condition", "cell", "n_trials", "expected", "sd"])
+    return pd.DataFrame(rows, columns=cols)
 
 
 def by_length(sweep: Sweep, axis: str, test_metric: str) -> pd.DataFrame:
     """Re-evaluated test metric per cell, data size and length (for the long-range claim)."""
     col = f"metrics.{test_metric}"
+    current = current_reevals(sweep.parents, sweep.reevals)
     rows = []
     for _, p in sweep.parents.iterrows():
-        re = sweep.reevals[(sweep.reevals["tags.mlflow.parentRunId"] == p["run_id"])
-                           & (sweep.reevals["status"] == "FINISHED")]
+        re = current[(current["tags.mlflow.parentRunId"] == p["run_id"]) & current["ok"]] \
+            if len(current) else pd.DataFrame()
         m, s, n = _mean_sd(re[col] if col in re else pd.Series(dtype=float))
         rows.append({"cell": p["tags.cell"], "size": p["tags.data_size"],
                      "length": int(p[axis]), "mean": m, "sd": s, "n": n})

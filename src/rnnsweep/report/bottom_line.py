@@ -1,0 +1,165 @@
+"""The report's opening answer: per data condition, which cell, how sure, at what cost, and
+what would change the answer; or plainly that no answer is possible.
+
+It uses the same re-evaluation seeds and tests as the claims, Bonferroni-corrected over
+every comparison it makes, so it is never stronger than the tests beneath it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rnnsweep.report.evidence import Evidence
+from rnnsweep.report.sequential import seeds_to_decide
+from rnnsweep.report.settings import Settings
+from rnnsweep.report.stats import Comparison, compare_means, level_text, tost_p
+from rnnsweep.report.tables import fmt
+
+COLUMNS = ["data", "answer", "how sure", "at what cost", "what would change it"]
+
+
+def _center(values: list[float], log: bool) -> float:
+    v = np.asarray(values, float)
+    return float(np.exp(np.log(v).mean())) if log else float(v.mean())
+
+
+def _trivial(mean: float, ev: Evidence, cond: str, s: Settings) -> bool | None:
+    if s.maximize:
+        base = ev.baseline(cond, "baseline_acc")
+        return None if base is None else mean <= base + s.trivial_fraction * (1 - base)
+    base = ev.baseline(cond, "baseline_loss")
+    return None if base is None else mean >= (1 - s.trivial_fraction) * base
+
+
+def _effect_text(best: str, other: str, c: Comparison, s: Settings) -> str:
+    pct = level_text(c.level)
+    if c.scale == "log":  # c compares best (b) against other (a)
+        return (f"{best}/{other} {s.test_metric} ratio {np.exp(c.diff):.3g} ({pct} CI "
+                f"{np.exp(c.ci_low):.3g}-{np.exp(c.ci_high):.3g}, n={c.n_b}/{c.n_a})")
+    return (f"{best} - {other} {s.test_metric} {c.diff:+.4g} ({pct} CI {c.ci_low:+.4g} to "
+            f"{c.ci_high:+.4g}, n={c.n_b}/{c.n_a})")
+
+
+def _cost(summ: pd.DataFrame, cond: str, cells: list[str]) -> str:
+    parts = []
+    for cell in cells:
+        row = summ[(summ["cell"] == cell) & (summ["condition"] == cond)]
+        if row.empty:
+            continue
+        r = row.iloc[0]
+        step = r.get("seconds_per_step")
+        speed = (f", {1000 * step:.3g} ms/step" if isinstance(step, float) and np.isfinite(step)
+                 else "")
+        parts.append(f"{cell} {fmt(r.get('n_params'))} params{speed}")
+    return "; ".join(parts) + " (best configurations; controlled cost in claims 1-3)" \
+        if parts else "not recorded"
+
+
+def _changes(ev: Evidence, summ: pd.DataFrame, cond: str, cells: list[str]) -> list[str]:
+    out = []
+    for cell in cells:
+        row = summ[(summ["cell"] == cell) & (summ["condition"] == cond)]
+        if row.empty:
+            continue
+        r = row.iloc[0]
+        conv = r.get("converged")
+        if isinstance(conv, (bool, np.bool_)) and not conv:
+            out.append(f"{cell}: best trial peaked in the last 10 % of its step budget "
+                       "(not converged: raise trainer.max_steps)")
+        if r.get("complete", 0) < 10:
+            out.append(f"{cell}: only {r.get('complete', 0)} complete trials (search.n_trials)")
+        if r.get("reeval_failed", 0):
+            out.append(f"{cell}: {r['reeval_failed']} failed re-evaluation seed(s) left out")
+    return out
+
+
+def bottom_line(ev: Evidence, s: Settings, summ: pd.DataFrame) -> pd.DataFrame:
+    """One row per condition (see COLUMNS)."""
+    log = s.effect_scale() != "raw"
+    plans: dict[str, tuple[list[str], dict[str, list[float]]]] = {}
+    n_tests = 0
+    for cond in ev.conditions():
+        vals = {c: ev.values(c, cond, s.test_col) for c in ev.cells(cond)}
+        ok = [c for c, v in vals.items() if len(v) >= 2]
+        plans[cond] = (ok, vals)
+        n_tests += max(len(ok) - 1, 0)
+    alpha = s.alpha / max(n_tests, 1)
+    rows = []
+    for cond, (ok, vals) in plans.items():
+        cells = sorted(vals)
+        short = [f"{c} ({len(v)})" for c, v in vals.items() if len(v) < 2]
+        cost, changes = _cost(summ, cond, cells), _changes(ev, summ, cond, cells)
+        acc = _accuracy(ev, cond, cells)
+        if len(ok) < 2:
+            rows.append([cond, "no answer: fewer than two finished re-evaluation seeds for "
+                         f"{', '.join(short) or 'a second cell'}", acc or "-", cost,
+                         "; ".join(["more seeds (search.reeval_seeds)", *changes])])
+            continue
+        use_log = log and all(min(vals[c]) > 0 for c in ok)
+        centers = {c: _center(vals[c], use_log) for c in ok}
+        order = sorted(ok, key=lambda c: centers[c], reverse=s.maximize)
+        trivial = [_trivial(float(np.mean(vals[c])), ev, cond, s) for c in ok]
+        if all(t is True for t in trivial):
+            base = "majority-class rate" if s.maximize else "trivial predictor's loss"
+            rows.append([cond, f"no answer: every cell is within {s.trivial_fraction:.0%} of "
+                         f"the {base}, so none learned the task", acc or "-", cost,
+                         "; ".join(["a longer budget, more data or a learnable task",
+                                    *changes])])
+            continue
+        best, sure, undecided, equal = order[0], [], [], []
+        margin = s.margin(ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
+        for other in order[1:]:
+            c = compare_means(vals[other], vals[best], level=1 - alpha,
+                              scale="log" if use_log else "raw", df_rule=s.df_rule)
+            assert c is not None and c.contrast is not None
+            sure.append(_effect_text(best, other, c, s))
+            raw = compare_means(vals[other], vals[best], level=1 - alpha, scale="raw",
+                                df_rule=s.df_rule)
+            within = raw is not None and margin is not None and \
+                tost_p(raw.contrast, margin) < alpha  # type: ignore[arg-type]
+            if within:
+                sure.append(f"absolute difference {raw.diff:+.3g} (CI {raw.ci_low:+.3g} to "  # type: ignore[union-attr]
+                            f"{raw.ci_high:+.3g}) within the margin ±{margin:.3g}")
+            if c.p_value < alpha:
+                continue
+            if within:
+                equal.append(other)
+            else:
+                n = seeds_to_decide(c.contrast, abs(c.diff), alpha, s.power, s.max_seeds)
+                undecided.append(other)
+                changes.append(f"{best} vs {other}: " + (f"about {n} seeds per cell would "
+                               "decide it" if n else "too close to decide with a feasible "
+                               "number of seeds"))
+        if undecided:
+            answer = f"undecided between {best} and {', '.join(undecided)}"
+        elif equal:
+            answer = (f"{' or '.join([best, *equal])}: equivalent within the margin "
+                      f"{s.margin_text()}")
+        else:
+            answer = f"{best} ({'higher' if s.maximize else 'lower'} {s.test_metric})"
+        sure_text = "; ".join(sure) + (f"; {acc}" if acc else "")
+        rows.append([cond, answer, sure_text, cost,
+                     "; ".join(changes) or "nothing flagged: converged, >= 10 trials, no "
+                     "failed seeds"])
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _accuracy(ev: Evidence, cond: str, cells: list[str]) -> str:
+    """Classification: test accuracy beside the majority-class rate."""
+    accs = {c: ev.values(c, cond, "metrics.test_acc") for c in cells}
+    if not any(accs.values()):
+        return ""
+    base = ev.baseline(cond, "baseline_acc")
+    shown = ", ".join(f"{c} {np.mean(v):.3g}" for c, v in accs.items() if v)
+    return (f"test accuracy {shown} vs majority-class rate "
+            f"{'not recorded' if base is None else f'{base:.3g}'}")
+
+
+def bottom_line_text(s: Settings) -> str:
+    scale = "log values (ratios)" if s.effect_scale() != "raw" else "raw values"
+    return (f"Per data condition, from the re-evaluation seeds' {s.test_metric} (test set): "
+            f"a cell is named only when the interval of its difference to every other cell "
+            f"excludes no difference (Welch-type t on {scale}, {s.df_rule} df, Bonferroni over "
+            f"all comparisons below at alpha={s.alpha}); 'equivalent' only when the interval "
+            f"lies within the margin {s.margin_text()}. The six claims follow in section 6.")
