@@ -189,3 +189,20 @@ def test_build_writes_the_metrics_contract(tmp_path: Path,
     assert md.index("## Bottom line") < md.index("## 1. Summary")
     assert "selection statistic" in md and "not converged" in md.lower()
     assert "raise trainer.max_steps" in md
+
+
+def test_parent_run_numbers_for_mlflow() -> None:
+    from rnnsweep.report.attach import parent_numbers
+
+    metrics = {"gru": {"small_T=20": {"baseline_loss": 0.17, "gap_eval_mean": 0.01,
+                                      "gap_eval_sd": None, "converged": False,
+                                      "trainability": {"near_best": 0.25, "diverged": 0.0}}},
+               "claims": {"LSTM overfits more on small data": {
+                   "verdict": "inconclusive", "effect": 0.002, "ci_low": -0.01,
+                   "ci_high": 0.014, "n_seeds": 3, "mde": 0.02}}}
+    values, tags = parent_numbers(metrics, "gru", "small T=20")
+    assert values["report.baseline_loss"] == 0.17 and "report.gap_eval_sd" not in values
+    assert values["report.converged"] == 0.0
+    assert values["report.trainability_near_best"] == 0.25
+    assert values["claim.lstm_overfits_more_on_small_data.mde"] == 0.02
+    assert tags == {"claim.lstm_overfits_more_on_small_data": "inconclusive"}

@@ -14,8 +14,8 @@ import pytest
 from conftest import clean_env
 from mlflow.tracking import MlflowClient
 
-SECTIONS = ["1. Summary", "2. Overfitting probe", "3. Expected best", "4. Hyperparameter",
-            "5. Cost", "6. Claims"]
+SECTIONS = ["Bottom line", "1. Summary", "2. Overfitting probe", "3. Expected best",
+            "4. Hyperparameter", "5. Cost", "6. Claims"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -56,7 +56,8 @@ def test_sections_and_figures(report: Path) -> None:
         assert matplotlib.image.imread(png).shape[0] > 50  # decodes as a real image
         assert f"(figures/{png.name})" in md
     assert html.count("src='data:image/png;base64,") == len(pngs)
-    for table in ("summary", "claims", "importance", "trials"):
+    assert md.index("## Bottom line") < md.index("## 1. Summary")
+    for table in ("summary", "claims", "importance", "trials", "bottom_line"):
         assert not pd.read_csv(report / "tables" / f"{table}.csv").empty
 
 
@@ -68,11 +69,16 @@ def test_numbers_equal_mlflow(report: Path, client: MlflowClient) -> None:
     for p in parents:
         cell, size = p.data.tags["cell"], p.data.tags["data_size"]
         row = metrics[cell][size]
+        # the metrics.json contract: present even when the sweep did not record them
+        assert {"baseline_loss", "gap_eval_mean", "gap_eval_sd", "converged",
+                "trainability"} <= set(row)
         assert row["best_trial_val"] == pytest.approx(p.data.metrics["best_val_loss"])
         assert row["complete"] == p.data.metrics["n_complete"]
         assert row["pruned"] == p.data.metrics["n_pruned"]
         mine = [r.data.metrics["test_loss"] for r in reevals
-                if r.data.tags["mlflow.parentRunId"] == p.info.run_id]
+                if r.data.tags["mlflow.parentRunId"] == p.info.run_id
+                and r.data.tags["best_trial_number"] == p.data.tags["best_trial_number"]
+                and r.info.status == "FINISHED"]
         assert row["test_mean"] == pytest.approx(statistics.fmean(mine))
         assert row["test_sd"] == pytest.approx(statistics.stdev(mine))
     summary = pd.read_csv(report / "tables" / "summary.csv")
@@ -91,7 +97,12 @@ def test_claims_table(report: Path) -> None:
     params = claims[claims["claim"] == "GRU has fewer parameters"].iloc[0]
     assert params["verdict"] == "supported" and "0.75" in params["evidence"]
     metrics = json.loads((report / "metrics.json").read_text())
-    assert metrics["claims"] == dict(zip(claims["claim"], claims["verdict"], strict=True))
+    assert {k: v["verdict"] for k, v in metrics["claims"].items()} == \
+        dict(zip(claims["claim"], claims["verdict"], strict=True))
+    for c in metrics["claims"].values():
+        assert set(c) >= {"verdict", "effect", "ci_low", "ci_high", "n_seeds", "mde"}
+        if c["verdict"] in ("supported", "contradicted"):
+            assert c["mde"] is None
 
 
 def test_attached_once_per_sweep(report: Path, smoke_sweep: Path, client: MlflowClient) -> None:

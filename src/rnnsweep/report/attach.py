@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -10,6 +13,40 @@ from rnnsweep.report.collect import Sweep
 from rnnsweep.tracking import Tracker
 
 REPORT_ROLE = "report"
+STUDY_KEYS = ("baseline_loss", "gap_eval_mean", "gap_eval_sd")
+CLAIM_NUMBERS = ("effect", "ci_low", "ci_high", "n_seeds", "mde")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _num(v: object) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) \
+        and math.isfinite(float(v)) else None
+
+
+def parent_numbers(metrics: dict, cell: str, condition: str) -> tuple[dict, dict]:
+    """The metrics.json numbers a study's parent run carries: its own row (report.*) and
+    every claim of the sweep (claim.<slug>.*; the verdict as a tag)."""
+    row = metrics.get(cell, {}).get(condition.replace(" ", "_"), {})
+    out: dict[str, float] = {}
+    for key in STUDY_KEYS:
+        if (v := _num(row.get(key))) is not None:
+            out[f"report.{key}"] = v
+    if isinstance(row.get("converged"), bool):
+        out["report.converged"] = float(row["converged"])
+    for key, value in (row.get("trainability") or {}).items():
+        if (v := _num(value)) is not None:
+            out[f"report.trainability_{key}"] = v
+    tags = {}
+    for claim, numbers in metrics.get("claims", {}).items():
+        slug = _slug(claim)
+        tags[f"claim.{slug}"] = numbers.get("verdict", "")
+        for key in CLAIM_NUMBERS:
+            if (v := _num(numbers.get(key))) is not None:
+                out[f"claim.{slug}.{key}"] = v
+    return out, tags
 
 
 def attach(cfg: DictConfig, experiment: str, sweep: Sweep, folder: Path) -> str:
@@ -26,8 +63,12 @@ def attach(cfg: DictConfig, experiment: str, sweep: Sweep, folder: Path) -> str:
                                     "task": experiment})
     try:
         tracker.client.log_artifacts(run_id, str(folder), "report")
-        for parent in sweep.parents["run_id"]:
-            tracker.log(parent, tags={"report_run_id": run_id})
+        path = folder / "metrics.json"
+        numbers = json.loads(path.read_text()) if path.exists() else {}
+        for _, parent in sweep.parents.iterrows():
+            values, tags = parent_numbers(numbers, parent["tags.cell"], parent["condition"])
+            tracker.log(parent["run_id"], metrics=values,
+                        tags={"report_run_id": run_id, **tags})
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
