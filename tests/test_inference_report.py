@@ -206,3 +206,15 @@ def test_parent_run_numbers_for_mlflow() -> None:
     assert values["report.trainability_near_best"] == 0.25
     assert values["claim.lstm_overfits_more_on_small_data.mde"] == 0.02
     assert tags == {"claim.lstm_overfits_more_on_small_data": "inconclusive"}
+
+
+def test_bottom_line_shows_accuracy_beside_the_majority_rate() -> None:
+    sweep = make_sweep({("lstm", "small"): [0.30, 0.32, 0.31], ("gru", "small"):
+                        [0.60, 0.62, 0.61]}, baseline=0.69)
+    sweep.reevals["metrics.test_acc"] = np.where(sweep.reevals["tags.cell"] == "lstm",
+                                                 0.91, 0.51)
+    sweep.parents["metrics.baseline_acc"] = 0.5
+    s = Settings.from_cfg(RCFG)
+    answer = bottom_line(Evidence(sweep), s, summary(sweep, "test_loss")).iloc[0]
+    assert answer["answer"].startswith("lstm")
+    assert "test accuracy gru 0.51, lstm 0.91 vs majority-class rate 0.5" in answer["how sure"]
