@@ -36,7 +36,7 @@ def test_four_parent_runs_with_condition_tags(smoke_sweep):
         assert "config.yaml" in arts and "best_model" in arts
 
 
-def test_each_study_has_n_trials_child_runs_with_params_and_epoch_history(smoke_sweep):
+def test_each_study_has_n_trials_child_runs_with_params_and_step_history(smoke_sweep):
     c = client(smoke_sweep)
     children = runs(smoke_sweep, "trial")
     for parent in runs(smoke_sweep, "study"):
@@ -47,9 +47,14 @@ def test_each_study_has_n_trials_child_runs_with_params_and_epoch_history(smoke_
             assert r.data.tags["state"] in ("COMPLETE", "PRUNED")
             assert {"num_layers", "hidden_size", "dropout", "lr"} <= set(r.data.params)
             assert r.data.metrics["n_params"] > 0 and r.data.metrics["wall_seconds"] > 0
+            # Validations every val_check_steps optimiser steps, logged against the step.
+            assert r.data.params["budget_steps"] == "30"
             history = c.get_metric_history(r.info.run_id, "val_loss")
-            steps = [m.step for m in history]
-            assert steps == list(range(len(steps))) and len(steps) >= 1
+            steps = sorted(m.step for m in history)
+            assert steps == list(range(10, 10 * len(steps) + 1, 10)) and len(steps) >= 1
+            if r.data.tags["state"] == "COMPLETE":
+                assert r.data.metrics["optimizer_steps"] <= 30
+                assert r.data.metrics["best_step"] in steps
             assert {"train_loss", "gap"} <= set(r.data.metrics)
             if r.data.tags["state"] == "COMPLETE":
                 assert "test_loss" in r.data.metrics and "test_acc" in r.data.metrics
