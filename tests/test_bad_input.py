@@ -30,3 +30,108 @@ def test_bad_value_in_a_later_sweep_job_stops_the_whole_sweep_first(project):
     assert proc.returncode == 2
     assert "cell=transformer" in proc.stderr and "allowed: gru, lstm, rnn" in proc.stderr
     assert not (project / "mlruns").exists()
+
+
+# -- config groups: an empty or misspelt group or key lists what is allowed ------------------
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["cell="], "cell= is empty: allowed: gru, lstm, rnn"),
+    (["-m", "cell="], "cell= is empty: allowed: gru, lstm, rnn"),
+    (["data= "], "data= is empty: allowed: adding, anbn, chorales, file"),
+    (["cell=lstn"], "cell=lstn is invalid: allowed: gru, lstm, rnn"),
+    (["-m", "cell=lstm,lstn"], "cell=lstn is invalid: allowed: gru, lstm, rnn"),
+    (["cel=lstm"], "did you mean cell?"),
+    (["-m", "cel=lstm,gru"], "did you mean cell?"),
+    (["sell=gru"], "did you mean cell?"),
+    (["model.hiden_size=8"], "did you mean model.hidden_size?"),
+    (["optim.lr_rate=0.1"], "did you mean optim.lr?"),
+    (["-m", "cell=lstm,"], "cell=lstm,: not a valid override"),
+])
+def test_group_and_key_mistakes_name_the_allowed_values(project, monkeypatch, argv, expected):
+    from rnnsweep.cli import preflight
+    from rnnsweep.errors import ConfigError
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    with pytest.raises(ConfigError) as err:
+        preflight(project / "conf", [*argv, "experiment=smoke"])
+    message = str(err.value)
+    assert expected in message and "\n" not in message, message
+    if "did you mean" in expected:
+        assert "allowed: " in message  # the keys that exist there
+    assert not (project / "mlruns").exists()
+
+
+def test_empty_cell_in_a_sweep_fails_in_one_line_from_the_command(project):
+    proc = run_train(project, "-m", "cell=", "experiment=smoke")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: cell= is empty: allowed: gru, lstm, rnn"], proc.stderr
+    assert not (project / "mlruns").exists() and not (project / "outputs").exists()
+
+
+# -- values inside MLflow filter strings (a data file named it's.npz) -------------------------
+NAMES = ["plain-name", "it's", 'say "hi"', "back\\slash", "ends\\", "it's\\", "100%_done",
+         "both ' and \"", 'q"\\']
+
+
+def test_every_name_finds_its_own_parent_run(tmp_path):
+    from omegaconf import OmegaConf
+
+    from rnnsweep.tracking import PARENT_ROLE, Tracker, filter_value
+
+    cfg = OmegaConf.create({"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db",
+                                         "artifact_root": str(tmp_path / "artifacts")}})
+    tracker = Tracker(cfg)
+    ids = {name: tracker.start_run("exp", "p", {"study_name": name, "role": PARENT_ROLE})
+           for name in NAMES}
+    tracker.start_run("exp", "t", {"study_name": "it's", "role": "trial"})
+    for name in NAMES:
+        assert tracker.find_parent("exp", name) == ids[name], name
+    assert tracker.find_parent("exp", "it") is None and tracker.find_parent("exp", "'") is None
+    # Each literal filter_value writes matches exactly its own name.
+    quotable = [n for n in NAMES if not ("'" in n and '"' in n) and not ('"' in n
+                                                                      and n.endswith("\\"))]
+    assert len(quotable) == len(NAMES) - 2
+    for name in quotable:
+        runs = tracker.find_runs("exp", f"tags.study_name = {filter_value(name)}")
+        assert [r.data.tags["study_name"] for r in runs] == [name] * len(runs) and runs, name
+    for name in set(NAMES) - set(quotable):
+        with pytest.raises(ValueError, match="cannot be written"):
+            filter_value(name)
+
+
+# -- make ui on a taken port ------------------------------------------------------------------
+def test_make_ui_on_a_busy_port_fails_in_one_clear_line():
+    import socket
+    import subprocess
+
+    from conftest import ROOT
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        # -o: the installed venv counts as up to date (no reinstall from a test).
+        proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "ui", f"UI_PORT={port}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert ours == [f"error: 127.0.0.1:{port} is not free (Address already in use): stop the "
+                    f"server using it or pick another port, e.g. UI_PORT={port + 1}"], proc.stderr
+    assert "MLflow UI:" not in proc.stdout  # mlflow ui never started
+
+
+@pytest.mark.parametrize(("host", "port", "problem"), [
+    ("127.0.0.1", "http", "UI_PORT=http: not a port number"),
+    ("127.0.0.1", "70000", "UI_PORT=70000: not a port number"),
+    ("no-such-host.invalid", "5000", "host no-such-host.invalid: cannot resolve it"),
+])
+def test_port_check_names_a_bad_port_or_host(host, port, problem):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "scripts/port_free.py", host, port, "UI_PORT"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {problem}"), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1

@@ -143,7 +143,8 @@ def _unknown_key(conf_dir: Path, job: list[str], key: str) -> str:
     known = sorted(str(k) for k in node.keys()) if OmegaConf.is_dict(node) else []
     if not parent:
         known = sorted(set(known) | set(_groups(conf_dir)))
-    close = difflib.get_close_matches(leaf, known, n=1)
+    close = difflib.get_close_matches(leaf, known, n=1) or [
+        k for k in known if leaf.startswith(k) or k.startswith(leaf)][:1]
     hint = f"; did you mean {(parent + '.') if parent else ''}{close[0]}?" if close else ""
     where = f"in {parent}" if parent else "at the top level"
     return f"{line}: no such key {where} (allowed: {', '.join(known)}){hint}"
