@@ -156,3 +156,16 @@ def test_refused_storage_urls_give_one_masked_line_and_create_nothing(project, m
     # Both kinds of refusal occurred: a store that does not answer, a URL it would misread.
     assert any("cannot connect" in m for m in messages), messages
     assert any("write @ as %40" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("flags", [["--cfg", "job"], ["--cfg", "all"], ["--info", "all"]])
+def test_printing_the_config_masks_the_password(project, flags):
+    """--cfg/--info print the config with print(), past the logging filters."""
+    storage = "postgresql://rnnsweep:Se/cret9:k?q@127.0.0.1:5432/optuna"
+    proc = run_train(project, *flags, f"search.storage='{storage}'", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    output = proc.stdout + proc.stderr
+    assert "Se/cret9" not in output
+    if flags[0] == "--cfg":
+        assert "rnnsweep:***@127.0.0.1:5432/optuna" in output
+    assert not (project / "outputs").exists()

@@ -47,6 +47,19 @@ def fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+class RedactingStream:
+    """A text stream that masks credentials in everything written through it."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(redact(text))  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
     """Pin the project root, give a sweep its id, and validate every job before any runs."""
     argv = sys.argv[1:] if argv is None else argv
@@ -59,6 +72,9 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
     if MULTIRUN_FLAGS & set(argv):
         os.environ.setdefault("RNNSWEEP_SWEEP_ID", time.strftime("%Y%m%d-%H%M%S"))
     if INFO_FLAGS & set(argv):
+        # --cfg/--info print the config (a storage password too) with print(), not logging;
+        # argparse echoes a bad argument on stderr.
+        sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
         return
     try:
         preflight(root / "conf", argv)
