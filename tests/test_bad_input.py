@@ -135,3 +135,23 @@ def test_port_check_names_a_bad_port_or_host(host, port, problem):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {problem}"), proc.stderr
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_find_tagged_matches_any_value_in_dotted_keys_and_by_status(tmp_path):
+    """The helper re-evaluation and the reports can use: every value, keys with dots."""
+    from omegaconf import OmegaConf
+
+    from rnnsweep.tracking import Tracker, find_tagged
+
+    cfg = OmegaConf.create({"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db",
+                                         "artifact_root": str(tmp_path / "artifacts")}})
+    tracker = Tracker(cfg)
+    ids = {name: tracker.start_run("exp", "r", {"data.file": name, "best_trial_number": "3"})
+           for name in NAMES}
+    tracker.end_run(ids["it's"], "FINISHED")
+    for name in NAMES:
+        found = find_tagged(tracker, "exp", {"data.file": name, "best_trial_number": 3})
+        assert [r.info.run_id for r in found] == [ids[name]], name
+    finished = find_tagged(tracker, "exp", {"best_trial_number": 3}, status="FINISHED")
+    assert [r.info.run_id for r in finished] == [ids["it's"]]
+    assert find_tagged(tracker, "exp", {"data.file": "it's", "best_trial_number": 4}) == []

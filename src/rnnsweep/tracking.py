@@ -62,6 +62,32 @@ def filter_value(value: object) -> str:
     raise ValueError(f"{text!r} cannot be written as an MLflow filter literal")
 
 
+def tag_filter(tags: dict[str, object], status: str | None = None
+               ) -> tuple[str, dict[str, str]]:
+    """An MLflow filter string for runs whose tags equal `tags` (and whose status is
+    `status`), every value quoted by filter_value. Returns (filter, leftover): the tags no
+    literal can hold, for the caller to compare itself (`find_tagged` does)."""
+    clauses, leftover = [], {}
+    for key, value in tags.items():
+        name = key if key.isidentifier() else f"`{key}`"
+        try:
+            clauses.append(f"tags.{name} = {filter_value(value)}")
+        except ValueError:
+            leftover[key] = str(value)
+    if status is not None:
+        clauses.append(f"attributes.status = {filter_value(status)}")
+    return " and ".join(clauses), leftover
+
+
+def find_tagged(tracker: Tracker, experiment: str, tags: dict[str, object],
+                status: str | None = None) -> list[Any]:
+    """Runs of `experiment` whose tags equal `tags`, oldest first; safe for any value (a
+    data file named it's.npz puts an apostrophe in the study name)."""
+    filter_string, leftover = tag_filter(tags, status)
+    runs = tracker.find_runs(experiment, filter_string)
+    return [r for r in runs if all(r.data.tags.get(k) == v for k, v in leftover.items())]
+
+
 def _auth_headers(parts: urllib.parse.SplitResult) -> dict[str, str]:
     """The Authorization header MLflow's client sends: the URL's user info first (requests
     reads it from the URL, latin-1 encoded, and it replaces any other), then
@@ -191,14 +217,7 @@ class Tracker:
         )
 
     def find_parent(self, experiment: str, study_name: str) -> str | None:
-        role = f"tags.role = {filter_value(PARENT_ROLE)}"
-        try:
-            name = filter_value(study_name)
-        except ValueError:  # a name with both kinds of quote: compared here instead
-            runs = [r for r in self.find_runs(experiment, role)
-                    if r.data.tags.get("study_name") == study_name]
-        else:
-            runs = self.find_runs(experiment, f"tags.study_name = {name} and {role}")
+        runs = find_tagged(self, experiment, {"study_name": study_name, "role": PARENT_ROLE})
         return runs[0].info.run_id if runs else None
 
     def start_run(
