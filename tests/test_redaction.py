@@ -216,3 +216,22 @@ def test_misread_user_info_is_named_without_the_password(url, needle):
     problem = userinfo_problem(url)
     assert problem and needle in problem
     assert all(part not in problem for part in ("p@ss", "se/cret", "a#b"))
+
+
+def test_libraries_own_log_handlers_mask_too():
+    """Optuna and MLflow log through their own non-propagating handlers."""
+    import io
+
+    from rnnsweep.console import mask_all_handlers
+
+    stream = io.StringIO()
+    own = logging.getLogger("rnnsweep.test_redaction.library")
+    own.propagate = False
+    own.addHandler(logging.StreamHandler(stream))
+    mask_all_handlers()
+    mask_all_handlers()  # idempotent: one filter per handler
+    own.warning("storage %s failed", f"postgresql://u:{SECRET}/x@h/db")
+    assert stream.getvalue() == "storage postgresql://u:***@h/db failed\n"
+    assert len(own.handlers[0].filters) == 1
+    optuna_handlers = logging.getLogger("optuna").handlers
+    assert optuna_handlers and all(h.filters for h in optuna_handlers)

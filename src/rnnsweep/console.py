@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
+from rnnsweep.redact import RedactFilter
+
 # (warning category, regex on the start of the message): each one is library-internal.
 QUIET_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     # The heartbeat / retry features are the documented way to recover dead workers' trials.
@@ -87,10 +89,25 @@ def quiet_third_party(in_study: bool) -> None:
     _lightning_filter.in_study = in_study
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    mask_all_handlers()
     # MLflow draws a tqdm bar for every artifact download (the best trial's weights).
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The progress line replaces Optuna's "study created" and "Trial k finished" INFO lines.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+_redact_filter = RedactFilter()
+
+
+def mask_all_handlers() -> None:
+    """Credentials masked on every log handler, not only Hydra's: Optuna and MLflow log
+    through handlers of their own that do not propagate to the root logger."""
+    loggers = [logging.getLogger(), *(
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if _redact_filter not in handler.filters:
+                handler.addFilter(_redact_filter)
 
 
 def _clock(seconds: float | None) -> str:
