@@ -84,36 +84,45 @@ def files_holding(root: Path, needles: list[str]) -> list[str]:
 
 @pytest.mark.slow
 def test_a_password_with_slashes_and_escapes_reaches_no_output(project):
+    """A single run, then a -m sweep resuming the same study (multirun.yaml, job folders)."""
     secret = unquote(URL_PASSWORD)
     needles = [URL_PASSWORD, secret, "Se/cret9"]
     with postgres(URL_PASSWORD) as server:
         assert URL_PASSWORD in server  # the URL really holds the raw form
         storage = f"{server}/optuna"
-        proc = run_train(project, "cell=lstm", "experiment=smoke", "search.n_trials=1",
-                         "search.reeval_seeds=0", f"search.storage='{storage}'")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        # The study really ran on the server with that password.
+        common = ["cell=lstm", "data.size=small", "experiment=smoke", "search.reeval_seeds=0",
+                  f"search.storage='{storage}'"]
+        single = run_train(project, *common, "search.n_trials=1")
+        assert single.returncode == 0, single.stderr[-3000:]
+        sweep = run_train(project, "-m", *common, "search.n_trials=2")
+        assert sweep.returncode == 0, sweep.stderr[-3000:]
+        # The study really ran on the server with that password, resumed by the sweep.
         engine = sqlalchemy.create_engine(storage)
         with engine.connect() as con:
             n = con.execute(sqlalchemy.text("SELECT count(*) FROM trials")).scalar()
         engine.dispose()
-        assert n == 1
+        assert n == 2
 
-    console = proc.stdout + proc.stderr
-    assert [n for n in needles if n in console] == [], console[-3000:]
-    # Hydra's saved config, overrides and hydra.yaml, and the job's log file.
-    hydra_files = list((project / "outputs").glob("runs/*/.hydra/*.yaml"))
-    assert {p.name for p in hydra_files} >= {"config.yaml", "overrides.yaml", "hydra.yaml"}
-    assert list((project / "outputs").rglob("*.log"))
-    assert files_holding(project / "outputs", needles) == []
-    overrides = next(p for p in hydra_files if p.name == "overrides.yaml").read_text()
-    assert f"{USER}:***@127.0.0.1" in overrides
+    for proc in (single, sweep):
+        console = proc.stdout + proc.stderr
+        assert [n for n in needles if n in console] == [], console[-3000:]
+    # Hydra's saved config, overrides and hydra.yaml, multirun.yaml, the jobs' log files.
+    outputs = project / "outputs"
+    for pattern in ("runs/*/.hydra/", "sweeps/*/0/.hydra/"):
+        names = {p.name for p in outputs.glob(pattern + "*.yaml")}
+        assert names >= {"config.yaml", "overrides.yaml", "hydra.yaml"}, pattern
+    assert list(outputs.glob("sweeps/*/multirun.yaml")) and len(list(outputs.rglob("*.log"))) == 2
+    assert files_holding(outputs, needles) == []
+    for saved in [*outputs.glob("*/*/.hydra/overrides.yaml"), *outputs.glob("*/*/multirun.yaml")]:
+        assert f"{USER}:***@127.0.0.1" in saved.read_text(), saved
     # The MLflow store (params, tags: the database file itself) and its artifacts.
     assert files_holding(project / "mlruns", needles) == []
     runs = all_runs(mlflow_url(project))
-    trial = next(r for r in runs if r.data.tags.get("role") == "trial")
-    reproduce = trial.data.tags["reproduce"]
-    assert f"{USER}:***@127.0.0.1" in reproduce and "search=none" in reproduce
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    assert len(trials) == 2
+    for trial in trials:
+        reproduce = trial.data.tags["reproduce"]
+        assert f"{USER}:***@127.0.0.1" in reproduce and "search=none" in reproduce
     for run in runs:
         text = repr(run.data.params) + repr(run.data.tags)
         assert [n for n in needles if n in text] == [], run.info.run_name
