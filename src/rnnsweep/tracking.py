@@ -155,6 +155,7 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout: float = 10.0) 
                 status = reply.status
         except urllib.error.HTTPError as err:
             status = err.code
+            err.close()
         except (OSError, ValueError) as err:
             reason = redact(str(getattr(err, "reason", err)))
             raise ConfigError(f"{where}: tracking server not reachable: {reason}") from None
