@@ -140,7 +140,7 @@ def _check_groups(conf_dir: Path, overrides: list[str]) -> None:
         options = _group_options(group)
         if not value.strip():
             raise ConfigError(f"{key}= is empty: allowed: {', '.join(options)}")
-        if value not in options:
+        if value.strip().strip("'\"") not in options:
             raise ConfigError(f"{key}={value} is invalid: allowed: {', '.join(options)}")
 
 
