@@ -61,6 +61,12 @@ def _kernels(level: str) -> dict[str, Any]:
     return kernels.run(min_cpu_s=_pick(level, 0.2, 0.5, 1.0))
 
 
+def _cost(level: str) -> dict[str, Any]:
+    from benchmarks import cost_probe
+
+    return cost_probe.run(rounds=_pick(level, 3, 10, 20), under_load=level != "quick")
+
+
 def _e2e(level: str) -> dict[str, Any]:
     from benchmarks import end_to_end
 
@@ -71,6 +77,7 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "overhead": _overhead,
     "bookkeeping": _bookkeeping,
     "kernels": _kernels,
+    "cost": _cost,
     "search": _search,
     "scaling": _scaling,
     "e2e": _e2e,

@@ -108,6 +108,10 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             out.append((f"7. {cell} fwd+bwd, {c['kernel']}",
                         f"{c['gflops_1thread']:.1f} GFLOP/s = {share:.0f}% of matmul peak "
                         f"{peak:.0f} (1 thread)", "report", "-"))
+    if "cost" in data:
+        from benchmarks.cost_probe import rows as cost_rows
+
+        out += cost_rows(data["cost"])
     if data and not any(s.get("machine", {}).get("gpu") for s in data.values()):
         out.append(("GPU: cuDNN GRU/LSTM step ratio, `experiment=full` trials/min, utilisation",
                     "not measured: no GPU on this machine", "report", "-"))

@@ -6,13 +6,15 @@ a training step like the Trainer's (the task's loss as RecurrentLitModule comput
 backward, gradient clipping, Adam) for every cell at identical sizes in this one process,
 and times them interleaved in rounds: round r runs each cell for `steps_per_round` steps,
 in an order rotated every round, so a change of load hits every cell alike and cancels in
-the per-round ratio. Warm-up steps (allocator, oneDNN primitive creation, Adam state) are
-run first and never timed.
+the per-round ratio. A cell's figure for a round is its fastest single step of the round
+(interference only adds time). Warm-up steps (allocator, oneDNN primitive creation, Adam
+state) are run first and never timed.
 
 Timer: on CPU the CPU time of the calling thread (`time.thread_time`) at one torch thread,
-which a competing process does not inflate the way it inflates wall time (with two
-CPU-burning processes on 2 cores the GRU/LSTM ratio moved 4-17 %, wall time 100 %); with more
-threads, `time.process_time` (OpenMP spin-waits then count, so keep one thread). On CUDA:
+which a competing process does not inflate the way it inflates wall time (two CPU-burning
+processes on the 2-core dev machine doubled wall time but moved the GRU/LSTM ratio by 1-15 %
+at H=32 and 4-7 % at H=128 x 2 layers: contention still slows the kernels unequally); with
+more threads, `time.process_time` (OpenMP spin-waits then count, so keep one thread). On CUDA:
 CUDA events around the steps, read after a synchronise.
 
 Ratio interval: per round, ratio = (seconds/step of cell) / (seconds/step of LSTM); the
@@ -103,7 +105,7 @@ class CellCost:
     flops: float
     kernel: str
     memory: Memory
-    seconds: list[float]  # seconds per training step, one value per round
+    seconds: list[float]  # per round: the fastest training step's seconds
 
     def spread(self) -> dict[str, float]:
         xs = sorted(self.seconds)
@@ -284,25 +286,29 @@ class _Timer:
         else:
             self.name, self._clock = "process CPU time", time.process_time
 
-    def seconds(self, fn: Callable[[], None], steps: int) -> float:
-        """Seconds per step over `steps` consecutive steps."""
+    def seconds(self, fn: Callable[[], None]) -> float:
+        """Seconds of one step."""
         if self.device.type == "cuda":
             start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
             torch.cuda.synchronize(self.device)
             start.record()
-            for _ in range(steps):
-                fn()
+            fn()
             end.record()
             end.synchronize()
-            return start.elapsed_time(end) / 1000 / steps
+            return start.elapsed_time(end) / 1000
         t0 = self._clock()
-        for _ in range(steps):
-            fn()
-        return (self._clock() - t0) / steps
+        fn()
+        return self._clock() - t0
+
+    def fastest(self, fn: Callable[[], None], steps: int) -> float:
+        """The fastest of `steps` single-step timings: interference (a neighbour's cache
+        traffic, a sibling hyper-thread) only ever adds time, so the minimum is the least
+        disturbed figure; on the 2-core dev machine it halved the shift under load."""
+        return min(self.seconds(fn) for _ in range(steps))
 
 
 def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
-          cells: Sequence[str] = ("lstm", "gru"), rounds: int = 10, steps_per_round: int = 2,
+          cells: Sequence[str] = ("lstm", "gru"), rounds: int = 10, steps_per_round: int = 3,
           warmup_steps: int = 3, device: str = "cpu", threads: int = 1, level: float = 0.95,
           budget_s: float | None = None, min_rounds: int = 5, seed: int = 0) -> ProbeResult:
     """Cost of each cell at each size (module doc). `budget_s` caps the timed rounds per
@@ -337,7 +343,7 @@ def _probe_size(spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
     warm: dict[str, float] = {}
     for _ in range(warmup_steps):  # interleaved too; these are never reported
         for c in cells:
-            warm[c] = timer.seconds(steps[c], 1)
+            warm[c] = timer.seconds(steps[c])
     memory = {c: measure_memory(steps[c]) for c in cells}
     if budget_s is not None and warm:
         per_round = sum(warm.values()) * steps_per_round
@@ -346,7 +352,7 @@ def _probe_size(spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
     seconds: dict[str, list[float]] = {c: [] for c in cells}
     for round_cells in order:
         for c in round_cells:
-            seconds[c].append(timer.seconds(steps[c], steps_per_round))
+            seconds[c].append(timer.fastest(steps[c], steps_per_round))
     x = batch[0]
     costs = {
         c: CellCost(c, count_parameters(steps[c].net),

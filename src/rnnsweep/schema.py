@@ -130,7 +130,7 @@ class CostProbeConfig:
     max_sizes: int = 3
     rounds: int = 12
     min_rounds: int = 5
-    steps_per_round: int = 2
+    steps_per_round: int = 3
     warmup_steps: int = 3
     threads: int = 1
     budget_s: float = 20.0
