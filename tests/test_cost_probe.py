@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from scipy import stats
 
+import rnnsweep.cost as cost_mod
 import rnnsweep.report.cost_claims as cost_claims_mod
 from rnnsweep.cost import (
     STEP_COUNTER_BYTES,
@@ -54,6 +55,20 @@ def test_probe_records_the_order_it_ran():
     assert s.order == [["lstm", "gru"], ["gru", "lstm"], ["lstm", "gru"], ["gru", "lstm"]]
     assert all(len(c.seconds) == 4 for c in s.cells.values())
     assert s.ratios["gru/lstm"].n_rounds == 4
+
+
+def test_cpu_timer_counts_cpu_time_not_waiting():
+    timer = cost_mod._Timer(CPU, threads=1)
+    assert timer.name == "thread CPU time"
+    assert timer.seconds(lambda: time.sleep(0.05)) < 0.01  # sleeping burns no CPU
+    calls = []
+    assert timer.fastest(lambda: calls.append(1), 4) >= 0 and len(calls) == 4
+
+
+def test_budget_cuts_rounds_but_not_below_the_minimum():
+    result = probe(ADDING, 4, 5, [Size(4, 1)], rounds=50, steps_per_round=1, warmup_steps=1,
+                   budget_s=0.0, min_rounds=5)
+    assert result.sizes[0].ratios["gru/lstm"].n_rounds == 5
 
 
 def test_flops_match_hand_computed_numbers():
