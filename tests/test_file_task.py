@@ -246,9 +246,6 @@ def test_messages_show_plain_values_not_numpy_reprs(tmp_path, ids, shown):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="search/runner.py close_orphan_runs and search/reeval.py "
-                   "_reeval_runs still interpolate study_name unquoted: use "
-                   "rnnsweep.tracking.find_tagged there, then drop this marker")
 def test_a_data_file_named_with_an_apostrophe_runs_and_resumes(project):
     """The study name holds the file's stem; MLflow filters on it must quote it."""
     from conftest import query, run_train

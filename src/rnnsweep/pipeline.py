@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any
 
+import optuna
 from omegaconf import DictConfig
 
 from rnnsweep.console import announce_reevaluation, study_progress
@@ -49,21 +50,12 @@ def condition_tags(cfg: DictConfig, condition: dict[str, str]) -> dict[str, str]
     }
 
 
-def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None:
-    """Run the job described by cfg; returns the best objective value (Hydra's job return)."""
-    cfg = typed_config(cfg)
-    if cfg.trainer.num_threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
-    datamodule = build_datamodule(cfg.data)  # also checks the task's keys
-    tracker = Tracker(cfg)
-    experiment = cfg.tracking.experiment or cfg.data.task
-    condition = datamodule.condition()
-    tags = condition_tags(cfg, condition)
-    overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]
-    if cfg.search.name == "none":
-        return run_single(cfg, datamodule, tracker, experiment, tags)
-
-    name = study_name(condition, cfg.cell.name) + matched_suffix(cfg)
+def open_study_context(
+    cfg: DictConfig, datamodule: Any, tracker: Tracker, experiment: str,
+    tags: dict[str, str], overrides: list[str],
+) -> tuple[optuna.Study, StudyContext]:
+    """The job's study and everything its trials need; its parent run found or created."""
+    name = study_name(datamodule.condition(), cfg.cell.name) + matched_suffix(cfg)
     storage = make_storage(cfg)
     study = open_study(cfg, name, storage)
     parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
@@ -78,6 +70,25 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
         parent_run_id=parent, study_name=name, base_tags={**tags, **device, "study_name": name},
         job_overrides=overrides,
     )
+    return study, ctx
+
+
+def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None:
+    """Run the job described by cfg; returns the best objective value (Hydra's job return)."""
+    cfg = typed_config(cfg)
+    if cfg.trainer.num_threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
+    datamodule = build_datamodule(cfg.data)  # also checks the task's keys
+    tracker = Tracker(cfg)
+    experiment = cfg.tracking.experiment or cfg.data.task
+    condition = datamodule.condition()
+    tags = condition_tags(cfg, condition)
+    overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]
+    if cfg.search.name == "none":
+        return run_single(cfg, datamodule, tracker, experiment, tags)
+
+    study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, overrides)
+    parent = ctx.parent_run_id
     try:
         with study_progress(study, cfg) as progress:
             summary = run_study(study, ctx, progress=progress)

@@ -97,7 +97,11 @@ class SearchConfig:
     direction: str = "minimize"
     metric: str = "val_loss"
     max_failure_rate: float = 0.5
-    reeval_seeds: int = 0
+    reeval_seeds: int = 3
+    # Sequential seeds: while a cell comparison is undecided, add reeval_seed_step seeds per
+    # round up to reeval_max_seeds (rnnsweep.search.seed_rounds); = reeval_seeds: no rounds.
+    reeval_max_seeds: int = 9
+    reeval_seed_step: int = 2
     match_params: bool = False
     heartbeat_interval: int = 10
     heartbeat_grace_period: int = 30
@@ -241,6 +245,10 @@ def validate(cfg: DictConfig) -> None:
             "search.max_failure_rate", s.max_failure_rate, "must be in [0, 1]",
         )
         _require(s.reeval_seeds >= 0, "search.reeval_seeds", s.reeval_seeds, "must be >= 0")
+        _require(s.reeval_max_seeds >= s.reeval_seeds, "search.reeval_max_seeds",
+                 s.reeval_max_seeds, f"must be >= search.reeval_seeds ({s.reeval_seeds})")
+        _require(s.reeval_seed_step >= 1, "search.reeval_seed_step", s.reeval_seed_step,
+                 "must be >= 1")
         _require(s.heartbeat_interval >= 1, "search.heartbeat_interval", s.heartbeat_interval,
                  "must be an integer >= 1 (seconds)")
         _require(s.heartbeat_grace_period > s.heartbeat_interval, "search.heartbeat_grace_period",

@@ -42,13 +42,15 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
     """Every study parent run tagged with this sweep id, in any experiment."""
     from mlflow.tracking import MlflowClient
 
+    from rnnsweep.tracking import tag_filter
+
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not experiment_ids:
         return []
     runs = client.search_runs(
         experiment_ids,
-        filter_string=f"tags.sweep_id = '{sweep_id}' and tags.role = '{STUDY_ROLE}'",
+        filter_string=tag_filter({"sweep_id": sweep_id, "role": STUDY_ROLE})[0],
         max_results=10000,
     )
     rows = []
@@ -152,6 +154,13 @@ class SweepSummary(Callback):
         if config.search.name == "none":
             return
         uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
+        from rnnsweep.search.seed_rounds import run_seed_rounds
+
+        try:
+            run_seed_rounds(config)
+        except Exception as err:  # the studies are finished and kept; say why seeds stopped
+            log.error("sequential re-evaluation seeds stopped: %s",
+                      redact(str(err).splitlines()[0] if str(err) else type(err).__name__))
         try:
             rows = read_sweep(uri, str(config.tracking.sweep_id), str(config.search.metric))
         except Exception as err:  # the sweep itself succeeded; the table is a convenience

@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rnnsweep.report.collect import Sweep
-from rnnsweep.tracking import Tracker
+from rnnsweep.tracking import Tracker, find_tagged
 
 REPORT_ROLE = "report"
 STUDY_KEYS = ("baseline_loss", "gap_eval_mean", "gap_eval_sd")
@@ -52,8 +52,7 @@ def parent_numbers(metrics: dict, cell: str, condition: str) -> tuple[dict, dict
 def attach(cfg: DictConfig, experiment: str, sweep: Sweep, folder: Path) -> str:
     """Re-running the report for the same sweep reuses its run (no duplicates in the UI)."""
     tracker = Tracker(cfg)
-    found = tracker.find_runs(
-        experiment, f"tags.role = '{REPORT_ROLE}' and tags.sweep_id = '{sweep.sweep_id}'")
+    found = find_tagged(tracker, experiment, {"role": REPORT_ROLE, "sweep_id": sweep.sweep_id})
     if found:
         run_id = found[0].info.run_id
         tracker.reopen(run_id)

@@ -107,6 +107,10 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     fig_dir, tab_dir = tmp / "figures", tmp / "tables"
     metric, test_metric = sweep.metric, rcfg["test_metric"]
     mean_epoch_seconds(sweep)
+    if sweep.seed_looks > 1:
+        # Seeds were added while undecided: every test spends alpha / looks (Bonferroni
+        # over the planned looks, rnnsweep.search.seed_rounds), so stopping early stays valid.
+        rcfg = {**rcfg, "alpha": float(rcfg["alpha"]) / sweep.seed_looks}
     summ = tables.summary(sweep, test_metric)
     curves = tables.expected_best_curves(sweep)
     imp = importances(sweep, int(rcfg["seed"]), int(rcfg.get("importance_bootstrap", 20)))
@@ -121,6 +125,11 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
              f"re-evaluation runs, read from MLflow. Objective: {sweep.direction} {metric}. "
              f"Device and RNN backend per cell (measured from the autograd graph): "
              f"{'; '.join(backends)}.")
+    if sweep.seed_looks > 1:
+        doc.para(f"Re-evaluation seeds were added in rounds while the cells' comparison was "
+                 f"undecided ({sweep.seed_looks} planned looks, search.reeval_max_seeds): "
+                 f"every test below runs at alpha {rcfg['alpha']:.3g} = report.alpha / "
+                 f"{sweep.seed_looks} looks (Bonferroni alpha spending).")
     resumed = sweep.parents.get("resumed_later", pd.Series(dtype=bool)).fillna(False)
     if resumed.any():
         doc.para("Reported as this sweep stood: studies "

@@ -34,6 +34,8 @@ class Sweep:
     curves: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     # data.* tags whose value differs between studies of one data size (e.g. data.T)
     axes: list[str] = field(default_factory=list)
+    # Planned looks of sequential re-evaluation seeds (1: a fixed number of seeds).
+    seed_looks: int = 1
 
     @property
     def best_key(self) -> str:
@@ -108,6 +110,10 @@ def load_sweep(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
         reevals=children[children["tags.role"] == "reeval"].reset_index(drop=True),
         axes=axes,
     )
+    from rnnsweep.search.seed_rounds import seed_plan
+
+    plan = seed_plan(search, 0.05)
+    sweep.seed_looks = len(plan.looks) if plan else 1
     keys = (*CURVE_KEYS, sweep.metric)
     for run_id in children["run_id"]:
         sweep.curves[run_id] = {

@@ -21,6 +21,7 @@ from rnnsweep.locks import store_lock
 from rnnsweep.measure import rnn_backend
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext
+from rnnsweep.tracking import find_tagged
 from rnnsweep.training import build_module, run_params, train_model
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,9 @@ def device_tags(cfg: DictConfig, datamodule: object) -> dict[str, str]:
 
 
 def _reeval_runs(ctx: StudyContext, best_number: int, status: str) -> list:
-    return ctx.tracker.find_runs(
-        ctx.experiment,
-        f"tags.study_name = '{ctx.study_name}' and tags.role = '{REEVAL_ROLE}' "
-        f"and tags.best_trial_number = '{best_number}' and attributes.status = '{status}'",
-    )
+    return find_tagged(ctx.tracker, ctx.experiment, {
+        "study_name": ctx.study_name, "role": REEVAL_ROLE, "best_trial_number": best_number,
+    }, status=status)
 
 
 def _pid_alive(pid: int) -> bool:

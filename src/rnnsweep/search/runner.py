@@ -27,7 +27,7 @@ from rnnsweep.search.objective import (
     failed_by_itself,
 )
 from rnnsweep.search.study import fail_silent_trials
-from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker
+from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker, find_tagged
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,8 @@ def close_orphan_runs(study: optuna.Study, ctx: StudyContext) -> int:
     running = {
         t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     }
-    runs = ctx.tracker.find_runs(
-        ctx.experiment,
-        f"tags.study_name = '{ctx.study_name}' and tags.role = '{TRIAL_ROLE}' "
-        "and attributes.status = 'RUNNING'",
-    )
+    runs = find_tagged(ctx.tracker, ctx.experiment,
+                       {"study_name": ctx.study_name, "role": TRIAL_ROLE}, status="RUNNING")
     closed = 0
     for run in runs:
         if int(run.data.tags.get("trial_number", -1)) in running:

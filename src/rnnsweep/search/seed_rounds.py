@@ -1,0 +1,129 @@
+"""Sequential re-evaluation seeds: after a sweep's studies, add seeds in rounds while the
+cells' comparison is undecided, up to `search.reeval_max_seeds`.
+
+What is compared: per experiment and data condition, every pair of cells on the report's test
+metric over the re-evaluation seeds of each study's current best configuration (raw scale,
+the "comparable" claim's comparison). A pair is decided when the Welch-type test finds a
+difference, or TOST puts the interval within report.equivalence_margin x the trivial
+predictor's loss. The stopping rule keeps the error rate by alpha spending
+(rnnsweep.report.sequential: Bonferroni over the planned looks `reeval_seeds`,
+`+ reeval_seed_step`, ... `reeval_max_seeds`); the report tests its claims at alpha / looks.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from itertools import combinations
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from rnnsweep.report.sequential import SeedPlan, decide, plan_looks
+from rnnsweep.tracking import tag_filter
+
+log = logging.getLogger(__name__)
+
+
+def seed_plan(search: DictConfig | dict, alpha: float) -> SeedPlan | None:
+    """The planned looks, or None when the sweep adds no seeds after the first look."""
+    first = int(search["reeval_seeds"])
+    top = int(search.get("reeval_max_seeds") or first)
+    if first < 2 or top <= first:
+        return None
+    return plan_looks(first, top, int(search.get("reeval_seed_step") or 1), alpha)
+
+
+def _condition(tags: dict[str, str]) -> tuple:
+    return (tags.get("data_size"), *sorted((k, v) for k, v in tags.items()
+                                           if k.startswith("data.")))
+
+
+def _values(client, parent, metric: str) -> list[float]:  # noqa: ANN001 (MLflow objects)
+    best = parent.data.tags.get("best_trial_number")
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        tag_filter({"mlflow.parentRunId": parent.info.run_id, "role": "reeval",
+                    "best_trial_number": best}, status="FINISHED")[0],
+        max_results=1000,
+    )
+    return [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
+
+
+def pending_studies(client, parents: list, plan: SeedPlan, config: DictConfig) -> set[str]:  # noqa: ANN001
+    """Parent run ids of studies in an undecided pair whose plan still has a look left."""
+    metric, margin = str(config.report.test_metric), float(config.report.equivalence_margin)
+    groups: dict[tuple, list] = {}
+    for p in parents:
+        groups.setdefault((p.info.experiment_id, _condition(p.data.tags)), []).append(p)
+    pending: set[str] = set()
+    for members in groups.values():
+        for a, b in combinations(sorted(members, key=lambda p: p.data.tags["cell"]), 2):
+            base = a.data.metrics.get("baseline_loss")
+            d = decide(_values(client, a, metric), _values(client, b, metric), plan,
+                       scale="raw", margin=margin * base if base else None)
+            if not d.stop:
+                pending.update({a.info.run_id, b.info.run_id})
+    return pending
+
+
+def _study_config(client, parent, config: DictConfig) -> DictConfig:  # noqa: ANN001
+    """The study's own resolved config (its parent's config.yaml), with the live stores: the
+    artifact has passwords masked."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(parent.info.run_id, "config.yaml", tmp)
+        cfg = OmegaConf.create(yaml.safe_load(Path(path).read_text()))
+    cfg.search.storage = config.search.storage
+    cfg.tracking.uri = config.tracking.uri
+    cfg.tracking.sweep_id = config.tracking.sweep_id
+    return cfg
+
+
+def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa: ANN001
+    """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept)."""
+    from rnnsweep.data import build_datamodule
+    from rnnsweep.pipeline import condition_tags, open_study_context, typed_config
+    from rnnsweep.search.reeval import reevaluate
+    from rnnsweep.tracking import Tracker
+
+    cfg = typed_config(_study_config(client, parent, config))
+    cfg.search.reeval_seeds = n_seeds
+    datamodule = build_datamodule(cfg.data)
+    tracker = Tracker(cfg)
+    experiment = cfg.tracking.experiment or cfg.data.task
+    tags = condition_tags(cfg, datamodule.condition())
+    study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
+    try:
+        reevaluate(study, ctx)
+    finally:
+        tracker.end_run(ctx.parent_run_id, "FINISHED")
+
+
+def run_seed_rounds(config: DictConfig) -> int:
+    """Add seeds look by look until every pair is decided or the plan ends; returns the
+    number of rounds run."""
+    from mlflow.tracking import MlflowClient
+
+    from rnnsweep.tracking import tracking_uri
+
+    plan = seed_plan(config.search, float(config.report.alpha))
+    if plan is None or config.search.name == "none":
+        return 0
+    client = MlflowClient(tracking_uri=tracking_uri(config))
+    ids = [e.experiment_id for e in client.search_experiments()]
+    rounds = 0
+    for look in plan.looks[1:]:
+        parents = client.search_runs(
+            ids, tag_filter({"sweep_id": config.tracking.sweep_id, "role": "study"})[0],
+            max_results=10000)
+        pending = pending_studies(client, parents, plan, config)
+        if not pending:
+            break
+        rounds += 1
+        log.info("undecided cell comparisons: %d studies get %d re-evaluation seeds "
+                 "(search.reeval_max_seeds=%d)", len(pending), look, plan.looks[-1])
+        for parent in parents:
+            if parent.info.run_id in pending:
+                add_seeds(client, parent, config, look)
+    return rounds
