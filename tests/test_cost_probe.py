@@ -337,3 +337,15 @@ def test_benchmark_writes_the_probe_to_the_results(tmp_path):
     assert cells["gru"]["memory_bytes"]["total"] == sum(
         v for k, v in cells["gru"]["memory_bytes"].items() if k != "total")
     assert "cost probe H=8 L=1" in (tmp_path / "latest.md").read_text()
+
+
+def test_probe_settings_are_checked():
+    from rnnsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="report.cost_probe.device='tpu' is invalid"):
+        cost_claims_mod.probe_config({"cost_probe": {"device": "tpu"}})
+    with pytest.raises(ConfigError, match="report.cost_probe.rounds=0"):
+        cost_claims_mod.probe_config({"cost_probe": {"rounds": 0}})
+    with pytest.raises(ConfigError, match="report.cost_probe"):
+        cost_claims_mod.probe_config({"cost_probe": {"roundz": 3}})
+    assert cost_claims_mod.probe_config({}).steps_per_round == 3

@@ -23,9 +23,11 @@ import pandas as pd
 import torch
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.cost import ProbeResult, Size, SizeCost, log_ratio_interval, probe
 from rnnsweep.data.base import TaskSpec
+from rnnsweep.errors import ConfigError
 from rnnsweep.model import hidden_size_for_budget, total_parameters
 from rnnsweep.report.claim_types import (
     CLAIM_TEXTS,
@@ -73,8 +75,20 @@ def pick_sizes(sizes: list[Size], k: int) -> list[Size]:
 
 def probe_config(rcfg: dict) -> CostProbeConfig:
     """report.cost_probe over the defaults (a hand-built rcfg may leave it out)."""
-    merged = OmegaConf.merge(OmegaConf.structured(CostProbeConfig), rcfg.get("cost_probe") or {})
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(CostProbeConfig),
+                                 rcfg.get("cost_probe") or {})
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"report.cost_probe: {str(err).splitlines()[0]}") from None
+    pcfg: CostProbeConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    if pcfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"report.cost_probe.device={pcfg.device!r} is invalid: allowed: "
+                          "auto, cpu, cuda")
+    for key in ("max_sizes", "rounds", "min_rounds", "steps_per_round", "threads"):
+        if getattr(pcfg, key) < 1:
+            raise ConfigError(f"report.cost_probe.{key}={getattr(pcfg, key)} is invalid: "
+                              "must be >= 1")
+    return pcfg
 
 
 def _study_configs(sweep: Sweep) -> dict[str, dict]:
@@ -304,6 +318,8 @@ def cost_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
     result = None
     if setup is not None and not pcfg.enabled:
         reason = "report.cost_probe.enabled=false"
+    elif setup is not None and pcfg.device == "cuda" and not torch.cuda.is_available():
+        reason = "report.cost_probe.device=cuda, but this machine has no CUDA device"
     elif setup is not None:
         result = run_probe(setup, pcfg, alpha)
     claims += [speed_claim(result, alpha, reason), memory_claim(result, reason)]
