@@ -9,7 +9,7 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup system-packages sweep smoke chorales report test test-fast lint ui dashboard bench clean
+.PHONY: setup system-packages sweep smoke evidence chorales report test test-fast lint ui dashboard bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,14 @@ sweep: setup
 
 smoke: setup
 	$(PY) train.py -m cell=lstm,gru experiment=smoke
+
+# All six claims: rnn, lstm, gru x small, large x three lengths, sequential seeds, two
+# one-thread workers; then the report (reports/adding/). About an hour on a 2-core CPU.
+EVIDENCE_LENGTHS ?= 10,20,40
+evidence: setup
+	$(PY) train.py -m experiment=evidence cell=rnn,lstm,gru data.seq_len=$(EVIDENCE_LENGTHS) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2
+	$(PY) -m rnnsweep.report
 
 # Parse the bundled Bach chorales once into data/cache/chorales.npz (data=chorales reads it).
 chorales: setup
@@ -40,8 +48,10 @@ test: setup system-packages
 	$(PY) -m ruff check src tests benchmarks train.py
 	$(PY) -m pytest
 
+# The inner loop: unit and in-process tests only, under a minute. Tests that run train.py,
+# a command line or a server in a subprocess are marked e2e by tests/conftest.py.
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not e2e"
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks train.py
