@@ -1,17 +1,103 @@
-"""Shared fixtures: a throwaway copy of the project and one smoke sweep reused by many tests."""
+"""Shared fixtures: a throwaway copy of the project and one smoke sweep reused by many tests.
+
+Markers: `slow` is set by hand; `e2e` is set here on every test that starts a sweep or a
+server in a subprocess: it uses one of E2E_FIXTURES, or its own code (or a helper of its
+module that it calls) spawns a process. `make test-fast` deselects both, and under that
+selection a test that still starts `python train.py` fails with the reason (mark it e2e).
+"""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+
+# Fixtures that run train.py, a module's command line or a server in another process.
+E2E_FIXTURES = {"smoke_sweep", "project", "chorale_cache"}
+# Names whose use in a test's code means it spawns a process.
+SPAWNING_NAMES = {"subprocess", "run_train", "start_train", "serve", "Popen", "run_report"}
+
+
+def _called_names(func) -> set[str]:
+    """Every name a function's own code uses (`subprocess` in `subprocess.run(...)` too)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def spawns_process(func, module, depth: int = 2) -> bool:
+    """True when `func` uses a spawning name, directly or through a function of `module`
+    (followed `depth` calls deep)."""
+    names = _called_names(func)
+    if names & SPAWNING_NAMES:
+        return True
+    if depth == 0:
+        return False
+    for name in names:
+        helper = getattr(module, name, None)
+        if (inspect.isfunction(helper) and helper is not func
+                and helper.__module__ == module.__name__
+                and spawns_process(helper, module, depth - 1)):
+            return True
+    return False
+
+
+def is_e2e(item: pytest.Item) -> bool:
+    """The test, or a fixture it uses, runs a subprocess (see the module docstring)."""
+    if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        funcs += [d.func for d in defs if d.argname != "_no_sweep_subprocess_in_fast_runs"]
+    for func in funcs:
+        if func is None or not inspect.isfunction(func):
+            continue
+        module = inspect.getmodule(func)
+        if module is None or not str(getattr(module, "__file__", "")).startswith(str(TESTS)):
+            continue  # pytest's own fixtures
+        if spawns_process(func, module):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_e2e(item):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _no_sweep_subprocess_in_fast_runs(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """Under `-m "... not e2e"`, starting a Python process (train.py, a module's command
+    line) fails: such a test belongs to the e2e set, and the automatic marking missed it."""
+    if "not e2e" not in (request.config.option.markexpr or ""):
+        return
+    real_init = subprocess.Popen.__init__
+
+    def guarded(self, args, *a, **kw):
+        argv = [str(x) for x in ([args] if isinstance(args, (str, bytes, Path)) else args)]
+        if argv and ("python" in Path(argv[0]).name or argv[0] == sys.executable):
+            raise AssertionError(
+                f"{request.node.nodeid} starts {' '.join(argv)[:120]!r} in a fast run: "
+                "mark it with @pytest.mark.e2e"
+            )
+        real_init(self, args, *a, **kw)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
 
 
 def make_project_copy(dst: Path) -> Path:

@@ -33,7 +33,10 @@ def test_four_parent_runs_with_condition_tags(smoke_sweep):
         assert r.data.tags["study_name"].startswith(f"adding-{r.data.tags['data_size']}-")
         assert "best.lr" in r.data.tags and "best_val_loss" in r.data.metrics
         arts = [a.path for a in client(smoke_sweep).list_artifacts(r.info.run_id)]
-        assert "config.yaml" in arts and "best_model" in arts
+        assert "config.yaml" in arts
+        # The best model: one MLflow Model on the parent, named by its best_model_id tag.
+        models = [m.model_id for m in r.outputs.model_outputs]
+        assert models == [r.data.tags["best_model_id"]]
 
 
 def test_each_study_has_n_trials_child_runs_with_params_and_step_history(smoke_sweep):

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -80,6 +81,8 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
         os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
     datamodule = build_datamodule(cfg.data)  # also checks the task's keys
     tracker = Tracker(cfg)
+    # Commit, dirty flag and the three splits' datasets on every run of this job.
+    tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
     experiment = cfg.tracking.experiment or cfg.data.task
     condition = datamodule.condition()
     tags = condition_tags(cfg, condition)

@@ -117,6 +117,8 @@ class TrackingConfig:
     artifact_root: str = "???"
     experiment: str | None = None
     sweep_id: str = "single"
+    # Register each study's best model in the Model Registry (name: the study's name).
+    register_best: bool = False
 
 
 @dataclass

@@ -24,6 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.errors import ConfigError
 from rnnsweep.locks import file_lock
+from rnnsweep.provenance import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    log_torch_model,
+    source_tags,
+    split_inputs,
+)
 from rnnsweep.redact import redact, userinfo_problem
 
 PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
@@ -174,6 +181,10 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout: float = 10.0) 
 
 
 class Tracker:
+    # Set once per job by describe_job; every run start_run creates carries them.
+    job_tags: dict[str, str] = {}
+    job_inputs: list[Any] = []
+
     def __init__(self, cfg: DictConfig) -> None:
         self.uri = tracking_uri(cfg)
         folder = _sqlite_dir(self.uri)
@@ -200,7 +211,9 @@ class Tracker:
                 # Artifacts beside the database under the project's mlruns/, not the cwd.
                 location = (Path(self.artifact_root) / name).resolve().as_uri()
             try:
-                exp_id = self.client.create_experiment(name, artifact_location=location)
+                exp_id = self.client.create_experiment(
+                    name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
             except Exception:  # another worker created it first
                 exp = self.client.get_experiment_by_name(name)
                 if exp is None:
@@ -208,6 +221,8 @@ class Tracker:
                 exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older version: runs table
+                self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self._experiment_ids[name] = exp_id
         return exp_id
 
@@ -224,14 +239,44 @@ class Tracker:
     def start_run(
         self, experiment: str, name: str, tags: dict[str, str], parent_id: str | None = None
     ) -> str:
-        all_tags = {MLFLOW_RUN_NAME: name, **tags}
+        all_tags = {MLFLOW_RUN_NAME: name, **self.job_tags, **tags}
         if parent_id is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(
             self.experiment_id(experiment), tags={k: redact(str(v)) for k, v in all_tags.items()},
             run_name=name,
         )
+        if self.job_inputs:
+            self.client.log_inputs(run.info.run_id, datasets=self.job_inputs)
         return run.info.run_id
+
+    def describe_job(self, datamodule: Any, entry_point: str) -> None:
+        """Source tags (git commit, dirty flag, entry script) and the job's datasets, one
+        per split, for every run this tracker starts from now on."""
+        self.job_tags = source_tags(entry_point)
+        self.job_inputs = split_inputs(datamodule)
+
+    def log_model(self, run_id: str, net: Any, example: Any, tags: dict[str, str],
+                  register_as: str | None = None) -> str:
+        """`net` as the MLflow Model `model` of `run_id` (rnnsweep.provenance.log_torch_model),
+        tagged with `tags`; with `register_as`, also a version of that registered model,
+        the same tags on both. The run stays RUNNING. Returns the logged model's id."""
+        info = log_torch_model(self.uri, run_id, net, example, register_as, tags)
+        self.reopen(run_id)
+        if register_as is not None and info.registered_model_version is not None:
+            for key, value in tags.items():
+                self.client.set_registered_model_tag(register_as, key, value)
+                self.client.set_model_version_tag(
+                    register_as, str(info.registered_model_version), key, value)
+        return info.model_id
+
+    def logged_models(self, run_id: str) -> list[Any]:
+        """The MLflow Models logged on a run, oldest first."""
+        run = self.client.get_run(run_id)
+        return self.client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'",
+            order_by=[{"field_name": "creation_timestamp", "ascending": True}],
+        )
 
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from rnnsweep.interrupts import deferred
 from rnnsweep.locks import store_lock
+from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import (
     FINISHED,
     REASON_ATTR,
@@ -28,6 +30,7 @@ from rnnsweep.search.objective import (
 )
 from rnnsweep.search.study import fail_silent_trials
 from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker, find_tagged
+from rnnsweep.training import build_module
 
 log = logging.getLogger(__name__)
 
@@ -207,16 +210,36 @@ def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary
         best_run = best.user_attrs.get(RUN_ID_ATTR)
         if best_run:
             tags["best_trial_run_id"] = best_run
-            _copy_best_weights(ctx, best_run)
+            _log_best_model(ctx, best, best_run)
         # Tags, not params: MLflow params are immutable and a resumed study may find a new best.
         tags.update({f"best.{k}": str(v) for k, v in best.params.items()})
     tracker.log(run_id, metrics=metrics, tags=tags)
 
 
-def _copy_best_weights(ctx: StudyContext, best_run_id: str) -> None:
+def _log_best_model(ctx: StudyContext, best: FrozenTrial, best_run_id: str) -> None:
+    """The best trial's network as the MLflow Model `model` of the parent run (signature,
+    input example: two test sequences), rebuilt from the trial's values and best weights:
+    mlflow.pytorch.load_model("runs:/<parent>/model") gives the trial's test metrics.
+    Logged once per best trial (a resumed study or another worker may get here again);
+    with tracking.register_best, also registered under the study's name, tagged with
+    cell and task."""
+    tracker, parent = ctx.tracker, ctx.parent_run_id
     try:
+        if any(m.tags.get("trial_run_id") == best_run_id for m in tracker.logged_models(parent)):
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            path = ctx.tracker.download(best_run_id, "model/best_state.pt", Path(tmp))
-            ctx.tracker.log_file(ctx.parent_run_id, path, "best_model")
+            path = tracker.download(best_run_id, "model/best_state.pt", Path(tmp))
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = search_space.apply(ctx.cfg, ctx.cfg.search.space, best.params)
+        module = build_module(cfg, ctx.datamodule)
+        module.load_state_dict(state)
+        ctx.datamodule.setup()
+        example = ctx.datamodule.test_set.tensors[0][:2].numpy()
+        tags = {"cell": cfg.cell.name, "task": ctx.datamodule.condition()["task"],
+                "study_name": ctx.study_name, "trial_number": str(best.number),
+                "trial_run_id": best_run_id}
+        register_as = ctx.study_name if cfg.tracking.register_best else None
+        model_id = tracker.log_model(parent, module.net, example, tags, register_as)
+        tracker.log(parent, tags={"best_model_id": model_id})
     except Exception as err:  # the best trial's weights may live on another worker's store
-        log.warning("could not copy the best trial's weights: %s", err)
+        log.warning("could not log the best trial's model: %s", err)

@@ -91,6 +91,7 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     cfg.search.reeval_seeds = n_seeds
     datamodule = build_datamodule(cfg.data)
     tracker = Tracker(cfg)
+    tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
     experiment = cfg.tracking.experiment or cfg.data.task
     tags = condition_tags(cfg, datamodule.condition())
     study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
