@@ -73,6 +73,13 @@ def _e2e(level: str) -> dict[str, Any]:
     return end_to_end.run(("smoke", "default") if level == "full" else ("smoke",))
 
 
+def _evidence(level: str) -> dict[str, Any]:
+    """`make evidence`'s sweep and report (about an hour): run it alone, `--only evidence`."""
+    from benchmarks import end_to_end
+
+    return end_to_end.run(("evidence",))
+
+
 BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "overhead": _overhead,
     "bookkeeping": _bookkeeping,
@@ -81,12 +88,14 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "search": _search,
     "scaling": _scaling,
     "e2e": _e2e,
+    "evidence": _evidence,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--only", default=",".join(BENCHMARKS),
+    # evidence (about an hour) runs only when named
+    parser.add_argument("--only", default=",".join(n for n in BENCHMARKS if n != "evidence"),
                         help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--level", choices=LEVELS, default="full",
                         help="quick: checks the benchmarks run; short: a busy machine; full")

@@ -93,10 +93,23 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "e2e" in data:
         for name, r in data["e2e"]["sweeps"].items():
             ok = r["returncode"] == 0
-            goal = "<= 600 s" if name == "default" else "recorded"
-            met = _met(ok and r["wall_s"] <= 600) if name == "default" else _met(ok)
+            budget = r.get("budget_s")
+            goal = f"<= {budget:.0f} s" if budget else "recorded"
+            met = _met(ok and r["wall_s"] <= budget) if budget else _met(ok)
             out.append((f"6. `{r['command']}`", f"{r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s "
                         f"CPU" + ("" if ok else f" (failed: {r['error']})"), goal, met))
+            cal = r.get("calibration")
+            if cal:
+                worst = max((v / b for v, b in cal["best_vs_trivial"].values() if v and b),
+                            default=float("nan"))
+                out.append((f"6a. {name}: best re-evaluated val_loss / trivial loss (worst study)",
+                            f"{worst:.2f}", "<= 0.5", _met(cal["beats_trivial_by_half"])))
+                gaps = ", ".join(f"{k} {v['gap_small_minus_large']:+.3f} (spreads "
+                                 f"{v['spreads']:.3f})" for k, v in cal["overfitting"].items())
+                out.append((f"6b. {name}: eval gap small - large per cell", gaps or "n/a",
+                            "> spreads", _met(cal["small_overfits_for_every_cell"])))
+                out.append((f"6c. {name}: claims decided", f"{cal['claims_decided']} of "
+                            f"{len(cal['claims'])}", ">= 4", _met(cal["claims_decided"] >= 4)))
     if "e2e" in data and "default" not in data["e2e"]["sweeps"]:
         out.append(("6. `python train.py -m cell=lstm,gru` (default profile)",
                     f"not measured at level {data['e2e'].get('level')}", "<= 600 s", "-"))
