@@ -40,6 +40,12 @@ chorales: setup
 report: setup
 	$(PY) -m rnnsweep.report $(REPORT_ARGS)
 
+# A run's `reproduce` command (a trial's, or a study's best trial's) in .venv, activated or
+# not: make reproduce RUN=<run id>
+reproduce: setup
+	@test -n "$(RUN)" || { echo "usage: make reproduce RUN=<MLflow run id>" >&2; exit 2; }
+	$(PY) -m rnnsweep.reproduce $(RUN)
+
 # Debian's chromium and postgresql for the browser and distributed tests, when missing.
 system-packages:
 	./scripts/install-system-packages.sh
