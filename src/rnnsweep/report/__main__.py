@@ -54,13 +54,29 @@ def sweep_id_of(cfg: DictConfig, root: Path) -> str | None:
         raise ConfigError(f"report.sweep_stamp={stamp}: cannot read a sweep_id ({err})") from None
 
 
+def latest_experiment(uri: str) -> str | None:
+    """The experiment of the run (study, trial or re-evaluation) started last, any task."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return None
+    runs = client.search_runs(ids, "tags.role != 'report'", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return client.get_experiment(runs[0].info.experiment_id).name if runs else None
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         root = project_root()
         cfg = load_config(root, argv)
-        experiment = cfg.report.experiment or cfg.tracking.experiment or cfg.data.task
         uri = tracking_uri(cfg)
+        # No task named: the most recent sweep of any task (what the user just ran).
+        named = any(a.split("=")[0].lstrip("+~") in ("data", "data.task") for a in argv)
+        experiment = cfg.report.experiment or cfg.tracking.experiment or (
+            None if named else latest_experiment(uri)) or cfg.data.task
         sweep = load_sweep(uri, experiment, sweep_id_of(cfg, root))
         rcfg = OmegaConf.to_container(cfg.report, resolve=True)
         paths = build(sweep, rcfg, Path(cfg.report.out_dir) / experiment)
