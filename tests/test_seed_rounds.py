@@ -24,7 +24,7 @@ def test_seed_plan_looks_and_no_rounds_when_max_equals_first():
 @pytest.mark.slow
 def test_undecided_pairs_get_another_round_of_seeds(project):
     proc = run_train(project, "-m", "cell=lstm,gru", "data.size=small", "experiment=smoke",
-                     "search.n_trials=2", "search.reeval_max_seeds=4",
+                     "search.n_trials=1", "search.reeval_max_seeds=4",
                      "search.reeval_seed_step=2", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=mlflow_url(project))
