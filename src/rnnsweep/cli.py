@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnsweep.errors import ConfigError, DataError
+from rnnsweep.errors import ConfigError, DataError, StoreError
 from rnnsweep.redact import (
     redact,
     redact_files,
@@ -231,6 +232,52 @@ def _redact_hydra_files(hc: DictConfig) -> None:
     redact_files(files)
 
 
+def _job_log() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return str(Path(hc.runtime.output_dir) / f"{hc.job.name}.log")
+
+
+def install_thread_hook() -> None:
+    """A store failure in a background thread (Optuna's heartbeat) goes to the log, not
+    to stderr as a traceback: the study's own call fails next and reports it in one line."""
+    from rnnsweep.errors import infrastructure_cause
+
+    previous = threading.excepthook
+    if getattr(previous, "rnnsweep", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and infrastructure_cause(args.exc_value, store_call=True):
+            log.warning("background thread %s: store failed: %s",
+                        getattr(args.thread, "name", "?"), redact(str(args.exc_value)))
+            return
+        previous(args)
+
+    hook.rnnsweep = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def report_store_error(err: StoreError) -> None:
+    """The infrastructure failed (rnnsweep.errors): one line naming the store, exit 1. The
+    traceback goes to the job's log file only."""
+    where = _job_log()
+    logging.raiseExceptions = False  # a full disk must not add a traceback per log record
+    file_log = logging.getLogger("rnnsweep.store")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            record = file_log.makeRecord(file_log.name, logging.ERROR, __file__, 0, "%s",
+                                         (redact(traceback.format_exc()),), None)
+            handler.handle(record)
+    hint = f" (traceback: {where})" if where else ""
+    print(f"error: {redact(str(err))}: the study stopped, with no trial counted as failed; "
+          f"fix the store and rerun the same command to resume{hint}", file=sys.stderr)
+    sys.exit(EXIT_STUDY_FAILED)
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """Body of the Hydra task function."""
     from hydra.core.hydra_config import HydraConfig
@@ -239,8 +286,14 @@ def run_job(cfg: DictConfig) -> float | None:
     from rnnsweep.interrupts import Interrupted, install_handlers
     from rnnsweep.pipeline import run
     from rnnsweep.search.runner import StudyFailedError
+    from rnnsweep.search.study import storage_error
 
     install_handlers()
+    install_thread_hook()
+    # MLflow retries a request to a server that went away for minutes (7 retries, backoff
+    # factor 2); a study stops within seconds instead (rnnsweep.errors: the store's fault).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     quiet_third_party(in_study=False)
     # Also in a launcher's worker process, where train.py's preflight did not run.
     remember([OmegaConf.select(cfg, "search.storage"), OmegaConf.select(cfg, "tracking.uri"),
@@ -260,7 +313,12 @@ def run_job(cfg: DictConfig) -> float | None:
         # SystemExit passes Hydra's launcher too, so a -m sweep stops here as well.
         print(f"{err}: runs closed; rerun the same command to resume", file=sys.stderr)
         sys.exit(err.exit_code)
+    except StoreError as err:
+        report_store_error(err)
     except Exception as err:
+        halt = storage_error(cfg, err)
+        if halt is not None:
+            report_store_error(halt)
         # Hydra's own report would print the raw overrides, passwords included.
         log.error("%s", redact(traceback.format_exc()))
         print(f"error: {redact(f'{type(err).__name__}: {err}'.splitlines()[0])}", file=sys.stderr)

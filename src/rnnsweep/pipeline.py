@@ -14,12 +14,13 @@ from omegaconf import DictConfig
 
 from rnnsweep.console import announce_reevaluation, study_progress
 from rnnsweep.data import build_datamodule
+from rnnsweep.errors import StoreError
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate
 from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_study
 from rnnsweep.search.space import match_params, matched_suffix
-from rnnsweep.search.study import make_storage, open_study, study_name
+from rnnsweep.search.study import make_storage, open_study, storage_error, study_name
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import run_params, train_model
 
@@ -90,22 +91,44 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     if cfg.search.name == "none":
         return run_single(cfg, datamodule, tracker, experiment, tags)
 
-    study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, overrides)
+    try:
+        study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, overrides)
+    except Exception as err:
+        halt = storage_error(cfg, err)
+        if halt is None:
+            raise
+        raise halt from err
     parent = ctx.parent_run_id
     try:
         with study_progress(study, cfg) as progress:
             summary = run_study(study, ctx, progress=progress)
         announce_reevaluation(study, cfg)
         reevaluate(study, ctx)
-    except Exception:
-        tracker.end_run(parent, "FAILED")
+    except Exception as err:
+        halt = storage_error(cfg, err)
+        if halt is None:
+            tracker.end_run(parent, "FAILED")
+            raise
+        _end_quietly(tracker, parent, "FAILED")
+        raise halt from err
+    except StoreError:  # the infrastructure's fault: the parent is closed if the store lets us
+        _end_quietly(tracker, parent, "FAILED")
         raise
     except BaseException:  # Ctrl-C, SIGTERM
-        tracker.end_run(parent, "KILLED")
+        _end_quietly(tracker, parent, "KILLED")
         raise
     tracker.end_run(parent, "FINISHED")
     print_summary(summary)
     return summary.best_value
+
+
+def _end_quietly(tracker: Tracker, run_id: str, status: str) -> None:
+    """End a run if the tracking store still answers; a failed store must not replace the
+    error (or the signal's exit status) being reported."""
+    try:
+        tracker.end_run(run_id, status)
+    except (Exception, StoreError):
+        log.debug("could not end run %s as %s", run_id, status, exc_info=True)
 
 
 def print_summary(s: StudySummary) -> None:
@@ -145,8 +168,8 @@ def run_single(
         tracker.log(run_id, tags={"state": "FAIL", "fail_reason": f"{type(err).__name__}: {err}"})
         tracker.end_run(run_id, "FAILED")
         raise
-    except BaseException:
-        tracker.end_run(run_id, "KILLED")
+    except BaseException:  # a signal, or a store that failed (StoreError)
+        _end_quietly(tracker, run_id, "KILLED")
         raise
     metrics = {**result.final_metrics(cfg.search.metric),
                "wall_seconds": time.perf_counter() - started}

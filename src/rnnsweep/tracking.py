@@ -7,6 +7,8 @@ child runs unambiguous when a study resumes or several workers share one study.
 from __future__ import annotations
 
 import base64
+import functools
+import logging
 import os
 import ssl
 import time
@@ -22,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
-from rnnsweep.errors import ConfigError
+from rnnsweep.errors import ConfigError, store_error
 from rnnsweep.locks import file_lock
 from rnnsweep.provenance import (
     EXPERIMENT_KIND,
@@ -180,6 +182,56 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout: float = 10.0) 
                               "health check")
 
 
+# Calls that read or write artifacts: their failures name the artifact store.
+ARTIFACT_CALLS = frozenset({"log_text", "log_artifact", "log_artifacts", "log_dict",
+                            "log_image", "log_figure", "log_table", "download_artifacts",
+                            "list_artifacts"})
+
+
+class _DropReported(logging.Filter):
+    """MLflow logs a database error's traceback on stderr before raising it; the StoreError
+    it becomes is reported in one line (and the traceback goes to the job's log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_DropReported())
+
+
+class GuardedClient:
+    """An MlflowClient whose every call turns a store failure into StoreError
+    (rnnsweep.errors.infrastructure_cause: unwritable, full, unreachable, database gone);
+    a request the store refuses (a name that exists, a bad value) passes unchanged."""
+
+    def __init__(self, client: MlflowClient, uri: str, artifact_root: str) -> None:
+        self._client = client
+        self._stores = (f"tracking store {redact(uri)}",
+                        f"artifact store {redact(str(artifact_root))}")
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        store = self._stores[name in ARTIFACT_CALLS]
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return guarded(store, attr, *args, **kwargs)
+        return call
+
+
+def guarded(store: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """func(*args, **kwargs), a failure of `store` raised as StoreError."""
+    try:
+        return func(*args, **kwargs)
+    except Exception as err:
+        halt = store_error(err, store, store_call=True)
+        if halt is None:
+            raise
+        raise halt from err
+
+
 class Tracker:
     # Set once per job by describe_job; every run start_run creates carries them.
     job_tags: dict[str, str] = {}
@@ -192,13 +244,15 @@ class Tracker:
             folder.mkdir(parents=True, exist_ok=True)
         self.artifact_root = cfg.tracking.artifact_root
         self._experiment_ids: dict[str, str] = {}
+        store = f"tracking store {redact(self.uri)}"
         if folder is None:
-            self.client = MlflowClient(tracking_uri=self.uri)
+            client = guarded(store, MlflowClient, tracking_uri=self.uri)
         else:
             # The client builds a fresh SQLite schema check-then-create: one worker at a time.
             db = Path(self.uri[len("sqlite:///") :])
             with file_lock(db.with_name(f".{db.name}.lock")):
-                self.client = MlflowClient(tracking_uri=self.uri)
+                client = guarded(store, MlflowClient, tracking_uri=self.uri)
+        self.client = GuardedClient(client, self.uri, self.artifact_root)
 
     # -- experiments and runs ------------------------------------------------------------
     def experiment_id(self, name: str) -> str:

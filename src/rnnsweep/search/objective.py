@@ -18,11 +18,12 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from rnnsweep.data.base import TensorDataModule
+from rnnsweep.errors import StoreError
 from rnnsweep.interrupts import BatchBoundaryCheck, Interrupted, raise_pending
 from rnnsweep.model import total_parameters
 from rnnsweep.redact import redact
 from rnnsweep.search import space as search_space
-from rnnsweep.search.study import retry_callback
+from rnnsweep.search.study import retry_callback, storage_error
 from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import TRIAL_ROLE, Tracker
 from rnnsweep.training import TrainResult, resolve_hidden_size, run_params, train_model
@@ -101,12 +102,39 @@ class Objective:
         self.ctx = ctx
 
     def __call__(self, trial: optuna.Trial) -> float:
+        """One trial. A failure of the trial itself propagates as an Exception (Optuna
+        records it FAIL and the failure budget counts it); a store failure (StoreError, see
+        rnnsweep.errors) or an interruption ends the trial as interrupted, not counted, and
+        passes Optuna as a BaseException so the study stops."""
         try:
             raise_pending()
             return self._run_trial(trial)
         except Interrupted as err:
             self._fail_and_requeue(trial, str(err))
             raise
+        except StoreError as err:
+            self._abandon(trial, err)
+            raise
+        except Exception as err:  # the Optuna storage failing in suggest, report, user attrs
+            halt = self._store_error(err)
+            if halt is None:
+                raise
+            self._abandon(trial, halt)
+            raise halt from err
+
+    def _store_error(self, err: BaseException) -> StoreError | None:
+        """err as a StoreError when it is the infrastructure's fault: a failure of the
+        study storage (or a full or read-only disk) raised inside a trial."""
+        return storage_error(self.ctx.cfg, err)
+
+    def _abandon(self, trial: optuna.Trial, err: StoreError) -> None:
+        """End the trial as interrupted (not counted, re-queued) when the study storage still
+        answers. When it does not, the trial stays RUNNING without a fail_reason: the next
+        run fails it as stale and re-queues it, and the failure budget never counts it."""
+        try:
+            self._fail_and_requeue(trial, f"store failed: {err.store}")
+        except (Exception, StoreError):
+            pass
 
     def _run_trial(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -136,14 +164,22 @@ class Objective:
             self._close(run_id, "PRUNED", "FINISHED", started)
             raise
         except Exception as err:
+            halt = self._store_error(err)
+            if halt is not None:  # the storage's fault, not the trial's
+                self._close_quietly(run_id, started, f"store failed: {halt.store}")
+                raise halt from err
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             trial.set_user_attr(REASON_ATTR, reason)
             self._close(run_id, "FAIL", "FAILED", started, reason=reason)
             raise
+        except StoreError as err:
+            self._close_quietly(run_id, started, f"store failed: {err.store}")
+            raise
         except (Interrupted, SIGTERMException) as err:  # never leave a run or trial RUNNING
             # Lightning's own SIGTERM handler may stop fit first, with its SystemExit.
             interrupted = err if isinstance(err, Interrupted) else Interrupted(signal.SIGTERM)
-            self._close(run_id, "FAIL", "KILLED", started, reason=str(interrupted))
+            # A store that fails while closing must not turn the signal's exit into another.
+            self._close_quietly(run_id, started, str(interrupted))
             raise interrupted from None
 
     def _train(
@@ -187,8 +223,10 @@ class Objective:
         requeue = retry_callback(retry)
         if requeue is not None:
             requeue(study, frozen)
-        trial.set_user_attr(REASON_ATTR, reason)
+        # Interrupted first: a trial with a reason but without this mark would count as
+        # failed by itself if the storage stopped between the two writes.
         trial.set_user_attr(INTERRUPTED_ATTR, True)
+        trial.set_user_attr(REASON_ATTR, reason)
         study.tell(trial, state=TrialState.FAIL)
 
     def _log_result(self, trial: optuna.Trial, run_id: str, result: TrainResult) -> None:
@@ -205,6 +243,14 @@ class Objective:
                 path = Path(tmp) / "best_state.pt"
                 torch.save(result.best_state, path)
                 ctx.tracker.log_file(run_id, path, "model")
+
+    def _close_quietly(self, run_id: str, started: float, reason: str) -> None:
+        """Close the trial's run KILLED if the tracking store still takes it; a store that
+        failed may not."""
+        try:
+            self._close(run_id, "FAIL", "KILLED", started, reason=reason)
+        except (Exception, StoreError):
+            pass
 
     def _close(
         self, run_id: str, state: str, status: str, started: float, reason: str | None = None

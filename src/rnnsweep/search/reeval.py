@@ -17,6 +17,7 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
+from rnnsweep.errors import StoreError
 from rnnsweep.locks import store_lock
 from rnnsweep.measure import rnn_backend
 from rnnsweep.search import space as search_space
@@ -143,9 +144,12 @@ def _train_one(ctx: StudyContext, cfg: DictConfig, run_id: str, values: dict, se
         ctx.tracker.end_run(run_id, "FAILED")
         log.warning("re-evaluation seed %d failed: %s", seed, reason)
         return
-    except BaseException:  # Ctrl-C, SIGTERM (Interrupted), or Lightning's exit on Ctrl-C
-        ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": "interrupted"})
-        ctx.tracker.end_run(run_id, "KILLED")
+    except BaseException:  # Ctrl-C, SIGTERM (Interrupted), Lightning's exit, a StoreError
+        try:  # a store that fails here must not replace the signal's exit status
+            ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": "interrupted"})
+            ctx.tracker.end_run(run_id, "KILLED")
+        except (Exception, StoreError):
+            log.debug("could not close re-evaluation run %s", run_id, exc_info=True)
         raise
     metrics = {**result.final_metrics(cfg.search.metric),
                "wall_seconds": time.perf_counter() - started}

@@ -28,7 +28,7 @@ from rnnsweep.search.objective import (
     StudyContext,
     failed_by_itself,
 )
-from rnnsweep.search.study import fail_silent_trials
+from rnnsweep.search.study import fail_silent_trials, storage_error
 from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker, find_tagged
 from rnnsweep.training import build_module
 
@@ -128,6 +128,36 @@ def _fail_stale(study: optuna.Study, cfg: DictConfig) -> None:
     fail_silent_trials(study, cfg)
 
 
+def _optimize_until_done(study: optuna.Study, ctx: StudyContext, objective: Objective,
+                         budget: FailureBudget, callbacks: list) -> None:
+    cfg, n_trials = ctx.cfg, ctx.cfg.search.n_trials
+    _fail_stale(study, cfg)
+    close_orphan_runs(study, ctx)  # left by a worker that died before this one started
+    while budget.message is None:
+        _fail_stale(study, cfg)
+        states = count_states(study)
+        finished = sum(states[s] for s in FINISHED)
+        if finished >= n_trials:
+            break
+        if finished + states[TrialState.RUNNING] >= n_trials:
+            time.sleep(max(1, cfg.search.heartbeat_interval))
+            close_orphan_runs(study, ctx)
+            continue
+        with deferred():  # signals reach only the objective, which closes its trial
+            # catch=(Exception,): a trial's own failure is recorded and the study goes on; a
+            # store failure (StoreError) or a signal is a BaseException and stops it.
+            study.optimize(
+                objective,
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=callbacks,
+                # Trainer/module reference cycles otherwise grow a long study's memory.
+                gc_after_trial=True,
+                show_progress_bar=False,
+            )
+    close_orphan_runs(study, ctx)  # of trials failed as stale while this worker ran
+
+
 def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> StudySummary:
     """Optimize until exactly `search.n_trials` finished trials exist; resumes a partial study.
 
@@ -148,29 +178,13 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
     # after each trial, which then costs microseconds instead of half a second.
     gc.collect()
     gc.freeze()
-    _fail_stale(study, cfg)
-    close_orphan_runs(study, ctx)  # left by a worker that died before this one started
-    while budget.message is None:
-        _fail_stale(study, cfg)
-        states = count_states(study)
-        finished = sum(states[s] for s in FINISHED)
-        if finished >= n_trials:
-            break
-        if finished + states[TrialState.RUNNING] >= n_trials:
-            time.sleep(max(1, cfg.search.heartbeat_interval))
-            close_orphan_runs(study, ctx)
-            continue
-        with deferred():  # signals reach only the objective, which closes its trial
-            study.optimize(
-                objective,
-                n_trials=1,
-                catch=(Exception,),
-                callbacks=callbacks,
-                # Trainer/module reference cycles otherwise grow a long study's memory.
-                gc_after_trial=True,
-                show_progress_bar=False,
-            )
-    close_orphan_runs(study, ctx)  # of trials failed as stale while this worker ran
+    try:
+        _optimize_until_done(study, ctx, objective, budget, callbacks)
+    except Exception as err:  # Optuna's storage outside a trial: ask, stale checks, counts
+        halt = storage_error(cfg, err)
+        if halt is None:
+            raise
+        raise halt from err
     states = count_states(study)
     summary = StudySummary(
         study_name=study.study_name,

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from rnnsweep.errors import ConfigError
+from rnnsweep.errors import ConfigError, StoreError, first_line, infrastructure_cause
 from rnnsweep.locks import store_lock
 from rnnsweep.redact import redact
 from rnnsweep.search.space import fingerprint, matched_suffix
@@ -60,6 +60,18 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
     except Exception as err:  # connection refused, bad URL, missing driver
         reason = str(err).splitlines()[0]
         raise ConfigError(f"search.storage={redact(url)}: cannot open storage: {reason}") from None
+
+
+def storage_error(cfg: DictConfig, err: BaseException) -> StoreError | None:
+    """err as a StoreError when the study storage (or the disk) failed, else None: how an
+    error raised by Optuna outside the Tracker is told from a trial's own failure."""
+    cause = infrastructure_cause(err)
+    if cause is None:
+        return None
+    if isinstance(cause, StoreError):
+        return cause
+    where = "disk" if isinstance(cause, OSError) else f"study storage {redact(cfg.search.storage)}"
+    return StoreError(where, first_line(cause))
 
 
 def make_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
