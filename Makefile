@@ -9,14 +9,25 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup system-packages sweep smoke evidence chorales report test test-fast lint ui dashboard bench clean
+.PHONY: setup lock system-packages sweep smoke evidence chorales report reproduce test test-fast lint ui dashboard bench clean
 
+# The exact versions of requirements.lock (hashes checked), then the project itself.
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml (main and dev dependencies): exact pins with
+# hashes, current pins kept where they still fit; LOCK_ARGS=--upgrade takes the newest allowed.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check 'pip-tools>=7.4,<8'
+	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet --generate-hashes \
+		--allow-unsafe --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
+		$(LOCK_ARGS) --output-file requirements.lock pyproject.toml
 
 sweep: setup
 	$(PY) train.py -m cell=lstm,gru
@@ -70,7 +81,7 @@ bench: setup
 # A taken port fails here in one line (mlflow ui itself would exit 0).
 ui: setup
 	@$(PY) scripts/port_free.py $(UI_HOST) $(UI_PORT) UI_PORT
-	@echo "MLflow UI: http://$(UI_HOST):$(UI_PORT)"
+	@$(PY) scripts/ui_links.py http://$(UI_HOST):$(UI_PORT) mlruns/mlflow.db
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT)
 
