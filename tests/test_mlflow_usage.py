@@ -46,8 +46,10 @@ def study(tmp_path_factory: pytest.TempPathFactory):
     for key in ("MLFLOW_TRACKING_URI", "RNNSWEEP_SWEEP_ID"):
         mp.delenv(key, raising=False)
     mp.setenv("RNNSWEEP_ROOT", str(project))
-    previous_uri = mlflow.get_tracking_uri()
     run(compose_job(project, JOB), job_overrides=JOB)
+    # Logging the model sets MLflow's global URI for the call only: the next job of a -m
+    # sweep in this process must still record into its configured store.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     client = MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("adding")
     runs = client.search_runs([exp.experiment_id])
@@ -56,7 +58,6 @@ def study(tmp_path_factory: pytest.TempPathFactory):
     yield project, client, parent, trials
     GlobalHydra.instance().clear()
     mp.undo()
-    mlflow.set_tracking_uri(previous_uri)
 
 
 # -- experiments open on the runs table ---------------------------------------------------
@@ -138,7 +139,7 @@ def test_every_run_records_its_three_splits_and_the_source(study) -> None:
 
 
 @pytest.mark.slow
-def test_best_model_loads_and_scores_the_best_trials_test_loss(study) -> None:
+def test_best_model_loads_and_scores_the_best_trials_test_loss(study, monkeypatch) -> None:
     import lightning.pytorch as pl
 
     from rnnsweep.data import build_datamodule
@@ -149,7 +150,7 @@ def test_best_model_loads_and_scores_the_best_trials_test_loss(study) -> None:
     project, client, parent, trials = study
     best = next(t for t in trials if t.info.run_id == parent.data.tags["best_trial_run_id"])
     uri = f"runs:/{parent.info.run_id}/model"
-    mlflow.set_tracking_uri(client.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
     info = mlflow.models.get_model_info(uri)
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 20, 2]
     assert info.model_id == parent.data.tags["best_model_id"]
@@ -184,8 +185,10 @@ def test_a_resumed_study_logs_no_second_model(study) -> None:
     from rnnsweep.pipeline import run
 
     project, client, parent, _ = study
+    before = client.get_run(parent.info.run_id).info.end_time
     run(compose_job(project, JOB), job_overrides=JOB)  # finished: no new trial
     again = client.get_run(parent.info.run_id)
+    assert again.info.end_time > before  # this store's parent was reopened and closed
     assert [m.model_id for m in again.outputs.model_outputs] == [
         parent.data.tags["best_model_id"]]
     assert again.info.status == "FINISHED"

@@ -7,11 +7,14 @@ datasets carry a digest and a profile of the tensors, never a copy of the data.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
+import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 GIT_DIRTY_TAG = "git_dirty"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SPLITS = ("train", "val", "test")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -164,7 +168,7 @@ def log_torch_model(
 
     log_model writes through the fluent API: the run is made active for the call only (so
     the model lands in the run's experiment) with the tracking URI set for the call, and the
-    caller reopens the run, which leaving the block marked FINISHED.
+    caller reopens the run (leaving the block marks it FINISHED).
     """
     import mlflow
     import mlflow.pytorch
@@ -175,12 +179,10 @@ def log_torch_model(
     with torch.no_grad():
         output = net(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, output)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
     caution = _DropPickleCaution()
     logging.getLogger("mlflow.pytorch").addFilter(caution)
     try:
-        with mlflow.start_run(run_id=run_id):
+        with _tracking_uri_set(tracking_uri), mlflow.start_run(run_id=run_id):
             return mlflow.pytorch.log_model(
                 net, name="model", signature=signature, input_example=example,
                 serialization_format="pickle", code_paths=[str(PACKAGE_DIR)],
@@ -189,7 +191,31 @@ def log_torch_model(
             )
     finally:
         logging.getLogger("mlflow.pytorch").removeFilter(caution)
-        mlflow.set_tracking_uri(previous)
+
+
+@contextlib.contextmanager
+def _tracking_uri_set(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to `uri` for the block, then put back exactly.
+
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which rnnsweep reads first
+    (tracking.tracking_uri): left behind, the next job of a `-m` sweep in this process would
+    record into that store. So both the global (unset, when it was) and the variable are
+    restored.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_global = getattr(tracking_utils, "_tracking_uri", None)
+    saved_env = os.environ.get(TRACKING_URI_ENV)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_global)  # None: unset (and the variable removed)
+        if saved_env is None:
+            os.environ.pop(TRACKING_URI_ENV, None)
+        else:
+            os.environ[TRACKING_URI_ENV] = saved_env
 
 
 class _DropPickleCaution(logging.Filter):
