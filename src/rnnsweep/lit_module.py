@@ -11,6 +11,14 @@ from rnnsweep.data.base import TaskSpec
 from rnnsweep.model import SequenceModel
 
 
+def validation_metrics(spec: TaskSpec) -> tuple[str, ...]:
+    """The validation values RecurrentLitModule logs for a task (what search.metric may
+    name); on_validation_epoch_end logs these and the training-side train_loss,
+    train_loss_eval and gap."""
+    extra = {"mse": ("val_mse",), "bce": ("val_frame_acc",)}.get(spec.loss, ())
+    return ("val_loss", "val_acc", *extra)
+
+
 def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     """(B, T) True where a step is real, False where it is padding."""
     return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from rnnsweep.console import announce_reevaluation, study_progress
 from rnnsweep.data import build_datamodule
 from rnnsweep.errors import StoreError
+from rnnsweep.limits import check_job
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate
@@ -35,9 +36,11 @@ def typed_config(cfg: DictConfig) -> DictConfig:
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
-    """typed_config plus the task's keys; raises ConfigError on bad input."""
+    """typed_config plus the task's keys, its metric and the memory the largest model needs;
+    raises ConfigError on bad input."""
     typed = typed_config(cfg)
-    build_datamodule(typed.data)  # checks the task's own keys without generating data
+    datamodule = build_datamodule(typed.data)  # checks the task's keys without generating data
+    check_job(typed, datamodule)
     return typed
 
 
@@ -81,6 +84,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     if cfg.trainer.num_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
     datamodule = build_datamodule(cfg.data)  # also checks the task's keys
+    check_job(cfg, datamodule)  # as in the preflight, which a launcher's worker skips
     tracker = Tracker(cfg)
     # Commit, dirty flag and the three splits' datasets on every run of this job.
     tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))

@@ -15,6 +15,9 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnsweep.errors import ConfigError
 
 CELLS = ("rnn", "lstm", "gru")
+# Trial k trains with seed + k and re-evaluation seeds start at seed + 1,000,000
+# (rnnsweep.search.reeval); every one must stay a 32-bit seed for torch/Lightning.
+MAX_SEED = 2**32 - 1 - 2_000_000
 SIZES = ("small", "large")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -106,6 +109,9 @@ class SearchConfig:
     heartbeat_interval: int = 10
     heartbeat_grace_period: int = 30
     retry_failed_trials: int = 1
+    # A rerun whose fixed settings (rnnsweep.search.settings) differ from its study's:
+    # refuse (one line naming the keys), or new_study (a study named with the settings' hash).
+    on_changed_settings: str = "refuse"
     space: dict[str, ParamSpace] = field(default_factory=dict)
     # Parameter-matched mode: this range of model.param_budget replaces the hidden-size range.
     budget: ParamSpace = field(default_factory=ParamSpace)
@@ -187,9 +193,50 @@ def _one_line(err: OmegaConfBaseException) -> str:
     return f"{key}: {msg}" if key and key not in msg else msg
 
 
+def _element_type(schema: Any) -> Any:
+    """The dataclass of a dict-of-sections node (search.space), else None."""
+    element = getattr(getattr(schema, "_metadata", None), "element_type", None)
+    return element if hasattr(element, "__dataclass_fields__") else None
+
+
+def _check_sections(schema: Any, value: Any, key: str) -> None:
+    """A section (optim, model, search.space.lr ...) given a plain value, as in `optim=sgd`:
+    one line saying it is a section, with its keys (OmegaConf's own message is a merge
+    error about dataclass subclasses)."""
+    if not OmegaConf.is_dict(schema) or not OmegaConf.is_dict(value):
+        return
+    element = _element_type(schema)
+    for k in (str(k) for k in value.keys()):
+        if OmegaConf.is_interpolation(value, k):
+            continue
+        if element is not None:  # an entry of search.space
+            sub = OmegaConf.structured(element)
+        elif k in schema and not OmegaConf.is_missing(schema, k):
+            sub = schema[k]
+        else:
+            continue
+        if not OmegaConf.is_dict(sub) or OmegaConf.is_missing(value, k):
+            continue
+        child, name = value[k], f"{key}.{k}" if key else k
+        if child is None or OmegaConf.is_dict(child):
+            _check_sections(sub, child, name)
+            continue
+        fields = _element_type(sub)
+        if fields is not None:
+            what = (f"a section of named entries, each with keys "
+                    f"({', '.join(fields.__dataclass_fields__)}); e.g. {name}.<name>.path=...")
+        else:
+            keys = [str(x) for x in sub.keys()]
+            what = f"a section of keys ({', '.join(keys)}), not a value"
+            what += (f"; did you mean {name}.name={child}?" if "name" in keys else
+                     f"; set its keys, e.g. {name}.{keys[0]}=..." if keys else "")
+        raise ConfigError(f"{name}={child} is invalid: {name} is {what}")
+
+
 def to_structured(cfg: DictConfig) -> DictConfig:
     """Merge a composed config into the schema; unknown keys and wrong types raise ConfigError."""
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    _check_sections(OmegaConf.structured(RootConfig), plain, "")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RootConfig), plain)
         OmegaConf.resolve(merged)
@@ -218,7 +265,13 @@ def validate(cfg: DictConfig) -> None:
         _require(m.param_budget > 0, "model.param_budget", m.param_budget, "must be > 0")
     _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
     _check_choice("optim.name", cfg.optim.name, ("adam", "adamw", "sgd"))
+    _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay,
+             "must be >= 0")
+    _require(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
+             f"must be an integer in [0, {MAX_SEED}] (trial k trains with seed + k, "
+             "re-evaluation seeds start at seed + 1000000; torch takes 32-bit seeds)")
     t = cfg.trainer
+    _check_trainer(t)
     _check_choice("trainer.budget_unit", t.budget_unit, ("steps", "epochs"))
     _require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
     _require(t.max_steps >= 1, "trainer.max_steps", t.max_steps, "must be >= 1")
@@ -239,6 +292,14 @@ def validate(cfg: DictConfig) -> None:
     s = cfg.search
     if s.name != "none":
         _require(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be an integer >= 1")
+        _require(s.n_startup_trials >= 0, "search.n_startup_trials", s.n_startup_trials,
+                 "must be an integer >= 0")
+        _require(s.pruner_warmup_steps >= 0, "search.pruner_warmup_steps",
+                 s.pruner_warmup_steps, "must be an integer >= 0")
+        _require(0 <= s.seed < 2**32, "search.seed", s.seed,
+                 f"must be an integer in [0, {2**32 - 1}] (the sampler's numpy seed)")
+        _check_choice("search.on_changed_settings", s.on_changed_settings,
+                      ("refuse", "new_study"))
         _check_choice("search.sampler", s.sampler, SAMPLERS)
         _check_choice("search.pruner", s.pruner, PRUNERS)
         _check_choice("search.direction", s.direction, ("minimize", "maximize"))
@@ -262,6 +323,59 @@ def validate(cfg: DictConfig) -> None:
             _validate_param(cfg, f"search.space.{name}", p)
 
 
+def lightning_precisions() -> list[str]:
+    """The precision values Lightning's Trainer accepts (its own type), as config strings;
+    Transformer Engine's only where that package is installed."""
+    import importlib.util
+    from typing import get_args
+
+    from lightning.fabric.plugins.precision.precision import (
+        _PRECISION_INPUT_STR,
+        _PRECISION_INPUT_STR_ALIAS,
+    )
+
+    engine = importlib.util.find_spec("transformer_engine") is not None
+    return [p for p in (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+            if engine or not p.startswith("transformer-engine")]
+
+
+def lightning_accelerators() -> dict[str, bool]:
+    """Accelerator names Lightning's Trainer accepts -> whether this machine has one."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    names = {n: bool(AcceleratorRegistry[n]["accelerator"].is_available())
+             for n in AcceleratorRegistry.available_accelerators()}
+    names["gpu"] = names.get("cuda", False) or names.get("mps", False)
+    return {"auto": True, **names}
+
+
+def _check_trainer(t: DictConfig) -> None:
+    """The trainer values that reach Lightning and torch, against what they accept here."""
+    _require(t.num_threads is None or t.num_threads >= 1, "trainer.num_threads", t.num_threads,
+             "must be an integer >= 1, or null (the cores divided among local workers)")
+    _require(t.devices >= 1, "trainer.devices", t.devices, "must be an integer >= 1")
+    _require(t.memory_probe_batches >= 0, "trainer.memory_probe_batches",
+             t.memory_probe_batches, "must be an integer >= 0")
+    precisions = lightning_precisions()
+    _require(t.precision in precisions, "trainer.precision", t.precision,
+             "allowed (Lightning): " + ", ".join(precisions))
+    accelerators = lightning_accelerators()
+    _check_choice("trainer.accelerator", t.accelerator, tuple(sorted(accelerators)))
+    here = ", ".join(sorted(n for n, ok in accelerators.items() if ok))
+    _require(accelerators[t.accelerator], "trainer.accelerator", t.accelerator,
+             f"this machine has none; available here: {here}")
+    gpu = t.accelerator in ("cuda", "gpu") or (t.accelerator == "auto" and accelerators["gpu"])
+    if t.precision in ("16-mixed", "16") and not gpu:
+        raise ConfigError(f"trainer.precision={t.precision!r} is invalid on the CPU: float16 "
+                          "mixed precision needs a GPU; use bf16-mixed or 32-true")
+    if t.accelerator in ("cuda", "gpu") and accelerators.get("cuda"):
+        import torch
+
+        count = torch.cuda.device_count()
+        _require(t.devices <= count, "trainer.devices", t.devices,
+                 f"this machine has {count} CUDA device(s)")
+
+
 def _check_cell_init(cell: DictConfig) -> None:
     """A gate-bias key the chosen cell cannot use is refused, never silently ignored."""
     allowed = BIAS_KEYS.get(cell.name, {})
@@ -271,12 +385,52 @@ def _check_cell_init(cell: DictConfig) -> None:
                               f"allowed: {', '.join(allowed) or 'no gate-bias key'}")
 
 
+# Keys read once per job, before any trial: a sampled value would be logged on the trial
+# but never used (the data are built once; the seed, threads, device and budget are the
+# study's). prefix -> why.
+PER_JOB_PREFIXES = {
+    "data.": "the data are built once per job, before the first trial",
+    "search.": "the search settings are the study's own",
+    "tracking.": "the stores are opened once per job",
+    "paths.": "the stores are opened once per job",
+    "report.": "the report reads the sweep after it ends",
+    "hydra.": "Hydra settings are fixed when the job starts",
+}
+PER_JOB_KEYS = {
+    "seed": "trial k always trains with seed + k",
+    "profile": "the profile names the job's sizes",
+    "cell.name": "the cell is what the studies compare",
+    "trainer.num_threads": "threads are set once per worker process",
+    "trainer.accelerator": "the device is chosen once per job",
+    "trainer.devices": "the device is chosen once per job",
+    "trainer.budget_unit": "the budget is the pruner's resource axis, fixed per study",
+    "trainer.max_steps": "the budget is the pruner's resource axis, fixed per study",
+    "trainer.max_epochs": "the budget is the pruner's resource axis, fixed per study",
+    "trainer.val_check_steps": "the budget is the pruner's resource axis, fixed per study",
+}
+
+
+def _check_tunable(key: str, path: str) -> None:
+    """Refuse a search-space path that is read once per job rather than per trial."""
+    why = PER_JOB_KEYS.get(path) or next(
+        (w for prefix, w in PER_JOB_PREFIXES.items() if path.startswith(prefix)), None)
+    if why is not None:
+        sweep = "cell=lstm,gru" if path == "cell.name" else f"{path}=<a>,<b>"
+        hint = "" if path.startswith(("search.", "hydra.")) else f", e.g. -m {sweep}"
+        raise ConfigError(
+            f"{key}.path={path!r} is invalid: {path} cannot be searched per trial ({why}; a "
+            f"sampled value would be logged but not used); set it per job instead{hint}")
+
+
 def _validate_param(cfg: DictConfig, key: str, p: DictConfig) -> None:
     _check_choice(f"{key}.type", p.type, PARAM_TYPES)
     _require(
         OmegaConf.select(cfg, p.path, default="__missing__") != "__missing__",
         f"{key}.path", p.path, "must name an existing config key such as model.hidden_size",
     )
+    _require(not OmegaConf.is_config(OmegaConf.select(cfg, p.path)), f"{key}.path", p.path,
+             "must name a single value (such as model.hidden_size), not a section")
+    _check_tunable(key, p.path)
     if p.type == "categorical":
         _require(bool(p.choices), f"{key}.choices", p.choices, "needs a non-empty list")
         return

@@ -8,7 +8,13 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule, full_lengths, split_seeds
+from rnnsweep.data.base import (
+    TaskSpec,
+    TensorDataModule,
+    check_data_seed,
+    full_lengths,
+    split_seeds,
+)
 from rnnsweep.errors import ConfigError
 
 
@@ -36,6 +42,7 @@ class AddingDataConfig:
                 raise ConfigError(f"data.{key}={getattr(self, key)} is invalid: must be >= 1")
         if not self.noise_sd >= 0:
             raise ConfigError(f"data.noise_sd={self.noise_sd} is invalid: must be >= 0")
+        check_data_seed(self.seed)
 
 
 def generate_adding(
@@ -75,6 +82,9 @@ class AddingDataModule(TensorDataModule):
     @property
     def n_train(self) -> int:
         return self.cfg.n_train_small if self.cfg.size == "small" else self.cfg.n_train_large
+
+    def max_train_len(self) -> int:
+        return self.cfg.seq_len
 
     def condition(self) -> dict[str, str]:
         c = self.cfg

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule
+from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed
 from rnnsweep.errors import ConfigError
 
 IN_S, IN_A, IN_B = 0, 1, 2  # input one-hot channels
@@ -59,6 +59,7 @@ class AnbnDataConfig:
         if self.count_max <= top:
             raise ConfigError(f"data.count_max={self.count_max} is invalid: must be > the "
                               f"top of the test band ({top})")
+        check_data_seed(self.seed)
 
 
 def encode(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +130,9 @@ class AnbnDataModule(TensorDataModule):
     @property
     def n_max(self) -> int:
         return self.cfg.n_max_small if self.cfg.size == "small" else self.cfg.n_max_large
+
+    def max_train_len(self) -> int:
+        return 2 * self.n_max + 1
 
     def condition(self) -> dict[str, str]:
         c = self.cfg

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from rnnsweep.errors import DataError
+from rnnsweep.errors import ConfigError, DataError
 
 # Stream ids under a run's seed: initialisation/dropout come from torch's global seed;
 # the data order from its own child stream, so neither shifts the other.
@@ -24,6 +24,13 @@ ORDER_STREAM = 1
 def order_seed(run_seed: int) -> int:
     """The shuffle seed of a run: an independent child stream of the run's seed."""
     return int(np.random.SeedSequence(run_seed, spawn_key=(ORDER_STREAM,)).generate_state(1)[0])
+
+
+def check_data_seed(seed: int) -> None:
+    """data.seed feeds numpy's SeedSequence (and rng permutations), which take no negative
+    numbers: refused in the task's config check, before anything is created."""
+    if seed < 0:
+        raise ConfigError(f"data.seed={seed} is invalid: must be an integer >= 0")
 
 
 def split_seeds(data_seed: int, n: int) -> list[int]:
@@ -111,6 +118,11 @@ class TensorDataModule(pl.LightningDataModule):
     def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         """The task's train, validation and test sets."""
         raise NotImplementedError
+
+    def max_train_len(self) -> int | None:
+        """The longest training sequence, when known without building the data (the
+        preflight's memory estimate); None: unknown until the data are built."""
+        return None
 
     def describe(self) -> str:
         """The task's name for its leak messages."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule, unique_indices
+from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed, unique_indices
 from rnnsweep.data.paths import resolve_path
 from rnnsweep.errors import ConfigError, DataError
 
@@ -53,6 +53,7 @@ class ChoralesDataConfig:
         if self.max_chorales is not None and self.max_chorales < 3:
             raise ConfigError(f"data.max_chorales={self.max_chorales} is invalid: "
                               "must be >= 3 (one chorale per split) or null")
+        check_data_seed(self.seed)
 
 
 # -- conversion (used by prepare_chorales) --------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule, unique_indices
+from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed, unique_indices
 from rnnsweep.data.file_loaders import SequenceFile, check_splits, load_sequence_file
 from rnnsweep.data.paths import resolve_path
 from rnnsweep.errors import ConfigError, DataError
@@ -56,6 +56,7 @@ class FileDataConfig:
                               "must be in (0, 1]")
         if self.acc_tolerance <= 0:
             raise ConfigError(f"data.acc_tolerance={self.acc_tolerance} is invalid: must be > 0")
+        check_data_seed(self.seed)
 
 
 def row_hashes(data: SequenceFile) -> list[str]:
@@ -121,6 +122,9 @@ class FileDataModule(TensorDataModule):
         variable = d.has_lengths and bool((d.lengths < d.x.shape[1]).any())
         self.spec = TaskSpec(input_size=d.x.shape[2], output_size=out, loss=loss,
                              variable_length=variable, acc_tolerance=cfg.acc_tolerance)
+
+    def max_train_len(self) -> int:
+        return int(self.data.x.shape[1])
 
     def _check_user_splits(self, hashes: list[str]) -> None:
         """Identical sequences in two of the file's own splits: refused, or kept and reported
