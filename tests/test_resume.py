@@ -121,9 +121,11 @@ def test_killed_sweep_resumes_without_losing_or_redoing_trials(project, tmp_path
 
 
 @pytest.mark.parametrize(("override", "key"), [
-    ("search.space.hidden_size.high=64", "search.space"),
-    ("search.direction=maximize", "search.direction"),
-], ids=["space", "direction"])
+    (["search.space.hidden_size.high=64"], "search.space"),
+    # maximize needs a metric to maximise (val_loss with maximize is refused on its own).
+    (["search.direction=maximize", "search.metric=val_acc"], "search.direction"),
+    (["optim.name=sgd"], "optim.name"),
+], ids=["space", "direction", "settings"])
 def test_rerun_with_a_changed_study_setting_is_refused_before_anything_runs(
     smoke_sweep, override, key
 ):
@@ -133,7 +135,7 @@ def test_rerun_with_a_changed_study_setting_is_refused_before_anything_runs(
                 _rows(smoke_sweep / "mlruns/mlflow.db", "SELECT run_uuid, status FROM runs"))
 
     before = state()
-    proc = run_train(smoke_sweep, "-m", "cell=lstm,gru", "experiment=smoke", override)
+    proc = run_train(smoke_sweep, "-m", "cell=lstm,gru", "experiment=smoke", *override)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), proc.stderr

@@ -20,8 +20,9 @@ from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate
 from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_study
-from rnnsweep.search.space import match_params, matched_suffix
-from rnnsweep.search.study import make_storage, open_study, storage_error, study_name
+from rnnsweep.search.settings import fixed_settings, settings_hash, settings_text
+from rnnsweep.search.space import match_params
+from rnnsweep.search.study import full_study_name, make_storage, open_study, storage_error
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import run_params, train_model
 
@@ -60,10 +61,13 @@ def open_study_context(
     tags: dict[str, str], overrides: list[str],
 ) -> tuple[optuna.Study, StudyContext]:
     """The job's study and everything its trials need; its parent run found or created."""
-    name = study_name(datamodule.condition(), cfg.cell.name) + matched_suffix(cfg)
     storage = make_storage(cfg)
+    name = full_study_name(cfg, datamodule.condition(), storage)
     study = open_study(cfg, name, storage)
     parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
+    settings = fixed_settings(cfg)
+    tracker.log(parent, tags={"fixed_settings": settings_text(settings),
+                              "settings_hash": settings_hash(settings)})
     # Device and RNN kernels on the parent and, through base_tags, on every trial and re-eval.
     device = device_tags(cfg, datamodule)
     # The trivial predictor's loss and the budget: what the report needs to read the study.

@@ -16,6 +16,14 @@ from optuna.trial import TrialState
 from rnnsweep.errors import ConfigError, StoreError, first_line, infrastructure_cause
 from rnnsweep.locks import store_lock
 from rnnsweep.redact import redact
+from rnnsweep.search.settings import (
+    SETTINGS_ATTR,
+    changed,
+    describe_changes,
+    fixed_settings,
+    settings_hash,
+    settings_text,
+)
 from rnnsweep.search.space import fingerprint, matched_suffix
 
 SPACE_ATTR = "search_space"
@@ -109,7 +117,36 @@ def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:
     check_compatible(cfg, study)
     if SPACE_ATTR not in study.user_attrs:
         study.set_user_attr(SPACE_ATTR, fingerprint(cfg.search.space))
+    if SETTINGS_ATTR not in study.user_attrs:
+        study.set_user_attr(SETTINGS_ATTR, settings_text(fixed_settings(cfg)))
     return study
+
+
+def settings_suffix(cfg: DictConfig, base: str, storage: optuna.storages.BaseStorage) -> str:
+    """"" for the study named `base`, or, with search.on_changed_settings=new_study when that
+    study holds other fixed settings, "-s<hash of these settings>": a study of its own,
+    found again by the next run with the same settings."""
+    if cfg.search.on_changed_settings != "new_study":
+        return ""
+    try:
+        study = optuna.load_study(study_name=base, storage=storage)
+    except KeyError:
+        return ""
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    settings = fixed_settings(cfg)
+    if stored is None or not changed(stored, settings):
+        return ""
+    return f"-s{settings_hash(settings)}"
+
+
+def full_study_name(cfg: DictConfig, condition: dict[str, str],
+                    storage: optuna.storages.BaseStorage | None) -> str:
+    """The study a job runs: task, size, cell and data; a settings suffix in new_study mode;
+    -matched for parameter-matched studies (last, as the report reads it)."""
+    base = study_name(condition, cfg.cell.name)
+    matched = matched_suffix(cfg)
+    suffix = settings_suffix(cfg, base + matched, storage) if storage is not None else ""
+    return base + suffix + matched
 
 
 def check_compatible(cfg: DictConfig, study: optuna.Study) -> None:
@@ -126,10 +163,21 @@ def check_compatible(cfg: DictConfig, study: optuna.Study) -> None:
             f"search.space: study {name!r} in this storage was created with a different search "
             "space; restore the original space or use another search.storage"
         )
+    settings = study.user_attrs.get(SETTINGS_ATTR)
+    changes = changed(settings, fixed_settings(cfg)) if settings is not None else []
+    if changes:
+        keys = ", ".join(k for k, _, _ in changes)
+        raise ConfigError(
+            f"{keys}: study {name!r} in this storage was run with other fixed settings "
+            f"({describe_changes(changes)}); rerun with its settings, set "
+            "search.on_changed_settings=new_study to start a study of its own beside it, or "
+            "use another search.storage"
+        )
 
 
-def preflight_storage(cfg: DictConfig, name: str) -> None:
-    """Before any job runs: the storage answers and its study `name`, if any, fits cfg.
+def preflight_storage(cfg: DictConfig, condition: dict[str, str] | None) -> None:
+    """Before any job runs: the storage answers and the job's study (named from its data
+    `condition`; None: not known before the data load), if it exists, fits cfg.
 
     Creates nothing: a missing SQLite file or an empty database simply has no study yet.
     """
@@ -148,10 +196,11 @@ def preflight_storage(cfg: DictConfig, name: str) -> None:
     except Exception as err:  # connection refused, bad URL, missing driver, auth
         reason = redact(str(err).strip().splitlines()[0])
         raise ConfigError(f"search.storage={redact(url)}: cannot connect: {reason}") from None
-    if not has_tables or not name:
+    if not has_tables or not condition:
         return
     storage = RDBStorage(url, skip_table_creation=True)
     try:
+        name = full_study_name(cfg, condition, storage)
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return
@@ -167,11 +216,10 @@ def preflight_job(cfg: DictConfig) -> None:
     if cfg.search.name == "none":
         return
     try:
-        name = study_name(build_datamodule(cfg.data).condition(), cfg.cell.name)
-        name += matched_suffix(cfg)  # the name pipeline.run gives a parameter-matched study
+        condition = build_datamodule(cfg.data).condition()
     except Exception:  # a task that must load its data first is named when its job runs
-        name = ""
-    preflight_storage(cfg, name)
+        condition = None
+    preflight_storage(cfg, condition)
 
 
 @functools.lru_cache(maxsize=4)

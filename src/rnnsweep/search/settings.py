@@ -1,0 +1,84 @@
+"""A study's fixed settings: everything outside its search space that changes training or
+data. Stored with the study (user attr `fixed_settings`) and shown on its parent run (tags
+`fixed_settings`, `settings_hash`), so a rerun with other settings cannot silently add
+trials that are not comparable with the study's (issue 12, item 5).
+
+Counted: the resolved `cell`, `model`, `optim`, `trainer` and `data` sections, the training
+`seed` and `search.metric` (what early stopping and the best weights follow), minus the keys
+the space samples and minus what does not change a trial's result: worker threads, the
+progress bar and the memory probe. Not counted: `search.n_trials`, the stores, heartbeats,
+the report, logging.
+
+A rerun with other settings is refused (search.on_changed_settings=refuse, the default) or
+opens a study of its own beside the old one, named with the settings' hash
+(search.on_changed_settings=new_study).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SETTINGS_ATTR = "fixed_settings"
+SECTIONS = ("cell", "model", "optim", "trainer", "data")
+EXTRA_KEYS = ("seed", "search.metric")
+# Keys of those sections that do not change what a trial computes.
+NOT_SETTINGS = frozenset({"trainer.num_threads", "trainer.progress_bar",
+                          "trainer.memory_probe_batches"})
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _flatten(value, f"{prefix}.{key}", out)
+    else:
+        out[prefix] = node
+
+
+def sampled_keys(cfg: DictConfig) -> set[str]:
+    """The config paths the study's search space sets per trial."""
+    if cfg.search.name == "none":
+        return set()
+    keys = {str(p.path) for p in cfg.search.space.values()}
+    if "model.param_budget" in keys:  # the budget decides the hidden size
+        keys.add("model.hidden_size")
+    return keys
+
+
+def fixed_settings(cfg: DictConfig) -> dict[str, Any]:
+    """{dotted key: value} of every fixed setting of cfg (a typed, resolved config)."""
+    flat: dict[str, Any] = {}
+    for section in SECTIONS:
+        _flatten(OmegaConf.to_container(cfg[section], resolve=True), section, flat)
+    for key in EXTRA_KEYS:
+        flat[key] = OmegaConf.select(cfg, key)
+    skip = sampled_keys(cfg) | NOT_SETTINGS
+    return {k: flat[k] for k in sorted(flat) if k not in skip}
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(settings_text(settings).encode()).hexdigest()[:8]
+
+
+def changed(stored: str, settings: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for each setting that differs from the stored text; a key only one
+    side has shows `absent` on the other."""
+    old = json.loads(stored)
+    new = json.loads(settings_text(settings))
+    keys = sorted(set(old) | set(new))
+    return [(k, old.get(k, "absent"), new.get(k, "absent")) for k in keys
+            if old.get(k, "absent") != new.get(k, "absent")]
+
+
+def describe_changes(changes: list[tuple[str, Any, Any]], limit: int = 6) -> str:
+    shown = [f"{k} {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in changes[:limit]]
+    if len(changes) > limit:
+        shown.append(f"{len(changes) - limit} more")
+    return ", ".join(shown)
