@@ -1,7 +1,7 @@
 """The MLflow UI in a real headless Chromium after a smoke sweep: what `make ui` shows.
 
-Debian's chromium, driven by Playwright; no browser is ever downloaded. Without a browser the
-test skips, except in CI (CI=true), where that is a failure.
+Debian's chromium, driven by Playwright; no browser is ever downloaded. Without a browser (or
+Playwright) the tests skip, except in CI (CI=true), where that is a failure.
 `UPDATE_DOCS_SCREENSHOT=1 pytest tests/test_ui_browser.py` refreshes docs/mlflow-ui.png.
 """
 
@@ -19,6 +19,9 @@ from mlflow.tracking import MlflowClient
 from servers import free_port, serve
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from ui_links import experiment_links  # noqa: E402  (what `make ui` prints)
+
 DOCS_SCREENSHOT = ROOT / "docs" / "mlflow-ui.png"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -54,7 +57,13 @@ def mlflow_ui(smoke_sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def page(mlflow_ui: str) -> Iterator:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        message = "Playwright is not installed (pip install -e '.[dev]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     executable = chromium_path()
     with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
         browser = pw.chromium.launch_persistent_context(
@@ -73,10 +82,10 @@ def test_experiment_lists_studies_and_their_trials(
     experiment = client.get_experiment_by_name("adding")
     parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'")
     assert len(parents) == 4
-    # The README's path: home page, "Model training", the experiment named after the task.
-    page.goto(mlflow_ui)
-    page.get_by_role("button", name="Model training").click()
-    page.get_by_role("link", name="adding", exact=True).first.click()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # The README's path: the runs-table link `make ui` prints for the experiment.
+    links = dict(experiment_links(mlflow_ui, smoke_sweep / "mlruns" / "mlflow.db"))
+    page.goto(links["adding"])
     for run in parents:
         page.get_by_role("link", name=run.info.run_name, exact=True).wait_for()
     assert f"#/experiments/{experiment.experiment_id}/runs" in page.url
@@ -122,3 +131,46 @@ def test_trial_page_shows_val_loss_chart(
     card.first.locator("svg.main-svg path.js-line").first.wait_for()
     card.first.get_by_text(f"{trial.info.run_name} (val_loss)").wait_for()
     page.screenshot(path=tmp_path / "trial-val-loss.png")
+
+
+def test_every_study_shows_its_model_datasets_and_source(
+    page, mlflow_ui: str, smoke_sweep: Path, tmp_path: Path
+) -> None:
+    """What an MLflow user looks for on a study's page: the logged best model, the data
+    (one dataset per split, named with its digest) and the commit that ran it."""
+    client = MlflowClient(f"sqlite:///{smoke_sweep / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("adding")
+    parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'")
+    assert len(parents) == 4
+    shown: dict[str, str] = {}  # study run name -> its training set as the UI names it
+    for study in parents:
+        model_id = study.data.tags["best_model_id"]
+        datasets = {next(t.value for t in d.tags if t.key == "mlflow.data.context"): d.dataset
+                    for d in study.inputs.dataset_inputs}
+        assert sorted(datasets) == ["test", "train", "val"]
+        shown[study.info.run_name] = f"{datasets['train'].name} ({datasets['train'].digest})"
+        commit = study.data.tags.get("mlflow.source.git.commit")
+        page.goto(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs/"
+                  f"{study.info.run_id}?workflowType=machine_learning")
+        page.get_by_role("heading", name="Logged models (1)").wait_for()
+        page.locator(f'a[href="#/experiments/{experiment.experiment_id}/models/{model_id}"]'
+                     ).first.wait_for()
+        page.get_by_text(shown[study.info.run_name], exact=True).first.wait_for()
+        page.get_by_text("train.py").first.wait_for()
+        if commit is not None:  # the tests run from a git checkout
+            page.get_by_text(commit[:7], exact=True).first.wait_for()
+    page.screenshot(path=tmp_path / "study.png")
+    # The runs table, one row per study: its data, its source and its model. The grid draws
+    # the pinned Run Name column in a row of its own: cells are found by the row's index.
+    page.goto(dict(experiment_links(mlflow_ui, smoke_sweep / "mlruns" / "mlflow.db"))["adding"])
+    for name, train in shown.items():
+        index = page.get_by_role("row").filter(has_text=name).first.get_attribute("row-index")
+
+        def cell(column: str, index: str | None = index):
+            return page.locator(f'[role="row"][row-index="{index}"] '
+                                f'[col-id="attributes.`{column}`"]').first
+
+        cell("Dataset").get_by_text(train, exact=True).first.wait_for()
+        cell("Source").get_by_text("train.py").first.wait_for()
+        cell("Models").get_by_text("model").first.wait_for()
+    page.screenshot(path=tmp_path / "runs-table.png")
