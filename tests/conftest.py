@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ TESTS = ROOT / "tests"
 E2E_FIXTURES = {"smoke_sweep", "project", "chorale_cache"}
 # Names whose use in a test's code means it spawns a process.
 SPAWNING_NAMES = {"subprocess", "run_train", "start_train", "serve", "Popen", "run_report"}
+# This file's autouse fixtures: on every test, never a reason to mark it.
+HARNESS_FIXTURES = {"_no_sweep_subprocess_in_fast_runs", "_mlflow_tracking_uri_restored"}
 
 
 def _called_names(func) -> set[str]:
@@ -62,7 +65,7 @@ def is_e2e(item: pytest.Item) -> bool:
     funcs = [getattr(item, "function", None)]
     info = getattr(item, "_fixtureinfo", None)
     for defs in (info.name2fixturedefs.values() if info is not None else ()):
-        funcs += [d.func for d in defs if d.argname != "_no_sweep_subprocess_in_fast_runs"]
+        funcs += [d.func for d in defs if d.argname not in HARNESS_FIXTURES]
     for func in funcs:
         if func is None or not inspect.isfunction(func):
             continue
@@ -78,6 +81,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if is_e2e(item):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored() -> Iterator[None]:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which rnnsweep reads first:
+    a test that calls it would send every later test's runs to its store. Both are put back
+    after each test."""
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    saved_global = getattr(utils, "_tracking_uri", None)
+    yield
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None and getattr(utils, "_tracking_uri", None) != saved_global:
+        utils.set_tracking_uri(saved_global)
+    if saved_env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 @pytest.fixture(autouse=True)

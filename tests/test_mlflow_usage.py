@@ -61,7 +61,9 @@ def study(tmp_path_factory: pytest.TempPathFactory):
 
 
 # -- experiments open on the runs table ---------------------------------------------------
-def test_experiment_kind_is_set_on_new_and_existing_experiments(tmp_path: Path) -> None:
+def test_experiment_kind_is_set_on_new_and_existing_experiments(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would win over the config
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = OmegaConf.create({"tracking": {"uri": uri, "artifact_root": str(tmp_path / "art")}})
     client = MlflowClient(uri)
