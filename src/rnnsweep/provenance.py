@@ -29,10 +29,9 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_TYPE,
 )
 
-log = logging.getLogger(__name__)
-
-# MLflow 3 opens an experiment with this tag on its runs table (without it, on the GenAI
-# overview page).
+# The experiment's kind for MLflow 3: model training, not a GenAI app. (The 3.17 UI still
+# picks its landing page from its own GenAI / Model training switch: `make ui` prints links
+# that ask for the model-training view, scripts/ui_links.py.)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 GIT_DIRTY_TAG = "git_dirty"
