@@ -18,7 +18,7 @@ from rnnsweep.errors import StoreError
 from rnnsweep.limits import check_job
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
-from rnnsweep.search.reeval import device_tags, reevaluate
+from rnnsweep.search.reeval import device_tags, reevaluate, seeds_left
 from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_study
 from rnnsweep.search.settings import fixed_settings, settings_hash, settings_text
 from rnnsweep.search.space import match_params
@@ -110,7 +110,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     try:
         with study_progress(study, cfg) as progress:
             summary = run_study(study, ctx, progress=progress)
-        announce_reevaluation(study, cfg)
+        announce_reevaluation(study, cfg, remaining=seeds_left(study, ctx))
         reevaluate(study, ctx)
     except Exception as err:
         halt = storage_error(cfg, err)

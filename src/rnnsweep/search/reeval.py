@@ -107,6 +107,16 @@ def _claim_next(
     return seed, run_id
 
 
+def seeds_left(study: optuna.Study, ctx: StudyContext) -> int:
+    """Re-evaluation seeds of the current best configuration not yet finished."""
+    try:
+        best = study.best_trial.number
+    except ValueError:
+        return 0
+    done = {int(r.data.tags["reeval_seed"]) for r in _reeval_runs(ctx, best, "FINISHED")}
+    return len([s for s in reeval_seeds(ctx.cfg) if s not in done])
+
+
 def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
     """Train the best trial's configuration once per re-evaluation seed not yet done.
 
