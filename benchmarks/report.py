@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parents[1] / "README.md"
-# The README's table lives between these markers and is rewritten from the results file.
+README = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+# The table of docs/performance.md (linked from the README) lives between these markers and
+# is rewritten from the results file.
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 

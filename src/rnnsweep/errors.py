@@ -1,7 +1,7 @@
 """Errors the command line reports as one line, and the rule that tells a trial's failure
 from the infrastructure's.
 
-The rule (also in the README, "Resuming"):
+The rule (also in docs/resuming.md):
 
 - A trial's fault: anything its training raises: a NaN/inf loss (NonFiniteLossError), CUDA
   out of memory, a value the model or optimiser rejects. The trial ends FAIL with its
