@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import warnings
 from pathlib import Path
@@ -168,3 +169,59 @@ def test_reevaluation_is_announced_only_when_it_will_run() -> None:
     before = buffer.getvalue()
     announce_reevaluation(study, cfg, Console(file=buffer, width=200))
     assert buffer.getvalue() == before
+
+
+# Lightning 2.6's logger connector, word for word, on every Trainer without a LitLogger.
+LITLOGGER_TIP = (
+    "💡 Tip: For seamless cloud logging and experiment tracking, try installing "
+    "[litlogger](https://pypi.org/project/litlogger/) to enable LitLogger, which logs metrics "
+    "and artifacts automatically to the Lightning Experiments platform.")
+
+
+def test_litlogger_tip_dropped_after_mlflow_pytorch_takes_over_lightnings_logger() -> None:
+    """mlflow.pytorch imports the standalone pytorch_lightning package, which re-points
+    rank_zero_info to the logger `pytorch_lightning.utilities.rank_zero`."""
+    import lightning.pytorch  # noqa: F401
+    import mlflow.pytorch  # noqa: F401
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+    from lightning_utilities.core import rank_zero as rank_zero_module
+
+    quiet_third_party(in_study=False)
+    logger = rank_zero_module.log
+    assert logger.name == "pytorch_lightning.utilities.rank_zero"  # what the sweep met
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        rank_zero_info(LITLOGGER_TIP)
+        rank_zero_info("Something Lightning wants you to know")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert seen == ["Something Lightning wants you to know"]
+
+
+def test_report_and_sweep_draw_no_mlflow_download_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.utils.file_utils import ArtifactProgressBar
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    with ArtifactProgressBar.files("Downloading artifacts", total=2) as bar:
+        assert bar.pbar is not None  # MLflow's default: a tqdm bar per download
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    quiet_third_party(in_study=False)
+    with ArtifactProgressBar.files("Downloading artifacts", total=2) as bar:
+        assert bar.pbar is None
+
+
+def test_report_entry_point_installs_the_filters(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    from rnnsweep.report import __main__ as report_main
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "")  # restored afterwards
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))  # no conf/ here: refused at once
+    assert report_main.main([]) == 2
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from typing import Any
@@ -38,9 +39,15 @@ QUIET_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
 )
 
 # Lightning's rank-zero INFO lines: device lines shown once per process, tips never.
+# rank_zero_info logs through one module global, lightning_utilities.core.rank_zero.log, which
+# each Lightning package re-points to its own logger on import; the standalone
+# pytorch_lightning / lightning_fabric packages (imported by mlflow.pytorch, e.g. when the best
+# model is logged) take it over from lightning.pytorch, so all four names carry the filter.
 LIGHTNING_INFO_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
 )
 ONCE_PREFIXES = ("GPU available:", "TPU available:", "HPU available:")
 DROP_PREFIXES = ("💡 Tip:",)
@@ -78,11 +85,21 @@ MAIN_PID_VAR = "RNNSWEEP_CONSOLE_PID"
 os.environ.setdefault(MAIN_PID_VAR, str(os.getpid()))
 
 
+def _lightning_info_loggers() -> list[str]:
+    """The known names, and whichever logger rank_zero_info uses right now."""
+    names = list(LIGHTNING_INFO_LOGGERS)
+    module = sys.modules.get("lightning_utilities.core.rank_zero")
+    current = getattr(getattr(module, "log", None), "name", None)
+    if current and current not in names:
+        names.append(current)
+    return names
+
+
 def quiet_third_party(in_study: bool) -> None:
     """Install the precise filters above; idempotent, safe in every worker process."""
     for category, pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
-    for name in LIGHTNING_INFO_LOGGERS:
+    for name in _lightning_info_loggers():
         logger = logging.getLogger(name)
         if _lightning_filter not in logger.filters:
             logger.addFilter(_lightning_filter)

@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rnnsweep.console import quiet_third_party
 from rnnsweep.errors import ConfigError
 from rnnsweep.report.attach import attach
 from rnnsweep.report.build import build
@@ -69,6 +70,8 @@ def latest_experiment(uri: str) -> str | None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The same filters as a sweep: no MLflow "Downloading artifacts" bars, no Lightning tips.
+    quiet_third_party(in_study=False)
     try:
         root = project_root()
         cfg = load_config(root, argv)
