@@ -115,3 +115,18 @@ def test_preflight_stops_on_a_missing_cache_before_any_job(project, monkeypatch)
     with pytest.raises(DataError, match="python -m rnnsweep.data.prepare_chorales"):
         preflight(project / "conf", ["-m", "cell=lstm,gru", "data=chorales"])
     assert not (project / "mlruns").exists()
+
+
+def test_study_name_has_the_small_fraction_only_for_small_data(tmp_path):
+    from rnnsweep.search.study import study_name
+
+    cache = tmp_path / "chorales.npz"
+    cache.write_bytes(b"condition() only hashes the cache's bytes")
+
+    def name(size: str, fraction: float) -> str:
+        cfg = ChoralesDataConfig(cache=str(cache), size=size, small_fraction=fraction)
+        return study_name(ChoralesDataModule(cfg).condition(), "gru")
+
+    assert name("large", 0.25) == name("large", 0.5)
+    assert "small" not in name("large", 0.25).split("-", 2)[2]
+    assert "-small0.25-" in name("small", 0.25) and name("small", 0.5) != name("small", 0.25)

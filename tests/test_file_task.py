@@ -262,3 +262,15 @@ def test_a_data_file_named_with_an_apostrophe_runs_and_resumes(project):
                     "SELECT value FROM tags WHERE key = 'study_name' AND run_uuid IN "
                     "(SELECT run_uuid FROM tags WHERE key = 'role' AND value = 'study')")
     assert len(parents) == 1 and "it's" in parents[0][0], parents
+
+
+def test_study_name_has_the_small_fraction_only_for_small_data(tmp_path):
+    from rnnsweep.search.study import study_name
+
+    path = write_npz(tmp_path / "d.npz")
+    large = [study_name(module(path, size="large", small_fraction=f).condition(), "lstm")
+             for f in (0.25, 0.5)]
+    assert large[0] == large[1] and "small0" not in large[0]
+    assert large[0].startswith("file-large-lstm-filed-sha") and large[0].endswith("-T8-seed1234")
+    small = study_name(module(path, size="small", small_fraction=0.25).condition(), "lstm")
+    assert "-small0.25-" in small and small.startswith("file-small-lstm-")

@@ -187,8 +187,10 @@ class ChoralesDataModule(TensorDataModule):
         c = self.cfg
         digest = hashlib.sha1(self.path.read_bytes()).hexdigest()[:8]
         n = "all" if c.max_chorales is None else str(c.max_chorales)
-        return {"task": c.task, "size": c.size, "chorales": n,
-                "small": str(c.small_fraction), "seed": str(c.seed), "cache": digest}
+        cond = {"task": c.task, "size": c.size, "chorales": n}
+        if c.size == "small":  # a large study trains on every training chorale
+            cond["small"] = str(c.small_fraction)
+        return {**cond, "seed": str(c.seed), "cache": digest}
 
     def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         train, val, test = self._load()

@@ -146,9 +146,11 @@ class FileDataModule(TensorDataModule):
 
     def condition(self) -> dict[str, str]:
         c = self.cfg
-        return {"task": c.task, "size": c.size, "file": self.data.path.stem,
-                "sha": self.data.digest, "T": str(self.data.x.shape[1]),
-                "small": str(c.small_fraction), "seed": str(c.seed)}
+        cond = {"task": c.task, "size": c.size, "file": self.data.path.stem,
+                "sha": self.data.digest, "T": str(self.data.x.shape[1])}
+        if c.size == "small":  # a large study trains on the whole split: no fraction in it
+            cond["small"] = str(c.small_fraction)
+        return {**cond, "seed": str(c.seed)}
 
     def train_indices(self) -> np.ndarray:
         train = np.flatnonzero(self.split == "train")
