@@ -155,3 +155,29 @@ def test_find_tagged_matches_any_value_in_dotted_keys_and_by_status(tmp_path):
     finished = find_tagged(tracker, "exp", {"best_trial_number": 3}, status="FINISHED")
     assert [r.info.run_id for r in finished] == [ids["it's"]]
     assert find_tagged(tracker, "exp", {"data.file": "it's", "best_trial_number": 4}) == []
+
+
+# -- refused before the heavy imports: the import order, not the time ------------------------
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-m", "cell=lstm,gur"], "cell=gur is invalid: allowed: gru, lstm, rnn"),
+    (["-m", "cell=lstm,gru", "search.ntrials=2"], "did you mean search.n_trials?"),
+    (["cell=gru", "model.hiden_size=8"], "did you mean model.hidden_size?"),
+])
+def test_misspelt_cell_or_key_is_refused_before_torch_is_imported(project, argv, expected):
+    """`python -X importtime` lists every module the interpreter imported, on stderr."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", *argv],
+                          cwd=project, env=clean_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "hydra" in imported  # the listing works: the refusal needs Hydra
+    heavy = {"torch", "lightning", "mlflow", "optuna"} & imported
+    assert not heavy, f"imported before the refusal: {sorted(heavy)}"
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], errors

@@ -150,10 +150,14 @@ def _unknown_key(conf_dir: Path, job: list[str], key: str) -> str:
     line = next((o for o in job if o.lstrip("+~").partition("=")[0] == key), key)
     parent, _, leaf = key.rpartition(".")
     try:
+        # Without the bad line and without sweep values (`cell=lstm,gru` before the sweep is
+        # expanded), which compose() would refuse: only the key's neighbours matter here.
         rest = [o for o in job if o != line]
+        parsed = OverridesParser.create().parse_overrides(rest)
+        rest = [o.input_line for o in parsed if not o.is_sweep_override()]
         base = compose("config", overrides=rest)
         node = OmegaConf.select(base, parent) if parent else base
-    except (HydraException, OmegaConfBaseException):
+    except (HydraException, OmegaConfBaseException, OverrideParseException):
         node = None
     if parent and not OmegaConf.is_dict(node):
         return f"{line}: no such key"
@@ -183,9 +187,11 @@ def _describe(err: Exception, conf_dir: Path, job: list[str]) -> str:
 
 
 def preflight(conf_dir: Path, argv: list[str]) -> int:
-    """Compose and validate every job; returns the number of jobs. Raises ConfigError."""
-    from rnnsweep.pipeline import prepare
+    """Compose and validate every job; returns the number of jobs. Raises ConfigError.
 
+    Two passes: every job's groups and keys first, with Hydra alone, so a misspelt cell or
+    key is refused before the pipeline (torch, Lightning, MLflow, Optuna) is imported; then
+    every job's values, stores and data, which need it."""
     multirun = bool(MULTIRUN_FLAGS & set(argv))
     overrides = [a for a in argv if not a.startswith("-")]
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
@@ -197,6 +203,10 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
                 jobs = _job_overrides(conf_dir, user, multirun)
                 for job in jobs:
                     _check_groups(conf_dir, job)
+                    compose("config", overrides=job)
+                from rnnsweep.pipeline import prepare
+
+                for job in jobs:
                     cfg = prepare(compose("config", overrides=job))
                     remember([cfg.search.storage, cfg.tracking.uri])
                     preflight_stores(cfg)
