@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def seed_plan(search: DictConfig | dict, alpha: float) -> SeedPlan | None:
     """The planned looks, or None when the sweep adds no seeds after the first look."""
-    first = int(search["reeval_seeds"])
+    first = int(search.get("reeval_seeds") or 0)
     top = int(search.get("reeval_max_seeds") or first)
     if first < 2 or top <= first:
         return None
