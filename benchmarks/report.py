@@ -8,6 +8,9 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+# The six-claim table of the front README, written from the evidence benchmark (make evidence).
+FRONT = Path(__file__).resolve().parents[1] / "README.md"
+CLAIMS_START, CLAIMS_END = "<!-- claims:start -->", "<!-- claims:end -->"
 # The table of docs/performance.md (linked from the README) lives between these markers and
 # is rewritten from the results file.
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -25,7 +28,48 @@ def update(results_dir: Path, name: str, section: dict[str, Any]) -> dict[str, A
     (results_dir / "latest.md").write_text(markdown(data))
     if results_dir.resolve() == RESULTS_DIR:
         update_readme(data)
+        update_claims(data)
     return data
+
+
+def claims_markdown(section: dict[str, Any]) -> str | None:
+    """The evidence sweep's claims table (from its report's claims.csv) with machine and date."""
+    import csv
+    import io
+
+    sweep = section.get("sweeps", {}).get("evidence", {})
+    text = sweep.get("claims_table")
+    if not text:
+        return None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    d = section.get("machine", {})
+    head = (f"`make evidence` on {section.get('measured_at', '?')[:10]}, {d.get('cpu_model')} "
+            f"({d.get('cpu_cores')} cores, no GPU), torch {d.get('torch')}: "
+            f"{sweep.get('wall_s', 0) / 60:.0f} min wall "
+            f"(`python -m benchmarks --only evidence` rewrites this table).")
+    mde = sweep.get("calibration", {}).get("undecided_mde", {})
+    lines = [head, "", "| claim | verdict | minimum detectable effect (undecided) | "
+             "evidence (trimmed to 300 characters) |", "|---|---|---|---|"]
+    for r in rows:
+        ev = r["evidence"].replace("|", "/").replace("\n", " ")
+        ev = ev if len(ev) <= 300 else ev[:297] + "..."
+        m = mde.get(r["claim"])
+        lines.append(f"| {r['claim']} | {r['verdict']} | {'' if m is None else f'{m:.3g}'} "
+                     f"| {ev} |")
+    return "\n".join(lines)
+
+
+def update_claims(data: dict[str, Any], readme: Path = FRONT) -> None:
+    """Replace the claims table between the front README's markers, when measured."""
+    block = claims_markdown(data["evidence"]) if "evidence" in data else None
+    if block is None or not readme.exists():
+        return
+    text = readme.read_text()
+    if CLAIMS_START not in text or CLAIMS_END not in text:
+        return
+    head, rest = text.split(CLAIMS_START, 1)
+    _, tail = rest.split(CLAIMS_END, 1)
+    readme.write_text(head + CLAIMS_START + "\n" + block + "\n" + CLAIMS_END + tail)
 
 
 def update_readme(data: dict[str, Any], readme: Path = README) -> None:
@@ -91,8 +135,10 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append((f"5. peak RSS growth, trial 5 -> {m['trials']}",
                     f"{100 * m['growth']:+.1f}% ({m['peak_rss_after_trial_5_mb']:.0f} -> "
                     f"{m['peak_rss_at_end_mb']:.0f} MiB)", "<= +5%", _met(m["met"])))
-    if "e2e" in data:
-        for name, r in data["e2e"]["sweeps"].items():
+    sweeps = {**data.get("e2e", {}).get("sweeps", {}),
+              **data.get("evidence", {}).get("sweeps", {})}
+    if sweeps:
+        for name, r in sweeps.items():
             ok = r["returncode"] == 0
             budget = r.get("budget_s")
             goal = f"<= {budget:.0f} s" if budget else "recorded"
