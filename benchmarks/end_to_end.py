@@ -6,13 +6,15 @@ calibration targets are read from its metrics.json:
 1. every study's best configuration beats the trivial predictor by at least half its loss
    (re-evaluation validation loss <= 0.5 x baseline_loss);
 2. the small condition overfits measurably: eval-mode gap on small above that on large,
-   for both cells, by more than the two spreads together;
+   for every cell, by a one-sided Welch t-test at 5 % over the re-evaluation seeds (Hsu df:
+   smallest seed count - 1);
 3. at least 4 of the 6 claims decided (supported, contradicted), the rest with an MDE.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -20,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from scipy import stats
 
 from benchmarks.common import project_copy
 
@@ -49,9 +53,14 @@ def calibration(metrics: dict[str, Any]) -> dict[str, Any]:
         if large is None:
             continue
         diff = m.get("gap_eval_mean", float("nan")) - large.get("gap_eval_mean", float("nan"))
-        spread = (m.get("gap_eval_sd") or 0.0) + (large.get("gap_eval_sd") or 0.0)
-        overfit[f"{cell}/{cond}"] = {"gap_small_minus_large": diff, "spreads": spread,
-                                     "clear": bool(diff > spread)}
+        n_s, n_l = int(m.get("reeval_n") or 0), int(large.get("reeval_n") or 0)
+        p = float("nan")
+        if min(n_s, n_l) >= 2:
+            se = math.sqrt((m.get("gap_eval_sd") or 0.0) ** 2 / n_s
+                           + (large.get("gap_eval_sd") or 0.0) ** 2 / n_l)
+            p = float(stats.t.sf(diff / se, min(n_s, n_l) - 1)) if se > 0 else float(diff <= 0)
+        overfit[f"{cell}/{cond}"] = {"gap_small_minus_large": diff, "p_one_sided": p,
+                                     "seeds": [n_s, n_l], "clear": bool(p < 0.05)}
     claims = metrics.get("claims", {})
     verdicts = {name: c.get("verdict") for name, c in claims.items()}
     n_decided = sum(v in DECIDED for v in verdicts.values())

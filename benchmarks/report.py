@@ -151,10 +151,13 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                             default=float("nan"))
                 out.append((f"6a. {name}: best re-evaluated val_loss / trivial loss (worst study)",
                             f"{worst:.2f}", "<= 0.5", _met(cal["beats_trivial_by_half"])))
-                gaps = ", ".join(f"{k} {v['gap_small_minus_large']:+.3f} (spreads "
-                                 f"{v['spreads']:.3f})" for k, v in cal["overfitting"].items())
-                out.append((f"6b. {name}: eval gap small - large per cell", gaps or "n/a",
-                            "> spreads", _met(cal["small_overfits_for_every_cell"])))
+                gaps = ", ".join(
+                    f"{k} {v['gap_small_minus_large']:+.3f} (p={v['p_one_sided']:.2g})"
+                    if "p_one_sided" in v else f"{k} {v['gap_small_minus_large']:+.3f}"
+                    for k, v in cal["overfitting"].items())
+                out.append((f"6b. {name}: eval gap small - large per cell (one-sided Welch)",
+                            gaps or "n/a", "p < 0.05 each",
+                            _met(cal["small_overfits_for_every_cell"])))
                 out.append((f"6c. {name}: claims decided", f"{cal['claims_decided']} of "
                             f"{len(cal['claims'])}", ">= 4", _met(cal["claims_decided"] >= 4)))
     if "e2e" in data and "default" not in data["e2e"]["sweeps"]:
