@@ -74,6 +74,25 @@ def test_summary_marks_the_best_cell_per_data_size() -> None:
     assert "[FAILED]" in text and "reports/adding/report.md" in text
 
 
+def test_summary_shows_the_trivial_loss_and_accuracy_beside_the_majority_rate() -> None:
+    common = dict(status="FINISHED", best_params={}, n_complete=3)
+    regression = [StudyRow("adding", "small", "lstm", "a", best_value=0.1, trivial_loss=0.2793,
+                           loss_kind="mse", **common)]
+    buffer = io.StringIO()
+    print_summary(regression, "val_loss", "minimize", Console(file=buffer, width=200))
+    assert "trivial loss" in buffer.getvalue() and "0.2793" in buffer.getvalue()
+    assert "majority" not in buffer.getvalue()
+    classes = [StudyRow("file", "large", "gru", "f", best_value=0.69, trivial_loss=0.6931,
+                        loss_kind="ce", test_acc=0.512, majority_acc=0.5, **common),
+               StudyRow("file", "large", "lstm", "g", best_value=0.31, trivial_loss=0.6931,
+                        loss_kind="ce", test_acc=0.91, majority_acc=0.5, **common)]
+    buffer = io.StringIO()
+    print_summary(classes, "val_loss", "minimize", Console(file=buffer, width=200))
+    text = buffer.getvalue()
+    assert "test acc (majority)" in text
+    assert "0.512 (0.5)" in text and "0.91 (0.5)" in text
+
+
 def test_progress_line_counts_trials_pruned_failed_and_best() -> None:
     study = optuna.create_study(study_name="demo-small-lstm", direction="minimize")
     buffer = io.StringIO()

@@ -72,7 +72,8 @@ def open_study_context(
     device = device_tags(cfg, datamodule)
     # The trivial predictor's loss and the budget: what the report needs to read the study.
     budget = {k: v for k, v in run_params(cfg, datamodule).items() if k != "num_threads"}
-    tracker.log(parent, tags={**device, "search_sampler": cfg.search.sampler, **budget},
+    tracker.log(parent, tags={**device, "search_sampler": cfg.search.sampler, **budget,
+                              "loss_kind": datamodule.spec.loss},
                 metrics=datamodule.baseline())
     ctx = StudyContext(
         cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,

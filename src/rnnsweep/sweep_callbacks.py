@@ -36,6 +36,12 @@ class StudyRow:
     n_pruned: int = 0
     n_failed: int = 0
     wall_seconds: float | None = None
+    # The trivial predictor's validation loss; for classification ("ce") the best trial's
+    # test accuracy beside the majority-class rate, so a loss is read against what is free.
+    trivial_loss: float | None = None
+    loss_kind: str = ""
+    test_acc: float | None = None
+    majority_acc: float | None = None
 
 
 def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
@@ -69,6 +75,10 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             n_pruned=int(metrics.get("n_pruned", 0)),
             n_failed=int(metrics.get("n_failed", 0)),
             wall_seconds=wall,
+            trivial_loss=metrics.get("baseline_loss"),
+            loss_kind=tags.get("loss_kind", ""),
+            test_acc=metrics.get("best_test_acc"),
+            majority_acc=metrics.get("baseline_acc"),
         ))
     size_order = {"small": 0, "large": 1}
     rows.sort(key=lambda r: (r.task, size_order.get(r.data_size, 2), r.data_size, r.study_name))
@@ -102,6 +112,10 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
     for name in ("task", "data", "cell"):
         table.add_column(name)
     table.add_column(f"best {metric}", justify="right")
+    table.add_column("trivial loss", justify="right")
+    classification = any(r.loss_kind == "ce" for r in rows)
+    if classification:
+        table.add_column("test acc (majority)", justify="right")
     table.add_column("best hyperparameters", no_wrap=True)
     table.add_column("finished (pruned)", justify="right")
     table.add_column("failed", justify="right")
@@ -115,8 +129,13 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
         params = " ".join(f"{k}={_short(v)}" for k, v in sorted(r.best_params.items()))
         if r.status != "FINISHED":
             params = f"[{r.status}] {params}".strip()
+        trivial = "-" if r.trivial_loss is None else f"{r.trivial_loss:.4g}"
+        acc = []
+        if classification:
+            acc = ["-" if r.test_acc is None or r.majority_acc is None
+                   else f"{r.test_acc:.3g} ({r.majority_acc:.3g})"]
         table.add_row(
-            r.task, r.data_size, r.cell, best, params,
+            r.task, r.data_size, r.cell, best, trivial, *acc, params,
             f"{r.n_complete + r.n_pruned} ({r.n_pruned})", str(r.n_failed),
             _duration(r.wall_seconds),
         )
