@@ -94,7 +94,9 @@ class RatioInterval:
         return self.high < 1 or self.low > 1
 
     def text(self) -> str:
-        return (f"{self.estimate:.3g} ({100 * self.level:.0f}% t interval over "
+        # Two decimals: a Holm-adjusted level such as 99.58 % must not print as 100 %.
+        level = f"{100 * self.level:.2f}".rstrip("0").rstrip(".")
+        return (f"{self.estimate:.3g} ({level}% t interval over "
                 f"{self.n_rounds} rounds {self.low:.3g}-{self.high:.3g})")
 
 
