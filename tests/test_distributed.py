@@ -8,67 +8,26 @@ the test is skipped locally and fails in CI (CI=true).
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 from conftest import run_train
 from mlflow.tracking import MlflowClient
-from servers import free_port, serve
+from servers import PG_USER, free_port, postgres_cluster, serve
 from store_checks import all_runs, check_no_loss, start_train
 
 SECRET = "s3cretpw"
-USER = "rnnsweep"
+USER = PG_USER
 N_TRIALS = 4
-
-
-def pg_bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    """A throwaway server on 127.0.0.1 in a temp dir; yields postgresql://user:pw@host:port."""
-    bindir = pg_bindir()
-    if bindir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin/pg_ctl)")
-        pytest.skip("PostgreSQL binaries missing: apt-get install postgresql")
-    # initdb refuses to run as root; the Debian package's postgres user owns the cluster.
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    base = Path(tempfile.mkdtemp(prefix="rnnsweep-pg-"))
-    data, pwfile = base / "data", base / "pw"
-    pwfile.write_text(SECRET)
-    if as_pg:
-        shutil.chown(base, "postgres")
-        shutil.chown(pwfile, "postgres")
-    port = free_port()
-    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", USER,
-                    f"--pwfile={pwfile}", "--auth=scram-sha-256"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(base / "server.log"), "-o", f"-h 127.0.0.1 -p {port} -k {base}",
-                    "start"], check=True, capture_output=True)
-    url = f"postgresql://{USER}:{SECRET}@127.0.0.1:{port}"
-    try:
-        engine = sqlalchemy.create_engine(f"{url}/postgres", isolation_level="AUTOCOMMIT")
-        with engine.connect() as con:
-            for db in ("optuna", "mlflow"):
-                con.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
-        engine.dispose()
+    """A throwaway server on 127.0.0.1; yields postgresql://user:pw@host:port."""
+    with postgres_cluster(SECRET, ("optuna", "mlflow")) as url:
         yield url
-    finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,65 +12,21 @@ the run is skipped locally and fails in CI (CI=true).
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
 import random
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 import sqlalchemy
 from conftest import ROOT, run_train
-from servers import free_port
+from servers import PG_USER as USER
+from servers import free_port, postgres_cluster
 from store_checks import all_runs, mlflow_url
 
 from rnnsweep.errors import ConfigError
 
-USER = "rnnsweep"
 # As written in the URL; the server's password is its decoded form ("%2F" -> "/").
 URL_PASSWORD = "Se/cret9:k?q#z%2Fw"
-
-
-@contextlib.contextmanager
-def postgres(url_password: str) -> Iterator[str]:
-    """A throwaway server on 127.0.0.1 whose password is `url_password` decoded; yields
-    postgresql://user:<url_password>@host:port."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if not found:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin/pg_ctl)")
-        pytest.skip("PostgreSQL binaries missing: apt-get install postgresql")
-    bindir = Path(found[-1]).parent
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    base = Path(tempfile.mkdtemp(prefix="rnnsweep-pg-"))
-    data, pwfile = base / "data", base / "pw"
-    pwfile.write_text(unquote(url_password))
-    if as_pg:
-        shutil.chown(base, "postgres")
-        shutil.chown(pwfile, "postgres")
-    port = free_port()
-    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", USER,
-                    f"--pwfile={pwfile}", "--auth=scram-sha-256"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(base / "server.log"), "-o", f"-h 127.0.0.1 -p {port} -k {base}",
-                    "start"], check=True, capture_output=True)
-    url = f"postgresql://{USER}:{url_password}@127.0.0.1:{port}"
-    try:
-        engine = sqlalchemy.create_engine(f"{url}/postgres", isolation_level="AUTOCOMMIT")
-        with engine.connect() as con:
-            con.execute(sqlalchemy.text("CREATE DATABASE optuna"))
-        engine.dispose()
-        yield url
-    finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def files_holding(root: Path, needles: list[str]) -> list[str]:
@@ -87,7 +43,7 @@ def test_a_password_with_slashes_and_escapes_reaches_no_output(project):
     """A single run, then a -m sweep resuming the same study (multirun.yaml, job folders)."""
     secret = unquote(URL_PASSWORD)
     needles = [URL_PASSWORD, secret, "Se/cret9"]
-    with postgres(URL_PASSWORD) as server:
+    with postgres_cluster(URL_PASSWORD, ("optuna",)) as server:
         assert URL_PASSWORD in server  # the URL really holds the raw form
         storage = f"{server}/optuna"
         common = ["cell=lstm", "data.size=small", "experiment=smoke", "search.reeval_seeds=0",
