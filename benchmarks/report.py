@@ -62,27 +62,26 @@ def claims_markdown(section: dict[str, Any]) -> str | None:
 def update_claims(data: dict[str, Any], readme: Path = FRONT) -> None:
     """Replace the claims table between the front README's markers, when measured."""
     block = claims_markdown(data["evidence"]) if "evidence" in data else None
-    if block is None or not readme.exists():
-        return
-    text = readme.read_text()
-    if CLAIMS_START not in text or CLAIMS_END not in text:
-        return
-    head, rest = text.split(CLAIMS_START, 1)
-    _, tail = rest.split(CLAIMS_END, 1)
-    readme.write_text(head + CLAIMS_START + "\n" + block + "\n" + CLAIMS_END + tail)
+    if block is not None:
+        replace_between(readme, CLAIMS_START, CLAIMS_END, "\n" + block + "\n")
 
 
 def update_readme(data: dict[str, Any], readme: Path = README) -> None:
     """Replace the table between the README's markers; nothing else in the file changes."""
-    if not readme.exists():
-        return
-    text = readme.read_text()
-    if START not in text or END not in text:
-        return
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
     block = "\n".join(["", machine_line(data), "", table(data), ""])
-    readme.write_text(head + START + block + END + tail)
+    replace_between(readme, START, END, block)
+
+
+def replace_between(path: Path, start: str, end: str, block: str) -> None:
+    """Rewrite the text between two markers of a file that has both; else leave it."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + block + end + tail)
 
 
 def machine_line(data: dict[str, Any]) -> str:
