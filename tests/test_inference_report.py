@@ -218,3 +218,15 @@ def test_bottom_line_shows_accuracy_beside_the_majority_rate() -> None:
     answer = bottom_line(Evidence(sweep), s, summary(sweep, "test_loss")).iloc[0]
     assert answer["answer"].startswith("lstm")
     assert "test accuracy gru 0.51, lstm 0.91 vs majority-class rate 0.5" in answer["how sure"]
+
+
+def test_the_not_converged_hint_names_the_budget_key_the_study_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnsweep.report import claims as claims_module
+
+    monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg: [
+        Claim(t, NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
+    sweep = make_sweep({("lstm", "small"): LSTM, ("gru", "small"): GRU}, best_step=990)
+    sweep.trials["params.budget_unit"] = "epochs"
+    md = build_module.build(sweep, RCFG, tmp_path / "adding")["md"].read_text()
+    assert "raise trainer.max_epochs" in md and "raise trainer.max_steps" not in md

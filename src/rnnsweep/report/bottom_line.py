@@ -66,7 +66,7 @@ def _changes(ev: Evidence, summ: pd.DataFrame, cond: str, cells: list[str]) -> l
         conv = r.get("converged")
         if isinstance(conv, (bool, np.bool_)) and not conv:
             out.append(f"{cell}: best trial peaked in the last 10 % of its step budget "
-                       "(not converged: raise trainer.max_steps)")
+                       f"({r['converged_hint']})")
         if r.get("complete", 0) < 10:
             out.append(f"{cell}: only {r.get('complete', 0)} complete trials (search.n_trials)")
         if r.get("reeval_failed", 0):

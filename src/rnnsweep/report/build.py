@@ -28,10 +28,10 @@ def _share(v: object) -> str:
     return "n/a" if f is None else f"{f:.0%}"
 
 
-def _converged_text(v: object) -> str:
+def _converged_text(v: object, hint: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "not recorded"
-    return "yes" if v else "NO: raise trainer.max_steps"
+    return "yes" if v else f"NO: {hint}"
 
 
 def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFrame:
@@ -53,7 +53,8 @@ def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFram
                                                          strict=True)]
     view["seeds ok/failed"] = [f"{a}/{b}" for a, b in zip(s["reeval_n"], s["reeval_failed"],
                                                           strict=True)]
-    view["converged"] = s["converged"].map(_converged_text)
+    view["converged"] = [_converged_text(v, h) for v, h in
+                         zip(s["converged"], s["converged_hint"], strict=True)]
     view["params"] = s["n_params"].map(fmt)
     view["hidden"] = s["hidden_size"].map(fmt)
     view["ms/step"] = (s["seconds_per_step"] * 1000).map(lambda v: fmt(v, 3))
@@ -153,8 +154,8 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     late = summ[summ["converged"].map(lambda v: v is False or v is np.False_)]
     if len(late):
         doc.para("Not converged (the budget may have decided, not the cell): "
-                 + "; ".join(f"{r['cell']} / {r['condition']}" for _, r in late.iterrows())
-                 + ": raise trainer.max_steps.")
+                 + "; ".join(f"{r['cell']} / {r['condition']} ({r['converged_hint']})"
+                             for _, r in late.iterrows()) + ".")
 
     doc.heading("2. Overfitting probe")
     doc.para("Eval-mode gap at the best validation and validation loss, small vs large data, per "

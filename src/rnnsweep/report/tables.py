@@ -65,6 +65,8 @@ def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
             "reeval_n": n_ok, "reeval_failed": n_bad,
             "reeval_fail_reasons": "; ".join(sorted(set(reasons))),
             "converged": diagnostics.converged(sweep, p),
+            # The key to raise when not converged: trainer.max_steps or trainer.max_epochs.
+            "converged_hint": diagnostics.not_converged_hint(b),
             "near_best_share": train["near_best"], "diverged_share": train["diverged"],
             "n_params": b.get("metrics.n_params", np.nan),
             "hidden_size": b.get("metrics.hidden_size_used", np.nan),
