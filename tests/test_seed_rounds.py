@@ -7,8 +7,7 @@ from conftest import run_train
 from mlflow.tracking import MlflowClient
 from store_checks import mlflow_url
 
-from rnnsweep.report.sequential import decide
-from rnnsweep.search.seed_rounds import seed_plan
+from rnnsweep.report.sequential import decide, seed_plan
 
 
 def test_seed_plan_looks_and_no_rounds_when_max_equals_first():

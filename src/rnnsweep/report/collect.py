@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from rnnsweep.errors import ConfigError
 from rnnsweep.report.bookkeeping import latest_sweep_id, snapshot
+from rnnsweep.report.sequential import seed_plan
 
 CURVE_KEYS = ("train_loss", "train_loss_eval", "val_loss", "epoch_seconds")
 
@@ -110,8 +111,6 @@ def load_sweep(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
         reevals=children[children["tags.role"] == "reeval"].reset_index(drop=True),
         axes=axes,
     )
-    from rnnsweep.search.seed_rounds import seed_plan
-
     plan = seed_plan(search, 0.05)
     sweep.seed_looks = len(plan.looks) if plan else 1
     keys = (*CURVE_KEYS, sweep.metric)

@@ -17,6 +17,7 @@ Typical use by the pipeline, after each round of seeds (one list of values per c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,15 @@ class LookDecision:
     comparison: Comparison | None
     mde: float | None        # minimum detectable effect at this n, at the look's level
     seeds_needed: int | None  # seeds per cell that would detect the observed effect
+
+
+def seed_plan(search: Mapping, alpha: float) -> SeedPlan | None:
+    """The planned looks, or None when the sweep adds no seeds after the first look."""
+    first = int(search.get("reeval_seeds") or 0)
+    top = int(search.get("reeval_max_seeds") or first)
+    if first < 2 or top <= first:
+        return None
+    return plan_looks(first, top, int(search.get("reeval_seed_step") or 1), alpha)
 
 
 def look_index(plan: SeedPlan, n_seeds: int) -> int:

@@ -20,19 +20,10 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from rnnsweep.report.sequential import SeedPlan, decide, plan_looks
+from rnnsweep.report.sequential import SeedPlan, decide, seed_plan
 from rnnsweep.tracking import tag_filter
 
 log = logging.getLogger(__name__)
-
-
-def seed_plan(search: DictConfig | dict, alpha: float) -> SeedPlan | None:
-    """The planned looks, or None when the sweep adds no seeds after the first look."""
-    first = int(search.get("reeval_seeds") or 0)
-    top = int(search.get("reeval_max_seeds") or first)
-    if first < 2 or top <= first:
-        return None
-    return plan_looks(first, top, int(search.get("reeval_seed_step") or 1), alpha)
 
 
 def _condition(tags: dict[str, str]) -> tuple:
