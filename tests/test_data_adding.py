@@ -35,10 +35,16 @@ def test_sizes_and_shared_validation_and_test_sets():
     for a, b in ((small.val_set, large.val_set), (small.test_set, large.test_set)):
         for ta, tb in zip(a.tensors, b.tensors, strict=True):
             assert (ta == tb).all()
-    # No training sequence in the validation or test set (every row, not just the first).
-    train = {r.tobytes() for r in small.train_set.tensors[0].numpy()}
-    for held in (small.val_set, small.test_set):
-        assert not train & {r.tobytes() for r in held.tensors[0].numpy()}
+    # No training sequence of either size in the validation or test set: every row, and
+    # the three splits of a module hold distinct rows.
+    held = {name: {r.tobytes() for r in ds.tensors[0].numpy()}
+            for name, ds in (("val", small.val_set), ("test", small.test_set))}
+    assert len(held["val"]) == 40 and len(held["test"]) == 50
+    assert not held["val"] & held["test"]
+    for dm, n in ((small, 30), (large, 300)):
+        train = {r.tobytes() for r in dm.train_set.tensors[0].numpy()}
+        assert len(train) == n
+        assert not train & held["val"] and not train & held["test"]
 
 
 def test_neighbouring_data_seeds_share_no_values():

@@ -1,23 +1,34 @@
-"""Every command in the ```bash blocks of README.md and docs/*.md works: run in smoke mode or
-checked to exist; the README's first steps work as printed in a shell without the environment.
+"""Every command in the ```bash blocks of README.md and docs/*.md works: its overrides compose
+and validate, its make target exists, its module, executable or DVC stage exists; the slow
+test runs each train.py command in smoke mode; the README's first steps work as printed in a
+shell without the environment.
 
-`python train.py ...` runs for real in a fresh project copy with tiny settings appended (later
-overrides win in Hydra); commands that need a service or a prepared file only compose their
-config. `make X` must be a real target. Any other command must be exercised by another test,
-listed in OTHER_COMMANDS.
+In-process: each `python train.py ...` (and `python -m rnnsweep.report ...`) line is expanded
+into its jobs by Hydra's basic sweeper, as `-m` would launch them, and every job's config is
+composed from conf/ and validated by the pipeline's `prepare`; a list of values without -m is
+refused as Hydra refuses it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 from conftest import ROOT, clean_env, make_project_copy, run_train
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -26,14 +37,10 @@ CHEAP = ["experiment=smoke", "search.n_trials=1", "search.reeval_seeds=0",
          "trainer.max_steps=10", "trainer.val_check_steps=10"]
 # Runs that need something this test does not start: a server, a prepared cache, a user file.
 COMPOSE_ONLY = re.compile(r"://|data=chorales|data=file|hydra/launcher=submitit")
-# Commands other tests exercise: first words -> what a test file must contain to run them.
-OTHER_COMMANDS = {
-    "dvc": r"[\"']dvc[\"']",
-    "python -m rnnsweep.report": r"rnnsweep\.report",
-    "python -m rnnsweep.data.prepare_chorales": r"prepare_chorales",
-    "mlflow": r"[\"'/]mlflow[\"']",
-    "optuna-dashboard": r"[\"'/]optuna-dashboard[\"']",
-}
+# Executables of the project's environment a README command may start (besides python).
+VENV_BIN = Path(sys.executable).parent
+# Hydra flags that take a value, and those that print instead of running (no job runs).
+FLAG_VALUES = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-dir", "-cd"}
 SKIP_WORDS = {"cd", "git", "ssh", "export", "source", ".", "ls", "cat"}
 # The README's way into the environment, printed once right after `make setup`.
 ACTIVATE = [".", ".venv/bin/activate"]
@@ -121,22 +128,127 @@ def test_readme_first_steps_work_in_a_shell_without_the_environment(tmp_path: Pa
     assert "Config groups" in proc.stdout, proc.stdout[-2000:]
 
 
+def makefile_targets() -> set[str]:
+    return set(re.findall(r"^([A-Za-z][\w-]*):(?!=)", (ROOT / "Makefile").read_text(), re.M))
+
+
 def test_make_targets_exist() -> None:
     _, make, _ = _split(readme_commands())
-    for target in sorted(set(make)):
-        proc = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
-        assert proc.returncode == 0, f"make {target}: {proc.stderr.strip()}"
+    targets = makefile_targets()
+    assert {"setup", "sweep", "test"} <= targets  # the parse finds the Makefile's targets
+    assert sorted(set(make) - targets) == [], "README names make targets the Makefile lacks"
 
 
-def test_other_commands_are_covered() -> None:
+def overrides_of(args: list[str]) -> tuple[list[str], bool]:
+    """A command line's overrides (flags and their values dropped) and whether it is -m."""
+    multirun = "-m" in args or "--multirun" in args
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in FLAG_VALUES:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out, multirun
+
+
+def jobs_of(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The jobs Hydra launches for these overrides: one without -m, the basic sweeper's
+    cross product with it (hydra.sweeper.params is crossed in by the sweep itself)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if not multirun:
+        return [overrides]
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+@pytest.fixture
+def compose_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Compose and validate one job as train.py would, with the project root in tmp_path
+    (holding a small data file for data=file data.path=...)."""
+    from rnnsweep.pipeline import prepare
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
+    rng = np.random.default_rng(0)
+    for name in ("mine.npz",):
+        np.savez(tmp_path / name, x=rng.normal(size=(40, 6, 1)).astype(np.float32),
+                 y=rng.integers(0, 2, size=40))
+
+    def run(job: list[str]):
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+                return prepare(compose("config", overrides=job))
+        finally:
+            GlobalHydra.instance().clear()
+    return run
+
+
+def test_every_train_command_composes_and_validates_each_of_its_jobs(compose_job) -> None:
+    train, _, other = _split(readme_commands())
+    lines = [t for t in dict.fromkeys(tuple(t) for t in train)]
+    lines += [tuple(a[3:]) for a in other if a[:3] == ["python", "-m", "rnnsweep.report"]]
+    assert len(lines) >= 5
+    composed = 0
+    for args in lines:
+        overrides, multirun = overrides_of(list(args))
+        jobs = jobs_of(overrides, multirun)
+        if multirun:  # a sweep's list values really become one job each
+            lists = [o for o in overrides if "," in o.split("=", 1)[-1]]
+            assert len(jobs) == int(np.prod([len(o.split("=", 1)[1].split(",")) for o in lists]))
+        for job in jobs:
+            cfg = compose_job(job)
+            groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
+            for o in OverridesParser.create().parse_overrides(job):  # each value arrived
+                key = o.get_key_element()
+                if key.split("/")[0] in groups:
+                    continue  # a group option: checked by composing it at all
+                got = OmegaConf.select(cfg, key)
+                assert got == o.value() or Path(str(got)).name == o.value(), (args, key, got)
+            composed += 1
+    assert composed >= len(lines)
+
+
+def test_a_list_without_m_and_a_bad_value_are_refused(compose_job) -> None:
+    """The check above can fail: what train.py would refuse is refused here too."""
+    from hydra.errors import HydraException
+
+    from rnnsweep.errors import ConfigError
+
+    with pytest.raises((HydraException, ConfigError)):
+        compose_job(*jobs_of(["cell=lstm,gru"], multirun=False))
+    with pytest.raises((HydraException, ConfigError)):
+        compose_job(["model.dropout=1.5"])
+    with pytest.raises(HydraException):
+        compose_job(["cell=transformer"])
+    assert len(jobs_of(["cell=lstm,gru", "data.seq_len=10,20"], multirun=True)) == 4
+
+
+def test_other_commands_name_what_exists() -> None:
+    """`python -m X`: an importable module with a __main__; `dvc ...`: dvc in the environment
+    and the stages, metrics, plots and params dvc.yaml declares; any other executable: in
+    the project's environment."""
     _, _, other = _split(readme_commands())
+    assert other
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    stage_keys = {k for stage in dvc["stages"].values() for k in stage}
+    needs = {"metrics": "metrics", "plots": "plots", "params": "params", "repro": "cmd"}
     for argv in other:
         line = " ".join(argv)
-        match = [key for key in OTHER_COMMANDS if line == key or line.startswith(key + " ")]
-        assert match, f"README command not exercised by any test: {line}"
-        pattern = re.compile(OTHER_COMMANDS[max(match, key=len)])
-        tests = [p for p in (ROOT / "tests").glob("test_*.py") if pattern.search(p.read_text())]
-        assert tests, f"{line}: no test runs it (searched tests/ for {pattern.pattern})"
+        if argv[:2] == ["python", "-m"]:
+            module = argv[2]
+            spec = importlib.util.find_spec(module)
+            assert spec is not None, f"{line}: no module {module}"
+            if spec.submodule_search_locations:  # a package: run through its __main__
+                assert importlib.util.find_spec(f"{module}.__main__"), f"{line}: no __main__"
+            else:
+                assert "__main__" in Path(spec.origin).read_text(), f"{line}: not runnable"
+        elif argv[0] == "python":
+            pytest.fail(f"README command of an unknown kind: {line}")
+        else:
+            assert (VENV_BIN / argv[0]).is_file(), f"{line}: {argv[0]} not in {VENV_BIN}"
+            if argv[0] == "dvc":
+                assert needs.get(argv[1], argv[1]) in stage_keys | {"cmd"}, line
 
 
 def _run(args: list[str], workdir: Path) -> tuple[list[str], subprocess.CompletedProcess]:

@@ -1,7 +1,8 @@
 """The MLflow UI in a real headless Chromium after a smoke sweep: what `make ui` shows.
 
 Debian's chromium, driven by Playwright; no browser is ever downloaded. Without a browser (or
-Playwright) the tests skip, except in CI (CI=true), where that is a failure.
+Playwright) the tests skip, except in CI (CI set to anything but empty, 0, false or no: .ci/run
+sets CI=true and runs `make test`, which installs both first), where that is a failure.
 `UPDATE_DOCS_SCREENSHOT=1 pytest tests/test_ui_browser.py` refreshes docs/mlflow-ui.png.
 """
 
@@ -30,14 +31,61 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 60_000
 
 
+def under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(message: str) -> None:
+    """A missing browser or Playwright: a failure in CI, a skip elsewhere."""
+    if under_ci():
+        pytest.fail(f"{message}; CI={os.environ['CI']} needs it", pytrace=False)
+    pytest.skip(message)
+
+
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("Debian's chromium is not installed (apt-get install chromium)")
     return path
+
+
+def playwright_api():
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing("Playwright is not installed (pip install -e '.[dev]')")
+    return sync_api
+
+
+@pytest.mark.parametrize("ci", ["true", "1", "yes", "True"])
+def test_a_missing_browser_fails_under_ci_instead_of_skipping(monkeypatch, ci: str) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match="chromium is not installed"):
+        chromium_path()
+    monkeypatch.setitem(sys.modules, "playwright", None)  # import playwright fails
+    with pytest.raises(pytest.fail.Exception, match="Playwright is not installed"):
+        playwright_api()
+    for off in ("", "0", "false"):
+        monkeypatch.setenv("CI", off)
+        with pytest.raises(pytest.skip.Exception):
+            chromium_path()
+
+
+def test_ci_installs_the_browser_and_playwright_before_the_tests() -> None:
+    """.ci/run marks the run as CI and runs `make test`, whose prerequisites install the
+    locked Python packages (Playwright among them) and Debian's chromium."""
+    run = (ROOT / ".ci" / "run").read_text()
+    assert "export CI=true" in run and run.rstrip().endswith("make test")
+    make = (ROOT / "Makefile").read_text()
+    (prereqs,) = [line.split(":", 1)[1].split() for line in make.splitlines()
+                  if line.startswith("test:")]
+    assert {"setup", "system-packages"} <= set(prereqs)
+    assert "./scripts/install-system-packages.sh" in make
+    script = (ROOT / "scripts" / "install-system-packages.sh").read_text()
+    assert "command -v chromium" in script and "missing+=(chromium)" in script
+    lock = (ROOT / "requirements.lock").read_text()
+    assert "\nplaywright==" in lock
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +105,7 @@ def mlflow_ui(smoke_sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def page(mlflow_ui: str) -> Iterator:
-    try:
-        from playwright import sync_api
-    except ImportError:
-        message = "Playwright is not installed (pip install -e '.[dev]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    sync_api = playwright_api()
     executable = chromium_path()
     with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
         browser = pw.chromium.launch_persistent_context(
