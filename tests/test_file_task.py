@@ -274,3 +274,86 @@ def test_study_name_has_the_small_fraction_only_for_small_data(tmp_path):
     assert large[0].startswith("file-large-lstm-filed-sha") and large[0].endswith("-T8-seed1234")
     small = study_name(module(path, size="small", small_fraction=0.25).condition(), "lstm")
     assert "-small0.25-" in small and small.startswith("file-small-lstm-")
+
+
+# -- a missing or wrong file is refused in train.py's first preflight pass ---------------------
+BAD_FILE_ARGS = {
+    "no path": (["data=file"], "data.path is missing: data=file needs data.path=<file.npz|.csv>"),
+    "missing file": (["data=file", "data.path=missing.npz"],
+                     "missing.npz: file not found (data.path: an .npz or a long-format .csv"),
+    "text named .npz": (["-m", "cell=lstm,gru", "data=file", "data.path=text.npz"],
+                        "text.npz: not an .npz archive"),
+    "npz without x": (["data=file", "data.path=nox.npz"], "nox.npz: missing array 'x'"),
+    "csv without columns": (["data=file", "data.path=cols.csv"],
+                            "cols.csv: missing column(s) sequence_id, step, target"),
+    "unsupported type": (["data=file", "data.path=data.txt"],
+                         "data.txt: unsupported file type '.txt': allowed: .npz, .csv"),
+}
+
+
+def _bad_files(project: Path) -> None:
+    (project / "text.npz").write_text("x,y\n1,2\n")
+    np.savez(project / "nox.npz", y=np.arange(4))
+    (project / "cols.csv").write_text("id,t,value,label\n1,0,0.5,1\n")
+    (project / "data.txt").write_text("1 2 3\n")
+
+
+@pytest.mark.parametrize("case", list(BAD_FILE_ARGS))
+def test_a_missing_or_wrong_file_is_refused_before_torch_is_imported(project, case):
+    """`python -X importtime` lists every module the interpreter imported, on stderr: the
+    refusal names the file (relative paths resolve against the project root) and what is
+    allowed, exits 2, and torch, Lightning, MLflow and Optuna were never imported."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    argv, expected = BAD_FILE_ARGS[case]
+    _bad_files(project)
+    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", *argv],
+                          cwd=project, env=clean_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "hydra" in imported  # the listing works
+    heavy = {"torch", "lightning", "mlflow", "optuna"} & imported
+    assert not heavy, f"imported before the refusal: {sorted(heavy)}"
+    errors = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], errors
+    if "data.path=" in " ".join(argv):
+        assert f"error: {project}/" in errors[0]  # the file, resolved against the project root
+
+
+@pytest.mark.parametrize("case", list(BAD_FILE_ARGS)[1:])
+def test_the_early_probe_and_the_full_load_give_the_same_message(project, monkeypatch, case):
+    """The first pass (cli.check_data_file, numpy only) and the data module's full check say
+    the same thing about the same file."""
+    from omegaconf import OmegaConf
+
+    from rnnsweep.cli import check_data_file
+
+    argv, _ = BAD_FILE_ARGS[case]
+    _bad_files(project)
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    path = next(a for a in argv if a.startswith("data.path=")).split("=", 1)[1]
+    with pytest.raises(DataError) as early:
+        check_data_file(OmegaConf.create({"data": {"task": "file", "path": path}}))
+    with pytest.raises(DataError) as full:
+        FileDataModule(FileDataConfig(path=path))
+    assert str(early.value) == str(full.value)
+
+
+def test_the_early_probe_passes_good_files_and_skips_other_tasks(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from rnnsweep.cli import check_data_file
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
+    write_npz(tmp_path / "good.npz")
+    csv_with(tmp_path).rename(tmp_path / "good.csv")
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "good.csv").read_bytes())
+    for name in ("good.npz", "good.csv", "bom.csv", str(tmp_path / "good.npz")):
+        check_data_file(OmegaConf.create({"data": {"task": "file", "path": name}}))
+    check_data_file(OmegaConf.create({"data": {"task": "adding", "path": "missing.npz"}}))
+    FileDataModule(FileDataConfig(path=str(tmp_path / "bom.csv")))  # pandas agrees

@@ -8,6 +8,7 @@ job of the sweep first; nothing in Hydra or OmegaConf does that for range checks
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import logging
 import os
 import re
@@ -186,12 +187,45 @@ def _describe(err: Exception, conf_dir: Path, job: list[str]) -> str:
     return first
 
 
+def _probe_function():
+    """rnnsweep.data.file_loaders.probe_sequence_file, loaded from its file when the package
+    is not imported yet: rnnsweep.data's __init__ imports every task, and with them torch,
+    while file_loaders needs numpy only."""
+    loaded = sys.modules.get("rnnsweep.data.file_loaders")
+    if loaded is None:
+        name = "_rnnsweep_file_probe"
+        loaded = sys.modules.get(name)
+        if loaded is None:
+            spec = importlib.util.spec_from_file_location(
+                name, Path(__file__).parent / "data" / "file_loaders.py")
+            loaded = importlib.util.module_from_spec(spec)
+            sys.modules[name] = loaded  # dataclasses look their module up there
+            spec.loader.exec_module(loaded)  # type: ignore[union-attr]
+    return loaded.probe_sequence_file
+
+
+def check_data_file(cfg: DictConfig) -> None:
+    """data=file: the file exists, has a supported type and opens as one (numpy only), so a
+    missing or wrong file is refused before the pipeline's imports; the full check of its
+    arrays runs when the data module is built (the second pass)."""
+    if OmegaConf.select(cfg, "data.task") != "file":
+        return
+    value = str(OmegaConf.select(cfg, "data.path", default="") or "")
+    if not value:
+        raise ConfigError("data.path is missing: data=file needs data.path=<file.npz|.csv>")
+    path = Path(value).expanduser()
+    if not path.is_absolute():  # as rnnsweep.data.paths.resolve_path does
+        path = Path(os.environ.get("RNNSWEEP_ROOT") or os.getcwd()) / path
+    _probe_function()(path)
+
+
 def preflight(conf_dir: Path, argv: list[str]) -> int:
     """Compose and validate every job; returns the number of jobs. Raises ConfigError.
 
-    Two passes: every job's groups and keys first, with Hydra alone, so a misspelt cell or
-    key is refused before the pipeline (torch, Lightning, MLflow, Optuna) is imported; then
-    every job's values, stores and data, which need it."""
+    Two passes: every job's groups and keys first, and its data file's existence and type,
+    with Hydra and numpy alone, so a misspelt cell or key or a missing file is refused before
+    the pipeline (torch, Lightning, MLflow, Optuna) is imported; then every job's values,
+    stores and data, which need it."""
     multirun = bool(MULTIRUN_FLAGS & set(argv))
     overrides = [a for a in argv if not a.startswith("-")]
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
@@ -203,7 +237,7 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
                 jobs = _job_overrides(conf_dir, user, multirun)
                 for job in jobs:
                     _check_groups(conf_dir, job)
-                    compose("config", overrides=job)
+                    check_data_file(compose("config", overrides=job))
                 from rnnsweep.pipeline import prepare
 
                 for job in jobs:

@@ -1,11 +1,14 @@
 """Read and check a user's dataset file (.npz or long-format .csv) into padded arrays.
 
 Every problem becomes a DataError whose one line names the file and what is wrong, so a
-sweep stops in its preflight instead of failing inside a trial.
+sweep stops in its preflight instead of failing inside a trial. This module needs numpy
+only (pandas for a .csv, imported when one is read): train.py's first preflight pass runs
+probe_sequence_file before torch is imported (rnnsweep.cli).
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import zipfile
@@ -35,17 +38,35 @@ class SequenceFile:
     digest: str  # content hash: a changed file gets a new study
 
 
+ALLOWED = "data.path: an .npz or a long-format .csv file, relative to the project root"
+
+
+def probe_sequence_file(path: Path) -> None:
+    """The checks that need no array read: the file exists, is not empty, has a supported
+    type, and opens as one (an .npz with arrays x and y; a .csv with the required columns).
+    Cheap enough for every job of a sweep before anything is imported; load_sequence_file
+    runs it too, so both give the same message."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file ({ALLOWED})")
+    if not path.exists():
+        raise DataError(f"{path}: file not found ({ALLOWED})")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file ({ALLOWED})")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        _probe_npz(path)
+    elif suffix == ".csv":
+        _probe_csv(path)
+    else:
+        raise DataError(f"{path}: unsupported file type {suffix!r}: allowed: .npz, .csv")
+
+
 def load_sequence_file(path: Path) -> SequenceFile:
     """Load and check `path`; cached per (path, size, mtime) so a sweep reads it once."""
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not a data file (data.path)")
-    if not path.exists():
-        raise DataError(f"{path}: file not found (data.path)")
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file (data.path)")
+    probe_sequence_file(path)
     st = path.stat()
-    if st.st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes)")
     return _load_cached(str(path), st.st_size, st.st_mtime_ns)
 
 
@@ -70,7 +91,8 @@ def _load_cached(path_str: str, size: int, mtime_ns: int) -> SequenceFile:
     return SequenceFile(path, x, lengths, y, split, classification, has_lengths, digest)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+def _probe_npz(path: Path) -> None:
+    """An .npz archive (a zip) whose member list names x and y; no array is read."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
@@ -82,6 +104,45 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not an .npz archive (a zip of .npy arrays): the file is "
                         "truncated or in another format")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {n.removesuffix(".npy") for n in archive.namelist()}
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise DataError(f"{path}: cannot read as .npz: {err}") from None
+    _require_arrays(path, names)
+
+
+def _require_arrays(path: Path, names: set[str]) -> None:
+    for key in ("x", "y"):
+        if key not in names:
+            raise DataError(f"{path}: missing array {key!r} (found: "
+                            f"{', '.join(sorted(names)) or 'none'}); an .npz needs x and y")
+
+
+def _probe_csv(path: Path) -> None:
+    """The header line (the first non-blank one) names the required columns."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next((line for line in handle if line.strip()), None)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text CSV file (bytes that are not UTF-8)") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
+    if header is None:
+        raise DataError(f"{path}: no header line and no rows (empty CSV)")
+    columns = next(csv.reader([header]), [])  # as pandas names them: spaces kept
+    _require_columns(path, columns)
+
+
+def _require_columns(path: Path, columns: list[str]) -> None:
+    missing = [c for c in CSV_KEYS if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a long-format CSV "
+                        "needs sequence_id, step, feature columns, target[, split]")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+    _probe_npz(path)
     arrays = {}
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -98,10 +159,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
                                     f"{err}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"{path}: cannot read as .npz: {err}") from None
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise DataError(f"{path}: missing array {key!r} (found: "
-                            f"{', '.join(sorted(arrays)) or 'none'})")
+    _require_arrays(path, set(arrays))
     return arrays["x"], arrays.get("lengths"), arrays["y"], arrays.get("split")
 
 
@@ -119,10 +177,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, ...]:
     except ValueError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{path}: cannot read as CSV: {reason}") from None
-    missing = [c for c in CSV_KEYS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a long-format CSV "
-                        "needs sequence_id, step, feature columns, target[, split]")
+    _require_columns(path, [str(c) for c in df.columns])
     if df.empty:
         raise DataError(f"{path}: a header line but no rows")
     features = [c for c in df.columns if c not in (*CSV_KEYS, "split")]
