@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
+import torch
+
+from benchmarks import __main__ as runner
 from benchmarks import overhead, report
 from benchmarks.__main__ import main
+from benchmarks.common import cpu_model
 
 
-def test_overhead_benchmark_writes_results_with_the_machine(tmp_path: Path) -> None:
+def test_overhead_benchmark_writes_results_with_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the command line, as `make bench` runs it: the runner itself adds the machine
+    to the section, and latest.md names it."""
     size = {"hidden": 8, "seq_len": 5, "batch": 16, "n_train": 32, "n_val": 16}
-    section = overhead.run(size, epochs=3, reps=1, cells=("gru",))
-    section["machine"] = {"cpu_cores": 2}
-    data = report.update(tmp_path, "overhead", section)
+    monkeypatch.setitem(runner.BENCHMARKS, "overhead",
+                        lambda level: overhead.run(size, epochs=3, reps=1, cells=("gru",)))
+    assert main(["--only", "overhead", "--level", "quick", "--results", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "latest.json").read_text())
-    assert saved["overhead"]["cells"]["gru"]["ratio_cpu"]["n"] == 1
-    assert data["overhead"]["cells"]["gru"]["ratio_cpu"]["median"] > 0
-    assert "framework overhead, gru" in (tmp_path / "latest.md").read_text()
+    assert list(saved) == ["overhead"]
+    section = saved["overhead"]
+    assert section["level"] == "quick" and section["seconds"] > 0
+    assert section["cells"]["gru"]["ratio_cpu"]["n"] == 1
+    assert section["cells"]["gru"]["ratio_cpu"]["median"] > 0
+    machine = section["machine"]
+    assert machine["cpu_model"] == cpu_model() and machine["cpu_cores"] == os.cpu_count()
+    assert machine["torch"] == torch.__version__
+    assert machine["cuda_available"] is torch.cuda.is_available()
+    assert len(machine["load_avg_at_start"]) == 3
+    md = (tmp_path / "latest.md").read_text()
+    assert f"Machine: {cpu_model()}, {os.cpu_count()} cores" in md
+    assert f"torch {torch.__version__}" in md
+    assert "framework overhead, gru" in md and "level quick" in md
+    # A second benchmark's section is added beside the first, which is kept as it was.
+    data = report.update(tmp_path, "other", {"machine": machine, "measured_at": "x"})
+    assert data["overhead"] == section
+    assert json.loads((tmp_path / "latest.json").read_text())["overhead"] == section
 
 
 def test_readme_block_is_rewritten_between_markers_only(tmp_path: Path) -> None:
@@ -30,6 +55,7 @@ def test_readme_block_is_rewritten_between_markers_only(tmp_path: Path) -> None:
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n")
     assert "old table" not in text and "12 s wall" in text
+    assert "Measured on x," in text
 
 
 def test_unknown_benchmark_name_is_rejected(capsys) -> None:

@@ -41,25 +41,42 @@ def test_smoke_sweep_console_is_clean(smoke_sweep: Path) -> None:
     for size, cell in [("small", "lstm"), ("small", "gru"), ("large", "lstm"), ("large", "gru")]:
         assert re.search(rf"adding-{size}-{cell}-\S+\s+3/3 trials · \d pruned · \d failed", out)
     table = out[out.index("Sweep summary"):]
-    assert len(re.findall(r"^\s*adding\s+(small|large)\s+(lstm|gru)\s", table, re.M)) == 4
-    assert table.count(" * ") + table.count(" *\n") >= 2  # a winner per data size
+    # One row per study; the star on exactly the rows whose best val_loss is the lowest of
+    # their data size, as MLflow records them.
+    shown = {(size, cell): (float(value), bool(star)) for size, cell, value, star in re.findall(
+        r"^\s*adding\s+(small|large)\s+(lstm|gru)\s+([-+.\de]+)( \*)?\s", table, re.M)}
+    assert len(shown) == 4, table
+    best = {(r.data_size, r.cell): r.best_value for r in smoke_rows(smoke_sweep)}
+    for (size, cell), (value, star) in shown.items():
+        assert value == pytest.approx(best[size, cell], rel=1e-3)
+        lowest = min(v for (s, _), v in best.items() if s == size)
+        assert star == (best[size, cell] == lowest), (size, cell, table)
+    assert sum(star for _, star in shown.values()) == 2  # one winner per data size (no tie)
     assert "make ui" in table and "reports/adding/report.md" in table
 
 
-def test_summary_is_read_back_from_mlflow(smoke_sweep: Path) -> None:
+def smoke_rows(project: Path) -> list[StudyRow]:
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{smoke_sweep / 'mlruns' / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("adding").experiment_id
-    run = client.search_runs([experiment], "tags.role = 'study'")[0]
-    sweep_id = run.data.tags["sweep_id"]
-    rows = read_sweep(uri, sweep_id, "val_loss")
+    uri = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    experiment = MlflowClient(uri).get_experiment_by_name("adding").experiment_id
+    run = MlflowClient(uri).search_runs([experiment], "tags.role = 'study'")[0]
+    return read_sweep(uri, run.data.tags["sweep_id"], "val_loss")
+
+
+def test_summary_is_read_back_from_mlflow(smoke_sweep: Path) -> None:
+    rows = smoke_rows(smoke_sweep)
     assert [(r.data_size, r.cell) for r in rows] == [
         ("small", "gru"), ("small", "lstm"), ("large", "gru"), ("large", "lstm")]
-    for r in rows:
-        assert r.n_complete + r.n_pruned == 3 and r.best_value is not None
-        assert set(r.best_params) == {"num_layers", "hidden_size", "dropout", "lr"}
+    storage = f"sqlite:///{smoke_sweep / 'mlruns' / 'optuna.db'}"
+    for r in rows:  # the numbers of the study itself
+        study = optuna.load_study(study_name=r.study_name, storage=storage)
+        states = [t.state.name for t in study.trials]
+        assert (r.n_complete, r.n_pruned) == (states.count("COMPLETE"), states.count("PRUNED"))
+        assert r.n_complete + r.n_pruned == 3
+        assert r.best_value == pytest.approx(study.best_value)
+        assert r.best_params == {k: str(v) for k, v in study.best_params.items()}
+    uri = f"sqlite:///{smoke_sweep / 'mlruns' / 'mlflow.db'}"
     assert read_sweep(uri, "no-such-sweep", "val_loss") == []
 
 
@@ -162,16 +179,56 @@ def test_batch_bar_only_for_single_runs(search: str, setting: bool | None, shown
     assert show_batch_progress(cfg) is shown
 
 
+def help_groups(text: str) -> dict[str, list[str]]:
+    """The `Config groups` section of --help: group -> its options in the order shown."""
+    section = text[text.index("Config groups"):text.index("Keys changed most")]
+    groups: dict[str, list[str]] = {}
+    for line in section.splitlines()[1:]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        head = re.split(r"\s{2,}", line.strip())[0]
+        if indent == 2:
+            groups[head] = []
+        else:
+            assert indent > 2 and groups, line
+            groups[list(groups)[-1]] += head.split()
+    return groups
+
+
+def conf_groups() -> dict[str, tuple[list[str], str | None]]:
+    """Every config group of conf/ (nested ones as search/sampler) -> its options and its
+    default in conf/config.yaml's defaults list (None: none, or chosen by interpolation)."""
+    import yaml
+
+    defaults: dict[str, str | None] = {}
+    for entry in yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict):
+            (key, value), = entry.items()
+            defaults[key.removeprefix("optional ")] = value
+    groups = {}
+    for folder in sorted(p for p in (ROOT / "conf").rglob("*") if p.is_dir()):
+        name = folder.relative_to(ROOT / "conf").as_posix()
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        if name.split("/")[0] == "hydra" or not options:
+            continue
+        groups[name] = (options, defaults.get(name) if defaults.get(name) in options else None)
+    return groups
+
+
 def test_help_lists_every_group_and_option(project: Path) -> None:
     proc = run_train(project, "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
+    assert text.startswith("rnnsweep: ") and "Usage: python train.py" in text
     assert "Typical commands" in text and "python train.py -m cell=lstm,gru" in text
-    groups = [d for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name != "hydra"]
-    for group in groups:
-        assert re.search(rf"^\s+{group.name}\s", text, re.M), f"group {group.name} not in --help"
-        for option in sorted(group.glob("*.yaml")):
-            assert re.search(rf"\b{option.stem}\b", text), f"{group.name}={option.stem} missing"
+    shown, expected = help_groups(text), conf_groups()
+    assert sorted(shown) == sorted(expected), "groups in --help differ from conf/"
+    for group, (options, default) in expected.items():
+        assert sorted(shown[group]) == options, f"{group}: options differ from conf/"
+        assert len(shown[group]) == len(options), f"{group}: an option listed twice"
+        if default is not None:
+            assert shown[group][0] == default, f"{group}: the default is not listed first"
 
 
 def test_reevaluation_is_announced_only_when_it_will_run() -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import statistics
+from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import ROOT, run_train
 from hydra import compose, initialize_config_dir
@@ -28,6 +31,7 @@ def runs(client: MlflowClient, filt: str) -> list:
 
 def test_reeval_runs_per_study(smoke_sweep: Path) -> None:
     client = client_for(smoke_sweep)
+    storage = f"sqlite:///{smoke_sweep}/mlruns/optuna.db"
     parents = runs(client, "tags.role = 'study'")
     assert len(parents) == 4
     for p in parents:
@@ -35,21 +39,31 @@ def test_reeval_runs_per_study(smoke_sweep: Path) -> None:
         trials = [r for r in children if r.data.tags["role"] == "trial"]
         reevals = [r for r in children if r.data.tags["role"] == "reeval"]
         trial_seeds = {int(r.data.params["seed"]) for r in trials}
-        seeds = [int(r.data.tags["reeval_seed"]) for r in reevals]
-        assert len(set(seeds)) == SMOKE_REEVAL_SEEDS and not set(seeds) & trial_seeds
-        assert min(seeds) >= REEVAL_SEED_OFFSET
+        # One run per seed: exactly the planned seeds, none trained twice.
+        seeds = sorted(int(r.data.tags["reeval_seed"]) for r in reevals)
+        assert seeds == [REEVAL_SEED_OFFSET + k for k in range(SMOKE_REEVAL_SEEDS)]
+        assert not set(seeds) & trial_seeds
+        assert sorted(int(r.data.params["seed"]) for r in reevals) == seeds
+        # The study's best trial, as Optuna has it: every one of its values, retrained.
+        study = optuna.load_study(study_name=p.data.tags["study_name"], storage=storage)
+        best = study.best_trial
+        assert p.data.tags["best_trial_number"] == str(best.number)
+        assert best.params and {f"best.{k}": str(v) for k, v in best.params.items()}.items() \
+            <= p.data.tags.items()
         for r in reevals:
             assert r.info.status == "FINISHED" and r.data.tags["state"] == "COMPLETE"
-            assert r.data.tags["best_trial_number"] == p.data.tags["best_trial_number"]
+            assert r.data.tags["best_trial_number"] == str(best.number)
             assert r.data.tags["cell"] == p.data.tags["cell"]
             assert r.data.tags["study_name"] == p.data.tags["study_name"]
             assert r.data.metrics["peak_memory_bytes"] > 0
             assert {"test_loss", "best_val_loss", "gap_at_best"} <= set(r.data.metrics)
-            # the best trial's configuration, retrained
-            best = p.data.tags
-            assert r.data.params["hidden_size"] == best["best.hidden_size"]
+            assert {k: r.data.params[k] for k in best.params} == {
+                k: str(v) for k, v in best.params.items()}
             assert [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
         assert p.data.metrics["reeval_n"] == SMOKE_REEVAL_SEEDS
+        losses = [r.data.metrics["test_loss"] for r in reevals]
+        assert p.data.metrics["reeval_test_loss_mean"] == pytest.approx(statistics.fmean(losses))
+        assert p.data.metrics["reeval_test_loss_sd"] == pytest.approx(statistics.stdev(losses))
         assert all(r.data.metrics["peak_memory_bytes"] > 0 for r in trials)
         for r in trials + reevals:
             assert r.data.tags["backend"] == p.data.tags["backend"]
@@ -78,6 +92,10 @@ def test_resume_redoes_only_missing_seeds(smoke_sweep: Path, tmp_path: Path) -> 
     new = [r for r in after if r.info.run_id not in {x.info.run_id for x in reevals}]
     assert new[0].data.tags["reeval_seed"] == lost.data.tags["reeval_seed"]
     assert new[0].info.status == "FINISHED"
+    # Per seed: one finished run (the lost one redone, the others kept), nothing RUNNING.
+    finished = Counter(r.data.tags["reeval_seed"] for r in after if r.info.status == "FINISHED")
+    assert finished == dict.fromkeys({r.data.tags["reeval_seed"] for r in reevals}, 1)
+    assert not [r for r in after if r.info.status == "RUNNING"]
 
 
 def test_match_params_switches_the_space() -> None:

@@ -85,11 +85,22 @@ def test_numbers_equal_mlflow(report: Path, client: MlflowClient) -> None:
     assert len(summary) == 4 and set(summary["device"]) == {"cpu"}
 
 
-def test_claims_table(report: Path) -> None:
+def reeval_values(client: MlflowClient, metric: str) -> dict[tuple[str, str], list[float]]:
+    """(cell, data size) -> the metric of each finished re-evaluation of the study's best."""
+    parents = {p.info.run_id: p for p in runs(client, "study")}
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in runs(client, "reeval"):
+        p = parents[r.data.tags["mlflow.parentRunId"]]
+        if (r.info.status == "FINISHED"
+                and r.data.tags["best_trial_number"] == p.data.tags["best_trial_number"]):
+            out.setdefault((p.data.tags["cell"], p.data.tags["data_size"]), []).append(
+                r.data.metrics[metric])
+    return out
+
+
+def test_claims_table(report: Path, client: MlflowClient) -> None:
     claims = pd.read_csv(report / "tables" / "claims.csv")
     assert len(claims) == 6
-    assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive",
-                                      "not measured by this sweep"}
     long_range = claims[claims["claim"].str.contains("long-range")].iloc[0]
     assert long_range["verdict"] == "not measured by this sweep"
     assert "data.seq_len=" in long_range["evidence"]
@@ -103,6 +114,34 @@ def test_claims_table(report: Path) -> None:
         assert set(c) >= {"verdict", "effect", "ci_low", "ci_high", "n_seeds", "mde"}
         if c["verdict"] in ("supported", "contradicted"):
             assert c["mde"] is None
+
+
+def test_claim_statistics_recomputed_from_the_runs(report: Path, client: MlflowClient) -> None:
+    """The two performance claims' effects, recomputed here from the re-evaluation runs in
+    MLflow, and verdicts that follow from their intervals."""
+    claims = json.loads((report / "metrics.json").read_text())["claims"]
+    gaps = reeval_values(client, "gap_at_best")
+    assert sorted(gaps) == [(c, s) for c in ("gru", "lstm") for s in ("large", "small")]
+    mean = {k: statistics.fmean(v) for k, v in gaps.items()}
+    # LSTM overfits more: (gap small - gap large) of LSTM minus the same of GRU.
+    overfits = claims["LSTM overfits more on small data"]
+    effect = ((mean["lstm", "small"] - mean["lstm", "large"])
+              - (mean["gru", "small"] - mean["gru", "large"]))
+    assert overfits["effect"] == pytest.approx(effect, rel=1e-6, abs=1e-12)
+    assert overfits["n_seeds"] == min(len(v) for v in gaps.values())
+    low, high = overfits["ci_low"], overfits["ci_high"]
+    assert low < effect < high
+    expected = "supported" if low > 0 else "contradicted" if high < 0 else "inconclusive"
+    assert overfits["verdict"] == expected
+    assert (overfits["mde"] is None) == (expected != "inconclusive")
+    # Comparable: the GRU - LSTM difference of mean test loss in one of the two data sizes.
+    losses = {k: statistics.fmean(v) for k, v in reeval_values(client, "test_loss").items()}
+    comparable = claims["LSTM and GRU perform comparably"]
+    differences = [losses["gru", s] - losses["lstm", s] for s in ("small", "large")]
+    assert min(abs(comparable["effect"] - d) for d in differences) < 1e-9 * (
+        1 + max(map(abs, differences))), (comparable, differences)
+    assert comparable["ci_low"] < comparable["effect"] < comparable["ci_high"]
+    assert comparable["n_seeds"] == min(len(v) for v in gaps.values())
 
 
 def test_attached_once_per_sweep(report: Path, smoke_sweep: Path, client: MlflowClient) -> None:

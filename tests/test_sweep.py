@@ -31,7 +31,25 @@ def test_four_parent_runs_with_condition_tags(smoke_sweep):
         assert r.info.status == "FINISHED"
         assert r.data.tags["task"] == "adding"
         assert r.data.tags["study_name"].startswith(f"adding-{r.data.tags['data_size']}-")
-        assert "best.lr" in r.data.tags and "best_val_loss" in r.data.metrics
+        # The best trial as the study storage has it: its values, number, run and params.
+        study = optuna.load_study(study_name=r.data.tags["study_name"],
+                                  storage=f"sqlite:///{smoke_sweep}/mlruns/optuna.db")
+        best = study.best_trial
+        assert r.data.metrics["best_val_loss"] == pytest.approx(study.best_value, rel=1e-9)
+        assert r.data.tags["best_trial_number"] == str(best.number)
+        assert r.data.tags["best_trial_run_id"] == best.user_attrs["mlflow_run_id"]
+        assert {k[len("best."):]: v for k, v in r.data.tags.items() if k.startswith("best.")} \
+            == {k: str(v) for k, v in best.params.items()}
+        assert r.data.metrics["best_test_loss"] == pytest.approx(best.user_attrs["test_loss"])
+        assert r.data.metrics["best_n_params"] == best.user_attrs["n_params"]
+        states = [t.state.name for t in study.trials]
+        assert r.data.metrics["n_complete"] == states.count("COMPLETE")
+        assert r.data.metrics["n_pruned"] == states.count("PRUNED")
+        assert r.data.metrics["n_failed"] == 0 and "FAIL" not in states
+        # The best trial's run holds that value as its own best_val_loss.
+        best_run = client(smoke_sweep).get_run(best.user_attrs["mlflow_run_id"])
+        assert best_run.data.metrics["best_val_loss"] == pytest.approx(study.best_value)
+        assert best_run.data.tags["trial_number"] == str(best.number)
         arts = [a.path for a in client(smoke_sweep).list_artifacts(r.info.run_id)]
         assert "config.yaml" in arts
         # The best model: one MLflow Model on the parent, named by its best_model_id tag.
@@ -66,12 +84,19 @@ def test_each_study_has_n_trials_child_runs_with_params_and_step_history(smoke_s
 def test_study_storage_holds_the_four_studies(smoke_sweep):
     storage = f"sqlite:///{smoke_sweep}/mlruns/optuna.db"
     summaries = optuna.get_all_study_summaries(storage)
-    assert len(summaries) == 4
+    assert sorted(s.study_name for s in summaries) == sorted(
+        r.data.tags["study_name"] for r in runs(smoke_sweep, "study"))
+    trial_runs = {r.info.run_id: r for r in runs(smoke_sweep, "trial")}
     for s in summaries:
         study = optuna.load_study(study_name=s.study_name, storage=storage)
-        states = [t.state for t in study.trials]
-        finished = [st for st in states if st.is_finished() and st.name != "FAIL"]
-        assert len(finished) == N_TRIALS
+        assert [t.state.name in ("COMPLETE", "PRUNED") for t in study.trials] == [True] * N_TRIALS
+        for t in study.trials:  # each trial is one child run, in the same state, same values
+            run = trial_runs[t.user_attrs["mlflow_run_id"]]
+            assert run.data.tags["study_name"] == s.study_name
+            assert run.data.tags["trial_number"] == str(t.number)
+            assert run.data.tags["state"] == t.state.name
+            assert {k: run.data.params[k] for k in t.params} == {
+                k: str(v) for k, v in t.params.items()}
 
 
 def test_reproduce_tag_reruns_one_trial_with_the_same_val_loss(smoke_sweep, tmp_path):
