@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnsweep.model import GATE_BLOCKS, RNN_CLASSES
+from rnnsweep.cells import build_cell, recurrent_flops
 
 
 def flops_fwd_bwd(cell: str, batch: int, seq_len: int, inp: int, hidden: int) -> float:
-    return 3 * 2 * GATE_BLOCKS[cell] * batch * hidden * (inp + hidden) * seq_len
+    return 3 * recurrent_flops(cell, inp, hidden, 1) * batch * seq_len
 
 
 def time_it(fn: Callable[[], Any], min_cpu_s: float = 1.0) -> dict[str, float]:
@@ -96,8 +96,8 @@ def run(batch: int = 64, seq_len: int = 100, hidden: int = 128, inp: int = 2,
         torch.set_num_threads(1)
         results["matmul_peak_1thread"] = matmul_peak(batch, hidden)
         peak = results["matmul_peak_1thread"]["square_1024_gflops"]
-        for cell, cls in RNN_CLASSES.items():
-            layer = cls(inp, hidden, batch_first=True)
+        for cell in ("rnn", "lstm", "gru"):
+            layer = build_cell(cell, inp, hidden)
             flops = flops_fwd_bwd(cell, batch, seq_len, inp, hidden)
             torch.set_num_threads(1)
             one = time_it(fwd_bwd(layer, x), min_cpu_s)

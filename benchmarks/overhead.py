@@ -93,7 +93,7 @@ def bare_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     """The same math as a hand-written loop over pre-sliced tensors."""
     from rnnsweep.data import build_datamodule
     from rnnsweep.model import SequenceModel
-    from rnnsweep.training import gate_bias
+    from rnnsweep.targets import build
 
     dm = build_datamodule(cfg.data)
     dm.setup("fit")
@@ -101,11 +101,9 @@ def bare_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     vx, vy, vlengths = dm.val_set.tensors
     pl.seed_everything(seed, workers=False, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))
-    model = SequenceModel(cfg.cell.name, dm.spec, int(cfg.model.hidden_size),
-                          int(cfg.model.num_layers), float(cfg.model.dropout),
-                          gate_bias(cfg))
-    opt = torch.optim.Adam(model.parameters(), lr=float(cfg.optim.lr),
-                           weight_decay=float(cfg.optim.weight_decay))
+    model = SequenceModel(cfg.cell, dm.spec, int(cfg.model.hidden_size),
+                          int(cfg.model.num_layers), float(cfg.model.dropout))
+    opt = build(cfg.optim)(model.parameters())
     gen = torch.Generator().manual_seed(dm.order_seed)
     b, n = dm.batch_size, len(x)
     if cfg.trainer.num_threads:

@@ -1,20 +1,30 @@
 import pytest
 import torch
 
+from rnnsweep.cells import recurrent_parameters
 from rnnsweep.data.base import TaskSpec
+from rnnsweep.errors import ConfigError
 from rnnsweep.model import (
     SequenceModel,
     count_parameters,
     hidden_size_for_budget,
-    recurrent_parameters,
     total_parameters,
 )
+from rnnsweep.targets import check_target
+
+CELL_TARGETS = {"lstm": "rnnsweep.cells.LSTM", "gru": "rnnsweep.cells.GRU",
+                "rnn": "rnnsweep.cells.RNN"}
+
+
+def cell(name: str, **keys) -> dict:
+    """A cell config as conf/cell/<name>.yaml gives it."""
+    return {"name": name, "_target_": CELL_TARGETS[name], **keys}
 
 SPEC = TaskSpec(input_size=2, output_size=1, loss="mse")
 STEP_SPEC = TaskSpec(input_size=3, output_size=3, loss="bce", per_step=True)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "mingru"])
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_output_shapes(cell, layers):
     x = torch.randn(5, 11, 2)
@@ -42,8 +52,11 @@ def test_total_parameters_includes_head():
 
 @pytest.mark.parametrize(("cell", "key"), [("lstm", "forget_bias"), ("gru", "update_bias")])
 def test_gate_bias_sets_block_one_of_every_layer(cell, key):
+    def cell_config(name, k, v):
+        return {"name": name, "_target_": CELL_TARGETS[name], k: v}
+
     for value in (1.0, 0.0, 2.5):
-        rnn = SequenceModel(cell, SPEC, 6, 2, gate_bias={key: value}).rnn
+        rnn = SequenceModel(cell_config(cell, key, value), SPEC, 6, 2).rnn
         for layer in range(2):
             total = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
             assert torch.allclose(total[6:12], torch.full((6,), value))
@@ -53,7 +66,7 @@ def test_gate_bias_sets_block_one_of_every_layer(cell, key):
 
 def test_gate_bias_none_keeps_pytorch_default():
     torch.manual_seed(3)
-    a = SequenceModel("gru", SPEC, 6, 1, gate_bias={"update_bias": None}).rnn
+    a = SequenceModel(cell("gru", update_bias=None), SPEC, 6, 1).rnn
     torch.manual_seed(3)
     b = torch.nn.GRU(2, 6, 1, batch_first=True)
     assert torch.equal(a.bias_ih_l0, b.bias_ih_l0)
@@ -62,8 +75,37 @@ def test_gate_bias_none_keeps_pytorch_default():
 @pytest.mark.parametrize(("cell", "key"), [("gru", "forget_bias"), ("rnn", "forget_bias"),
                                            ("lstm", "update_bias"), ("rnn", "update_bias")])
 def test_gate_bias_a_cell_cannot_use_is_refused(cell, key):
-    with pytest.raises(ValueError, match=f"cell.{key} is invalid for cell {cell}"):
-        SequenceModel(cell, SPEC, 6, 1, gate_bias={key: 1.0})
+    node = {"name": cell, "_target_": CELL_TARGETS[cell], key: 1.0}
+    with pytest.raises(ConfigError, match=f"cell.{key} is invalid for {CELL_TARGETS[cell]}: "
+                                          "allowed: "):
+        check_target("cell", node, torch.nn.Module,
+                     passed=("input_size", "hidden_size", "num_layers", "dropout"))
+
+
+def test_mingru_equals_its_sequential_recurrence():
+    """The log-space scan computes h_t = (1 - z_t) h_{t-1} + z_t g(W_h x_t) from h_0 = 0."""
+    torch.manual_seed(0)
+    net = SequenceModel("mingru", SPEC, 5, 1)
+    x = torch.randn(3, 9, 2)
+    k, h_tilde = net.rnn.layers[0].to_gate_and_hidden(x).chunk(2, dim=-1)
+    z = torch.sigmoid(k)
+    g = torch.where(h_tilde >= 0, h_tilde + 0.5, torch.sigmoid(h_tilde))
+    h, states = torch.zeros(3, 5), []
+    for t in range(9):
+        h = (1 - z[:, t]) * h + z[:, t] * g[:, t]
+        states.append(h)
+    out, _ = net.rnn(x)
+    assert torch.allclose(out, torch.stack(states, 1), atol=1e-5)
+    assert count_parameters(net.rnn) == recurrent_parameters("mingru", 2, 5, 1) == 2 * 5 * 3
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "gru", "mingru"])
+def test_param_budget_bisection_finds_the_closest_hidden_size(cell_name):
+    budget = 7_000
+    h = hidden_size_for_budget(cell_name, SPEC, budget, 2)
+    best = min(range(1, 400), key=lambda k: abs(total_parameters(cell_name, SPEC, k, 2) - budget))
+    assert abs(total_parameters(cell_name, SPEC, h, 2) - budget) == \
+        abs(total_parameters(cell_name, SPEC, best, 2) - budget)
 
 
 def test_param_budget_gives_matched_hidden_sizes():

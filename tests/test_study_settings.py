@@ -40,9 +40,9 @@ def test_fixed_settings_hold_what_changes_a_trial_and_nothing_else(typed):
     from rnnsweep.search.settings import fixed_settings
 
     settings = fixed_settings(typed())
-    for key in ("optim.name", "optim.weight_decay", "trainer.max_steps", "trainer.precision",
+    for key in ("optim._target_", "optim.weight_decay", "trainer._target_", "trainer.max_steps", "trainer.precision",
                 "trainer.val_check_steps", "data.batch_size", "data.seq_len", "cell.name",
-                "cell.forget_bias", "seed", "search.metric"):
+                "cell._target_", "cell.forget_bias", "seed", "search.metric"):
         assert key in settings, key
     # Sampled by the space, or not a setting of training at all.
     for key in ("model.hidden_size", "model.num_layers", "model.dropout", "optim.lr",
@@ -75,9 +75,12 @@ def _study(cfg, url: str):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    (["optim.name=sgd", "trainer.max_steps=20"],
-     'optim.name, trainer.max_steps: study \'adding-small-lstm-T20\' in this storage was run '
-     'with other fixed settings (optim.name "adam" -> "sgd", trainer.max_steps 30 -> 20)'),
+    (["optim.weight_decay=0.1", "trainer.max_steps=20"],
+     'optim.weight_decay, trainer.max_steps: study \'adding-small-lstm-T20\' in this storage '
+     'was run with other fixed settings (optim.weight_decay 0.0 -> 0.1, trainer.max_steps 30 '
+     '-> 20)'),
+    (["optim=sgd"], 'optim._target_ "torch.optim.Adam" -> "torch.optim.SGD"'),
+    (["+trainer.accumulate_grad_batches=2"], 'trainer.accumulate_grad_batches "absent" -> 2'),
     (["data.batch_size=8"], 'data.batch_size: study'),
     (["seed=3"], "seed: study"),
     (["cell.forget_bias=0.0"], "cell.forget_bias 1.0 -> 0.0"),
@@ -88,7 +91,7 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(typed, tmp_path, ove
     url = f"sqlite:///{tmp_path}/optuna.db"
     first = _study(typed(), url)
     stored = json.loads(first.user_attrs["fixed_settings"])
-    assert stored["optim.name"] == "adam" and stored["trainer.max_steps"] == 30
+    assert stored["optim._target_"] == "torch.optim.Adam" and stored["trainer.max_steps"] == 30
     with pytest.raises(ConfigError) as err:
         _study(typed(*overrides), url)
     message = str(err.value)
@@ -100,10 +103,10 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(typed, tmp_path, ove
 def test_new_study_mode_opens_a_study_of_its_own_and_finds_it_again(typed, tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
     old = _study(typed(), url)
-    sgd = ["optim.name=sgd", "trainer.max_steps=20", "search.on_changed_settings=new_study"]
+    sgd = ["optim=sgd", "trainer.max_steps=20", "search.on_changed_settings=new_study"]
     new = _study(typed(*sgd), url)
     assert new.study_name.startswith("adding-small-lstm-T20-s") and new.study_name != old.study_name
-    assert json.loads(new.user_attrs["fixed_settings"])["optim.name"] == "sgd"
+    assert json.loads(new.user_attrs["fixed_settings"])["optim._target_"] == "torch.optim.SGD"
     assert _study(typed(*sgd), url).study_name == new.study_name  # found again
     # The old settings still reach the old study, in either mode.
     assert _study(typed("search.on_changed_settings=new_study"), url).study_name == old.study_name
@@ -126,7 +129,7 @@ def test_an_unknown_mode_is_refused(typed):
 FIRST = ["experiment=smoke", "cell=lstm", "search.reeval_seeds=0", "search.n_trials=2",
          "trainer.max_steps=30"]
 SECOND = ["experiment=smoke", "cell=lstm", "search.reeval_seeds=0", "search.n_trials=2",
-          "trainer.max_steps=20", "optim.name=sgd"]
+          "trainer.max_steps=20", "optim.weight_decay=0.1"]
 
 
 @pytest.mark.slow
@@ -140,8 +143,8 @@ def test_changed_settings_refused_then_run_as_a_new_study(project):
     assert refused.returncode == 2, refused.stderr[-3000:]
     lines = [ln for ln in refused.stderr.splitlines() if ln.strip()]
     assert lines == [lines[0]] and lines[0].startswith(
-        "error: optim.name, trainer.max_steps: study"), refused.stderr
-    assert 'optim.name "adam" -> "sgd"' in lines[0] and "trainer.max_steps 30 -> 20" in lines[0]
+        "error: optim.weight_decay, trainer.max_steps: study"), refused.stderr
+    assert "optim.weight_decay 0.0 -> 0.1" in lines[0] and "trainer.max_steps 30 -> 20" in lines[0]
     assert finished_snapshot(optuna_url(project)) == before
 
     new = run_train(project, *SECOND, "search.on_changed_settings=new_study")
@@ -157,5 +160,5 @@ def test_changed_settings_refused_then_run_as_a_new_study(project):
         stored = json.loads(optuna.load_study(study_name=name, storage=optuna_url(project))
                             .user_attrs["fixed_settings"])
         assert shown == stored and parent.data.tags["settings_hash"]
-        assert shown["optim.name"] == ("adam" if name == old_name else "sgd")
+        assert shown["optim.weight_decay"] == (0.0 if name == old_name else 0.1)
         assert shown["trainer.max_steps"] == (30 if name == old_name else 20)

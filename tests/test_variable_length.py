@@ -8,6 +8,7 @@ import torch
 
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.lit_module import RecurrentLitModule
+from rnnsweep.model import SequenceModel
 
 SPECS = {
     "sequence-ce": TaskSpec(input_size=3, output_size=4, loss="ce", variable_length=True),
@@ -19,8 +20,8 @@ SPECS = {
 
 def lit(cell: str, spec: TaskSpec) -> RecurrentLitModule:
     torch.manual_seed(0)
-    m = RecurrentLitModule(cell, spec, hidden_size=8, num_layers=2, dropout=0.0,
-                           gate_bias=None, optim_name="adam", lr=1e-3, weight_decay=0.0)
+    m = RecurrentLitModule(SequenceModel(cell, spec, hidden_size=8, num_layers=2),
+                           optimizer=torch.optim.Adam)
     return m.eval()
 
 
@@ -41,7 +42,7 @@ def batch(spec: TaskSpec, real: torch.Tensor, y_real: torch.Tensor, pad_to: int,
     return x, y, lengths
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "mingru"])
 @pytest.mark.parametrize("kind", list(SPECS))
 def test_same_sequence_padded_to_two_lengths_gives_identical_outputs_and_loss(cell, kind):
     spec = SPECS[kind]

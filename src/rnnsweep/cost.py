@@ -48,9 +48,10 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from rnnsweep.cells import CellSpec, cell_name, recurrent_flops
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.measure import PeakMemory, rnn_backend
-from rnnsweep.model import GATE_BLOCKS, SequenceModel, count_parameters
+from rnnsweep.model import SequenceModel, count_parameters
 
 STEP_COUNTER_BYTES = 4  # Adam keeps a float32 scalar `step` per parameter tensor
 
@@ -137,14 +138,14 @@ class ProbeResult:
     cpu_seconds: float = 0.0
 
 
-def flops_per_step(cell: str, spec: TaskSpec, batch_size: int, seq_len: int,
+def flops_per_step(cell: CellSpec, spec: TaskSpec, batch_size: int, seq_len: int,
                    hidden_size: int, num_layers: int) -> float:
-    """Analytic FLOPs of one training step (forward + backward = 3 x forward); module doc."""
-    g, h = GATE_BLOCKS[cell], hidden_size
-    per_time_step = sum(2 * g * h * ((spec.input_size if layer == 0 else h) + h) + 2 * g * h
-                        for layer in range(num_layers))
+    """Analytic FLOPs of one training step (forward + backward = 3 x forward); module doc.
+    Per time step the cell costs a multiply-add per weight-matrix entry and an add per
+    bias (rnnsweep.cells.recurrent_flops); the head as many for its calls."""
+    per_time_step = recurrent_flops(cell, spec.input_size, hidden_size, num_layers)
     head_calls = seq_len if spec.per_step else 1
-    head = head_calls * (2 * h * spec.output_size + spec.output_size)
+    head = head_calls * (2 * hidden_size * spec.output_size + spec.output_size)
     return 3.0 * batch_size * (seq_len * per_time_step + head)
 
 
@@ -210,10 +211,11 @@ class TrainingStep:
     clipping and optimiser are what training runs, so cells are compared on those alone.
     """
 
-    def __init__(self, cell: str, spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
-                 device: torch.device, clip: float | None = 1.0, seed: int = 0) -> None:
+    def __init__(self, cell: CellSpec, spec: TaskSpec, size: Size,
+                 batch: tuple[torch.Tensor, ...], device: torch.device,
+                 clip: float | None = 1.0, seed: int = 0) -> None:
         torch.manual_seed(seed)
-        self.spec = spec
+        self.spec, self.cell = spec, cell
         self.net = SequenceModel(cell, spec, size.hidden_size, size.num_layers).to(device)
         self.net.train()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
@@ -312,12 +314,13 @@ class _Timer:
 
 
 def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
-          cells: Sequence[str] = ("lstm", "gru"), rounds: int = 10, steps_per_round: int = 3,
+          cells: Sequence[CellSpec] = ("lstm", "gru"), rounds: int = 10, steps_per_round: int = 3,
           warmup_steps: int = 3, device: str = "cpu", threads: int = 1, level: float = 0.95,
           budget_s: float | None = None, min_rounds: int = 5, seed: int = 0) -> ProbeResult:
     """Cost of each cell at each size (module doc). `budget_s` caps the timed rounds per
-    size so the whole probe stays near it (never fewer than `min_rounds`)."""
-    if "lstm" not in cells:
+    size so the whole probe stays near it (never fewer than `min_rounds`). A cell is a
+    built-in name or a cell config (rnnsweep.cells); results are keyed by its name."""
+    if "lstm" not in [cell_name(c) for c in cells]:
         raise ValueError("cells must include 'lstm', the reference of every ratio")
     dev = torch.device(device)
     saved_threads = torch.get_num_threads()
@@ -340,10 +343,11 @@ def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
 
 
 def _probe_size(spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
-                dev: torch.device, cells: Sequence[str], timer: _Timer, rounds: int,
+                dev: torch.device, specs: Sequence[CellSpec], timer: _Timer, rounds: int,
                 steps_per_round: int, warmup_steps: int, level: float,
                 budget_s: float | None, min_rounds: int, seed: int) -> SizeCost:
-    steps = {c: TrainingStep(c, spec, size, batch, dev, seed=seed) for c in cells}
+    steps = {cell_name(c): TrainingStep(c, spec, size, batch, dev, seed=seed) for c in specs}
+    cells = list(steps)
     warm: dict[str, float] = {}
     for _ in range(warmup_steps):  # interleaved too; these are never reported
         for c in cells:
@@ -360,7 +364,7 @@ def _probe_size(spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
     x = batch[0]
     costs = {
         c: CellCost(c, count_parameters(steps[c].net),
-                    flops_per_step(c, spec, x.shape[0], x.shape[1], size.hidden_size,
+                    flops_per_step(steps[c].cell, spec, x.shape[0], x.shape[1], size.hidden_size,
                                    size.num_layers),
                     rnn_backend(steps[c].net, x), memory[c], seconds[c])
         for c in cells

@@ -12,13 +12,20 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from rnnsweep.cells import CellSpec, cell_name, gate_blocks
 from rnnsweep.errors import ConfigError
 from rnnsweep.lit_module import validation_metrics
-from rnnsweep.model import GATE_BLOCKS, hidden_size_for_budget, total_parameters
+from rnnsweep.model import hidden_size_for_budget, total_parameters
 
 BYTES_PER_VALUE = 4  # float32
-# Optimiser state per parameter: Adam's and AdamW's two moments; plain SGD keeps none.
+# Optimiser state per parameter, by class name: Adam's and AdamW's two moments, plain SGD
+# none; an optimiser not listed is assumed to keep two.
 OPTIMISER_STATES = {"adam": 2, "adamw": 2, "sgd": 0}
+
+
+def optimiser_name(cfg: DictConfig) -> str:
+    """The optimiser's class name in lower case (optim._target_ torch.optim.Adam: adam)."""
+    return str(cfg.optim["_target_"]).rsplit(".", 1)[-1].lower()
 
 
 def check_metric(cfg: DictConfig, spec: Any) -> None:
@@ -63,13 +70,13 @@ def _size(n: float) -> str:
     return f"{n:.1f} EiB"
 
 
-def estimate_bytes(cell: str, spec: Any, hidden: int, layers: int, optimiser: str,
+def estimate_bytes(cell: CellSpec, spec: Any, hidden: int, layers: int, optimiser: str,
                    batch: int, seq_len: int | None) -> int:
     """Float32 bytes of training: parameters with their gradients and optimiser state, plus
     the activations kept for backward (batch x steps x hidden x layers x (gates + 2))."""
     params = total_parameters(cell, spec, hidden, layers)
     weights = params * (2 + OPTIMISER_STATES.get(optimiser, 2))
-    acts = batch * (seq_len or 1) * hidden * layers * (GATE_BLOCKS[cell] + 2)
+    acts = batch * (seq_len or 1) * hidden * layers * (gate_blocks(cell) + 2)
     return (weights + acts) * BYTES_PER_VALUE
 
 
@@ -83,21 +90,22 @@ def check_memory(cfg: DictConfig, datamodule: Any, available: int | None = None)
     if cfg.model.param_budget is not None or (cfg.search.match_params
                                               and cfg.search.name != "none"):
         budget, key = _largest(cfg, "model.param_budget", cfg.model.param_budget)
-        hidden = hidden_size_for_budget(cfg.cell.name, spec, int(budget), int(layers))
+        hidden = hidden_size_for_budget(cfg.cell, spec, int(budget), int(layers))
         shown = f"{key}={budget}"
     else:
         hidden, key = _largest(cfg, "model.hidden_size", cfg.model.hidden_size)
         shown = f"{key}={hidden}"
     seq_len = datamodule.max_train_len()
     batch = int(cfg.data.batch_size)
-    need = estimate_bytes(cfg.cell.name, spec, int(hidden), int(layers), cfg.optim.name, batch,
+    optimiser = optimiser_name(cfg)
+    need = estimate_bytes(cfg.cell, spec, int(hidden), int(layers), optimiser, batch,
                           seq_len)
     if need > available:
         steps = f" x {seq_len} steps" if seq_len else ""
         raise ConfigError(
-            f"{shown} is invalid: {int(layers)} layer(s) of {cfg.cell.name} at hidden size "
+            f"{shown} is invalid: {int(layers)} layer(s) of {cell_name(cfg.cell)} at hidden size "
             f"{int(hidden)} need about {_size(need)} to train (float32 weights, gradients, "
-            f"{cfg.optim.name} state and activations for batch {batch}{steps}), more than "
+            f"{optimiser} state and activations for batch {batch}{steps}), more than "
             f"this machine's {_size(available)} of memory")
 
 

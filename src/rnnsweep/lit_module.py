@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,11 @@ from torchmetrics import MeanMetric, MeanSquaredError, SumMetric
 
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.model import SequenceModel
+
+# Built by Hydra from `optim` / `scheduler` (`_partial_: true`): called with the parameters
+# (or the optimiser) they complete the object, as in lightning-hydra-template.
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 def validation_metrics(spec: TaskSpec) -> tuple[str, ...]:
@@ -35,20 +42,13 @@ class RecurrentLitModule(pl.LightningModule):
 
     def __init__(
         self,
-        cell: str,
-        spec: TaskSpec,
-        hidden_size: int,
-        num_layers: int,
-        dropout: float,
-        gate_bias: dict[str, float | None] | None,
-        optim_name: str,
-        lr: float,
-        weight_decay: float,
+        net: SequenceModel,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
-        self.spec = spec
-        self.net = SequenceModel(cell, spec, hidden_size, num_layers, dropout, gate_bias)
-        self.optim_name, self.lr, self.weight_decay = optim_name, lr, weight_decay
+        self.net, self.spec = net, net.spec
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.train_loss, self.train_loss_eval = MeanMetric(), MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
@@ -163,13 +163,13 @@ class RecurrentLitModule(pl.LightningModule):
         for m in (self.test_loss, self.test_acc, self.test_mse, self.test_tp, self.test_err):
             m.reset()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = self.parameters()
-        if self.optim_name == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.optim_name == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        # Budgets count optimiser steps, so schedules advance per step, not per epoch.
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"}}
 
 
 def _frame_acc(tp: SumMetric, err: SumMetric) -> torch.Tensor:

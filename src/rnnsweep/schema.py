@@ -13,28 +13,30 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.errors import ConfigError
+from rnnsweep.runtime_checks import (
+    check_choice,
+    check_classes,
+    check_search_classes,
+    check_trainer,
+    require,
+)
 
-CELLS = ("rnn", "lstm", "gru")
 # Trial k trains with seed + k and re-evaluation seeds start at seed + 1,000,000
 # (rnnsweep.search.reeval); every one must stay a 32-bit seed for torch/Lightning.
 MAX_SEED = 2**32 - 1 - 2_000_000
 SIZES = ("small", "large")
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "hyperband", "none")
 PARAM_TYPES = ("int", "float", "categorical")
-# The gate-bias keys each cell accepts, and the gate block each sets: LSTM gates are
-# (i, f, g, o), GRU gates (r, z, n); block 1 is the forget / update gate in both.
-BIAS_KEYS: dict[str, dict[str, int]] = {"lstm": {"forget_bias": 1}, "gru": {"update_bias": 1},
-                                        "rnn": {}}
+# Sections built by Hydra from `_target_` (rnnsweep.targets): typed where rnnsweep reads a
+# key itself, open for the class's own arguments, which are checked against its signature.
+OPEN_SECTIONS = ("cell", "optim", "trainer")
 
 
 @dataclass
 class CellConfig:
-    name: str = "lstm"
-    # Gate-bias initialisation; each cell accepts only its own key (model.BIAS_KEYS) and
-    # sets its default in conf/cell/<name>.yaml. None: PyTorch's default initialisation.
-    forget_bias: float | None = None
-    update_bias: float | None = None
+    # The label of studies, runs and reports; the class and its own keys (gate biases...)
+    # come from conf/cell/<name>.yaml (interface: rnnsweep.cells).
+    name: str = "???"
+    _target_: str = "???"
 
 
 @dataclass
@@ -48,13 +50,17 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    # conf/optim/<name>.yaml: a torch.optim class, completed with the parameters.
+    _target_: str = "???"
+    _partial_: bool = True
+    lr: float = "???"  # type: ignore[assignment]  # read by the search space's bounds
 
 
 @dataclass
 class TrainerConfig:
+    # Lightning's Trainer: every key below that is not rnnsweep's own (TRAINER_OWN_KEYS)
+    # passes through, and any other Trainer argument can be added (+trainer.<arg>=...).
+    _target_: str = "lightning.pytorch.Trainer"
     # The budget of a run: optimiser steps (equal for every data size) or epochs.
     budget_unit: str = "steps"
     max_steps: int = 1200
@@ -88,19 +94,20 @@ class ParamSpace:
 
 @dataclass
 class SearchConfig:
-    name: str = "tpe"
-    sampler: str = "tpe"
-    pruner: str = "median"
-    n_trials: int = 10
-    n_startup_trials: int = 5
-    # Optimiser steps before the pruner may stop a trial.
-    pruner_warmup_steps: int = 180
+    name: str = "???"
+    # conf/search/sampler/*.yaml and conf/search/pruner/*.yaml: Optuna classes by _target_.
+    sampler: dict[str, Any] = field(default_factory=dict)
+    pruner: dict[str, Any] = field(default_factory=dict)
+    n_trials: int = "???"  # type: ignore[assignment]
+    n_startup_trials: int = "???"  # type: ignore[assignment]
+    # Optimiser steps before the pruner may stop a trial (each pruner's file reads it).
+    pruner_warmup_steps: int = "???"  # type: ignore[assignment]
     seed: int = 0
     storage: str = "???"
     direction: str = "minimize"
     metric: str = "val_loss"
     max_failure_rate: float = 0.5
-    reeval_seeds: int = 3
+    reeval_seeds: int = "???"  # type: ignore[assignment]
     # Sequential seeds: while a cell comparison is undecided, add reeval_seed_step seeds per
     # round up to reeval_max_seeds (rnnsweep.search.seed_rounds); = reeval_seeds: no rounds.
     reeval_max_seeds: int = 9
@@ -176,6 +183,9 @@ class RootConfig:
     cell: CellConfig = field(default_factory=CellConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # conf/scheduler/<name>.yaml (a torch LR scheduler, stepped every optimiser step); null:
+    # a constant learning rate.
+    scheduler: dict[str, Any] | None = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -236,153 +246,83 @@ def _check_sections(schema: Any, value: Any, key: str) -> None:
 def to_structured(cfg: DictConfig) -> DictConfig:
     """Merge a composed config into the schema; unknown keys and wrong types raise ConfigError."""
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
-    _check_sections(OmegaConf.structured(RootConfig), plain, "")
+    schema = OmegaConf.structured(RootConfig)
+    _check_sections(schema, plain, "")
+    for section in OPEN_SECTIONS:  # a class's own arguments, checked by validate
+        OmegaConf.set_struct(schema[section], False)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RootConfig), plain)
+        merged = OmegaConf.merge(schema, plain)
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(_one_line(err)) from None
     return merged
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
-def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    _require(value in allowed, key, value, "allowed: " + ", ".join(allowed))
-
-
 def validate(cfg: DictConfig) -> None:
     """Range and consistency checks that the types alone cannot express."""
-    _check_choice("cell.name", cfg.cell.name, CELLS)
+    check_classes(cfg)
     m = cfg.model
-    _require(m.num_layers >= 1, "model.num_layers", m.num_layers, "must be an integer >= 1")
-    _require(m.hidden_size >= 1, "model.hidden_size", m.hidden_size, "must be an integer >= 1")
-    _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    require(m.num_layers >= 1, "model.num_layers", m.num_layers, "must be an integer >= 1")
+    require(m.hidden_size >= 1, "model.hidden_size", m.hidden_size, "must be an integer >= 1")
+    require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
     if m.param_budget is not None:
-        _require(m.param_budget > 0, "model.param_budget", m.param_budget, "must be > 0")
-    _require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
-    _check_choice("optim.name", cfg.optim.name, ("adam", "adamw", "sgd"))
-    _require(cfg.optim.weight_decay >= 0, "optim.weight_decay", cfg.optim.weight_decay,
+        require(m.param_budget > 0, "model.param_budget", m.param_budget, "must be > 0")
+    require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
+    weight_decay = cfg.optim.get("weight_decay")
+    require(weight_decay is None or weight_decay >= 0, "optim.weight_decay", weight_decay,
              "must be >= 0")
-    _require(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
+    require(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
              f"must be an integer in [0, {MAX_SEED}] (trial k trains with seed + k, "
              "re-evaluation seeds start at seed + 1000000; torch takes 32-bit seeds)")
     t = cfg.trainer
-    _check_trainer(t)
-    _check_choice("trainer.budget_unit", t.budget_unit, ("steps", "epochs"))
-    _require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
-    _require(t.max_steps >= 1, "trainer.max_steps", t.max_steps, "must be >= 1")
-    _require(t.val_check_steps >= 1, "trainer.val_check_steps", t.val_check_steps, "must be >= 1")
+    check_trainer(t)
+    check_choice("trainer.budget_unit", t.budget_unit, ("steps", "epochs"))
+    require(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "must be >= 1")
+    require(t.max_steps >= 1, "trainer.max_steps", t.max_steps, "must be >= 1")
+    require(t.val_check_steps >= 1, "trainer.val_check_steps", t.val_check_steps, "must be >= 1")
     if t.budget_unit == "steps":
-        _require(t.max_steps % t.val_check_steps == 0, "trainer.max_steps", t.max_steps,
+        require(t.max_steps % t.val_check_steps == 0, "trainer.max_steps", t.max_steps,
                  f"must be a multiple of trainer.val_check_steps ({t.val_check_steps}), "
                  "so the last step is validated")
-    _check_cell_init(cfg.cell)
-    _require(
+    require(
         t.gradient_clip_val is None or t.gradient_clip_val > 0,
         "trainer.gradient_clip_val", t.gradient_clip_val, "must be > 0 or null",
     )
-    _require(
+    require(
         t.early_stopping_patience >= 1,
         "trainer.early_stopping_patience", t.early_stopping_patience, "must be >= 1",
     )
     s = cfg.search
     if s.name != "none":
-        _require(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be an integer >= 1")
-        _require(s.n_startup_trials >= 0, "search.n_startup_trials", s.n_startup_trials,
+        require(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be an integer >= 1")
+        require(s.n_startup_trials >= 0, "search.n_startup_trials", s.n_startup_trials,
                  "must be an integer >= 0")
-        _require(s.pruner_warmup_steps >= 0, "search.pruner_warmup_steps",
+        require(s.pruner_warmup_steps >= 0, "search.pruner_warmup_steps",
                  s.pruner_warmup_steps, "must be an integer >= 0")
-        _require(0 <= s.seed < 2**32, "search.seed", s.seed,
+        require(0 <= s.seed < 2**32, "search.seed", s.seed,
                  f"must be an integer in [0, {2**32 - 1}] (the sampler's numpy seed)")
-        _check_choice("search.on_changed_settings", s.on_changed_settings,
+        check_choice("search.on_changed_settings", s.on_changed_settings,
                       ("refuse", "new_study"))
-        _check_choice("search.sampler", s.sampler, SAMPLERS)
-        _check_choice("search.pruner", s.pruner, PRUNERS)
-        _check_choice("search.direction", s.direction, ("minimize", "maximize"))
-        _require(
+        check_search_classes(s)
+        check_choice("search.direction", s.direction, ("minimize", "maximize"))
+        require(
             0.0 <= s.max_failure_rate <= 1.0,
             "search.max_failure_rate", s.max_failure_rate, "must be in [0, 1]",
         )
-        _require(s.reeval_seeds >= 0, "search.reeval_seeds", s.reeval_seeds, "must be >= 0")
-        _require(s.reeval_max_seeds >= s.reeval_seeds, "search.reeval_max_seeds",
+        require(s.reeval_seeds >= 0, "search.reeval_seeds", s.reeval_seeds, "must be >= 0")
+        require(s.reeval_max_seeds >= s.reeval_seeds, "search.reeval_max_seeds",
                  s.reeval_max_seeds, f"must be >= search.reeval_seeds ({s.reeval_seeds})")
-        _require(s.reeval_seed_step >= 1, "search.reeval_seed_step", s.reeval_seed_step,
+        require(s.reeval_seed_step >= 1, "search.reeval_seed_step", s.reeval_seed_step,
                  "must be >= 1")
-        _require(s.heartbeat_interval >= 1, "search.heartbeat_interval", s.heartbeat_interval,
+        require(s.heartbeat_interval >= 1, "search.heartbeat_interval", s.heartbeat_interval,
                  "must be an integer >= 1 (seconds)")
-        _require(s.heartbeat_grace_period > s.heartbeat_interval, "search.heartbeat_grace_period",
+        require(s.heartbeat_grace_period > s.heartbeat_interval, "search.heartbeat_grace_period",
                  s.heartbeat_grace_period, "must exceed search.heartbeat_interval")
-        _require(s.retry_failed_trials >= 0, "search.retry_failed_trials",
+        require(s.retry_failed_trials >= 0, "search.retry_failed_trials",
                  s.retry_failed_trials, "must be >= 0")
-        _require(len(s.space) > 0, "search.space", "{}", "needs at least one parameter")
+        require(len(s.space) > 0, "search.space", "{}", "needs at least one parameter")
         for name, p in s.space.items():
             _validate_param(cfg, f"search.space.{name}", p)
-
-
-def lightning_precisions() -> list[str]:
-    """The precision values Lightning's Trainer accepts (its own type), as config strings;
-    Transformer Engine's only where that package is installed."""
-    import importlib.util
-    from typing import get_args
-
-    from lightning.fabric.plugins.precision.precision import (
-        _PRECISION_INPUT_STR,
-        _PRECISION_INPUT_STR_ALIAS,
-    )
-
-    engine = importlib.util.find_spec("transformer_engine") is not None
-    return [p for p in (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
-            if engine or not p.startswith("transformer-engine")]
-
-
-def lightning_accelerators() -> dict[str, bool]:
-    """Accelerator names Lightning's Trainer accepts -> whether this machine has one."""
-    from lightning.pytorch.accelerators import AcceleratorRegistry
-
-    names = {n: bool(AcceleratorRegistry[n]["accelerator"].is_available())
-             for n in AcceleratorRegistry.available_accelerators()}
-    names["gpu"] = names.get("cuda", False) or names.get("mps", False)
-    return {"auto": True, **names}
-
-
-def _check_trainer(t: DictConfig) -> None:
-    """The trainer values that reach Lightning and torch, against what they accept here."""
-    _require(t.num_threads is None or t.num_threads >= 1, "trainer.num_threads", t.num_threads,
-             "must be an integer >= 1, or null (the cores divided among local workers)")
-    _require(t.devices >= 1, "trainer.devices", t.devices, "must be an integer >= 1")
-    _require(t.memory_probe_batches >= 0, "trainer.memory_probe_batches",
-             t.memory_probe_batches, "must be an integer >= 0")
-    precisions = lightning_precisions()
-    _require(t.precision in precisions, "trainer.precision", t.precision,
-             "allowed (Lightning): " + ", ".join(precisions))
-    accelerators = lightning_accelerators()
-    _check_choice("trainer.accelerator", t.accelerator, tuple(sorted(accelerators)))
-    here = ", ".join(sorted(n for n, ok in accelerators.items() if ok))
-    _require(accelerators[t.accelerator], "trainer.accelerator", t.accelerator,
-             f"this machine has none; available here: {here}")
-    gpu = t.accelerator in ("cuda", "gpu") or (t.accelerator == "auto" and accelerators["gpu"])
-    if t.precision in ("16-mixed", "16") and not gpu:
-        raise ConfigError(f"trainer.precision={t.precision!r} is invalid on the CPU: float16 "
-                          "mixed precision needs a GPU; use bf16-mixed or 32-true")
-    if t.accelerator in ("cuda", "gpu") and accelerators.get("cuda"):
-        import torch
-
-        count = torch.cuda.device_count()
-        _require(t.devices <= count, "trainer.devices", t.devices,
-                 f"this machine has {count} CUDA device(s)")
-
-
-def _check_cell_init(cell: DictConfig) -> None:
-    """A gate-bias key the chosen cell cannot use is refused, never silently ignored."""
-    allowed = BIAS_KEYS.get(cell.name, {})
-    for key in ("forget_bias", "update_bias"):
-        if cell[key] is not None and key not in allowed:
-            raise ConfigError(f"cell.{key}={cell[key]} is invalid for cell {cell.name}: "
-                              f"allowed: {', '.join(allowed) or 'no gate-bias key'}")
 
 
 # Keys read once per job, before any trial: a sampled value would be logged on the trial
@@ -423,21 +363,21 @@ def _check_tunable(key: str, path: str) -> None:
 
 
 def _validate_param(cfg: DictConfig, key: str, p: DictConfig) -> None:
-    _check_choice(f"{key}.type", p.type, PARAM_TYPES)
-    _require(
+    check_choice(f"{key}.type", p.type, PARAM_TYPES)
+    require(
         OmegaConf.select(cfg, p.path, default="__missing__") != "__missing__",
         f"{key}.path", p.path, "must name an existing config key such as model.hidden_size",
     )
-    _require(not OmegaConf.is_config(OmegaConf.select(cfg, p.path)), f"{key}.path", p.path,
+    require(not OmegaConf.is_config(OmegaConf.select(cfg, p.path)), f"{key}.path", p.path,
              "must name a single value (such as model.hidden_size), not a section")
     _check_tunable(key, p.path)
     if p.type == "categorical":
-        _require(bool(p.choices), f"{key}.choices", p.choices, "needs a non-empty list")
+        require(bool(p.choices), f"{key}.choices", p.choices, "needs a non-empty list")
         return
-    _require(p.low is not None and p.high is not None, key, "low/high", "needs low and high")
-    _require(p.low <= p.high, f"{key}.low", p.low, f"must be <= {key}.high ({p.high})")
+    require(p.low is not None and p.high is not None, key, "low/high", "needs low and high")
+    require(p.low <= p.high, f"{key}.low", p.low, f"must be <= {key}.high ({p.high})")
     if p.log:
-        _require(p.low > 0, f"{key}.low", p.low, "must be > 0 for a log-scaled range")
+        require(p.low > 0, f"{key}.low", p.low, "must be > 0 for a log-scaled range")
     # The range itself must respect the bounds of the key it tunes.
     bounds = {
         "model.dropout": (0.0, 1.0, "within [0, 1)"),
@@ -449,4 +389,4 @@ def _validate_param(cfg: DictConfig, key: str, p: DictConfig) -> None:
     if p.path in bounds:
         lo, hi, text = bounds[p.path]
         ok = p.low >= lo and (hi is None or p.high < hi)
-        _require(ok, key, f"[{p.low}, {p.high}]", f"range for {p.path} must be {text}")
+        require(ok, key, f"[{p.low}, {p.high}]", f"range for {p.path} must be {text}")

@@ -22,8 +22,14 @@ from omegaconf import DictConfig
 from rnnsweep.data.base import TensorDataModule, order_seed
 from rnnsweep.lit_module import RecurrentLitModule
 from rnnsweep.measure import PeakMemory, rnn_backend
-from rnnsweep.model import count_parameters, hidden_size_for_budget, init_description
-from rnnsweep.schema import BIAS_KEYS
+from rnnsweep.model import (
+    SequenceModel,
+    count_parameters,
+    hidden_size_for_budget,
+    init_description,
+)
+from rnnsweep.runtime_checks import TRAINER_OWN_KEYS
+from rnnsweep.targets import build
 from rnnsweep.threads import resolve_num_threads
 
 # (optimiser step, metrics of that validation)
@@ -137,13 +143,8 @@ def resolve_hidden_size(cfg: DictConfig, datamodule: TensorDataModule) -> int:
     if cfg.model.param_budget is None:
         return int(cfg.model.hidden_size)
     return hidden_size_for_budget(
-        cfg.cell.name, datamodule.spec, int(cfg.model.param_budget), int(cfg.model.num_layers)
+        cfg.cell, datamodule.spec, int(cfg.model.param_budget), int(cfg.model.num_layers)
     )
-
-
-def gate_bias(cfg: DictConfig) -> dict[str, float | None]:
-    """The chosen cell's gate-bias keys and values (None: PyTorch's default)."""
-    return {k: cfg.cell.get(k) for k in BIAS_KEYS[cfg.cell.name]}
 
 
 def budget_steps(cfg: DictConfig, datamodule: TensorDataModule) -> int:
@@ -161,7 +162,7 @@ def run_params(cfg: DictConfig, datamodule: TensorDataModule) -> dict[str, str |
         "val_check_steps": (cfg.trainer.val_check_steps if cfg.trainer.budget_unit == "steps"
                             else datamodule.batches_per_epoch()),
         "num_threads": resolve_num_threads(cfg),
-        "init": init_description(cfg.cell.name, gate_bias(cfg)),
+        "init": init_description(cfg.cell),
     }
 
 
@@ -173,17 +174,11 @@ def show_batch_progress(cfg: DictConfig) -> bool:
 
 
 def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RecurrentLitModule:
-    return RecurrentLitModule(
-        cell=cfg.cell.name,
-        spec=datamodule.spec,
-        hidden_size=resolve_hidden_size(cfg, datamodule),
-        num_layers=int(cfg.model.num_layers),
-        dropout=float(cfg.model.dropout),
-        gate_bias=gate_bias(cfg),
-        optim_name=cfg.optim.name,
-        lr=float(cfg.optim.lr),
-        weight_decay=float(cfg.optim.weight_decay),
-    )
+    """The cell from `cell`, the optimiser from `optim`, the schedule from `scheduler`."""
+    net = SequenceModel(cfg.cell, datamodule.spec, resolve_hidden_size(cfg, datamodule),
+                        int(cfg.model.num_layers), float(cfg.model.dropout))
+    scheduler = build(cfg.scheduler) if cfg.get("scheduler") is not None else None
+    return RecurrentLitModule(net, optimizer=build(cfg.optim), scheduler=scheduler)
 
 
 def _budget_kwargs(cfg: DictConfig) -> dict:
@@ -222,13 +217,11 @@ def train_model(
         monitor=cfg.search.metric, mode=mode, patience=cfg.trainer.early_stopping_patience
     )
     extra = [StepPruning(trial, cfg.search.metric)] if trial is not None else []
-    trainer = pl.Trainer(
+    # Every `trainer` key but rnnsweep's own reaches Lightning's Trainer as it is.
+    trainer = build(
+        cfg.trainer,
+        skip=TRAINER_OWN_KEYS,
         **_budget_kwargs(cfg),
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        precision=cfg.trainer.precision,
-        deterministic=cfg.trainer.deterministic,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
         callbacks=[memory, recorder, stopper, *extra, *callbacks],
         logger=False,
         enable_checkpointing=False,

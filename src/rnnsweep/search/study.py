@@ -25,6 +25,7 @@ from rnnsweep.search.settings import (
     settings_text,
 )
 from rnnsweep.search.space import fingerprint, matched_suffix
+from rnnsweep.targets import build, class_name
 
 SPACE_ATTR = "search_space"
 
@@ -83,26 +84,21 @@ def storage_error(cfg: DictConfig, err: BaseException) -> StoreError | None:
 
 
 def make_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
-    s = cfg.search
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    """search.sampler (conf/search/sampler/*.yaml or any `_target_`), built by Hydra."""
+    with warnings.catch_warnings():  # GPSampler, QMCSampler: stable, still flagged
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return build(cfg.search.sampler)
+
+
+def sampler_label(cfg: DictConfig) -> str:
+    """The sampler's short name (TPESampler: tpe), as parent runs tag it (search_sampler)."""
+    return class_name(cfg.search.sampler).removesuffix("Sampler").lower()
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
-    """Pruners see intermediate values reported against the optimiser step."""
-    s, t = cfg.search, cfg.trainer
-    if s.pruner == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=s.n_startup_trials, n_warmup_steps=s.pruner_warmup_steps
-        )
-    if s.pruner == "hyperband":
-        steps = t.budget_unit == "steps"
-        return optuna.pruners.HyperbandPruner(
-            min_resource=t.val_check_steps if steps else 1,
-            max_resource=t.max_steps if steps else "auto", reduction_factor=3
-        )
-    return optuna.pruners.NopPruner()
+    """search.pruner, built by Hydra; pruners see values reported against the optimiser
+    step, so their resources (warm-up, min_resource) count steps."""
+    return build(cfg.search.pruner)
 
 
 def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:

@@ -1,0 +1,144 @@
+"""The recurrent layers a study compares, and the interface a cell of your own implements.
+
+A cell is any ``torch.nn.Module`` class, named by ``_target_`` in ``conf/cell/<name>.yaml``
+(or on the command line), that
+
+- is built as ``Cell(input_size, hidden_size, num_layers, dropout, **keys)``, where ``keys``
+  are the other keys of its YAML file (``name`` aside, the label studies and reports use)
+  and ``dropout`` applies between stacked layers;
+- has an attribute ``hidden_size``;
+- maps ``x`` of shape (batch, steps, input_size) to ``(outputs, state)``, outputs of shape
+  (batch, steps, hidden_size) from the top layer, causal (step t sees inputs up to t
+  only); ``state`` is not read. Torch's own ``nn.RNNBase`` layers also get packed
+  variable-length batches; any other cell is read at each sequence's last real step;
+- may set ``gate_blocks`` (hidden-sized activations per step and layer; default 4, the
+  LSTM's) for the memory estimate of the preflight.
+
+Parameter counts, parameter-matched sizes and the cost probe's FLOPs are computed from the
+built module (on PyTorch's meta device, so nothing is allocated), never from a formula per
+cell, so a new cell needs no entry anywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnsweep.targets import build, constructor_keys
+
+# A cell as callers give it: a built-in name, or a cell config (`_target_` and its keys).
+CellSpec = str | Mapping[str, Any]
+# What the model passes to every cell's constructor.
+CELL_ARGUMENTS = ("input_size", "hidden_size", "num_layers", "dropout")
+DEFAULT_GATE_BLOCKS = 4
+
+
+def init_gate_bias(rnn: nn.RNNBase, block: int, value: float) -> None:
+    """Set gate block `block`'s bias so b_ih + b_hh equals `value` in every layer."""
+    h = rnn.hidden_size
+    with torch.no_grad():
+        for layer in range(rnn.num_layers):
+            getattr(rnn, f"bias_ih_l{layer}")[block * h : (block + 1) * h].fill_(value)
+            getattr(rnn, f"bias_hh_l{layer}")[block * h : (block + 1) * h].zero_()
+
+
+class RNN(nn.RNN):
+    """Torch's tanh RNN. No gates, so no gate-bias key: U(-1/sqrt(H), 1/sqrt(H))."""
+
+    gate_blocks = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 dropout: float = 0.0) -> None:
+        super().__init__(input_size, hidden_size, num_layers, batch_first=True,
+                         dropout=dropout if num_layers > 1 else 0.0)
+
+
+class LSTM(nn.LSTM):
+    """Torch's LSTM (fused kernels: cuDNN, oneDNN); gates (i, f, g, o). `forget_bias` sets
+    b_ih + b_hh of the forget gate at initialisation; None: PyTorch's default."""
+
+    gate_blocks = 4
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 dropout: float = 0.0, forget_bias: float | None = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, batch_first=True,
+                         dropout=dropout if num_layers > 1 else 0.0)
+        if forget_bias is not None:
+            init_gate_bias(self, 1, forget_bias)
+
+
+class GRU(nn.GRU):
+    """Torch's GRU; gates (r, z, n). `update_bias` sets b_ih + b_hh of the update gate z
+    (z = 1 keeps the old state) at initialisation; None: PyTorch's default."""
+
+    gate_blocks = 3
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 dropout: float = 0.0, update_bias: float | None = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, batch_first=True,
+                         dropout=dropout if num_layers > 1 else 0.0)
+        if update_bias is not None:
+            init_gate_bias(self, 1, update_bias)
+
+
+BUILTIN: dict[str, str] = {"rnn": "rnnsweep.cells.RNN", "lstm": "rnnsweep.cells.LSTM",
+                           "gru": "rnnsweep.cells.GRU", "mingru": "rnnsweep.cells.mingru.MinGRU"}
+
+
+def cell_config(cell: CellSpec) -> dict[str, Any]:
+    """A plain cell config: a built-in name becomes {name, _target_} with class defaults."""
+    if isinstance(cell, str):
+        if cell not in BUILTIN:
+            raise ValueError(f"cell={cell!r} is invalid: allowed: {', '.join(BUILTIN)}")
+        return {"name": cell, "_target_": BUILTIN[cell]}
+    if isinstance(cell, Mapping):
+        return {str(k): v for k, v in cell.items()}
+    from omegaconf import OmegaConf  # a DictConfig
+
+    return OmegaConf.to_container(cell, resolve=True)  # type: ignore[return-value]
+
+
+def cell_name(cell: CellSpec) -> str:
+    """The label of a cell: its `name`, else its class name in lower case."""
+    node = cell_config(cell)
+    return str(node.get("name") or str(node["_target_"]).rsplit(".", 1)[-1].lower())
+
+
+def cell_keys(cell: CellSpec) -> dict[str, Any]:
+    """The cell's own constructor keys (gate biases and the like), for the `init` param."""
+    return constructor_keys(cell_config(cell))
+
+
+def build_cell(cell: CellSpec, input_size: int, hidden_size: int, num_layers: int = 1,
+               dropout: float = 0.0) -> nn.Module:
+    """The cell's module, built by Hydra from its `_target_` and keys."""
+    return build(cell_config(cell), input_size=input_size, hidden_size=hidden_size,
+                 num_layers=num_layers, dropout=dropout)
+
+
+def gate_blocks(cell: CellSpec) -> int:
+    from hydra.utils import get_class
+
+    cls = get_class(cell_config(cell)["_target_"])
+    return int(getattr(cls, "gate_blocks", DEFAULT_GATE_BLOCKS))
+
+
+def meta_cell(cell: CellSpec, input_size: int, hidden_size: int, num_layers: int) -> nn.Module:
+    """The cell built on the meta device: shapes without memory, for counting."""
+    with torch.device("meta"):
+        return build_cell(cell, input_size, hidden_size, num_layers)
+
+
+def recurrent_parameters(cell: CellSpec, input_size: int, hidden_size: int,
+                         num_layers: int) -> int:
+    return sum(p.numel() for p in meta_cell(cell, input_size, hidden_size, num_layers)
+               .parameters())
+
+
+def recurrent_flops(cell: CellSpec, input_size: int, hidden_size: int, num_layers: int) -> int:
+    """Forward FLOPs per time step: a multiply-add per weight-matrix entry, an add per bias."""
+    return sum(2 * p.numel() if p.dim() > 1 else p.numel()
+               for p in meta_cell(cell, input_size, hidden_size, num_layers).parameters())
