@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_train
+from conftest import ROOT, make_project_copy, run_train
+
+# The options of conf/cell, as the refusals list them.
+CELLS = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "cell").glob("*.yaml")))
 
 CASES = [
     (["cell=transformer"], "cell=transformer"),
@@ -16,29 +19,44 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def copy(tmp_path):
+    """A project copy for in-process checks (the `project` fixture marks a test e2e)."""
+    return make_project_copy(tmp_path / "project")
+
+
+def refused(project, monkeypatch, argv: list[str]) -> str:
+    """The preflight's one-line refusal of a command line, in-process (train.py runs the
+    preflight first and prints it as `error: ...`, exit 2: one subprocess case below)."""
+    from rnnsweep.cli import preflight
+    from rnnsweep.errors import ConfigError
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    with pytest.raises(ConfigError) as err:
+        preflight(project / "conf", argv)
+    message = str(err.value)
+    assert "\n" not in message, message
+    assert not (project / "mlruns").exists() and not (project / "outputs").exists()
+    return message
+
+
 @pytest.mark.parametrize(("args", "key"), CASES, ids=[c[1] for c in CASES])
-def test_bad_value_fails_before_anything_is_created(project, args, key):
-    proc = run_train(project, *args, "experiment=smoke")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], proc.stderr
-    assert not (project / "mlruns").exists() or not any((project / "mlruns").iterdir())
+def test_bad_value_fails_before_anything_is_created(copy, monkeypatch, args, key):
+    assert key in refused(copy, monkeypatch, [*args, "experiment=smoke"])
 
 
-def test_bad_value_in_a_later_sweep_job_stops_the_whole_sweep_first(project):
-    proc = run_train(project, "-m", "cell=lstm,transformer", "experiment=smoke")
-    assert proc.returncode == 2
-    assert "cell=transformer" in proc.stderr and "allowed: gru, lstm, rnn" in proc.stderr
-    assert not (project / "mlruns").exists()
+def test_bad_value_in_a_later_sweep_job_stops_the_whole_sweep_first(copy, monkeypatch):
+    message = refused(copy, monkeypatch, ["-m", "cell=lstm,transformer", "experiment=smoke"])
+    assert "cell=transformer" in message and f"allowed: {CELLS}" in message
 
 
 # -- config groups: an empty or misspelt group or key lists what is allowed ------------------
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["cell="], "cell= is empty: allowed: gru, lstm, rnn"),
-    (["-m", "cell="], "cell= is empty: allowed: gru, lstm, rnn"),
+    (["cell="], f"cell= is empty: allowed: {CELLS}"),
+    (["-m", "cell="], f"cell= is empty: allowed: {CELLS}"),
     (["data= "], "data= is empty: allowed: adding, anbn, chorales, file"),
-    (["cell=lstn"], "cell=lstn is invalid: allowed: gru, lstm, rnn"),
-    (["-m", "cell=lstm,lstn"], "cell=lstn is invalid: allowed: gru, lstm, rnn"),
+    (["cell=lstn"], f"cell=lstn is invalid: allowed: {CELLS}"),
+    (["-m", "cell=lstm,lstn"], f"cell=lstn is invalid: allowed: {CELLS}"),
     (["cel=lstm"], "did you mean cell?"),
     (["-m", "cel=lstm,gru"], "did you mean cell?"),
     (["sell=gru"], "did you mean cell?"),
@@ -46,25 +64,19 @@ def test_bad_value_in_a_later_sweep_job_stops_the_whole_sweep_first(project):
     (["optim.lr_rate=0.1"], "did you mean optim.lr?"),
     (["-m", "cell=lstm,"], "cell=lstm,: not a valid override"),
 ])
-def test_group_and_key_mistakes_name_the_allowed_values(project, monkeypatch, argv, expected):
-    from rnnsweep.cli import preflight
-    from rnnsweep.errors import ConfigError
-
-    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
-    with pytest.raises(ConfigError) as err:
-        preflight(project / "conf", [*argv, "experiment=smoke"])
-    message = str(err.value)
-    assert expected in message and "\n" not in message, message
+def test_group_and_key_mistakes_name_the_allowed_values(copy, monkeypatch, argv, expected):
+    message = refused(copy, monkeypatch, [*argv, "experiment=smoke"])
+    assert expected in message, message
     if "did you mean" in expected:
         assert "allowed: " in message  # the keys that exist there
-    assert not (project / "mlruns").exists()
 
 
 def test_empty_cell_in_a_sweep_fails_in_one_line_from_the_command(project):
+    """The exit-code contract of a refused command, as a user meets it: exit 2, one line."""
     proc = run_train(project, "-m", "cell=", "experiment=smoke")
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == ["error: cell= is empty: allowed: gru, lstm, rnn"], proc.stderr
+    assert lines == [f"error: cell= is empty: allowed: {CELLS}"], proc.stderr
     assert not (project / "mlruns").exists() and not (project / "outputs").exists()
 
 
@@ -104,7 +116,6 @@ def test_make_ui_on_a_busy_port_fails_in_one_clear_line():
     import socket
     import subprocess
 
-    from conftest import ROOT
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -129,7 +140,6 @@ def test_port_check_names_a_bad_port_or_host(host, port, problem):
     import subprocess
     import sys
 
-    from conftest import ROOT
 
     proc = subprocess.run([sys.executable, "scripts/port_free.py", host, port, "UI_PORT"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -159,7 +169,7 @@ def test_find_tagged_matches_any_value_in_dotted_keys_and_by_status(tmp_path):
 
 # -- refused before the heavy imports: the import order, not the time ------------------------
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["-m", "cell=lstm,gur"], "cell=gur is invalid: allowed: gru, lstm, rnn"),
+    (["-m", "cell=lstm,gur"], f"cell=gur is invalid: allowed: {CELLS}"),
     (["-m", "cell=lstm,gru", "search.ntrials=2"], "did you mean search.n_trials?"),
     (["cell=gru", "model.hiden_size=8"], "did you mean model.hidden_size?"),
 ])
