@@ -150,7 +150,8 @@ def walkthrough(tmp_path_factory: pytest.TempPathFactory) -> Walkthrough:
     project = fresh_copy(base / "clone")
     reuse_environment(project)
     script, dry = script_for(project)
-    assert SMOKE in README.read_text(), "the appended smoke size must be one the README shows"
+    own_data = README.read_text().split(f"## {SECTIONS[2]}", 1)[1].split("\n## ", 1)[0]
+    assert f"`{SMOKE}`" in own_data, "the recipe must offer the smoke size the test appends"
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", str(base))}
     started = time.monotonic()
     proc = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True,
