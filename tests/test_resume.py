@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 from conftest import run_train
 from store_checks import (
+    all_runs,
     check_no_loss,
     finished_snapshot,
     mlflow_url,
     optuna_url,
     start_train,
+    trials_by_study,
 )
 
 N_TRIALS = 3  # experiment=smoke
@@ -118,6 +120,43 @@ def test_killed_sweep_resumes_without_losing_or_redoing_trials(project, tmp_path
     for snap in snapshots:  # no finished trial redone or changed
         for study, trials in snap.items():
             assert trials.items() <= after[study].items()
+    check_killed_trials_requeued(project)
+
+
+def check_killed_trials_requeued(project) -> None:
+    """Every killed trial ended FAIL, its run KILLED; each original was queued again once with
+    its parameters (search.retry_failed_trials=1); no trial is left RUNNING or WAITING."""
+    runs = {r.info.run_id: r for r in all_runs(mlflow_url(project))
+            if r.data.tags.get("role") == "trial"}
+    assert {r.info.status for r in runs.values()} <= {"FINISHED", "KILLED"}
+    killed_runs: set[str] = set()
+    with_params = 0
+    for name, trials in trials_by_study(optuna_url(project)).items():
+        states = {t.state.name for t in trials}
+        assert states <= {"COMPLETE", "PRUNED", "FAIL"}, (name, states)
+        for t in trials:
+            if t.state.name != "FAIL":
+                continue
+            run_id = t.user_attrs.get("mlflow_run_id")
+            if run_id is not None:
+                killed_runs.add(run_id)
+                assert runs[run_id].info.status == "KILLED", (name, t.number)
+                assert runs[run_id].data.tags["state"] == "FAIL"
+            if t.system_attrs.get("retry_history"):
+                continue  # a retry killed in turn: not queued again (max 1 retry)
+            again = [r for r in trials if (r.system_attrs.get("retry_history") or [None])[-1]
+                     == t.number]
+            assert len(again) == 1, (name, t.number, [r.number for r in again])
+            assert {k: again[0].params[k] for k in t.params} == t.params
+            with_params += bool(t.params)
+    assert with_params >= 1  # a trial killed after sampling kept its values on the retry
+    assert killed_runs <= {i for i, r in runs.items() if r.info.status == "KILLED"}
+    studies = trials_by_study(optuna_url(project))
+    for r in runs.values():  # a KILLED run belongs to a trial that ended FAIL
+        if r.info.status == "KILLED":
+            number = int(r.data.tags["trial_number"])
+            trial = next(t for t in studies[r.data.tags["study_name"]] if t.number == number)
+            assert trial.state.name == "FAIL", (r.info.run_name, trial.state)
 
 
 @pytest.mark.parametrize(("override", "key"), [
