@@ -1,7 +1,7 @@
 """The README's first steps and its "Compare cells on your own data" recipe, as printed, in a
 fresh copy of the repository's files (those git tracks or would add) and a new shell whose
-PATH lacks the project's environment (`env -i PATH=/usr/bin:/bin HOME=...`). Slow: two smoke
-sweeps and two reports, about three minutes on a 2-core CPU.
+PATH lacks the project's environment (`env -i PATH=/usr/bin:/bin HOME=...`). The
+walkthrough (two smoke sweeps, two reports) runs once for the tests that read it (slow).
 
 The commands come from README.md's own code blocks, so what runs is what the README says
 today. Only these lines are not run as printed, and each is checked instead:
@@ -32,8 +32,6 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-
-pytestmark = pytest.mark.slow
 
 README = ROOT / "README.md"
 SECTIONS = ("Quick start", "Step by step", "Compare cells on your own data")
@@ -166,6 +164,7 @@ def walkthrough(tmp_path_factory: pytest.TempPathFactory) -> Walkthrough:
     return Walkthrough(project, env, steps, dry, seconds)
 
 
+@pytest.mark.slow
 def test_readme_steps_work_as_printed_in_a_new_shell(walkthrough: Walkthrough) -> None:
     setup = walkthrough.outputs_of("make setup")
     assert setup and "pip" not in setup[0], f"make setup reinstalled packages:\n{setup}"
@@ -183,6 +182,7 @@ def test_readme_steps_work_as_printed_in_a_new_shell(walkthrough: Walkthrough) -
             f"README: `{line}`, but make -n shows:\n{shown}")
 
 
+@pytest.mark.slow
 def test_make_report_reports_the_sweep_just_run(walkthrough: Walkthrough) -> None:
     """After the smoke sweep the adding task, after the own-data sweep the file task, both
     with a plain `make report`; the own-data sweep's closing hint names that command."""
@@ -201,6 +201,7 @@ def own_sweep(walkthrough: Walkthrough) -> str:
                 if c.startswith("python train.py") and "data=file" in c)
 
 
+@pytest.mark.slow
 def test_own_data_sweep_and_report_show_accuracy_and_the_majority_rate(
         walkthrough: Walkthrough) -> None:
     sweep = own_sweep(walkthrough)
@@ -217,6 +218,7 @@ def test_own_data_sweep_and_report_show_accuracy_and_the_majority_rate(
     assert re.search(r"test accuracy .* vs majority-class rate \d", bottom), bottom[:3000]
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="report/performance_claims.py (long_range_claim) "
                    "suggests data.seq_len=... for every task; data=file has no such key")
 def test_commands_the_own_data_report_suggests_fit_its_task(walkthrough: Walkthrough) -> None:
@@ -231,3 +233,18 @@ def test_commands_the_own_data_report_suggests_fit_its_task(walkthrough: Walkthr
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"{command}: {proc.stderr[-1000:]}"
         assert re.search(r"^  task: file$", proc.stdout, re.M), f"{command}: not the file task"
+
+
+def test_make_report_before_any_sweep_says_what_to_run(tmp_path, monkeypatch, capsys) -> None:
+    """A newcomer who runs `make report` first is told to run a sweep, not about an
+    experiment they never named."""
+    from conftest import make_project_copy
+
+    from rnnsweep.report.__main__ import main
+
+    project = make_project_copy(tmp_path / "project")
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no sweep in ") and "make smoke" in err[0]

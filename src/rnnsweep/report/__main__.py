@@ -78,8 +78,13 @@ def main(argv: list[str]) -> int:
         uri = tracking_uri(cfg)
         # No task named: the most recent sweep of any task (what the user just ran).
         named = any(a.split("=")[0].lstrip("+~") in ("data", "data.task") for a in argv)
-        experiment = cfg.report.experiment or cfg.tracking.experiment or (
-            None if named else latest_experiment(uri)) or cfg.data.task
+        experiment = cfg.report.experiment or cfg.tracking.experiment
+        if not experiment and not named:
+            experiment = latest_experiment(uri)
+            if experiment is None:
+                raise ConfigError(f"no sweep in {uri} yet: run one first (make smoke, or "
+                                  "python train.py -m cell=lstm,gru), then report it")
+        experiment = experiment or cfg.data.task
         sweep = load_sweep(uri, experiment, sweep_id_of(cfg, root))
         rcfg = OmegaConf.to_container(cfg.report, resolve=True)
         paths = build(sweep, rcfg, Path(cfg.report.out_dir) / experiment)
