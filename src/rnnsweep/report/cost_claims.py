@@ -25,6 +25,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rnnsweep.cells import CellSpec
 from rnnsweep.cost import ProbeResult, Size, SizeCost, log_ratio_interval, probe
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.errors import ConfigError
@@ -51,7 +52,7 @@ class ProbeSetup:
     batch_size: int
     seq_len: int
     sizes: list[Size]
-    cells: list[str]
+    cells: list[CellSpec]  # LSTM first: the reference of every ratio
 
 
 def range_verdict(low: float, high: float) -> str:
@@ -126,6 +127,17 @@ def _seq_len(data_cfg: dict, dm: Any, length_keys: list[str]) -> int:
     return int(next(iter(dm.train_dataloader()))[0].shape[1])
 
 
+def _cell_configs(sweep: Sweep, configs: dict[str, dict]) -> dict[str, CellSpec]:
+    """Each cell of the sweep (its tag) -> the cell config its studies ran, built-in cells
+    first; a study config from before cells had a `_target_` gives the built-in name."""
+    found: dict[str, CellSpec] = {}
+    for rid, name in zip(sweep.parents["run_id"], sweep.parents["tags.cell"], strict=True):
+        node = configs.get(rid, {}).get("cell")
+        found.setdefault(name, node if isinstance(node, dict) and "_target_" in node else name)
+    builtin = [c for c in ("lstm", "gru", "rnn") if c in found]
+    return {c: found[c] for c in builtin + sorted(set(found) - set(builtin))}
+
+
 def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None) -> ProbeSetup:
     """Spec, batch, length and sizes from the studies' configs; raises when the task's data
     module cannot be rebuilt (a missing data file, an unknown task)."""
@@ -144,7 +156,8 @@ def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None
     data_cfg = configs[max(configs, key=length_of)]["data"]
     dm = build_datamodule(OmegaConf.create(data_cfg))
     spec = dm.spec
-    cells = [c for c in ("lstm", "gru", "rnn") if c in set(sweep.parents["tags.cell"])]
+    cell_configs = _cell_configs(sweep, configs)
+    cells = list(cell_configs.values())
     sizes = []
     for _, parent in sweep.parents.iterrows():
         model = configs[parent["run_id"]].get("model", first.get("model", {}))
@@ -154,8 +167,8 @@ def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None
         if hidden is not None:
             sizes.append(Size(int(hidden), layers))
         elif budget is not None:  # parameter-matched: each cell's size, probed for all cells
-            sizes += [Size(hidden_size_for_budget(c, spec, int(budget), layers), layers)
-                      for c in cells if c in ("lstm", "gru")]
+            sizes += [Size(hidden_size_for_budget(cell_configs[c], spec, int(budget), layers),
+                           layers) for c in ("lstm", "gru") if c in cell_configs]
         elif isinstance(parent.get("tags.best_trial_number"), str):  # hidden size not tuned
             sizes.append(Size(int(model.get("hidden_size", 64)), layers))
     if not sizes:
