@@ -55,6 +55,14 @@ def _scaling(level: str) -> dict[str, Any]:
     return scaling.run(n_trials=_pick(level, 4, 8, 12))
 
 
+def _sweep(level: str) -> dict[str, Any]:
+    import os
+
+    from benchmarks import scaling
+
+    return scaling.sweep_run(workers=os.cpu_count() or 1)
+
+
 def _kernels(level: str) -> dict[str, Any]:
     from benchmarks import kernels
 
@@ -87,6 +95,7 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "cost": _cost,
     "search": _search,
     "scaling": _scaling,
+    "sweep": _sweep,
     "e2e": _e2e,
     "evidence": _evidence,
 }

@@ -1,5 +1,8 @@
 """Target 4: finished trials per minute of one study, 2 worker processes with 1 torch thread
 each against 1 worker with 2 threads (and, for contrast, 2 workers with 2 threads each).
+Target 5 (`sweep_run`): the wall time of `make sweep`'s whole default sweep with one worker
+per core (Hydra's joblib launcher) against its studies one after another, at equal trials and
+seeds, run back to back in one benchmark run, with each study's best value compared.
 
 Workers are real `python train.py` processes on one study in a throwaway project copy. Every
 trial does the same work (fixed size, fixed epochs, no pruning; only dropout is searched, and
@@ -19,7 +22,7 @@ import optuna
 from benchmarks.common import project_copy
 
 WORKLOAD = [
-    "cell=lstm", "data.size=small", "search=random", "search.pruner=none",
+    "cell=lstm", "data.size=small", "search=random",
     "search.reeval_seeds=0", "~search.space.num_layers", "~search.space.hidden_size",
     "~search.space.lr", "model.hidden_size=128", "data.seq_len=50",
     "data.n_train_small=1024", "data.n_val=512", "trainer.budget_unit=epochs",
@@ -73,3 +76,43 @@ def run(n_trials: int = 12, reps: int = 1) -> dict[str, Any]:
     return {"workload": WORKLOAD, "n_trials": n_trials, "reps": reps, "setups": details,
             "trials_per_minute": rates, "speedup_vs_1x2": speedups, "target": 1.7,
             "met": speedups["2 workers x 1 thread"] >= 1.7}
+
+
+SWEEP = ["-m", "cell=lstm,gru"]  # make sweep's command; its profile is the default one
+
+
+def sweep_wall(workers: int) -> dict[str, Any]:
+    """One default sweep in a fresh project copy: wall seconds, and each study's best value
+    and trial count (1 worker: Hydra's basic launcher, today's order; more: joblib)."""
+    import time
+
+    launcher = [] if workers == 1 else ["hydra/launcher=joblib",
+                                        f"hydra.launcher.n_jobs={workers}"]
+    with project_copy() as (project, env):
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "train.py", *SWEEP, *launcher], cwd=project,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+        wall = time.perf_counter() - started
+        if proc.returncode:
+            raise RuntimeError(f"sweep failed: {proc.stderr.strip().splitlines()[-1:]}")
+        storage = f"sqlite:///{project}/mlruns/optuna.db"
+        studies = {}
+        for summary in optuna.get_all_study_summaries(storage):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            studies[summary.study_name] = {"best": study.best_value,
+                                           "trials": len(study.trials)}
+    return {"workers": workers, "wall_s": wall, "studies": studies}
+
+
+def sweep_run(workers: int) -> dict[str, Any]:
+    """The default sweep sequentially, then with `workers` jobs at once (back to back)."""
+    import os
+
+    seq, par = sweep_wall(1), sweep_wall(workers)
+    same = {name: (seq["studies"][name], par["studies"].get(name)) for name in seq["studies"]}
+    return {"command": "python train.py " + " ".join(SWEEP), "cores": os.cpu_count(),
+            "sequential": seq, "parallel": par, "ratio": par["wall_s"] / seq["wall_s"],
+            "target": 0.65, "met": par["wall_s"] / seq["wall_s"] <= 0.65,
+            "same_trials": all(a["trials"] == (b or {}).get("trials") for a, b in same.values()),
+            "same_best": all(b is not None and a["best"] == b["best"] for a, b in same.values())}
