@@ -165,7 +165,7 @@ def jobs_of(overrides: list[str], multirun: bool) -> list[list[str]]:
 @pytest.fixture
 def compose_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Compose and validate one job as train.py would, with the project root in tmp_path
-    (holding a small data file for data=file data.path=...)."""
+    (holding a small data file for data=file data.path=...); returns the composed config."""
     from rnnsweep.pipeline import prepare
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
@@ -178,7 +178,9 @@ def compose_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         GlobalHydra.instance().clear()
         try:
             with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-                return prepare(compose("config", overrides=job))
+                cfg = compose("config", overrides=job)
+            prepare(cfg)  # the pipeline's validation of every value
+            return cfg
         finally:
             GlobalHydra.instance().clear()
     return run
@@ -200,7 +202,7 @@ def test_every_train_command_composes_and_validates_each_of_its_jobs(compose_job
             cfg = compose_job(job)
             groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir()}
             for o in OverridesParser.create().parse_overrides(job):  # each value arrived
-                key = o.get_key_element()
+                key = o.key_or_group
                 if key.split("/")[0] in groups:
                     continue  # a group option: checked by composing it at all
                 got = OmegaConf.select(cfg, key)
