@@ -349,3 +349,17 @@ def test_probe_settings_are_checked():
     with pytest.raises(ConfigError, match="report.cost_probe"):
         cost_claims_mod.probe_config({"cost_probe": {"roundz": 3}})
     assert cost_claims_mod.probe_config({}).steps_per_round == 3
+
+
+def test_probe_times_a_cell_of_ones_own_beside_lstm():
+    """A cell given by its config (minGRU here) is built, counted and timed like the others,
+    its FLOPs from the built module: 2 per weight-matrix entry, 1 per bias, per step."""
+    mingru = {"name": "mingru", "_target_": "rnnsweep.cells.mingru.MinGRU"}
+    result = probe(ADDING, 4, 6, [Size(5, 1)], cells=("lstm", mingru), rounds=2,
+                   steps_per_round=1, warmup_steps=1)
+    costs = result.sizes[0].cells
+    assert list(costs) == ["lstm", "mingru"]
+    assert costs["mingru"].n_params == total_parameters(mingru, ADDING, 5, 1) == 2 * 5 * 3 + 6
+    per_step = 2 * (2 * 5 * 2) + 2 * 5  # Linear(2 -> 10): weights and bias
+    assert costs["mingru"].flops == 3.0 * 4 * (6 * per_step + 2 * 5 + 1)
+    assert set(result.sizes[0].ratios) == {"mingru/lstm"}
