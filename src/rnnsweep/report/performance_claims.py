@@ -255,9 +255,15 @@ def long_range_claim(ev: Evidence, s: Settings) -> Claim:
     text, ref = CLAIM_TEXTS[3], "Weiss et al. 2018"
     axis = _length_axis(ev, s)
     if axis is None:
+        tasks = set(ev.parents.get("tags.task", []))
+        if tasks == {"adding"}:  # the task whose length is a config key
+            how = ("measure it with `python train.py -m cell=lstm,gru "
+                   "data.seq_len=25,50,100,200,400`")
+        else:  # a file or a corpus fixes its lengths
+            how = ("this task's sequences have the lengths of its data; compare lengths with "
+                   "one sweep per data set of a given length (e.g. data.path=<file> per length)")
         return Claim(text, NOT_MEASURED, f"{NOT_MEASURED}: the sweep has one sequence length; "
-                     "measure it with `python train.py -m cell=lstm,gru "
-                     "data.seq_len=25,50,100,200,400`", ref)
+                     + how, ref)
     key = axis.removeprefix("tags.data.")
     ps = ev.parents
     raw = {cond: [np.asarray(ev.values(c, cond, s.test_col)) for c in ("lstm", "gru")]
