@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rnnsweep.report import figures, tables
+from rnnsweep.report import figures, published, tables
 from rnnsweep.report.bookkeeping import finite
 from rnnsweep.report.bottom_line import bottom_line, bottom_line_text
 from rnnsweep.report.claim_types import Claim
@@ -235,6 +235,7 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
              f"claims state the minimum detectable effect (at {settings.power:.0%} power) and "
              f"the seeds per cell that would decide them.")
     doc.table(claims_df)
+    published.section(doc, sweep, imp, tab_dir)  # only for a paper profile's sweep
 
     summ.to_csv(tab_dir / "summary.csv", index=False)
     curves.to_csv(tmp / "expected_best.csv", index=False)

@@ -1,0 +1,279 @@
+"""Published vs measured: the paper figures of published/results.csv beside this sweep's numbers.
+
+A sweep run with a paper profile (experiment=weiss2018, chung2014, hochreiter1997, greff2017 or
+their *_smoke variants; the profile is the `profile` tag of every study) gets one row per
+published figure of that profile: the paper's number, ours (mean ± sd over seeds and the
+seeds' values) and a verdict on the published direction:
+
+- `above:<cell>` / `below:<cell>`: this cell's mean is above / below the other cell's mean in
+  the same condition (count limits, test NLL);
+- `solves:T=<len>`: at that sequence length the cell's mean test accuracy (|error| < the
+  task's tolerance) is at least SOLVED_ACC; "training sequences to solve" is the first
+  validation at which val_acc reached SOLVED_ACC, times the batch size;
+- `rank:<k>`: the parameter has fANOVA rank k in the cell's study (section 4's importances).
+
+Verdicts: "reproduced in direction", "not reproduced", or "not measured" (the sweep lacks
+the cell, the length or the trials). Seeds are the re-evaluation runs; when the study's space
+is fixed (every parameter's low equals its high), its trials are the same model with other
+seeds and are counted too. The protocol differences per profile come from
+published/protocol_differences.yaml. Nothing here changes a number to agree with a paper.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from rnnsweep.report.collect import Sweep
+from rnnsweep.report.render import Document
+from rnnsweep.report.tables import fmt
+
+# The repository's published/ folder (src/rnnsweep/report/ -> repo root).
+PUBLISHED_DIR = Path(__file__).resolve().parents[3] / "published"
+COLUMNS = ("id", "paper", "profile", "table", "setting", "cell", "quantity", "metric", "value",
+           "relation", "expect", "unit", "citation")
+SOLVED_ACC = 0.95
+REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = ("reproduced in direction", "not reproduced",
+                                            "not measured")
+HEADING = "7. Published vs measured"
+
+
+def load_published(path: Path | None = None) -> pd.DataFrame:
+    """The published figures; raises ValueError naming missing columns."""
+    df = pd.read_csv(path or PUBLISHED_DIR / "results.csv", dtype={"value": float})
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path or PUBLISHED_DIR / 'results.csv'}: missing columns {missing}")
+    return df
+
+
+def load_differences(path: Path | None = None) -> dict[str, list[str]]:
+    file = path or PUBLISHED_DIR / "protocol_differences.yaml"
+    return yaml.safe_load(file.read_text()) if file.exists() else {}
+
+
+def base_profile(profile: str, known: set[str]) -> str | None:
+    """weiss2018_smoke -> weiss2018: the published profile a sweep's profile belongs to."""
+    if profile in known:
+        return profile
+    return next((k for k in sorted(known, key=len, reverse=True)
+                 if profile.startswith(k + "_")), None)
+
+
+def sweep_profile(sweep: Sweep) -> str | None:
+    col = sweep.parents.get("tags.profile")
+    if col is None or col.dropna().empty:
+        return None
+    return str(col.dropna().iloc[0])
+
+
+def fixed_space(space: dict[str, dict]) -> bool:
+    """Every parameter takes one value: trials differ only by their seed."""
+    def one(p: dict) -> bool:
+        if p.get("type") == "categorical":
+            return len(p.get("choices") or []) == 1
+        return p.get("low") is not None and float(p["low"]) == float(p["high"])
+    return bool(space) and all(one(p) for p in space.values())
+
+
+def seed_runs(sweep: Sweep) -> pd.DataFrame:
+    """Finished runs that measure a study's chosen configuration, one per seed."""
+    parts = [sweep.reevals]
+    if fixed_space(sweep.space) and len(sweep.trials):
+        parts.append(sweep.trials[sweep.trials.get("tags.state") == "COMPLETE"])
+    runs = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
+        len(p) for p in parts) else pd.DataFrame(columns=["status", "tags.cell", "condition"])
+    return runs[runs["status"] == "FINISHED"].reset_index(drop=True)
+
+
+def _values(runs: pd.DataFrame, cell: str, condition: str, metric: str) -> np.ndarray:
+    col = f"metrics.{metric}"
+    if col not in runs.columns:
+        return np.array([])
+    mine = runs[(runs["tags.cell"] == cell) & (runs["condition"] == condition)]
+    v = pd.to_numeric(mine[col], errors="coerce").to_numpy(dtype=float)
+    return v[np.isfinite(v)]
+
+
+def _ours(v: np.ndarray) -> str:
+    if not v.size:
+        return "n/a"
+    sd = f" ± {np.std(v, ddof=1):.3g}" if v.size > 1 else ""
+    return f"{np.mean(v):.4g}{sd} (n={v.size}: {', '.join(fmt(float(x), 4) for x in v)})"
+
+
+def _one_sided_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's one-sided p that mean(a) > mean(b); nan below 2 values each or no spread."""
+    if a.size < 2 or b.size < 2 or (np.std(a) == 0 and np.std(b) == 0):
+        return math.nan
+    return float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+
+
+def _published_text(row: pd.Series) -> str:
+    value = f"{row['value']:g}" if float(row["value"]) != int(row["value"]) else \
+        f"{int(row['value']):,}"
+    rel = "" if row["relation"] == "=" else f"{row['relation']} "
+    return f"{rel}{value} {row['unit']}"
+
+
+def _length_of(condition: str) -> str | None:
+    for part in condition.split():
+        if part.startswith(("T=", "seq_len=")):
+            return part.split("=", 1)[1]
+    return None
+
+
+def _sequences_to_solve(runs: pd.DataFrame, batch_size: int | None) -> np.ndarray:
+    """Per run: first validation step with val_acc >= SOLVED_ACC, times the batch size."""
+    if batch_size is None or not len(runs):
+        return np.array([])
+    client = MlflowClient()
+    out = []
+    for run_id in runs["run_id"]:
+        hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_acc"))
+        step = next((s for s, v in hist if v >= SOLVED_ACC), None)
+        out.append(math.nan if step is None else float(step * batch_size))
+    return np.array(out, dtype=float)
+
+
+def _batch_size(sweep: Sweep) -> int | None:
+    try:
+        client = MlflowClient()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(sweep.parents["run_id"].iloc[0], "config.yaml", tmp)
+            return int(yaml.safe_load(Path(path).read_text())["data"]["batch_size"])
+    except Exception:  # noqa: BLE001 (an old or foreign run: the column says n/a)
+        return None
+
+
+def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
+    """One line per published row and condition of the sweep: published, ours, verdict."""
+    runs = seed_runs(sweep)
+    conditions = sorted(sweep.parents["condition"].unique())
+    batch = _batch_size(sweep) if rows["expect"].str.startswith("solves:").any() else None
+    out = []
+    for _, row in rows.iterrows():
+        kind, _, arg = str(row["expect"]).partition(":")
+        base = {"paper": row["paper"], "result": f"{row['cell']}: {row['quantity']}",
+                "setting": row["setting"], "published": _published_text(row)}
+        if kind in ("above", "below"):
+            for cond in conditions:
+                mine = _values(runs, row["cell"], cond, row["metric"])
+                verdicts, evidence = [], []
+                for other in arg.split(";"):
+                    other = other.split(":")[-1]
+                    theirs = _values(runs, other, cond, row["metric"])
+                    if not mine.size or not theirs.size:
+                        verdicts.append(NOT_MEASURED)
+                        evidence.append(f"{other}: not measured")
+                        continue
+                    hi, lo = (mine, theirs) if kind == "above" else (theirs, mine)
+                    holds = float(np.mean(hi)) > float(np.mean(lo))
+                    verdicts.append(REPRODUCED if holds else NOT_REPRODUCED)
+                    pairs = int((hi[:, None] > lo[None, :]).sum())
+                    p = _one_sided_p(hi, lo)
+                    evidence.append(
+                        f"{kind} {other} ({_ours(theirs).split(' (')[0]}): {pairs} of "
+                        f"{hi.size * lo.size} seed pairs agree"
+                        + (f", one-sided Welch p={p:.2g}" if math.isfinite(p) else ""))
+                verdict = (NOT_MEASURED if NOT_MEASURED in verdicts else
+                           REPRODUCED if all(v == REPRODUCED for v in verdicts)
+                           else NOT_REPRODUCED)
+                magnitude = _magnitude(row, mine)
+                out.append({**base, "condition": cond, "ours": _ours(mine), "verdict": verdict,
+                            "evidence": "; ".join(evidence + ([magnitude] if magnitude
+                                                              else []))})
+        elif kind == "solves":
+            length = arg.split("=", 1)[1]
+            conds = [c for c in conditions if _length_of(c) == length]
+            if not conds:
+                have = ", ".join(filter(None, map(_length_of, conditions))) or "none"
+                out.append({**base, "condition": f"T={length}", "ours": "n/a",
+                            "verdict": NOT_MEASURED,
+                            "evidence": f"the sweep has no T={length} (lengths: {have})"})
+            for cond in conds:
+                acc = _values(runs, row["cell"], cond, "test_acc")
+                mine = runs[(runs["tags.cell"] == row["cell"]) & (runs["condition"] == cond)]
+                seqs = _sequences_to_solve(mine, batch)
+                solved = seqs[np.isfinite(seqs)]
+                verdict = NOT_MEASURED if not acc.size else (
+                    REPRODUCED if float(np.mean(acc)) >= SOLVED_ACC else NOT_REPRODUCED)
+                others = []
+                for other in sorted(set(runs["tags.cell"]) - {row["cell"]}):
+                    oa = _values(runs, other, cond, "test_acc")
+                    if oa.size:
+                        others.append(f"{other} test acc {np.mean(oa):.3g}")
+                out.append({**base, "condition": cond,
+                            "ours": (f"sequences to solve: {_ours(solved)}; "
+                                     f"{seqs.size - solved.size} of {seqs.size} seeds never "
+                                     f"reached val acc {SOLVED_ACC}" if seqs.size else
+                                     "sequences to solve: n/a")
+                            + f"; test acc {_ours(acc)}",
+                            "verdict": verdict,
+                            "evidence": f"solved = mean test acc >= {SOLVED_ACC}"
+                                        + (f"; {', '.join(others)}" if others else "")})
+        elif kind == "rank":
+            param = row["metric"].partition(":")[2]
+            names = {param, "param_budget"} if param == "hidden_size" else {param}
+            studies = imp[imp["cell"] == row["cell"]] if len(imp) else imp
+            if studies.empty:
+                out.append({**base, "condition": "", "ours": "n/a", "verdict": NOT_MEASURED,
+                            "evidence": "no fANOVA importances (fewer than 2 complete trials "
+                                        f"or no {row['cell']} study)"})
+            for study, g in (studies.groupby("study") if len(studies) else []):
+                g = g.sort_values("importance", ascending=False).reset_index(drop=True)
+                hit = g[g["parameter"].isin(names)]
+                rank = int(hit.index[0]) + 1 if len(hit) else None
+                order = ", ".join(f"{p} {v:.2f}" for p, v in zip(g["parameter"],
+                                                                   g["importance"], strict=True))
+                few = " (fewer than 10 complete trials: not reliable)" \
+                    if bool(g["few_trials"].iloc[0]) else ""
+                out.append({**base, "condition": str(g["condition"].iloc[0]),
+                            "ours": "n/a" if rank is None else f"rank {rank}",
+                            "verdict": NOT_MEASURED if rank is None else
+                            (REPRODUCED if rank == int(arg) else NOT_REPRODUCED),
+                            "evidence": f"{study}: {order}; {int(g['n_trials'].iloc[0])} "
+                                        f"complete trials{few}"})
+    cols = ["paper", "result", "setting", "published", "condition", "ours", "verdict",
+            "evidence"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def _magnitude(row: pd.Series, mine: np.ndarray) -> str:
+    """How many seeds meet the published number itself (a bound such as '> 1000')."""
+    if not mine.size or row["relation"] not in (">", "<=", "<", ">="):
+        return ""
+    ops = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+    k = int(ops[row["relation"]](mine, float(row["value"])).sum())
+    return f"{k} of {mine.size} seeds {row['relation']} {float(row['value']):g} as published"
+
+
+def section(doc: Document, sweep: Sweep, imp: pd.DataFrame, tab_dir: Path) -> pd.DataFrame:
+    """Add the section when the sweep's profile has published rows; returns its table."""
+    table = load_published()
+    profile = sweep_profile(sweep)
+    base = base_profile(profile, set(table["profile"])) if profile else None
+    if base is None:
+        return pd.DataFrame()
+    rows = table[table["profile"] == base]
+    result = compare_rows(sweep, rows, imp)
+    doc.heading(HEADING)
+    cites = "; ".join(dict.fromkeys(rows["citation"]))
+    doc.para(f"Profile {profile}: the published figures of published/results.csv ({cites}) "
+             f"beside this sweep's. Ours: mean ± sd over seeds (re-evaluation runs; also the "
+             f"trials when the space is fixed) and each seed's value. A verdict checks the "
+             f"published direction, not the decimals; magnitudes are compared in 'evidence'. "
+             f"'not measured': the sweep lacks the cell, length or trials the row needs.")
+    doc.table(result)
+    diffs = load_differences().get(base, [])
+    if diffs:
+        doc.para("Protocol differences from the paper: " + "; ".join(diffs) + ".")
+    result.to_csv(tab_dir / "published.csv", index=False)
+    return result
