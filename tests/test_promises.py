@@ -9,6 +9,7 @@ process's exit.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,22 +149,50 @@ def test_only_trials_that_failed_by_themselves_count_against_the_study(monkeypat
 
 # -- a real study context, trials with their training replaced --------------------------------
 
-@pytest.fixture
-def make_ctx(tmp_path, monkeypatch):
-    """make_ctx(*overrides): a smoke job's config, data, tracker and study, in tmp_path."""
-    from rnnsweep.data import build_datamodule
-    from rnnsweep.pipeline import condition_tags, open_study_context, typed_config
+def _smoke_config(*overrides: str):
+    from rnnsweep.pipeline import typed_config
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            return typed_config(compose("config", overrides=[
+                "experiment=smoke", "cell=gru", "search.reeval_seeds=0", *overrides]))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def empty_stores(tmp_path_factory):
+    """An mlruns/ with both stores' schemas, made once per module: migrations take seconds."""
+    from rnnsweep.search.study import make_storage
     from rnnsweep.tracking import Tracker
 
+    root = tmp_path_factory.mktemp("stores")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RNNSWEEP_ROOT", str(root))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        cfg = _smoke_config()
+        Tracker(cfg)
+        make_storage(cfg).remove_session()
+    finally:
+        mp.undo()
+    return root / "mlruns"
+
+
+@pytest.fixture
+def make_ctx(tmp_path, monkeypatch, empty_stores):
+    """make_ctx(*overrides): a smoke job's config, data, tracker and study, in tmp_path."""
+    from rnnsweep.data import build_datamodule
+    from rnnsweep.pipeline import condition_tags, open_study_context
+    from rnnsweep.tracking import Tracker
+
+    shutil.copytree(empty_stores, tmp_path / "mlruns")
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     def make(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = typed_config(compose("config", overrides=[
-                "experiment=smoke", "cell=gru", "search.reeval_seeds=0", *overrides]))
-        GlobalHydra.instance().clear()
+        cfg = _smoke_config(*overrides)
         datamodule = build_datamodule(cfg.data)
         tracker = Tracker(cfg)
         tags = condition_tags(cfg, datamodule.condition())
