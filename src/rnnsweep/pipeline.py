@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +12,21 @@ from omegaconf import DictConfig
 
 from rnnsweep.console import announce_reevaluation, study_progress
 from rnnsweep.data import build_datamodule
-from rnnsweep.errors import StoreError
 from rnnsweep.limits import check_job
+from rnnsweep.run_lifecycle import TrackedRun, run_parameters, study_run
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate, seeds_left
 from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_study
 from rnnsweep.search.settings import fixed_settings, settings_hash, settings_text
 from rnnsweep.search.space import match_params
-from rnnsweep.search.study import full_study_name, make_storage, open_study, storage_error
+from rnnsweep.search.study import (
+    full_study_name,
+    make_storage,
+    open_study,
+    sampler_label,
+    storage_error,
+)
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import run_params, train_model
 
@@ -66,13 +70,15 @@ def open_study_context(
     study = open_study(cfg, name, storage)
     parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
     settings = fixed_settings(cfg)
-    tracker.log(parent, tags={"fixed_settings": settings_text(settings),
-                              "settings_hash": settings_hash(settings)})
     # Device and RNN kernels on the parent and, through base_tags, on every trial and re-eval.
     device = device_tags(cfg, datamodule)
     # The trivial predictor's loss and the budget: what the report needs to read the study.
     budget = {k: v for k, v in run_params(cfg, datamodule).items() if k != "num_threads"}
-    tracker.log(parent, tags={**device, "search_sampler": cfg.search.sampler, **budget,
+    # One batch; sweep_id again because a reopened parent may belong to a new sweep.
+    tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id,
+                              "fixed_settings": settings_text(settings),
+                              "settings_hash": settings_hash(settings),
+                              **device, "search_sampler": sampler_label(cfg), **budget,
                               "loss_kind": datamodule.spec.loss},
                 metrics=datamodule.baseline())
     ctx = StudyContext(
@@ -107,37 +113,13 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
         if halt is None:
             raise
         raise halt from err
-    parent = ctx.parent_run_id
-    try:
+    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg, err)):
         with study_progress(study, cfg) as progress:
             summary = run_study(study, ctx, progress=progress)
         announce_reevaluation(study, cfg, remaining=seeds_left(study, ctx))
         reevaluate(study, ctx)
-    except Exception as err:
-        halt = storage_error(cfg, err)
-        if halt is None:
-            tracker.end_run(parent, "FAILED")
-            raise
-        _end_quietly(tracker, parent, "FAILED")
-        raise halt from err
-    except StoreError:  # the infrastructure's fault: the parent is closed if the store lets us
-        _end_quietly(tracker, parent, "FAILED")
-        raise
-    except BaseException:  # Ctrl-C, SIGTERM
-        _end_quietly(tracker, parent, "KILLED")
-        raise
-    tracker.end_run(parent, "FINISHED")
     print_summary(summary)
     return summary.best_value
-
-
-def _end_quietly(tracker: Tracker, run_id: str, status: str) -> None:
-    """End a run if the tracking store still answers; a failed store must not replace the
-    error (or the signal's exit status) being reported."""
-    try:
-        tracker.end_run(run_id, status)
-    except (Exception, StoreError):
-        log.debug("could not end run %s as %s", run_id, status, exc_info=True)
 
 
 def print_summary(s: StudySummary) -> None:
@@ -157,33 +139,16 @@ def run_single(
     cfg: DictConfig, datamodule: Any, tracker: Tracker, experiment: str, tags: dict[str, str]
 ) -> float:
     """search=none: train one model with the given values, logged as one top-level run."""
-    run_id = tracker.start_run(experiment, f"single-{cfg.cell.name}", {**tags, "role": SINGLE_ROLE})
-    tracker.log_config(run_id, cfg)
-    params = {
-        "num_layers": cfg.model.num_layers, "hidden_size": cfg.model.hidden_size,
-        "dropout": cfg.model.dropout, "lr": cfg.optim.lr, "seed": cfg.seed,
-        **run_params(cfg, datamodule),
-    }
-    tracker.log(run_id, params=params, metrics=datamodule.baseline())
-    started = time.perf_counter()
-
-    def log_validation(step: int, metrics: dict[str, float]) -> None:
-        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        tracker.log(run_id, metrics=finite, step=step)
-
-    try:
-        result = train_model(cfg, datamodule, int(cfg.seed), on_validation=log_validation)
-    except Exception as err:
-        tracker.log(run_id, tags={"state": "FAIL", "fail_reason": f"{type(err).__name__}: {err}"})
-        tracker.end_run(run_id, "FAILED")
-        raise
-    except BaseException:  # a signal, or a store that failed (StoreError)
-        _end_quietly(tracker, run_id, "KILLED")
-        raise
-    metrics = {**result.final_metrics(cfg.search.metric),
-               "wall_seconds": time.perf_counter() - started}
-    tracker.log(run_id, metrics=metrics, tags={"state": "COMPLETE"})
-    tracker.end_run(run_id, "FINISHED")
+    values = {"num_layers": cfg.model.num_layers, "hidden_size": cfg.model.hidden_size,
+              "dropout": cfg.model.dropout, "lr": cfg.optim.lr}
+    run = TrackedRun.start(tracker, experiment, f"single-{cfg.cell.name}",
+                           {**tags, "role": SINGLE_ROLE})
+    with run:
+        tracker.log_config(run.run_id, cfg)
+        run.log_start(run_parameters(values, cfg.seed, cfg, datamodule),
+                      metrics=datamodule.baseline())
+        result = train_model(cfg, datamodule, int(cfg.seed), on_validation=run.log_validation)
+        run.log_result(result, cfg.search.metric)
     log.info("single run: best %s %.6g at step %d of %d (test %s)", cfg.search.metric,
              result.best_value, result.best_step, result.budget_steps, result.test_metrics)
     return result.best_value

@@ -335,7 +335,13 @@ class Tracker:
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
-    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+    def end_run(self, run_id: str, status: str = "FINISHED",
+                metrics: dict[str, float] | None = None, tags: dict[str, Any] | None = None
+                ) -> None:
+        """End the run with `status`; its closing metrics and tags, if any, go first in one
+        batch (two round trips in all, whatever the number of keys)."""
+        if metrics or tags:
+            self.log(run_id, metrics=metrics, tags=tags)
         self.client.set_terminated(run_id, status=status)
 
     # -- logging ---------------------------------------------------------------------------

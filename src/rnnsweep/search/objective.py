@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import math
 import shlex
-import signal
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
@@ -22,11 +19,12 @@ from rnnsweep.errors import StoreError
 from rnnsweep.interrupts import BatchBoundaryCheck, Interrupted, raise_pending
 from rnnsweep.model import total_parameters
 from rnnsweep.redact import redact
+from rnnsweep.run_lifecycle import TrackedRun, run_parameters
 from rnnsweep.search import space as search_space
 from rnnsweep.search.study import retry_callback, storage_error
 from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import TRIAL_ROLE, Tracker
-from rnnsweep.training import TrainResult, resolve_hidden_size, run_params, train_model
+from rnnsweep.training import TrainResult, resolve_hidden_size, train_model
 
 REASON_ATTR = "fail_reason"
 RUN_ID_ATTR = "mlflow_run_id"
@@ -145,70 +143,34 @@ class Objective:
         values = search_space.suggest(trial, ctx.cfg.search.space)
         cfg = search_space.apply(ctx.cfg, ctx.cfg.search.space, values)
         seed = trial_seed(ctx.cfg, trial.number)
-        run_id = ctx.tracker.start_run(
-            ctx.experiment,
-            name=f"trial-{trial.number:03d}",
+        run = TrackedRun.start(
+            ctx.tracker, ctx.experiment, f"trial-{trial.number:03d}",
             tags={
                 **ctx.base_tags,
                 "role": TRIAL_ROLE,
                 "trial_number": str(trial.number),
-                "state": "RUNNING",
                 "reproduce": reproduce_command(ctx, values, seed),
             },
             parent_id=ctx.parent_run_id,
+            # The study storage failing is the infrastructure's fault, not the trial's.
+            classify=self._store_error,
+            # Before the run closes: the failure budget quotes the reason.
+            on_failure=lambda reason: trial.set_user_attr(REASON_ATTR, reason),
         )
-        started = time.perf_counter()
-        try:
-            return self._train(trial, cfg, run_id, values, seed)
-        except optuna.TrialPruned:
-            self._close(run_id, "PRUNED", "FINISHED", started)
-            raise
-        except Exception as err:
-            halt = self._store_error(err)
-            if halt is not None:  # the storage's fault, not the trial's
-                self._close_quietly(run_id, started, f"store failed: {halt.store}")
-                raise halt from err
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            trial.set_user_attr(REASON_ATTR, reason)
-            self._close(run_id, "FAIL", "FAILED", started, reason=reason)
-            raise
-        except StoreError as err:
-            self._close_quietly(run_id, started, f"store failed: {err.store}")
-            raise
-        except (Interrupted, SIGTERMException) as err:  # never leave a run or trial RUNNING
-            # Lightning's own SIGTERM handler may stop fit first, with its SystemExit.
-            interrupted = err if isinstance(err, Interrupted) else Interrupted(signal.SIGTERM)
-            # A store that fails while closing must not turn the signal's exit into another.
-            self._close_quietly(run_id, started, str(interrupted))
-            raise interrupted from None
-
-    def _train(
-        self, trial: optuna.Trial, cfg: DictConfig, run_id: str, values: dict[str, Any], seed: int
-    ) -> float:
-        ctx = self.ctx
-        started = time.perf_counter()
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
-        hidden = resolve_hidden_size(cfg, ctx.datamodule)
-        n_params = total_parameters(
-            cfg.cell.name, ctx.datamodule.spec, hidden, int(cfg.model.num_layers)
-        )
-        trial.set_user_attr("n_params", n_params)
-        ctx.tracker.log(
-            run_id,
-            params={**values, "seed": seed, **run_params(cfg, ctx.datamodule)},
-            metrics={"n_params": n_params, "hidden_size_used": hidden},
-        )
-
-        def log_validation(step: int, metrics: dict[str, float]) -> None:
-            finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            ctx.tracker.log(run_id, metrics=finite, step=step)
-
-        result = train_model(
-            cfg, ctx.datamodule, seed, callbacks=[BatchBoundaryCheck()],
-            on_validation=log_validation, trial=trial,
-        )
-        self._log_result(trial, run_id, result)
-        self._close(run_id, "COMPLETE", "FINISHED", started)
+        with run:
+            trial.set_user_attr(RUN_ID_ATTR, run.run_id)
+            hidden = resolve_hidden_size(cfg, ctx.datamodule)
+            n_params = total_parameters(
+                cfg.cell.name, ctx.datamodule.spec, hidden, int(cfg.model.num_layers)
+            )
+            trial.set_user_attr("n_params", n_params)
+            run.log_start(run_parameters(values, seed, cfg, ctx.datamodule),
+                          metrics={"n_params": n_params, "hidden_size_used": hidden})
+            result = train_model(
+                cfg, ctx.datamodule, seed, callbacks=[BatchBoundaryCheck()],
+                on_validation=run.log_validation, trial=trial,
+            )
+            self._keep_result(trial, run, result)
         return result.best_value
 
     def _fail_and_requeue(self, trial: optuna.Trial, reason: str) -> None:
@@ -229,39 +191,20 @@ class Objective:
         trial.set_user_attr(REASON_ATTR, reason)
         study.tell(trial, state=TrialState.FAIL)
 
-    def _log_result(self, trial: optuna.Trial, run_id: str, result: TrainResult) -> None:
-        ctx = self.ctx
-        ctx.tracker.log(run_id, metrics=result.final_metrics(ctx.cfg.search.metric))
+    def _keep_result(self, trial: optuna.Trial, run: TrackedRun, result: TrainResult) -> None:
+        """The result on the run (written as it closes), the test metrics on the trial, and
+        the weights of a trial that beats the study's best so far."""
+        run.log_result(result, self.ctx.cfg.search.metric)
         # Every test metric (test_loss and task-specific ones such as test_count_limit), so
         # the parent run can report the best trial's values.
         for key, value in result.test_metrics.items():
             if key.startswith("test_") and math.isfinite(value):
                 trial.set_user_attr(key, value)
         if _improves(trial.study, result.best_value) and result.best_state is not None:
-            # Only a trial that beats the study's best so far writes its weights.
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "best_state.pt"
                 torch.save(result.best_state, path)
-                ctx.tracker.log_file(run_id, path, "model")
-
-    def _close_quietly(self, run_id: str, started: float, reason: str) -> None:
-        """Close the trial's run KILLED if the tracking store still takes it; a store that
-        failed may not."""
-        try:
-            self._close(run_id, "FAIL", "KILLED", started, reason=reason)
-        except (Exception, StoreError):
-            pass
-
-    def _close(
-        self, run_id: str, state: str, status: str, started: float, reason: str | None = None
-    ) -> None:
-        tags = {"state": state}
-        if reason:
-            tags["fail_reason"] = reason
-        self.ctx.tracker.log(
-            run_id, metrics={"wall_seconds": time.perf_counter() - started}, tags=tags
-        )
-        self.ctx.tracker.end_run(run_id, status)
+                self.ctx.tracker.log_file(run.run_id, path, "model")
 
 
 def _improves(study: optuna.Study, value: float) -> bool:

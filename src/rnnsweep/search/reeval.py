@@ -7,23 +7,21 @@ seeds on the same configuration give an unbiased estimate and its standard devia
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import statistics
-import time
 
 import optuna
 import torch
 from omegaconf import DictConfig
 
-from rnnsweep.errors import StoreError
 from rnnsweep.locks import store_lock
 from rnnsweep.measure import rnn_backend
+from rnnsweep.run_lifecycle import TrackedRun, failure_reason, run_parameters
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.tracking import find_tagged
-from rnnsweep.training import build_module, run_params, train_model
+from rnnsweep.training import build_module, train_model
 
 log = logging.getLogger(__name__)
 REEVAL_ROLE = "reeval"
@@ -76,18 +74,15 @@ def _claimed_seeds(ctx: StudyContext, best_number: int) -> set[int]:
         tags = run.data.tags
         dead = tags.get("worker_host") == host and not _pid_alive(int(tags.get("worker_pid", 0)))
         if dead:
-            ctx.tracker.log(
-                run.info.run_id, tags={"state": "FAIL", "fail_reason": "worker died"}
-            )
-            ctx.tracker.end_run(run.info.run_id, "KILLED")
+            ctx.tracker.end_run(run.info.run_id, "KILLED",
+                                tags={"state": "FAIL", "fail_reason": "worker died"})
         else:
             claimed.add(int(tags["reeval_seed"]))
     return claimed
 
 
-def _claim_next(
-    ctx: StudyContext, best_number: int, values: dict, seeds: list[int]
-) -> tuple[int, str] | None:
+def _claim_next(ctx: StudyContext, best_number: int, seeds: list[int]
+                ) -> tuple[int, TrackedRun] | None:
     """Atomically pick a seed no worker has and create its run (the claim)."""
     lock = f"mlflow-reeval:{ctx.experiment}:{ctx.study_name}"
     with store_lock(ctx.cfg.search.storage, lock):
@@ -96,15 +91,14 @@ def _claim_next(
         if not free:
             return None
         seed = free[0]
-        run_id = ctx.tracker.start_run(
-            ctx.experiment,
-            name=f"reeval-{best_number:03d}-seed{seed}",
+        run = TrackedRun.start(
+            ctx.tracker, ctx.experiment, f"reeval-{best_number:03d}-seed{seed}",
             tags={**ctx.base_tags, "role": REEVAL_ROLE, "best_trial_number": str(best_number),
-                  "reeval_seed": str(seed), "state": "RUNNING",
-                  "worker_host": socket.gethostname(), "worker_pid": str(os.getpid())},
+                  "reeval_seed": str(seed), "worker_host": socket.gethostname(),
+                  "worker_pid": str(os.getpid())},
             parent_id=ctx.parent_run_id,
         )
-    return seed, run_id
+    return seed, run
 
 
 def seeds_left(study: optuna.Study, ctx: StudyContext) -> int:
@@ -132,42 +126,17 @@ def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
     values = {k: v for k, v in best.params.items() if k in cfg.search.space}
     best_cfg = search_space.apply(cfg, cfg.search.space, values)
     # Workers sharing a study split the seeds between them instead of each training all.
-    while (claim := _claim_next(ctx, best.number, values, reeval_seeds(cfg))) is not None:
-        seed, run_id = claim
-        _train_one(ctx, best_cfg, run_id, values, seed)
+    while (claim := _claim_next(ctx, best.number, reeval_seeds(cfg))) is not None:
+        seed, run = claim
+        try:
+            with run:  # trained outside the claim lock; a signal or a store failure stops
+                run.log_start(run_parameters(values, seed, best_cfg, ctx.datamodule))
+                result = train_model(best_cfg, ctx.datamodule, seed,
+                                     on_validation=run.log_validation)
+                run.log_result(result, cfg.search.metric)
+        except Exception as err:  # recorded on its run; the other seeds still count
+            log.warning("re-evaluation seed %d failed: %s", seed, failure_reason(err))
     return _summarise(ctx, best.number)
-
-
-def _train_one(ctx: StudyContext, cfg: DictConfig, run_id: str, values: dict, seed: int) -> None:
-    ctx.tracker.log(run_id, params={**values, "seed": seed, **run_params(cfg, ctx.datamodule)})
-    started = time.perf_counter()
-
-    def log_validation(step: int, metrics: dict[str, float]) -> None:
-        ctx.tracker.log(run_id, metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-                        step=step)
-
-    try:
-        result = train_model(cfg, ctx.datamodule, seed, on_validation=log_validation)
-    except Exception as err:
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": reason})
-        ctx.tracker.end_run(run_id, "FAILED")
-        log.warning("re-evaluation seed %d failed: %s", seed, reason)
-        return
-    except BaseException:  # Ctrl-C, SIGTERM (Interrupted), Lightning's exit, a StoreError
-        try:  # a store that fails here must not replace the signal's exit status
-            ctx.tracker.log(run_id, tags={"state": "FAIL", "fail_reason": "interrupted"})
-            ctx.tracker.end_run(run_id, "KILLED")
-        except (Exception, StoreError):
-            log.debug("could not close re-evaluation run %s", run_id, exc_info=True)
-        raise
-    metrics = {**result.final_metrics(cfg.search.metric),
-               "wall_seconds": time.perf_counter() - started}
-    ctx.tracker.log(
-        run_id, metrics=metrics,
-        tags={"state": "COMPLETE", "device": result.device, "backend": result.backend},
-    )
-    ctx.tracker.end_run(run_id, "FINISHED")
 
 
 def _summarise(ctx: StudyContext, best_number: int) -> dict[str, float]:

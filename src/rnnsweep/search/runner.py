@@ -97,8 +97,7 @@ def find_or_create_parent(
             )
             tracker.log_config(parent, cfg)
             return parent
-    tracker.reopen(parent)
-    tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id})
+    tracker.reopen(parent)  # the caller tags it with this sweep's id
     return parent
 
 
@@ -113,10 +112,8 @@ def close_orphan_runs(study: optuna.Study, ctx: StudyContext) -> int:
     for run in runs:
         if int(run.data.tags.get("trial_number", -1)) in running:
             continue  # a live worker's trial, or one whose heartbeat is not stale yet
-        ctx.tracker.log(
-            run.info.run_id, tags={"state": "FAIL", "fail_reason": "worker died (no heartbeat)"}
-        )
-        ctx.tracker.end_run(run.info.run_id, "KILLED")
+        ctx.tracker.end_run(run.info.run_id, "KILLED", tags={
+            "state": "FAIL", "fail_reason": "worker died (no heartbeat)"})
         closed += 1
     return closed
 

@@ -75,7 +75,9 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept)."""
     from rnnsweep.data import build_datamodule
     from rnnsweep.pipeline import condition_tags, open_study_context, typed_config
+    from rnnsweep.run_lifecycle import study_run
     from rnnsweep.search.reeval import reevaluate
+    from rnnsweep.search.study import storage_error
     from rnnsweep.tracking import Tracker
 
     cfg = typed_config(_study_config(client, parent, config))
@@ -86,10 +88,8 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     experiment = cfg.tracking.experiment or cfg.data.task
     tags = condition_tags(cfg, datamodule.condition())
     study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
-    try:
+    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg, err)):
         reevaluate(study, ctx)
-    finally:
-        tracker.end_run(ctx.parent_run_id, "FINISHED")
 
 
 def run_seed_rounds(config: DictConfig) -> int:
