@@ -1,0 +1,181 @@
+"""Published vs measured: the data file, the paper profiles and the report section.
+
+One end-to-end run (the cheapest profile, weiss2018_smoke: train.py -m, then the report);
+the other profiles are composed and validated in-process, and the verdict rules are checked
+on hand-made sweeps.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, clean_env, make_project_copy, run_train
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from rnnsweep.report import published
+from rnnsweep.report.collect import Sweep
+
+PROFILES = ("weiss2018", "chung2014", "hochreiter1997", "greff2017")
+TASKS = {"weiss2018": "anbn", "chung2014": "chorales", "hochreiter1997": "adding",
+         "greff2017": "chorales"}
+
+
+def test_data_file_has_the_columns_and_the_issue_figures():
+    df = published.load_published()
+    assert list(df.columns) == list(published.COLUMNS)
+    assert df["id"].is_unique and df["value"].notna().all()
+    by_id = df.set_index("id")["value"]
+    assert (by_id["chung2014_rnn"], by_id["chung2014_gru"], by_id["chung2014_lstm"]) == \
+        (9.19, 8.54, 8.67)
+    assert by_id["hochreiter1997_t100"] == 74000
+    assert by_id["weiss2018_lstm"] == 1000 and by_id["greff2017_lr"] == 1
+    assert by_id["greff2017_hidden"] == 2
+    assert set(df["profile"]) == set(PROFILES)
+    for expect in df["expect"]:
+        kind = expect.partition(":")[0]
+        assert kind in ("above", "below", "solves", "rank"), expect
+    diffs = published.load_differences()
+    assert set(diffs) == set(PROFILES) and all(diffs.values())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("smoke", [False, True])
+def test_profile_composes_and_validates(profile, smoke, tmp_path, monkeypatch):
+    from rnnsweep.pipeline import typed_config
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
+    name = f"{profile}_smoke" if smoke else profile
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    sweep_params = dict(cfg.hydra.sweeper.params)
+    assert choices["data_profile"] == f"{TASKS[profile]}_{name}"
+    assert sweep_params["data.size"] == "large" and "lstm" in sweep_params["cell"]
+    typed = typed_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    assert typed.profile == name and typed.data.task == TASKS[profile]
+    assert published.base_profile(typed.profile, set(PROFILES)) == profile
+    if profile in ("weiss2018", "hochreiter1997"):
+        assert published.fixed_space(OmegaConf.to_container(typed.search.space))
+        assert typed.search.pruner._target_.endswith("NopPruner")
+    if profile == "weiss2018":
+        assert typed.model.hidden_size == 10 and typed.optim.lr == 1e-2
+        assert typed.scheduler._target_.endswith("CosineAnnealingLR")
+        if not smoke:  # full batch: one copy of n = 1..100 per step, 4,000 steps
+            assert typed.data.batch_size == 100 and typed.data.repeats == 1
+            assert typed.data.n_max_large == 100 and typed.trainer.max_steps == 4000
+    if profile == "chung2014":
+        assert typed.search.match_params and typed.search.budget.low == 20000
+    if profile == "greff2017":
+        assert typed.search.sampler._target_.endswith("RandomSampler")
+        assert typed.search.pruner._target_.endswith("NopPruner")
+    if profile == "hochreiter1997" and not smoke:
+        assert sweep_params["data.seq_len"] == "50,100,200"
+
+
+def _sweep(runs: list[dict], space: dict | None = None) -> Sweep:
+    reevals = pd.DataFrame([{"status": "FINISHED", "run_id": f"r{i}", **r}
+                            for i, r in enumerate(runs)])
+    parents = pd.DataFrame({"condition": sorted(set(reevals["condition"])),
+                            "tags.profile": "x", "run_id": "p"})
+    return Sweep(experiment="e", sweep_id="s", metric="val_loss", direction="minimize",
+                 space=space or {"lr": {"type": "float", "low": 1e-3, "high": 1e-2}},
+                 parents=parents, trials=pd.DataFrame(), reevals=reevals)
+
+
+def _rows(profile: str) -> pd.DataFrame:
+    df = published.load_published()
+    return df[df["profile"] == profile]
+
+
+def test_direction_verdicts_follow_the_means():
+    lstm = [171, 345, 285]
+    gru = [113, 130, 105]
+    runs = [{"tags.cell": "lstm", "condition": "large", "metrics.test_count_limit": v}
+            for v in lstm] + [{"tags.cell": "gru", "condition": "large",
+                               "metrics.test_count_limit": v} for v in gru]
+    out = published.compare_rows(_sweep(runs), _rows("weiss2018"), pd.DataFrame())
+    assert list(out["verdict"]) == [published.REPRODUCED] * 2
+    assert "9 of 9 seed pairs agree" in out["evidence"].iloc[0]
+    assert "0 of 3 seeds > 1000" in out["evidence"].iloc[0]
+    assert "3 of 3 seeds <= 1000" in out["evidence"].iloc[1]
+    assert out["ours"].iloc[0].startswith(f"{np.mean(lstm):.4g} ± ")
+    # Reversed: neither row reproduces; a missing cell is "not measured".
+    flipped = [{**r, "tags.cell": {"lstm": "gru", "gru": "lstm"}[r["tags.cell"]]} for r in runs]
+    out = published.compare_rows(_sweep(flipped), _rows("weiss2018"), pd.DataFrame())
+    assert list(out["verdict"]) == [published.NOT_REPRODUCED] * 2
+    only_lstm = [r for r in runs if r["tags.cell"] == "lstm"]
+    out = published.compare_rows(_sweep(only_lstm), _rows("weiss2018"), pd.DataFrame())
+    assert list(out["verdict"]) == [published.NOT_MEASURED] * 2
+
+
+def test_chung_rows_need_both_gated_cells_below_tanh():
+    runs = [{"tags.cell": c, "condition": "large", "metrics.test_loss": v}
+            for c, vs in {"rnn": [9.0, 9.1], "gru": [8.5, 8.6], "lstm": [9.3, 9.2]}.items()
+            for v in vs]
+    out = published.compare_rows(_sweep(runs), _rows("chung2014"), pd.DataFrame())
+    verdicts = dict(zip(out["result"].str.split(":").str[0], out["verdict"], strict=True))
+    assert verdicts == {"rnn": published.NOT_REPRODUCED, "gru": published.REPRODUCED,
+                        "lstm": published.NOT_REPRODUCED}
+
+
+def test_solves_and_rank_rows(monkeypatch):
+    # No MLflow store here: the batch size (and so the sequences-to-solve column) is unknown.
+    monkeypatch.setattr(published, "_batch_size", lambda sweep: None)
+    runs = [{"tags.cell": c, "condition": f"large T={t}", "metrics.test_acc": acc}
+            for c, t, acc in [("lstm", 100, 0.99), ("lstm", 100, 0.97), ("rnn", 100, 0.2),
+                              ("lstm", 50, 0.99)]]
+    out = published.compare_rows(_sweep(runs), _rows("hochreiter1997"), pd.DataFrame())
+    got = dict(zip(out["condition"], out["verdict"], strict=True))
+    assert got == {"large T=100": published.REPRODUCED, "T=500": published.NOT_MEASURED,
+                   "T=1000": published.NOT_MEASURED}
+    assert "rnn test acc 0.2" in out.set_index("condition").loc["large T=100", "evidence"]
+    imp = pd.DataFrame({"study": "s", "cell": "lstm", "condition": "large",
+                        "parameter": ["lr", "momentum", "hidden_size", "dropout"],
+                        "importance": [0.6, 0.25, 0.1, 0.05], "n_trials": 30,
+                        "few_trials": False})
+    out = published.compare_rows(_sweep(runs), _rows("greff2017"), imp)
+    assert list(out["ours"]) == ["rank 1", "rank 3"]
+    assert list(out["verdict"]) == [published.REPRODUCED, published.NOT_REPRODUCED]
+    out = published.compare_rows(_sweep(runs), _rows("greff2017"), imp.iloc[:0])
+    assert list(out["verdict"]) == [published.NOT_MEASURED] * 2
+
+
+def test_fixed_space_counts_trials_as_seeds():
+    space = {"lr": {"type": "float", "low": 1e-2, "high": 1e-2},
+             "hidden_size": {"type": "int", "low": 10, "high": 10}}
+    sweep = _sweep([{"tags.cell": "lstm", "condition": "large", "metrics.test_loss": 1.0}],
+                   space)
+    sweep.trials = pd.DataFrame([{"status": "FINISHED", "tags.state": "COMPLETE",
+                                  "tags.cell": "lstm", "condition": "large",
+                                  "metrics.test_loss": 2.0, "run_id": "t0"}])
+    assert len(published.seed_runs(sweep)) == 2
+    sweep.space = {**space, "lr": {"type": "float", "low": 1e-3, "high": 1e-2}}
+    assert len(published.seed_runs(sweep)) == 1
+
+
+def test_weiss2018_smoke_end_to_end(tmp_path: Path):
+    """The cheapest paper profile: its sweep (3 cells x 3 seeds), then the report's section."""
+    project = make_project_copy(tmp_path / "project")
+    proc = run_train(project, "-m", "experiment=weiss2018_smoke", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = subprocess.run(
+        [sys.executable, "-m", "rnnsweep.report", "data=anbn",
+         "report.cost_probe.enabled=false", "report.attach=false"],
+        cwd=project, env=clean_env(RNNSWEEP_ROOT=str(project)), capture_output=True,
+        text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    md = (project / "reports" / "anbn" / "report.md").read_text()
+    assert published.HEADING in md and "Protocol differences from the paper" in md
+    table = pd.read_csv(project / "reports" / "anbn" / "tables" / "published.csv")
+    assert list(table["result"]) == ["lstm: count limit", "gru: count limit"]
+    assert set(table["verdict"]) <= {published.REPRODUCED, published.NOT_REPRODUCED}
+    # Three seeds per cell: trial 0 (the space is fixed) and two re-evaluation seeds.
+    assert table["ours"].str.contains(r"\(n=3: ").all()
