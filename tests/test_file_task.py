@@ -326,7 +326,7 @@ def test_a_missing_or_wrong_file_is_refused_before_torch_is_imported(project, ca
 
 
 @pytest.mark.parametrize("case", list(BAD_FILE_ARGS)[1:])
-def test_the_early_probe_and_the_full_load_give_the_same_message(project, monkeypatch, case):
+def test_the_early_probe_and_the_full_load_give_the_same_message(tmp_path, monkeypatch, case):
     """The first pass (cli.check_data_file, numpy only) and the data module's full check say
     the same thing about the same file."""
     from omegaconf import OmegaConf
@@ -334,8 +334,8 @@ def test_the_early_probe_and_the_full_load_give_the_same_message(project, monkey
     from rnnsweep.cli import check_data_file
 
     argv, _ = BAD_FILE_ARGS[case]
-    _bad_files(project)
-    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    _bad_files(tmp_path)
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     path = next(a for a in argv if a.startswith("data.path=")).split("=", 1)[1]
     with pytest.raises(DataError) as early:
         check_data_file(OmegaConf.create({"data": {"task": "file", "path": path}}))
