@@ -9,7 +9,7 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup lock system-packages sweep smoke evidence chorales report reproduce test test-fast lint ui dashboard bench clean
+.PHONY: setup lock system-packages sweep smoke evidence chorales report reproduce test test-fast lint ui dashboard bench clean paper papers
 
 # The exact versions of requirements.lock (hashes checked), then the project itself.
 setup: $(STAMP)
@@ -48,6 +48,22 @@ evidence: setup
 	$(PY) train.py -m experiment=evidence cell=rnn,lstm,gru data.seq_len=$(EVIDENCE_LENGTHS) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(PY) -m rnnsweep.report
+
+# A published result rerun (conf/experiment/<PAPER>.yaml; *_smoke variants too), then its
+# report with the "Published vs measured" section: make paper PAPER=weiss2018. The chorale
+# profiles (chung2014, greff2017) build the chorale cache first when it is missing.
+PAPERS := weiss2018 chung2014 hochreiter1997 greff2017
+paper: setup
+	@case " $(PAPERS) " in *" $(PAPER:_smoke=) "*) ;; *) echo "usage: make paper PAPER=<one of: $(PAPERS)> (or <name>_smoke)" >&2; exit 2;; esac
+	@case "$(PAPER)" in chung2014*|greff2017*) test -f data/cache/chorales.npz || $(PY) -m rnnsweep.data.prepare_chorales;; esac
+	$(PY) train.py -m experiment=$(PAPER)
+	$(PY) -m rnnsweep.report
+
+# All four paper profiles in fresh project copies (hours on a 2-core CPU), their results in
+# benchmarks/results/papers.json and the README's "Published vs measured" table rewritten.
+papers: setup
+	@test -f data/cache/chorales.npz || $(PY) -m rnnsweep.data.prepare_chorales
+	$(PY) -m benchmarks --only papers
 
 # Parse the bundled Bach chorales once into data/cache/chorales.npz (data=chorales reads it).
 chorales: setup

@@ -88,6 +88,13 @@ def _evidence(level: str) -> dict[str, Any]:
     return end_to_end.run(("evidence",))
 
 
+def _papers(level: str) -> dict[str, Any]:
+    """The four paper profiles (hours here: run alone, `--only papers`); quick: *_smoke."""
+    from benchmarks import papers
+
+    return papers.run(smoke=level == "quick")
+
+
 BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "overhead": _overhead,
     "bookkeeping": _bookkeeping,
@@ -98,13 +105,15 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "sweep": _sweep,
     "e2e": _e2e,
     "evidence": _evidence,
+    "papers": _papers,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    # evidence (about an hour) runs only when named
-    parser.add_argument("--only", default=",".join(n for n in BENCHMARKS if n != "evidence"),
+    # evidence (about an hour) and papers (hours) run only when named
+    parser.add_argument("--only", default=",".join(n for n in BENCHMARKS
+                                                   if n not in ("evidence", "papers")),
                         help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--level", choices=LEVELS, default="full",
                         help="quick: checks the benchmarks run; short: a busy machine; full")

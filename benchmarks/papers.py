@@ -1,0 +1,173 @@
+"""Published vs measured: run paper profiles, keep their results, rewrite the README table.
+
+    python -m benchmarks --only papers                  # all four full profiles (hours here)
+    python -m benchmarks --only papers --level quick    # their *_smoke variants (minutes)
+    python -m benchmarks.papers weiss2018 [--smoke]     # some profiles, results merged
+
+Each profile runs as `python train.py -m experiment=<profile>` in a fresh copy of the
+project (own mlruns/; the chorale cache data/cache/chorales.npz is copied in when the
+profile needs it), then `python -m rnnsweep.report` builds its report, whose "Published vs
+measured" table (reports/<task>/tables/published.csv) is kept. benchmarks/results/papers.json
+holds one entry per profile (wall and CPU seconds, machine, date, the table); a run replaces
+only the profiles it ran. The README's table between the markers below is rewritten from
+that file, so it shows what was measured and when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, machine, project_copy
+from benchmarks.report import RESULTS_DIR, replace_between
+
+PROFILES = {"weiss2018": "anbn", "chung2014": "chorales", "hochreiter1997": "adding",
+            "greff2017": "chorales"}
+CACHE = Path("data") / "cache" / "chorales.npz"
+RESULTS = RESULTS_DIR / "papers.json"
+README = ROOT / "README.md"
+START, END = "<!-- published:start -->", "<!-- published:end -->"
+
+
+def run_profile(profile: str, smoke: bool, timeout: float) -> dict[str, Any]:
+    """One profile's sweep and report in a fresh project copy; never raises on a failure."""
+    name = f"{profile}_smoke" if smoke else profile
+    task = PROFILES[profile]
+    out: dict[str, Any] = {"profile": name, "command": f"python train.py -m experiment={name}",
+                           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "machine": machine()}
+    with project_copy() as (project, env):
+        if task == "chorales":
+            if not (ROOT / CACHE).exists():
+                return {**out, "returncode": None,
+                        "error": f"not run: no chorale cache {CACHE} (make chorales)"}
+            (project / CACHE).parent.mkdir(parents=True)
+            shutil.copy2(ROOT / CACHE, project / CACHE)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "train.py", "-m", f"experiment={name}"],
+                                  cwd=project, env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {**out, "returncode": None, "wall_s": time.perf_counter() - started,
+                    "error": f"timed out after {timeout:.0f} s"}
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.update({"wall_s": wall, "returncode": proc.returncode,
+                    "cpu_s": (after.ru_utime - before.ru_utime)
+                    + (after.ru_stime - before.ru_stime),
+                    "load_avg_after": list(os.getloadavg())})
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:]
+            return {**out, "error": tail[0] if tail else "failed"}
+        report = subprocess.run([sys.executable, "-m", "rnnsweep.report", f"data={task}",
+                                 "report.attach=false"], cwd=project,
+                                env={**env, "RNNSWEEP_ROOT": str(project)},
+                                capture_output=True, text=True, timeout=timeout)
+        table = project / "reports" / task / "tables" / "published.csv"
+        if report.returncode != 0 or not table.exists():
+            tail = report.stderr.strip().splitlines()[-1:]
+            return {**out, "error": "report: " + (tail[0] if tail else "no published table")}
+        out["published_table"] = table.read_text()
+        out["report_md"] = (project / "reports" / task / "report.md").read_text()
+    return out
+
+
+def load(path: Path = RESULTS) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save(results: dict[str, Any], path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    text = text.replace("|", "/").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README block: one row per published figure of each profile that was run."""
+    lines = ["| profile (run) | paper: result | published | measured | verdict |",
+             "|---|---|---|---|---|"]
+    notes = []
+    for profile in PROFILES:
+        for name in (profile, f"{profile}_smoke"):
+            r = results.get(name)
+            if r is None:
+                continue
+            d = r.get("machine", {})
+            when = (f"{r.get('measured_at', '?')[:10]}, {d.get('cpu_cores')} cores"
+                    + (f", {r['wall_s'] / 60:.0f} min wall" if r.get("wall_s") else ""))
+            label = f"`{name}` ({when})"
+            if not r.get("published_table"):
+                lines.append(f"| {label} | all rows | | {_cell(str(r.get('error')))} | "
+                             "not measured |")
+                continue
+            for row in csv.DictReader(io.StringIO(r["published_table"])):
+                cond = f" [{row['condition']}]" if row.get("condition") else ""
+                lines.append(f"| {label} | {_cell(row['paper'] + ': ' + row['result'] + cond)} | "
+                             f"{row['published']} | {_cell(row['ours'])} | {row['verdict']} |")
+    missing = [p for p in PROFILES if p not in results and f"{p}_smoke" not in results]
+    if missing:
+        notes.append("Not yet run here: " + ", ".join(f"`{p}`" for p in missing) + ".")
+    lines += ["", *notes] if notes else []
+    return "\n".join(lines)
+
+
+def update_readme(results: dict[str, Any], readme: Path = README) -> None:
+    head = ("Written by `python -m benchmarks --only papers` (`make papers`) from "
+            "benchmarks/results/papers.json; verdicts check the published direction over "
+            "seeds, details and protocol differences in each report's section 7.")
+    replace_between(readme, START, END, "\n" + head + "\n\n" + markdown(results) + "\n")
+
+
+def run(profiles: tuple[str, ...] = tuple(PROFILES), smoke: bool = False,
+        timeout: float = 4 * 3600) -> dict[str, Any]:
+    """Run the profiles, merge them into papers.json, rewrite the README table."""
+    results = load()
+    for profile in profiles:
+        print(f"  {profile}{'_smoke' if smoke else ''} ...", flush=True)
+        r = run_profile(profile, smoke, timeout)
+        results[r["profile"]] = r
+        save(results)
+        update_readme(results)
+    return {"profiles": {k: {x: v for x, v in r.items() if x != "report_md"}
+                         for k, r in results.items()},
+            "met": all(r.get("returncode") == 0 for r in results.values())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.papers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("profiles", nargs="*", default=list(PROFILES),
+                        help=f"any of {', '.join(PROFILES)} (default: all)")
+    parser.add_argument("--smoke", action="store_true", help="their *_smoke variants")
+    parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per profile")
+    args = parser.parse_args(argv)
+    bad = [p for p in args.profiles if p not in PROFILES]
+    if bad:
+        print(f"error: unknown profile {', '.join(bad)}: allowed {', '.join(PROFILES)}",
+              file=sys.stderr)
+        return 2
+    run(tuple(args.profiles), args.smoke, args.timeout)
+    print(markdown(load()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
