@@ -125,7 +125,9 @@ def markdown(results: dict[str, Any]) -> str:
     missing = [p for p in PROFILES if p not in results and f"{p}_smoke" not in results]
     if missing:
         notes.append("Not yet run here: " + ", ".join(f"`{p}`" for p in missing) + ".")
-    lines += ["", *notes] if notes else []
+    if len(lines) == 2:  # nothing measured yet: no empty table
+        lines = []
+    lines += ["", *notes] if notes and lines else notes
     return "\n".join(lines)
 
 
