@@ -219,8 +219,6 @@ def test_own_data_sweep_and_report_show_accuracy_and_the_majority_rate(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="report/performance_claims.py (long_range_claim) "
-                   "suggests data.seq_len=... for every task; data=file has no such key")
 def test_commands_the_own_data_report_suggests_fit_its_task(walkthrough: Walkthrough) -> None:
     """Every `python train.py ...` the report prints selects the file task and composes."""
     report = (walkthrough.project / "reports" / "file" / "report.md").read_text()

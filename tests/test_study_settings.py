@@ -40,9 +40,9 @@ def test_fixed_settings_hold_what_changes_a_trial_and_nothing_else(typed):
     from rnnsweep.search.settings import fixed_settings
 
     settings = fixed_settings(typed())
-    for key in ("optim._target_", "optim.weight_decay", "trainer._target_", "trainer.max_steps", "trainer.precision",
-                "trainer.val_check_steps", "data.batch_size", "data.seq_len", "cell.name",
-                "cell._target_", "cell.forget_bias", "seed", "search.metric"):
+    for key in ("optim._target_", "optim.weight_decay", "trainer._target_", "trainer.max_steps",
+                "trainer.precision", "trainer.val_check_steps", "data.batch_size", "data.seq_len",
+                "cell.name", "cell._target_", "cell.forget_bias", "seed", "search.metric"):
         assert key in settings, key
     # Sampled by the space, or not a setting of training at all.
     for key in ("model.hidden_size", "model.num_layers", "model.dropout", "optim.lr",
