@@ -25,6 +25,7 @@ from rnnsweep.search.settings import (
     settings_text,
 )
 from rnnsweep.search.space import fingerprint, matched_suffix
+from rnnsweep.search.warm_start import warm_start
 from rnnsweep.targets import build, class_name
 
 SPACE_ATTR = "search_space"
@@ -115,6 +116,8 @@ def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:
         study.set_user_attr(SPACE_ATTR, fingerprint(cfg.search.space))
     if SETTINGS_ATTR not in study.user_attrs:
         study.set_user_attr(SETTINGS_ATTR, settings_text(fixed_settings(cfg)))
+    # search.warm_start_from: a new study's first trials are another study's best (once).
+    warm_start(cfg, study, storage)
     return study
 
 
