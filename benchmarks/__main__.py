@@ -44,9 +44,15 @@ def _bookkeeping(level: str) -> dict[str, Any]:
 
 
 def _search(level: str) -> dict[str, Any]:
-    from benchmarks import search_efficiency
+    """Sampler x pruner at the default profile (benchmarks/search_efficiency.py; alone it
+    writes results/search_efficiency.json). full: the 4 x 4 grid, 5 seeds (about 80 CPU
+    minutes here); short: the four configurations of the recorded run; quick: tiny studies."""
+    from benchmarks import search_efficiency as se
 
-    return search_efficiency.run(seeds=_pick(level, 1, 5, 5), n_trials=_pick(level, 4, 12, 16))
+    if level == "quick":
+        return se.run(seeds=1, configs=["random+none", "tpe+median"], extra=se.TINY)
+    configs = None if level == "full" else se.SHORT_CONFIGS
+    return se.run(seeds=_pick(level, 1, 3, 5), configs=configs)
 
 
 def _scaling(level: str) -> dict[str, Any]:

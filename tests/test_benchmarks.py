@@ -61,3 +61,26 @@ def test_readme_block_is_rewritten_between_markers_only(tmp_path: Path) -> None:
 def test_unknown_benchmark_name_is_rejected(capsys) -> None:
     assert main(["--only", "nope"]) == 2
     assert "--only nope is invalid" in capsys.readouterr().err
+
+
+def test_search_efficiency_result_shape_at_the_tiniest_size() -> None:
+    """Two tiny configurations, one seed: every study spends its step budget, each trial's
+    steps add up, and the runner's table reads the section (row 3)."""
+    from benchmarks import search_efficiency as se
+
+    section = se.run(seeds=1, configs=["random+none", "tpe+median"], extra=se.TINY)
+    assert section["configs"] == ["random+none", "tpe+median"]
+    assert section["step_budget"] == 3 * 20 and section["seeds"] == 1
+    for key, studies in section["trials"].items():
+        (log,) = studies
+        assert log[-1]["cum_steps"] >= section["step_budget"], key
+        assert [t["cum_steps"] for t in log] == [
+            sum(t["steps"] for t in log[: i + 1]) for i in range(len(log))]
+        assert all(0 < t["steps"] <= 20 for t in log if t["state"] != "fail"), key
+        c = section["analysis"]["configs"][key]
+        assert c["reached"] <= 1 and c["final_best_at_equal_steps"]["n"] == 1
+    assert section["analysis"]["configs"]["random+none"]["reached"] == 1
+    assert section["choice"]["default"] == "tpe+median"
+    assert "3. TPE+pruner vs random" in report.markdown({"search": {
+        **section, "machine": {}, "measured_at": "x"}})
+    assert "| random+none | 1/1 |" in se.table(section)
