@@ -39,11 +39,17 @@ README = ROOT / "README.md"
 START, END = "<!-- published:start -->", "<!-- published:end -->"
 
 
+def command_args(name: str) -> list[str]:
+    """train.py's arguments for a profile: two one-thread workers, as `make paper` runs it."""
+    return ["-m", f"experiment={name}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
 def run_profile(profile: str, smoke: bool, timeout: float) -> dict[str, Any]:
     """One profile's sweep and report in a fresh project copy; never raises on a failure."""
     name = f"{profile}_smoke" if smoke else profile
     task = PROFILES[profile]
-    out: dict[str, Any] = {"profile": name, "command": f"python train.py -m experiment={name}",
+    out: dict[str, Any] = {"profile": name,
+                           "command": "python train.py " + " ".join(command_args(name)),
                            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "machine": machine()}
     with project_copy() as (project, env):
@@ -56,7 +62,7 @@ def run_profile(profile: str, smoke: bool, timeout: float) -> dict[str, Any]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "train.py", "-m", f"experiment={name}"],
+            proc = subprocess.run([sys.executable, "train.py", *command_args(name)],
                                   cwd=project, env=env, capture_output=True, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -161,6 +161,7 @@ def test_fixed_space_counts_trials_as_seeds():
     assert len(published.seed_runs(sweep)) == 1
 
 
+@pytest.mark.slow  # about a minute on a busy 2-core machine
 def test_weiss2018_smoke_end_to_end(tmp_path: Path):
     """The cheapest paper profile: its sweep (3 cells x 3 seeds), then the report's section."""
     project = make_project_copy(tmp_path / "project")
@@ -174,6 +175,7 @@ def test_weiss2018_smoke_end_to_end(tmp_path: Path):
     assert report.returncode == 0, report.stderr[-3000:]
     md = (project / "reports" / "anbn" / "report.md").read_text()
     assert published.HEADING in md and "Protocol differences from the paper" in md
+    assert "smoke-sized variant of weiss2018" in md
     table = pd.read_csv(project / "reports" / "anbn" / "tables" / "published.csv")
     assert list(table["result"]) == ["lstm: count limit", "gru: count limit"]
     assert set(table["verdict"]) <= {published.REPRODUCED, published.NOT_REPRODUCED}

@@ -117,6 +117,8 @@ def _one_sided_p(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _published_text(row: pd.Series) -> str:
+    if str(row["metric"]).startswith("importance_rank:"):
+        return f"rank {int(row['value'])}"
     value = f"{row['value']:g}" if float(row["value"]) != int(row["value"]) else \
         f"{int(row['value']):,}"
     rel = "" if row["relation"] == "=" else f"{row['relation']} "
@@ -271,6 +273,10 @@ def section(doc: Document, sweep: Sweep, imp: pd.DataFrame, tab_dir: Path) -> pd
              f"trials when the space is fixed) and each seed's value. A verdict checks the "
              f"published direction, not the decimals; magnitudes are compared in 'evidence'. "
              f"'not measured': the sweep lacks the cell, length or trials the row needs.")
+    if profile != base:
+        doc.para(f"{profile} is a smoke-sized variant of {base} (conf/experiment/"
+                 f"{profile}.yaml): tiny budgets that check the machinery; its numbers say "
+                 f"nothing about the paper. The differences below are those of {base}.")
     doc.table(result)
     diffs = load_differences().get(base, [])
     if diffs:
