@@ -8,7 +8,6 @@ job of the sweep first; nothing in Hydra or OmegaConf does that for range checks
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import logging
 import os
 import re
@@ -187,23 +186,6 @@ def _describe(err: Exception, conf_dir: Path, job: list[str]) -> str:
     return first
 
 
-def _probe_function():
-    """rnnsweep.data.file_loaders.probe_sequence_file, loaded from its file when the package
-    is not imported yet: rnnsweep.data's __init__ imports every task, and with them torch,
-    while file_loaders needs numpy only."""
-    loaded = sys.modules.get("rnnsweep.data.file_loaders")
-    if loaded is None:
-        name = "_rnnsweep_file_probe"
-        loaded = sys.modules.get(name)
-        if loaded is None:
-            spec = importlib.util.spec_from_file_location(
-                name, Path(__file__).parent / "data" / "file_loaders.py")
-            loaded = importlib.util.module_from_spec(spec)
-            sys.modules[name] = loaded  # dataclasses look their module up there
-            spec.loader.exec_module(loaded)  # type: ignore[union-attr]
-    return loaded.probe_sequence_file
-
-
 def check_data_file(cfg: DictConfig) -> None:
     """data=file: the file exists, has a supported type and opens as one (numpy only), so a
     missing or wrong file is refused before the pipeline's imports; the full check of its
@@ -216,7 +198,9 @@ def check_data_file(cfg: DictConfig) -> None:
     path = Path(value).expanduser()
     if not path.is_absolute():  # as rnnsweep.data.paths.resolve_path does
         path = Path(os.environ.get("RNNSWEEP_ROOT") or os.getcwd()) / path
-    _probe_function()(path)
+    from rnnsweep.data.file_loaders import probe_sequence_file
+
+    probe_sequence_file(path)
 
 
 def preflight(conf_dir: Path, argv: list[str]) -> int:
