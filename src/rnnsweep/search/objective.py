@@ -161,7 +161,7 @@ class Objective:
             trial.set_user_attr(RUN_ID_ATTR, run.run_id)
             hidden = resolve_hidden_size(cfg, ctx.datamodule)
             n_params = total_parameters(
-                cfg.cell.name, ctx.datamodule.spec, hidden, int(cfg.model.num_layers)
+                cfg.cell, ctx.datamodule.spec, hidden, int(cfg.model.num_layers)
             )
             trial.set_user_attr("n_params", n_params)
             run.log_start(run_parameters(values, seed, cfg, ctx.datamodule),
