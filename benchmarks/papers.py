@@ -108,29 +108,35 @@ def _cell(text: str, limit: int = 160) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     """The README block: one row per published figure of each profile that was run."""
-    lines = ["| profile (run) | paper: result | published | measured | verdict |",
-             "|---|---|---|---|---|"]
+    lines = ["| profile (run) | paper: result | published | measured | verdict | evidence |",
+             "|---|---|---|---|---|---|"]
     notes = []
     for profile in PROFILES:
-        for name in (profile, f"{profile}_smoke"):
+        # the full run, then partial runs (recorded by hand with a note), then the smoke run
+        names = [profile, *sorted(k for k in results if k.startswith(profile + "_")
+                                  and k != f"{profile}_smoke"), f"{profile}_smoke"]
+        for name in names:
             r = results.get(name)
             if r is None:
                 continue
             d = r.get("machine", {})
             when = (f"{r.get('measured_at', '?')[:10]}, {d.get('cpu_cores')} cores"
                     + (f", {r['wall_s'] / 60:.0f} min wall" if r.get("wall_s") else ""))
-            label = f"`{name}` ({when})"
+            note = f"; {r['note']}" if r.get("note") else ""
+            label = f"`{r.get('profile', name)}` ({when}{note})"
             if not r.get("published_table"):
                 lines.append(f"| {label} | all rows | | {_cell(str(r.get('error')))} | "
-                             "not measured |")
+                             "not measured | |")
                 continue
             for row in csv.DictReader(io.StringIO(r["published_table"])):
                 cond = f" [{row['condition']}]" if row.get("condition") else ""
                 lines.append(f"| {label} | {_cell(row['paper'] + ': ' + row['result'] + cond)} | "
-                             f"{row['published']} | {_cell(row['ours'])} | {row['verdict']} |")
-    missing = [p for p in PROFILES if p not in results and f"{p}_smoke" not in results]
+                             f"{row['published']} | {_cell(row['ours'])} | {row['verdict']} | "
+                             f"{_cell(row['evidence'])} |")
+    missing = [p for p in PROFILES if p not in results]
     if missing:
-        notes.append("Not yet run here: " + ", ".join(f"`{p}`" for p in missing) + ".")
+        notes.append("Full profile not yet run here: " + ", ".join(f"`{p}`" for p in missing)
+                     + ".")
     if len(lines) == 2:  # nothing measured yet: no empty table
         lines = []
     lines += ["", *notes] if notes and lines else notes
@@ -140,7 +146,8 @@ def markdown(results: dict[str, Any]) -> str:
 def update_readme(results: dict[str, Any], readme: Path = README) -> None:
     head = ("Written by `python -m benchmarks --only papers` (`make papers`) from "
             "benchmarks/results/papers.json; verdicts check the published direction over "
-            "seeds, details and protocol differences in each report's section 7.")
+            "seeds (a count limit of 0: the training range itself was not predicted "
+            "exactly); details and protocol differences in each report's section 7.")
     replace_between(readme, START, END, "\n" + head + "\n\n" + markdown(results) + "\n")
 
 

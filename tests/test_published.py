@@ -161,6 +161,42 @@ def test_fixed_space_counts_trials_as_seeds():
     assert len(published.seed_runs(sweep)) == 1
 
 
+def test_hochreiter1997_smoke_in_process_reads_sequences_to_solve(tmp_path, monkeypatch):
+    """One adding study (lstm, T=20) of the smoke profile through pipeline.run and the real
+    report: the T=100 row is "not measured" (only T=20 ran), the sequences column comes
+    from the runs' val_acc histories and the logged batch size."""
+    from rnnsweep.pipeline import run
+    from rnnsweep.report.__main__ import main as report_main
+
+    project = make_project_copy(tmp_path / "project")
+    for key in ("MLFLOW_TRACKING_URI", "RNNSWEEP_SWEEP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
+    job = ["experiment=hochreiter1997_smoke", "cell=lstm", "data.seq_len=20",
+           "search.reeval_seeds=1", "search.reeval_max_seeds=1"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(project / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=job)
+    run(cfg, job_overrides=job)
+    GlobalHydra.instance().clear()
+    monkeypatch.chdir(project)
+    assert report_main(["data=adding", "report.cost_probe.enabled=false",
+                        "report.attach=false"]) == 0
+    GlobalHydra.instance().clear()
+    table = pd.read_csv(project / "reports" / "adding" / "tables" / "published.csv")
+    assert list(table["verdict"]) == [published.NOT_MEASURED] * 3
+    assert "the sweep has no T=100 (lengths: 20)" in table["evidence"].iloc[0]
+    # Only T=20 ran: a row asking for T=20 would be measured, with 2 seeds.
+    rows = _rows("hochreiter1997").iloc[:1].assign(expect="solves:T=20")
+    from rnnsweep.report.collect import load_sweep
+    sweep = load_sweep(f"sqlite:///{project}/mlruns/mlflow.db", "adding")
+    out = published.compare_rows(sweep, rows, pd.DataFrame())
+    assert out["verdict"].iloc[0] in (published.REPRODUCED, published.NOT_REPRODUCED)
+    assert "of 2 seeds never reached val acc" in out["ours"].iloc[0] \
+        or "sequences to solve: " in out["ours"].iloc[0]
+    assert "test acc " in out["ours"].iloc[0] and "(n=2: " in out["ours"].iloc[0]
+
+
 @pytest.mark.slow  # about a minute on a busy 2-core machine
 def test_weiss2018_smoke_end_to_end(tmp_path: Path):
     """The cheapest paper profile: its sweep (3 cells x 3 seeds), then the report's section."""

@@ -132,6 +132,19 @@ def _length_of(condition: str) -> str | None:
     return None
 
 
+def condition_lengths(sweep: Sweep) -> dict[str, str]:
+    """condition -> sequence length: from its label (several lengths) or the studies' data.T
+    tag (one length, which the label then leaves out)."""
+    out = {}
+    for _, p in sweep.parents.iterrows():
+        tag = next((p.get(k) for k in ("tags.data.T", "tags.data.seq_len")
+                    if isinstance(p.get(k), str)), None)
+        length = _length_of(p["condition"]) or tag
+        if length is not None:
+            out[p["condition"]] = str(length)
+    return out
+
+
 def _sequences_to_solve(runs: pd.DataFrame, batch_size: int | None) -> np.ndarray:
     """Per run: first validation step with val_acc >= SOLVED_ACC, times the batch size."""
     if batch_size is None or not len(runs):
@@ -194,9 +207,10 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                                                               else []))})
         elif kind == "solves":
             length = arg.split("=", 1)[1]
-            conds = [c for c in conditions if _length_of(c) == length]
+            lengths = condition_lengths(sweep)
+            conds = [c for c in conditions if lengths.get(c) == length]
             if not conds:
-                have = ", ".join(filter(None, map(_length_of, conditions))) or "none"
+                have = ", ".join(sorted(set(lengths.values()), key=int)) or "none"
                 out.append({**base, "condition": f"T={length}", "ours": "n/a",
                             "verdict": NOT_MEASURED,
                             "evidence": f"the sweep has no T={length} (lengths: {have})"})
