@@ -177,3 +177,24 @@ def chorale_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "6 chorales" in proc.stderr
     return path
+
+
+@pytest.fixture
+def typed(tmp_path, monkeypatch):
+    """typed(*overrides): the typed config train.py would run, composed in-process."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rnnsweep.pipeline import typed_config
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
+
+    def make(*overrides: str):
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+                return typed_config(compose("config", overrides=["experiment=smoke",
+                                                                  *overrides]))
+        finally:
+            GlobalHydra.instance().clear()
+    return make

@@ -9,12 +9,9 @@ import optuna
 import pytest
 import torch
 from conftest import ROOT, run_train
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from store_checks import all_runs, check_no_loss, mlflow_url, optuna_url, trials_by_study
 
 from rnnsweep.errors import ConfigError
-from rnnsweep.pipeline import typed_config
 from rnnsweep.search.study import make_pruner, make_sampler, sampler_label
 from rnnsweep.targets import build
 
@@ -24,22 +21,6 @@ SAMPLERS = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
 PRUNERS = {"median": optuna.pruners.MedianPruner,
            "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
            "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
-
-
-@pytest.fixture
-def typed(tmp_path, monkeypatch):
-    """typed(*overrides): the typed, validated config train.py would run."""
-    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
-
-    def make(*overrides: str):
-        GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-                return typed_config(compose("config", overrides=["experiment=smoke",
-                                                                  *overrides]))
-        finally:
-            GlobalHydra.instance().clear()
-    return make
 
 
 def test_the_groups_list_exactly_these_options():

@@ -14,28 +14,6 @@ from store_checks import all_runs, finished_snapshot, mlflow_url, optuna_url, tr
 from rnnsweep.errors import ConfigError
 
 
-@pytest.fixture
-def typed(tmp_path, monkeypatch):
-    """typed(*overrides): the typed config train.py would run, composed in-process."""
-    from conftest import ROOT
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rnnsweep.pipeline import typed_config
-
-    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
-
-    def make(*overrides: str):
-        GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-                return typed_config(compose("config", overrides=["experiment=smoke",
-                                                                  *overrides]))
-        finally:
-            GlobalHydra.instance().clear()
-    return make
-
-
 def test_fixed_settings_hold_what_changes_a_trial_and_nothing_else(typed):
     from rnnsweep.search.settings import fixed_settings
 
