@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,18 @@ from benchmarks import __main__ as runner
 from benchmarks import overhead, report
 from benchmarks.__main__ import main
 from benchmarks.common import cpu_model
+
+
+@pytest.fixture(autouse=True)
+def _logging_and_warnings_restored() -> Iterator[None]:
+    """The runner quiets library loggers and warnings for its table; in-process, that
+    would leak into every later test."""
+    names = ("lightning", "lightning.pytorch", "optuna", "rnnsweep", "mlflow", "alembic")
+    levels = {n: logging.getLogger(n).level for n in names}
+    with warnings.catch_warnings():
+        yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def test_overhead_benchmark_writes_results_with_the_machine(

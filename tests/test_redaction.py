@@ -227,6 +227,7 @@ def test_libraries_own_log_handlers_mask_too():
     stream = io.StringIO()
     own = logging.getLogger("rnnsweep.test_redaction.library")
     own.propagate = False
+    own.setLevel(logging.WARNING)  # whatever an earlier test set on "rnnsweep"
     own.addHandler(logging.StreamHandler(stream))
     mask_all_handlers()
     mask_all_handlers()  # idempotent: one filter per handler
