@@ -13,7 +13,9 @@ Ctrl-C): it is in the log file, which the next connection replays. Only an opera
 crash or a power cut can lose the commits since the last checkpoint, and never corrupts the
 file; a trial lost that way is failed and re-queued by the heartbeat like a killed one
 (docs/resuming.md). WAL needs every process on one machine (the log's index is shared
-memory), which an SQLite store already assumes: many machines use PostgreSQL.
+memory), which an SQLite store already assumes: many machines use PostgreSQL. While a
+job runs, recent commits live in `<store>.db-wal` beside the file (the last connection to
+close folds them in): copy or back up a store with its `-wal` file, or when no job runs.
 """
 
 from __future__ import annotations
