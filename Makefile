@@ -91,7 +91,7 @@ test: setup system-packages
 # The inner loop: unit and in-process tests only, under a minute. Tests that run train.py,
 # a command line or a server in a subprocess are marked e2e by tests/conftest.py.
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not e2e"
+	$(PY) -m pytest -m "not slow and not e2e" -n auto
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks train.py
