@@ -158,3 +158,31 @@ def test_mingru_sweep_with_gp_and_hyperband_beside_lstm(project):
     assert {p.data.tags["cell"] for p in parents} == {"lstm", "mingru"}
     summary = proc.stdout[proc.stdout.index("Sweep summary"):]
     assert sum(" mingru " in line for line in summary.splitlines()) == 1
+
+
+def test_the_default_profile_searches_with_gp_and_hyperband_and_the_command_line_wins():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            default = compose("config")
+            chosen = {o: compose("config", overrides=[o]).search
+                      for o in ("search=random", "search=tpe", "experiment=smoke")}
+    finally:
+        GlobalHydra.instance().clear()
+    assert default.search.name == "gp_hyperband"
+    assert default.search.sampler._target_ == "optuna.samplers.GPSampler"
+    assert default.search.pruner._target_ == "optuna.pruners.HyperbandPruner"
+    assert chosen["search=random"].sampler._target_ == "optuna.samplers.RandomSampler"
+    assert chosen["search=random"].pruner._target_ == "optuna.pruners.NopPruner"
+    for other in ("search=tpe", "experiment=smoke"):
+        assert chosen[other].sampler._target_ == "optuna.samplers.TPESampler"
+        assert chosen[other].pruner._target_ == "optuna.pruners.MedianPruner"
+
+
+def test_warm_start_keys_are_typed_and_checked(typed):
+    assert typed("search.warm_start_from=small").search.warm_start_from == "small"
+    with pytest.raises(ConfigError, match="search.warm_start_top_k=0 is invalid: must be"):
+        typed("search.warm_start_top_k=0")

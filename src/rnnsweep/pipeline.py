@@ -27,6 +27,7 @@ from rnnsweep.search.study import (
     sampler_label,
     storage_error,
 )
+from rnnsweep.search.warm_start import OFF, WARM_ATTR
 from rnnsweep.sqlite_tuning import use_wal
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import run_params, train_model
@@ -80,6 +81,7 @@ def open_study_context(
                               "fixed_settings": settings_text(settings),
                               "settings_hash": settings_hash(settings),
                               **device, "search_sampler": sampler_label(cfg), **budget,
+                              "warm_start": str(study.user_attrs.get(WARM_ATTR, OFF)),
                               "loss_kind": datamodule.spec.loss},
                 metrics=datamodule.baseline())
     ctx = StudyContext(

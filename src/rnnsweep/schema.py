@@ -113,6 +113,9 @@ class SearchConfig:
     reeval_max_seeds: int = 9
     reeval_seed_step: int = 2
     match_params: bool = False
+    # Seed a new study with another study's best configurations (rnnsweep.search.warm_start).
+    warm_start_from: str | None = None
+    warm_start_top_k: int = "???"  # type: ignore[assignment]
     heartbeat_interval: int = 10
     heartbeat_grace_period: int = 30
     retry_failed_trials: int = 1
@@ -312,6 +315,8 @@ def validate(cfg: DictConfig) -> None:
         require(s.reeval_seeds >= 0, "search.reeval_seeds", s.reeval_seeds, "must be >= 0")
         require(s.reeval_max_seeds >= s.reeval_seeds, "search.reeval_max_seeds",
                  s.reeval_max_seeds, f"must be >= search.reeval_seeds ({s.reeval_seeds})")
+        require(s.warm_start_top_k >= 1, "search.warm_start_top_k", s.warm_start_top_k,
+                "must be an integer >= 1")
         require(s.reeval_seed_step >= 1, "search.reeval_seed_step", s.reeval_seed_step,
                  "must be >= 1")
         require(s.heartbeat_interval >= 1, "search.heartbeat_interval", s.heartbeat_interval,

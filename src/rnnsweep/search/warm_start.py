@@ -26,7 +26,7 @@ import math
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from rnnsweep.locks import store_lock
@@ -38,10 +38,9 @@ OFF = "off"
 
 
 def settings(cfg: DictConfig) -> tuple[str | None, int]:
-    """(source, top k) from the config; the keys may be absent (then: off)."""
-    source = OmegaConf.select(cfg, "search.warm_start_from", default=None)
-    top_k = OmegaConf.select(cfg, "search.warm_start_top_k", default=3)
-    return (str(source) if source not in (None, "") else None), int(top_k)
+    """(source, top k) from the config (conf/search/tpe.yaml holds the defaults)."""
+    source = cfg.search.warm_start_from
+    return (str(source) if source not in (None, "") else None), int(cfg.search.warm_start_top_k)
 
 
 def source_name(name: str, source: str) -> str:
