@@ -129,6 +129,15 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"{sc['2 workers x 1 thread']:.2f}x (2 workers x 2 threads: "
                     f"{sc['2 workers x 2 threads']:.2f}x)", ">= 1.7x",
                     _met(sc["2 workers x 1 thread"] >= 1.7)))
+    if "sweep" in data:
+        w = data["sweep"]
+        same = ("same trials and best values" if w["same_trials"] and w["same_best"]
+                else "trials or best values DIFFER")
+        out.append((f"4b. `make sweep` wall, {w['parallel']['workers']} workers (one per core) "
+                    "vs its studies one after another, back to back",
+                    f"{w['ratio']:.2f} ({w['parallel']['wall_s']:.0f} s vs "
+                    f"{w['sequential']['wall_s']:.0f} s; {same})", "<= 0.65",
+                    _met(w["met"])))
     if "bookkeeping" in data:
         m = data["bookkeeping"]["memory"]
         out.append((f"5. peak RSS growth, trial 5 -> {m['trials']}",
