@@ -96,6 +96,6 @@ def test_search_efficiency_result_shape_at_the_tiniest_size() -> None:
         assert c["reached"] <= 1 and c["final_best_at_equal_steps"]["n"] == 1
     assert section["analysis"]["configs"]["random+none"]["reached"] == 1
     assert section["choice"]["default"] == "tpe+median"
-    assert "3. TPE+pruner vs random" in report.markdown({"search": {
+    assert "vs random search: optimiser steps to within 5%" in report.markdown({"search": {
         **section, "machine": {}, "measured_at": "x"}})
     assert "| random+none | 1/1 |" in se.table(section)
