@@ -9,7 +9,7 @@ from conftest import run_train
 from store_checks import all_runs, check_no_loss, mlflow_url, optuna_url, trials_by_study
 
 # Plain SGD at a learning rate of 1e6 without clipping overflows within the first epoch.
-DIVERGE = ["optim.name=sgd", "trainer.gradient_clip_val=null", "search.reeval_seeds=0"]
+DIVERGE = ["optim=sgd", "trainer.gradient_clip_val=null", "search.reeval_seeds=0"]
 
 
 @pytest.mark.slow
@@ -17,7 +17,7 @@ def test_diverging_trial_is_failed_with_reason_and_the_study_completes(project):
     proc = run_train(
         project, "cell=gru", "experiment=smoke", *DIVERGE,
         # Seed 1 of the random sampler picks lr=1e6 for the second trial.
-        "search.sampler=random", "search.seed=1", "search.max_failure_rate=0.9",
+        "search/sampler=random", "search.seed=1", "search.max_failure_rate=0.9",
         "search.space.lr.type=categorical", "search.space.lr.log=false",
         "+search.space.lr.choices=[0.01,1000000.0]",
     )

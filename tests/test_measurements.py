@@ -188,7 +188,7 @@ def test_the_gap_does_not_depend_on_dropout():
 @pytest.mark.slow
 def test_a_trial_of_a_two_worker_sweep_is_reproduced_by_its_reproduce_command(project, tmp_path):
     args = ["cell=lstm", "data.size=small", "experiment=smoke", "search.n_trials=4",
-            "search.reeval_seeds=0", "search.pruner=none"]
+            "search.reeval_seeds=0", "search/pruner=none"]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     workers = [start_train(project, *args, log=log, RNNSWEEP_LOCAL_WORKERS="2")
                for log in logs]

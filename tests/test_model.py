@@ -129,3 +129,10 @@ def test_padding_does_not_change_outputs_of_variable_length_batches():
     long = torch.cat([seq, torch.randn(1, 9, 2)], 1)  # garbage beyond the length
     lengths = torch.tensor([7])
     assert torch.allclose(model(short, lengths), model(long, lengths), atol=1e-6)
+
+
+def test_counts_of_sizes_too_large_to_build_come_from_the_exact_quadratic():
+    """The memory preflight asks about hidden sizes no tensor can describe."""
+    h = 1_000_000_000
+    assert recurrent_parameters("lstm", 2, h, 1) == 4 * (h * (2 + h) + 2 * h)
+    assert recurrent_parameters(MINGRU, 2, h, 2) == 2 * h * 2 + 2 * h + 2 * h * h + 2 * h

@@ -54,8 +54,8 @@ BAD = [
     ("trainer.num_threads", "trainer.num_threads=0", "must be an integer >= 1, or null"),
     ("trainer.devices", "trainer.devices=0", "must be an integer >= 1"),
     ("trainer.memory_probe_batches", "trainer.memory_probe_batches=-1", ">= 0"),
-    ("optim", "optim=sgd", "optim is a section of keys (name, lr, weight_decay), not a "
-     "value; did you mean optim.name=sgd?"),
+    ("optim._target_", "optim._target_=torch.nn.Linear",
+     "must be a subclass of torch.optim.optimizer.Optimizer"),
     ("model", "model=64", "model is a section of keys (num_layers, hidden_size, dropout, "
      "param_budget)"),
     ("search.space.lr", "search.space.lr=0.1", "section of keys (path, type, low, high"),

@@ -163,7 +163,7 @@ def check_killed_trials_requeued(project) -> None:
     (["search.space.hidden_size.high=64"], "search.space"),
     # maximize needs a metric to maximise (val_loss with maximize is refused on its own).
     (["search.direction=maximize", "search.metric=val_acc"], "search.direction"),
-    (["optim.name=sgd"], "optim.name"),
+    (["optim.weight_decay=0.1"], "optim.weight_decay"),
 ], ids=["space", "direction", "settings"])
 def test_rerun_with_a_changed_study_setting_is_refused_before_anything_runs(
     smoke_sweep, override, key

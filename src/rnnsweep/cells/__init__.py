@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from torch import nn
 
 from rnnsweep.targets import build, constructor_keys
@@ -136,8 +137,18 @@ def meta_cell(cell: CellSpec, input_size: int, hidden_size: int, num_layers: int
 
 def recurrent_parameters(cell: CellSpec, input_size: int, hidden_size: int,
                          num_layers: int) -> int:
-    return sum(p.numel() for p in meta_cell(cell, input_size, hidden_size, num_layers)
-               .parameters())
+    def count(h: int) -> int:
+        return sum(p.numel() for p in meta_cell(cell, input_size, h, num_layers).parameters())
+
+    try:
+        return count(hidden_size)
+    except (RuntimeError, InstantiationException):
+        # Sizes too large even to describe (the memory preflight asks about them): recurrent
+        # cells count a*H^2 + b*H + c weights, fitted exactly from H = 1, 2, 3.
+        c1, c2, c3 = count(1), count(2), count(3)
+        a = (c3 - 2 * c2 + c1) // 2
+        b = c2 - c1 - 3 * a
+        return a * hidden_size**2 + b * hidden_size + (c1 - a - b)
 
 
 def recurrent_flops(cell: CellSpec, input_size: int, hidden_size: int, num_layers: int) -> int:
