@@ -166,10 +166,6 @@ def empty_stores(tmp_path_factory) -> Path:
     mlruns.mkdir()
     _tracker(mlruns.parent, f"sqlite:///{mlruns}/mlflow.db")
     optuna.storages.RDBStorage(f"sqlite:///{mlruns}/optuna.db").remove_session()
-    for db in ("mlflow.db", "optuna.db"):  # in WAL mode (an earlier job in this process
-        # installed it), the schema may still sit in the -wal file: fold it into the file
-        with sqlite3.connect(mlruns / db) as con:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return mlruns
 
 

@@ -28,7 +28,6 @@ from rnnsweep.search.study import (
     storage_error,
 )
 from rnnsweep.search.warm_start import OFF, WARM_ATTR
-from rnnsweep.sqlite_tuning import use_wal
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import run_params, train_model
 
@@ -97,7 +96,6 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     cfg = typed_config(cfg)
     if cfg.trainer.num_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
-    use_wal()  # before either store opens a connection (rnnsweep.sqlite_tuning says why)
     datamodule = build_datamodule(cfg.data)  # also checks the task's keys
     check_job(cfg, datamodule)  # as in the preflight, which a launcher's worker skips
     tracker = Tracker(cfg)
