@@ -84,9 +84,10 @@ reproduce: setup
 system-packages:
 	./scripts/install-system-packages.sh
 
+# Test files spread over the cores (pytest-xdist; a file's tests stay together, in order).
 test: setup system-packages
 	$(PY) -m ruff check src tests benchmarks train.py
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 # The inner loop: unit and in-process tests only, under a minute. Tests that run train.py,
 # a command line or a server in a subprocess are marked e2e by tests/conftest.py.
