@@ -198,3 +198,21 @@ def typed(tmp_path, monkeypatch):
         finally:
             GlobalHydra.instance().clear()
     return make
+
+
+HEAVY_MODULES = {"torch", "lightning", "mlflow", "optuna"}
+
+
+def refused_before_heavy_imports(project: Path, *argv: str) -> list[str]:
+    """Run `python -X importtime train.py ...`, which must exit 2 without importing torch,
+    Lightning, MLflow or Optuna (the listing is on stderr); returns stderr's other lines."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", *argv],
+                          cwd=project, env=clean_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "hydra" in imported  # the listing works: the refusal needs Hydra
+    heavy = HEAVY_MODULES & imported
+    assert not heavy, f"imported before the refusal: {sorted(heavy)}"
+    return [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]

@@ -175,19 +175,8 @@ def test_find_tagged_matches_any_value_in_dotted_keys_and_by_status(tmp_path):
 ])
 def test_misspelt_cell_or_key_is_refused_before_torch_is_imported(project, argv, expected):
     """`python -X importtime` lists every module the interpreter imported, on stderr."""
-    import subprocess
-    import sys
+    from conftest import refused_before_heavy_imports
 
-    from conftest import clean_env
-
-    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", *argv],
-                          cwd=project, env=clean_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:") and "|" in line}
-    assert "hydra" in imported  # the listing works: the refusal needs Hydra
-    heavy = {"torch", "lightning", "mlflow", "optuna"} & imported
-    assert not heavy, f"imported before the refusal: {sorted(heavy)}"
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    lines = refused_before_heavy_imports(project, *argv)
+    errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], errors

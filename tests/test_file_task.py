@@ -303,23 +303,11 @@ def test_a_missing_or_wrong_file_is_refused_before_torch_is_imported(project, ca
     """`python -X importtime` lists every module the interpreter imported, on stderr: the
     refusal names the file (relative paths resolve against the project root) and what is
     allowed, exits 2, and torch, Lightning, MLflow and Optuna were never imported."""
-    import subprocess
-    import sys
-
-    from conftest import clean_env
+    from conftest import refused_before_heavy_imports
 
     argv, expected = BAD_FILE_ARGS[case]
     _bad_files(project)
-    proc = subprocess.run([sys.executable, "-X", "importtime", "train.py", *argv],
-                          cwd=project, env=clean_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:") and "|" in line}
-    assert "hydra" in imported  # the listing works
-    heavy = {"torch", "lightning", "mlflow", "optuna"} & imported
-    assert not heavy, f"imported before the refusal: {sorted(heavy)}"
-    errors = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+    errors = refused_before_heavy_imports(project, *argv)
     assert len(errors) == 1 and errors[0].startswith("error: ") and expected in errors[0], errors
     if "data.path=" in " ".join(argv):
         assert f"error: {project}/" in errors[0]  # the file, resolved against the project root
