@@ -28,7 +28,7 @@ import torch
 from hydra.errors import InstantiationException
 from torch import nn
 
-from rnnsweep.targets import build, constructor_keys
+from rnnsweep.targets import build, constructor_keys, plain
 
 # A cell as callers give it: a built-in name, or a cell config (`_target_` and its keys).
 CellSpec = str | Mapping[str, Any]
@@ -97,11 +97,7 @@ def cell_config(cell: CellSpec) -> dict[str, Any]:
         if cell not in BUILTIN:
             raise ValueError(f"cell={cell!r} is invalid: allowed: {', '.join(BUILTIN)}")
         return {"name": cell, "_target_": BUILTIN[cell]}
-    if isinstance(cell, Mapping):
-        return {str(k): v for k, v in cell.items()}
-    from omegaconf import OmegaConf  # a DictConfig
-
-    return OmegaConf.to_container(cell, resolve=True)  # type: ignore[return-value]
+    return plain(cell)
 
 
 def cell_name(cell: CellSpec) -> str:
