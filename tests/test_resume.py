@@ -64,6 +64,15 @@ def during_a_trial(project: Path) -> Callable[[], bool]:
     return lambda: bool(_rows(project / "mlruns/optuna.db", sql))
 
 
+def after_sampling(project: Path) -> Callable[[], bool]:
+    """A trial of this process has written its sampled values (RDB storage writes each
+    suggest at once), so the kill leaves a FAIL trial whose retry must carry them."""
+    seen = max_trial_id(project)
+    sql = ("SELECT 1 FROM trials t JOIN trial_params p ON p.trial_id = t.trial_id "
+           f"WHERE t.state = 'RUNNING' AND t.trial_id > {seen}")
+    return lambda: bool(_rows(project / "mlruns/optuna.db", sql))
+
+
 def during_logging(project: Path) -> Callable[[], bool]:
     """A child run created by this process has just received an epoch's metrics."""
     seen = run_ids(project)
@@ -98,7 +107,8 @@ def interrupt_when(project: Path, log: Path, ready: Callable[[], bool], sig: int
 def test_killed_sweep_resumes_without_losing_or_redoing_trials(project, tmp_path):
     snapshots = []
     points = [
-        ("kill -9 during a trial", during_a_trial, signal.SIGKILL, -signal.SIGKILL),
+        # First, on a fresh store, so the killed trial is a new one and not a queued retry.
+        ("kill -9 after sampling", after_sampling, signal.SIGKILL, -signal.SIGKILL),
         ("kill -9 during MLflow logging", during_logging, signal.SIGKILL, -signal.SIGKILL),
         ("kill -9 between trials", between_trials, signal.SIGKILL, -signal.SIGKILL),
         ("SIGTERM during a trial", during_a_trial, signal.SIGTERM, 143),
