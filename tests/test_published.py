@@ -7,6 +7,7 @@ on hand-made sweeps.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,21 @@ def test_weiss2018_smoke_end_to_end(tmp_path: Path):
     assert set(table["verdict"]) <= {published.REPRODUCED, published.NOT_REPRODUCED}
     # Three seeds per cell: trial 0 (the space is fixed) and two re-evaluation seeds.
     assert table["ours"].str.contains(r"\(n=3: ").all()
+
+
+def test_solves_row_gives_every_cells_sequences_to_solve(monkeypatch):
+    """Beside the LSTM's sequences (the paper's number) each other cell's: how many seeds
+    solved it and after how many sequences on average, or that none did."""
+    monkeypatch.setattr(published, "_batch_size", lambda sweep: 64)
+    steps = {"lstm": [100.0, math.nan], "gru": [50.0, 150.0], "rnn": [math.nan, math.nan]}
+    monkeypatch.setattr(published, "_sequences_to_solve", lambda runs, batch: np.array(
+        [s * batch for s in steps[runs["tags.cell"].iloc[0]]]))
+    runs = [{"tags.cell": c, "condition": "large T=100", "metrics.test_acc": acc}
+            for c, acc in [("lstm", 0.97), ("lstm", 0.96), ("gru", 0.99), ("gru", 0.99),
+                           ("rnn", 0.1), ("rnn", 0.1)]]
+    out = published.compare_rows(_sweep(runs), _rows("hochreiter1997").iloc[:1],
+                                 pd.DataFrame())
+    assert "1 of 2 seeds never reached" in out["ours"].iloc[0]
+    evidence = out["evidence"].iloc[0]
+    assert "gru test acc 0.99, solved after 6.4e+03 sequences in 2 of 2 seeds" in evidence
+    assert "rnn test acc 0.1, never solved in 2 seeds" in evidence

@@ -221,11 +221,19 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                 solved = seqs[np.isfinite(seqs)]
                 verdict = NOT_MEASURED if not acc.size else (
                     REPRODUCED if float(np.mean(acc)) >= SOLVED_ACC else NOT_REPRODUCED)
-                others = []
+                others = []  # every other cell's accuracy and sequences, as the paper's rows
                 for other in sorted(set(runs["tags.cell"]) - {row["cell"]}):
                     oa = _values(runs, other, cond, "test_acc")
-                    if oa.size:
-                        others.append(f"{other} test acc {np.mean(oa):.3g}")
+                    if not oa.size:
+                        continue
+                    theirs = runs[(runs["tags.cell"] == other) & (runs["condition"] == cond)]
+                    os_ = _sequences_to_solve(theirs, batch)
+                    ok = os_[np.isfinite(os_)]
+                    seq_text = ("" if not os_.size else
+                                f", solved after {np.mean(ok):.3g} sequences in {ok.size} of "
+                                f"{os_.size} seeds" if ok.size else
+                                f", never solved in {os_.size} seeds")
+                    others.append(f"{other} test acc {np.mean(oa):.3g}{seq_text}")
                 out.append({**base, "condition": cond,
                             "ours": (f"sequences to solve: {_ours(solved)}; "
                                      f"{seqs.size - solved.size} of {seqs.size} seeds never "
