@@ -145,9 +145,11 @@ def markdown(results: dict[str, Any]) -> str:
 
 def update_readme(results: dict[str, Any], readme: Path = README) -> None:
     head = ("Written by `python -m benchmarks --only papers` (`make papers`) from "
-            "benchmarks/results/papers.json; verdicts check the published direction over "
-            "seeds (a count limit of 0: the training range itself was not predicted "
-            "exactly); details and protocol differences in each report's section 7.")
+            "benchmarks/results/papers.json. A verdict checks the published direction over "
+            "seeds: a comparison of two cells is reproduced only when a one-sided Welch test "
+            "gives p < 0.05, else 'same direction, not significant'. A count limit of 0: the "
+            "training range itself was not predicted exactly. Details and protocol "
+            "differences are in each report's section 7.")
     replace_between(readme, START, END, "\n" + head + "\n\n" + markdown(results) + "\n")
 
 

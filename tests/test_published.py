@@ -117,6 +117,23 @@ def test_direction_verdicts_follow_the_means():
     assert list(out["verdict"]) == [published.NOT_MEASURED] * 2
 
 
+def test_a_direction_the_seeds_cannot_tell_from_chance_is_not_called_reproduced():
+    """LSTM 0, 942, 283 against GRU 0, 0, 0: the means point the published way, but the
+    one-sided Welch p is 0.14; with no spread at all, every seed pair must agree."""
+    def rows(lstm, gru):
+        return [{"tags.cell": c, "condition": "large", "metrics.test_count_limit": v}
+                for c, vs in (("lstm", lstm), ("gru", gru)) for v in vs]
+    out = published.compare_rows(_sweep(rows([0, 942, 283], [0, 0, 0])), _rows("weiss2018"),
+                                 pd.DataFrame())
+    assert list(out["verdict"]) == [published.NOT_SIGNIFICANT] * 2
+    assert "p=0.14" in out["evidence"].iloc[0]
+    out = published.compare_rows(_sweep(rows([500, 500], [0, 0])), _rows("weiss2018"),
+                                 pd.DataFrame())
+    assert list(out["verdict"]) == [published.REPRODUCED] * 2
+    out = published.compare_rows(_sweep(rows([500], [0])), _rows("weiss2018"), pd.DataFrame())
+    assert list(out["verdict"]) == [published.NOT_SIGNIFICANT] * 2  # one seed decides nothing
+
+
 def test_chung_rows_need_both_gated_cells_below_tanh():
     runs = [{"tags.cell": c, "condition": "large", "metrics.test_loss": v}
             for c, vs in {"rnn": [9.0, 9.1], "gru": [8.5, 8.6], "lstm": [9.3, 9.2]}.items()
@@ -215,7 +232,8 @@ def test_weiss2018_smoke_end_to_end(tmp_path: Path):
     assert "smoke-sized variant of weiss2018" in md
     table = pd.read_csv(project / "reports" / "anbn" / "tables" / "published.csv")
     assert list(table["result"]) == ["lstm: count limit", "gru: count limit"]
-    assert set(table["verdict"]) <= {published.REPRODUCED, published.NOT_REPRODUCED}
+    assert set(table["verdict"]) <= {published.REPRODUCED, published.NOT_SIGNIFICANT,
+                                     published.NOT_REPRODUCED}
     # Three seeds per cell: trial 0 (the space is fixed) and two re-evaluation seeds.
     assert table["ours"].str.contains(r"\(n=3: ").all()
 

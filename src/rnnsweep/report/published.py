@@ -13,7 +13,11 @@ seeds' values) and a verdict on the published direction:
 - `rank:<k>`: the parameter has fANOVA rank k in the cell's study (section 4's importances).
 
 Verdicts: "reproduced in direction", "not reproduced", or "not measured" (the sweep lacks
-the cell, the length or the trials). Seeds are the re-evaluation runs; when the study's space
+the cell, the length or the trials). An above/below row is "reproduced in direction" only
+when the one-sided Welch test of the means gives p < ALPHA (or, with no spread in either
+cell, every seed pair agrees); a mean in the published direction that the seeds cannot
+tell from chance is "same direction, not significant", so three noisy seeds never read as
+a reproduction. Seeds are the re-evaluation runs; when the study's space
 is fixed (every parameter's low equals its high), its trials are the same model with other
 seeds and are counted too. The protocol differences per profile come from
 published/protocol_differences.yaml. Nothing here changes a number to agree with a paper.
@@ -42,6 +46,8 @@ COLUMNS = ("id", "paper", "profile", "table", "setting", "cell", "quantity", "me
 SOLVED_ACC = 0.95
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = ("reproduced in direction", "not reproduced",
                                             "not measured")
+NOT_SIGNIFICANT = "same direction, not significant"
+ALPHA = 0.05  # one-sided, per row: each row is its own published claim
 HEADING = "7. Published vs measured"
 
 
@@ -191,16 +197,18 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                         continue
                     hi, lo = (mine, theirs) if kind == "above" else (theirs, mine)
                     holds = float(np.mean(hi)) > float(np.mean(lo))
-                    verdicts.append(REPRODUCED if holds else NOT_REPRODUCED)
                     pairs = int((hi[:, None] > lo[None, :]).sum())
                     p = _one_sided_p(hi, lo)
+                    decided = (p < ALPHA if math.isfinite(p) else
+                               min(hi.size, lo.size) >= 2 and pairs == hi.size * lo.size)
+                    verdicts.append(NOT_REPRODUCED if not holds else
+                                    REPRODUCED if decided else NOT_SIGNIFICANT)
                     evidence.append(
                         f"{kind} {other} ({_ours(theirs).split(' (')[0]}): {pairs} of "
                         f"{hi.size * lo.size} seed pairs agree"
                         + (f", one-sided Welch p={p:.2g}" if math.isfinite(p) else ""))
-                verdict = (NOT_MEASURED if NOT_MEASURED in verdicts else
-                           REPRODUCED if all(v == REPRODUCED for v in verdicts)
-                           else NOT_REPRODUCED)
+                verdict = next(v for v in (NOT_MEASURED, NOT_REPRODUCED, NOT_SIGNIFICANT,
+                                           REPRODUCED) if v in verdicts)
                 magnitude = _magnitude(row, mine)
                 out.append({**base, "condition": cond, "ours": _ours(mine), "verdict": verdict,
                             "evidence": "; ".join(evidence + ([magnitude] if magnitude
