@@ -254,3 +254,26 @@ def test_solves_row_gives_every_cells_sequences_to_solve(monkeypatch):
     evidence = out["evidence"].iloc[0]
     assert "gru test acc 0.99, solved after 6.4e+03 sequences in 2 of 2 seeds" in evidence
     assert "rnn test acc 0.1, never solved in 2 seeds" in evidence
+
+
+def test_a_comparison_names_the_cells_whose_budget_may_have_decided_it():
+    """The GRU's best trial peaked at step 1,950 of 2,000 (last 10 %), the LSTM's at 1,000:
+    the row says the GRU was not converged; a converged pair says nothing."""
+    runs = [{"tags.cell": c, "condition": "large", "metrics.test_count_limit": v}
+            for c, vs in (("lstm", [300, 320]), ("gru", [100, 110])) for v in vs]
+    sweep = _sweep(runs)
+
+    def with_best_steps(gru_step: float) -> Sweep:
+        sweep.parents = pd.DataFrame([
+            {"condition": "large", "tags.profile": "x", "tags.cell": c, "run_id": f"p-{c}",
+             "tags.best_trial_run_id": f"t-{c}"} for c in ("lstm", "gru")])
+        sweep.trials = pd.DataFrame([
+            {"run_id": f"t-{c}", "tags.mlflow.parentRunId": f"p-{c}", "metrics.best_step": s,
+             "params.budget_steps": "2000"} for c, s in (("lstm", 1000.0), ("gru", gru_step))])
+        return sweep
+    assert published.unconverged(with_best_steps(1950.0)) == {("gru", "large")}
+    out = published.compare_rows(sweep, _rows("weiss2018"), pd.DataFrame())
+    assert all("not converged: gru (best validation in the last 10 %" in e
+               for e in out["evidence"])
+    out = published.compare_rows(with_best_steps(1200.0), _rows("weiss2018"), pd.DataFrame())
+    assert not any("not converged" in e for e in out["evidence"])

@@ -35,6 +35,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from rnnsweep.report import diagnostics
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.render import Document
 from rnnsweep.report.tables import fmt
@@ -174,9 +175,17 @@ def _batch_size(sweep: Sweep) -> int | None:
         return None
 
 
+def unconverged(sweep: Sweep) -> set[tuple[str, str]]:
+    """(cell, condition) of the studies whose best trial peaked in the last 10 % of its step
+    budget (diagnostics.converged): there the budget, not the cell, may decide a comparison."""
+    return {(str(p.get("tags.cell")), str(p["condition"])) for _, p in sweep.parents.iterrows()
+            if diagnostics.converged(sweep, p) is False}
+
+
 def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
     """One line per published row and condition of the sweep: published, ours, verdict."""
     runs = seed_runs(sweep)
+    late = unconverged(sweep)
     conditions = sorted(sweep.parents["condition"].unique())
     batch = _batch_size(sweep) if rows["expect"].str.startswith("solves:").any() else None
     out = []
@@ -210,6 +219,12 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                 verdict = next(v for v in (NOT_MEASURED, NOT_REPRODUCED, NOT_SIGNIFICANT,
                                            REPRODUCED) if v in verdicts)
                 magnitude = _magnitude(row, mine)
+                cells = [row["cell"], *(o.split(":")[-1] for o in arg.split(";"))]
+                budget = [c for c in cells if (c, cond) in late]
+                if budget:
+                    evidence.append(f"not converged: {', '.join(budget)} (best validation in "
+                                    "the last 10 % of the step budget: the budget may have "
+                                    "decided)")
                 out.append({**base, "condition": cond, "ours": _ours(mine), "verdict": verdict,
                             "evidence": "; ".join(evidence + ([magnitude] if magnitude
                                                               else []))})
