@@ -100,12 +100,16 @@ def seed_runs(sweep: Sweep) -> pd.DataFrame:
     return runs[runs["status"] == "FINISHED"].reset_index(drop=True)
 
 
+def _runs_of(runs: pd.DataFrame, cell: str, condition: str) -> pd.DataFrame:
+    return runs[(runs["tags.cell"] == cell) & (runs["condition"] == condition)]
+
+
 def _values(runs: pd.DataFrame, cell: str, condition: str, metric: str) -> np.ndarray:
     col = f"metrics.{metric}"
     if col not in runs.columns:
         return np.array([])
-    mine = runs[(runs["tags.cell"] == cell) & (runs["condition"] == condition)]
-    v = pd.to_numeric(mine[col], errors="coerce").to_numpy(dtype=float)
+    v = pd.to_numeric(_runs_of(runs, cell, condition)[col], errors="coerce")
+    v = v.to_numpy(dtype=float)
     return v[np.isfinite(v)]
 
 
@@ -194,11 +198,11 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
         base = {"paper": row["paper"], "result": f"{row['cell']}: {row['quantity']}",
                 "setting": row["setting"], "published": _published_text(row)}
         if kind in ("above", "below"):
+            compared = [o.split(":")[-1] for o in arg.split(";")]  # "gru;above:lstm"
             for cond in conditions:
                 mine = _values(runs, row["cell"], cond, row["metric"])
                 verdicts, evidence = [], []
-                for other in arg.split(";"):
-                    other = other.split(":")[-1]
+                for other in compared:
                     theirs = _values(runs, other, cond, row["metric"])
                     if not mine.size or not theirs.size:
                         verdicts.append(NOT_MEASURED)
@@ -219,8 +223,7 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                 verdict = next(v for v in (NOT_MEASURED, NOT_REPRODUCED, NOT_SIGNIFICANT,
                                            REPRODUCED) if v in verdicts)
                 magnitude = _magnitude(row, mine)
-                cells = [row["cell"], *(o.split(":")[-1] for o in arg.split(";"))]
-                budget = [c for c in cells if (c, cond) in late]
+                budget = [c for c in (row["cell"], *compared) if (c, cond) in late]
                 if budget:
                     evidence.append(f"not converged: {', '.join(budget)} (best validation in "
                                     "the last 10 % of the step budget: the budget may have "
@@ -239,8 +242,7 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                             "evidence": f"the sweep has no T={length} (lengths: {have})"})
             for cond in conds:
                 acc = _values(runs, row["cell"], cond, "test_acc")
-                mine = runs[(runs["tags.cell"] == row["cell"]) & (runs["condition"] == cond)]
-                seqs = _sequences_to_solve(mine, batch)
+                seqs = _sequences_to_solve(_runs_of(runs, row["cell"], cond), batch)
                 solved = seqs[np.isfinite(seqs)]
                 verdict = NOT_MEASURED if not acc.size else (
                     REPRODUCED if float(np.mean(acc)) >= SOLVED_ACC else NOT_REPRODUCED)
@@ -249,14 +251,15 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                     oa = _values(runs, other, cond, "test_acc")
                     if not oa.size:
                         continue
-                    theirs = runs[(runs["tags.cell"] == other) & (runs["condition"] == cond)]
-                    os_ = _sequences_to_solve(theirs, batch)
-                    ok = os_[np.isfinite(os_)]
-                    seq_text = ("" if not os_.size else
-                                f", solved after {np.mean(ok):.3g} sequences in {ok.size} of "
-                                f"{os_.size} seeds" if ok.size else
-                                f", never solved in {os_.size} seeds")
-                    others.append(f"{other} test acc {np.mean(oa):.3g}{seq_text}")
+                    text = f"{other} test acc {np.mean(oa):.3g}"
+                    theirs = _sequences_to_solve(_runs_of(runs, other, cond), batch)
+                    ok = theirs[np.isfinite(theirs)]
+                    if ok.size:
+                        text += (f", solved after {np.mean(ok):.3g} sequences in {ok.size} of "
+                                 f"{theirs.size} seeds")
+                    elif theirs.size:
+                        text += f", never solved in {theirs.size} seeds"
+                    others.append(text)
                 out.append({**base, "condition": cond,
                             "ours": (f"sequences to solve: {_ours(solved)}; "
                                      f"{seqs.size - solved.size} of {seqs.size} seeds never "
