@@ -29,10 +29,10 @@ lock:
 		--allow-unsafe --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
 		$(LOCK_ARGS) --output-file requirements.lock pyproject.toml
 
-# One worker per core (Hydra's joblib launcher), each with its share of torch threads
-# (rnnsweep/threads.py): the sweep's studies run side by side; WORKERS=1 runs them in turn.
+# One worker per core (Hydra's joblib launcher, the config's default), each with its share of
+# torch threads (rnnsweep/threads.py); WORKERS=1 runs the studies in turn in one process.
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
-SWEEP_LAUNCHER = $(if $(filter 1,$(WORKERS)),,hydra/launcher=joblib hydra.launcher.n_jobs=$(WORKERS))
+SWEEP_LAUNCHER = $(if $(filter 1,$(WORKERS)),hydra/launcher=basic,hydra.launcher.n_jobs=$(WORKERS))
 
 sweep: setup
 	$(PY) train.py -m cell=lstm,gru $(SWEEP_LAUNCHER)

@@ -14,15 +14,29 @@ def test_make_sweep_uses_one_worker_per_core():
 
     dry = subprocess.run(["make", "-n", "sweep", "WORKERS=3"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    assert "train.py -m cell=lstm,gru hydra/launcher=joblib hydra.launcher.n_jobs=3" in dry
+    assert "train.py -m cell=lstm,gru hydra.launcher.n_jobs=3" in dry
     one = subprocess.run(["make", "-n", "sweep", "WORKERS=1"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    assert "hydra/launcher" not in one and "train.py -m cell=lstm,gru" in one
+    assert "train.py -m cell=lstm,gru hydra/launcher=basic" in one
+
+
+def test_the_literal_sweep_command_uses_every_core():
+    """`python train.py -m cell=lstm,gru`, as typed, launches its jobs through joblib with one
+    worker per core (n_jobs -1), and the thread policy gives each worker its share."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["cell=lstm"], return_hydra_config=True)
+    assert "JoblibLauncher" in cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher.n_jobs == -1
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        basic = compose("config", overrides=["hydra/launcher=basic"], return_hydra_config=True)
+    assert "BasicLauncher" in basic.hydra.launcher._target_
 
 
 def test_parallel_smoke_sweep_keeps_exact_counts_and_a_complete_summary(project):
     proc = run_train(project, "-m", "cell=lstm,gru", "experiment=smoke", "data.size=small",
-                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "search.reeval_seeds=0",
+                     "hydra.launcher.n_jobs=2", "search.reeval_seeds=0",
                      "search.reeval_max_seeds=0", timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     studies = trials_by_study(optuna_url(project))

@@ -21,7 +21,7 @@ from rnnsweep.errors import StoreError
 from rnnsweep.interrupts import Interrupted
 from rnnsweep.run_lifecycle import TrackedRun, failure_reason, study_run
 from rnnsweep.tracking import Tracker
-from rnnsweep.training import TrainResult
+from rnnsweep.training import TrainResult, progress
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,21 @@ def test_a_pruned_trial_finishes_as_pruned(tracker):
         raise optuna.TrialPruned()
     status, tags = closing(tracker, run)
     assert (status, tags["state"]) == ("FINISHED", "PRUNED")
+
+
+@pytest.mark.parametrize("err", [optuna.TrialPruned("pruned at step 40"), ValueError("boom")],
+                         ids=["pruned", "failed"])
+def test_a_run_that_ends_early_records_what_it_spent(tracker, err):
+    """A study's compute is the sum of its runs' optimizer_steps: pruned and failed runs
+    record theirs (attached by train_model), their best step, and wall and CPU seconds."""
+    err.progress = progress(40, 20)
+    with pytest.raises(type(err)), start(tracker) as run:
+        sum(i * i for i in range(200_000))  # some CPU time to record
+        raise err
+    metrics = stored(tracker, run).data.metrics
+    assert metrics["optimizer_steps"] == 40 and metrics["best_step"] == 20
+    assert metrics["wall_seconds"] > 0 and metrics["cpu_seconds"] > 0
+    assert progress(3, -1) == {"optimizer_steps": 3.0}  # no validation finished: no best step
 
 
 def test_a_failing_body_ends_the_run_failed_with_its_reason(tracker):

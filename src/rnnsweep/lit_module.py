@@ -1,4 +1,4 @@
-"""One LightningModule for every cell and task: loss, metrics and per-epoch logging."""
+"""One LightningModule for every cell and task: loss, metrics and logging per validation."""
 
 from __future__ import annotations
 
@@ -29,6 +29,20 @@ def validation_metrics(spec: TaskSpec) -> tuple[str, ...]:
 def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     """(B, T) True where a step is real, False where it is padding."""
     return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def trim_padding(batch: tuple[torch.Tensor, ...],
+                 spec: TaskSpec) -> tuple[torch.Tensor, ...]:
+    """A variable-length batch cut to its longest real sequence: the steps after it are
+    padding in every row, so dropping them changes nothing the loss reads and saves their
+    compute (the part of the padding that packing used to skip)."""
+    x, y, lengths = batch
+    if not spec.variable_length:
+        return x, y, lengths
+    longest = int(lengths.max())
+    if longest == x.shape[1]:
+        return x, y, lengths
+    return x[:, :longest], (y[:, :longest] if spec.per_step else y), lengths
 
 
 class RecurrentLitModule(pl.LightningModule):
@@ -76,7 +90,7 @@ class RecurrentLitModule(pl.LightningModule):
         self, batch: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (mean loss, per-item hits, predictions, targets) over real steps only."""
-        x, y, lengths = batch
+        x, y, lengths = trim_padding(batch, self.spec)
         out = self(x, lengths)
         kind = self.spec.loss
         if self.spec.per_step:

@@ -13,9 +13,12 @@ from rnnsweep.data.base import TaskSpec
 class SequenceModel(nn.Module):
     """A cell with dropout before the head.
 
-    Sequence-level tasks read the last real step's top-layer output; per-step tasks read
-    every output step. Torch's own RNN layers get packed variable-length batches, so padding
-    never updates a state; other cells are causal and read at each sequence's last real step.
+    Every cell gets padded batches: cells are causal (step t sees steps <= t only), so the
+    real steps' outputs do not depend on the padding after them. Sequence-level tasks read
+    each sequence's last real step; per-step tasks read every step and the loss masks the
+    padding. Padded input keeps torch's LSTM on its fused CPU kernel (oneDNN), which a packed
+    batch leaves for a per-step path; a cell that sets `needs_packing = True` (an
+    ``nn.RNNBase`` whose padding would leak, none of the shipped ones) still gets packing.
     """
 
     def __init__(self, cell: CellSpec, spec: TaskSpec, hidden_size: int, num_layers: int = 1,
@@ -26,21 +29,23 @@ class SequenceModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, spec.output_size)
 
+    @property
+    def packs(self) -> bool:
+        """Whether variable-length batches go to the cell packed (see the class docstring)."""
+        return bool(getattr(self.rnn, "needs_packing", False)) and isinstance(
+            self.rnn, nn.RNNBase)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         variable = self.spec.variable_length and lengths is not None
-        torch_rnn = isinstance(self.rnn, nn.RNNBase)
-        if variable and torch_rnn:
+        if variable and self.packs:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out_packed, h = self.rnn(packed)
+            out_packed, _ = self.rnn(packed)
             out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=x.shape[1])
         else:
-            out, h = self.rnn(x)
+            out, _ = self.rnn(x)
         if self.spec.per_step:
             return self.head(self.dropout(out))
-        if torch_rnn:
-            # h_n holds each sequence's state at its own last real step (packing handles it).
-            last = (h[0] if isinstance(h, tuple) else h)[-1]
-        elif variable:
+        if variable:
             last = out[torch.arange(out.shape[0], device=out.device), lengths - 1]
         else:
             last = out[:, -1]

@@ -14,8 +14,9 @@ block that holds the training:
   another exit: KILLED, state=FAIL, fail_reason saying why. Closed quietly: a store that no
   longer answers must not replace the error or the signal's exit status being reported.
 
-Every close writes one batch (state, reason, wall_seconds, the result's figures) and ends
-the run: two round trips. The study's parent run has its own, shorter rule (`study_run`).
+Every close writes one batch (state, reason, wall_seconds, cpu_seconds, and the result's
+figures, or a pruned or failed run's optimizer_steps and best_step) and ends the run: two
+round trips. The study's parent run has its own, shorter rule (`study_run`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class TrackedRun:
         self.tracker, self.run_id = tracker, run_id
         self.classify, self.on_failure = classify, on_failure
         self.started = time.perf_counter()
+        # Process CPU time: a worker trains one run at a time, so this is the run's own.
+        self.cpu_started = time.process_time()
         # The result's figures, written with the closing state in the same batch.
         self._metrics: dict[str, float] = {}
         self._tags: dict[str, str] = {}
@@ -116,7 +119,11 @@ class TrackedRun:
                  tb: TracebackType | None) -> None:
         if err is None:
             self._close("COMPLETE", "FINISHED")
-        elif isinstance(err, optuna.TrialPruned):
+            return
+        # A pruned or failed run's steps (train_model attaches them): a study's compute is
+        # then the sum of its runs' optimizer_steps, pruned and failed ones included.
+        self._metrics.update(getattr(err, "progress", {}))
+        if isinstance(err, optuna.TrialPruned):
             self._close("PRUNED", "FINISHED")
         elif isinstance(err, Exception):
             halt = self.classify(err) if self.classify is not None else None
@@ -145,7 +152,8 @@ class TrackedRun:
         tags = {**self._tags, "state": state}
         if reason:
             tags["fail_reason"] = reason
-        metrics = {**self._metrics, "wall_seconds": time.perf_counter() - self.started}
+        metrics = {**self._metrics, "wall_seconds": time.perf_counter() - self.started,
+                   "cpu_seconds": time.process_time() - self.cpu_started}
         return {"metrics": metrics, "tags": tags}
 
     def _close(self, state: str, status: str, reason: str | None = None) -> None:

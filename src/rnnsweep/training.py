@@ -139,6 +139,15 @@ class StepPruning(Callback):
             raise optuna.TrialPruned(f"pruned at step {step}")
 
 
+def progress(optimizer_steps: int, best_step: int) -> dict[str, float]:
+    """What a run that ended early (pruned, failed) spent: the optimiser steps it took and,
+    when a validation finished, the step of its best one."""
+    spent = {"optimizer_steps": float(optimizer_steps)}
+    if best_step >= 0:
+        spent["best_step"] = float(best_step)
+    return spent
+
+
 def resolve_hidden_size(cfg: DictConfig, datamodule: TensorDataModule) -> int:
     if cfg.model.param_budget is None:
         return int(cfg.model.hidden_size)
@@ -229,7 +238,11 @@ def train_model(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except Exception as err:  # pruned or failed: what it spent still goes on its run
+        err.progress = progress(trainer.global_step, recorder.best_step)  # type: ignore[attr-defined]
+        raise
     if recorder.best_state is None:
         raise NonFiniteLossError("no validation finished")
     module.load_state_dict(recorder.best_state)
