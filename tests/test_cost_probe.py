@@ -363,3 +363,43 @@ def test_probe_times_a_cell_of_ones_own_beside_lstm():
     per_step = 2 * (2 * 5 * 2) + 2 * 5  # Linear(2 -> 10): weights and bias
     assert costs["mingru"].flops == 3.0 * 4 * (6 * per_step + 2 * 5 + 1)
     assert set(result.sizes[0].ratios) == {"mingru/lstm"}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_the_probe_times_the_kernel_a_training_step_runs(cell):
+    """The probe's kernel is read from its own step's graph; a real training step of the
+    LightningModule on a real variable-length batch (anbn: padded, cut to its longest
+    sequence) builds the same one."""
+    from rnnsweep.data import build_datamodule
+    from rnnsweep.lit_module import RecurrentLitModule
+    from rnnsweep.measure import graph_backend
+    from rnnsweep.model import SequenceModel
+
+    dm = build_datamodule(OmegaConf.create({"task": "anbn", "n_max_small": 6, "n_max_large": 8,
+                                            "val_span": 3, "test_span": 3, "batch_size": 8}))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    module = RecurrentLitModule(SequenceModel(cell, dm.spec, hidden_size=8),
+                                optimizer=torch.optim.Adam).train()
+    trained = graph_backend(module.training_step(batch, 0))
+    result = probe(dm.spec, 8, int(batch[0].shape[1]), [Size(8, 1)],
+                   cells=["lstm", cell] if cell != "lstm" else ["lstm"], rounds=1,
+                   steps_per_round=1, warmup_steps=1, min_rounds=1)
+    assert result.sizes[0].cells[cell].kernel == trained
+    if cell == "lstm":
+        assert trained == "oneDNN (fused RNN kernel)"
+
+
+def test_the_probe_uses_the_thread_count_the_trials_trained_with():
+    """threads: null (the default) times at the trials' own num_threads, as they ran."""
+    from rnnsweep.report.cost_claims import _trial_threads
+
+    def sweep(threads: list[str | None]) -> Sweep:
+        trials = pd.DataFrame({"params.num_threads": threads})
+        return Sweep("e", "s", "val_loss", "minimize", {}, pd.DataFrame(), trials,
+                     pd.DataFrame())
+
+    assert _trial_threads(sweep(["2", "2", "1"])) == 2
+    assert _trial_threads(sweep([None, None])) == 1
+    assert cost_claims_mod.probe_config({}).threads is None
+    assert cost_claims_mod.probe_config({"cost_probe": {"threads": 3}}).threads == 3

@@ -113,7 +113,12 @@ def rnn_backend(module: torch.nn.Module, example: torch.Tensor) -> str:
     probe = copy.deepcopy(module).train()
     # fork_rng: dropout in the probe must not shift the training run's random stream.
     with torch.random.fork_rng(devices=[]):
-        names = _grad_fn_names(probe(example))
+        return graph_backend(probe(example))
+
+
+def graph_backend(out: torch.Tensor) -> str:
+    """The recurrent kernel family in the autograd graph that produced `out`."""
+    names = _grad_fn_names(out)
     if any("Cudnn" in n for n in names):
         return f"cuDNN {torch.backends.cudnn.version()}"
     if any("Mkldnn" in n for n in names):

@@ -154,7 +154,8 @@ class CostProbeConfig:
     min_rounds: int = 5
     steps_per_round: int = 3
     warmup_steps: int = 3
-    threads: int = 1
+    # None: the torch threads the sweep's trials trained with (their num_threads param).
+    threads: int | None = None
     budget_s: float = 20.0
     device: str = "auto"
 

@@ -53,6 +53,7 @@ class ProbeSetup:
     seq_len: int
     sizes: list[Size]
     cells: list[CellSpec]  # LSTM first: the reference of every ratio
+    threads: int = 1  # torch threads of the sweep's trials: the probe times what they ran
 
 
 def range_verdict(low: float, high: float) -> str:
@@ -86,7 +87,7 @@ def probe_config(rcfg: dict) -> CostProbeConfig:
         raise ConfigError(f"report.cost_probe.device={pcfg.device!r} is invalid: allowed: "
                           "auto, cpu, cuda")
     for key in ("max_sizes", "rounds", "min_rounds", "steps_per_round", "threads"):
-        if getattr(pcfg, key) < 1:
+        if getattr(pcfg, key) is not None and getattr(pcfg, key) < 1:
             raise ConfigError(f"report.cost_probe.{key}={getattr(pcfg, key)} is invalid: "
                               "must be >= 1")
     return pcfg
@@ -176,7 +177,15 @@ def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None
     pcfg = probe_config(rcfg)
     return ProbeSetup(spec, int(data_cfg.get("batch_size", 32)),
                       _seq_len(data_cfg, dm, length_keys), pick_sizes(sizes, pcfg.max_sizes),
-                      cells)
+                      cells, pcfg.threads or _trial_threads(sweep))
+
+
+def _trial_threads(sweep: Sweep) -> int:
+    """The torch threads most of the sweep's trials trained with (1 when unrecorded)."""
+    column = sweep.trials.get("params.num_threads") if not sweep.trials.empty else None
+    if column is None or column.dropna().empty:
+        return 1
+    return int(column.dropna().astype(int).mode().iloc[0])
 
 
 def run_probe(setup: ProbeSetup, pcfg: CostProbeConfig, alpha: float) -> ProbeResult:
@@ -185,7 +194,7 @@ def run_probe(setup: ProbeSetup, pcfg: CostProbeConfig, alpha: float) -> ProbeRe
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return probe(setup.spec, setup.batch_size, setup.seq_len, setup.sizes, cells=setup.cells,
                  rounds=pcfg.rounds, steps_per_round=pcfg.steps_per_round,
-                 warmup_steps=pcfg.warmup_steps, device=device, threads=pcfg.threads,
+                 warmup_steps=pcfg.warmup_steps, device=device, threads=setup.threads,
                  level=1 - alpha, budget_s=pcfg.budget_s, min_rounds=pcfg.min_rounds)
 
 
