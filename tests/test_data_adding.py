@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 
 from rnnsweep.data.adding import AddingDataConfig, AddingDataModule, generate_adding
@@ -77,3 +78,35 @@ def test_batches_are_tensor_slices_with_lengths():
 def test_invalid_sequence_length_is_rejected():
     with pytest.raises(ConfigError, match="data.seq_len"):
         AddingDataConfig(seq_len=1)
+
+
+def test_the_eval_mode_training_subset_is_a_fixed_random_draw():
+    """Not the split's first rows (anbn's shortest strings, a file's first class): a seeded
+    draw over the whole training split, the same in every data module built alike."""
+    from torch.utils.data import TensorDataset
+
+    from rnnsweep.data.base import TaskSpec, TensorDataModule
+
+    class Ordered(TensorDataModule):
+        spec = TaskSpec(input_size=1, output_size=1, loss="mse")
+
+        def condition(self) -> dict[str, str]:
+            return {"task": "ordered"}
+
+        def build(self):
+            n = 200
+            x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1)
+            ds = TensorDataset(x, x[:, 0], torch.ones(n, dtype=torch.long))
+            val = TensorDataset(x[:50] + 1000, x[:50, 0], torch.ones(50, dtype=torch.long))
+            test = TensorDataset(x[:50] + 2000, x[:50, 0], torch.ones(50, dtype=torch.long))
+            return ds, val, test
+
+    subsets = []
+    for _ in range(2):
+        dm = Ordered(batch_size=8)
+        dm.setup()
+        subsets.append(dm.train_eval_set().tensors[0].flatten())
+    rows = subsets[0]
+    assert len(rows) == 50 and torch.equal(rows, subsets[1])
+    assert len(set(rows.tolist())) == 50
+    assert rows.max() > 100  # drawn from the whole split, not its first 50 rows

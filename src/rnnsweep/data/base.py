@@ -19,6 +19,9 @@ from rnnsweep.errors import ConfigError, DataError
 # Stream ids under a run's seed: initialisation/dropout come from torch's global seed;
 # the data order from its own child stream, so neither shifts the other.
 ORDER_STREAM = 1
+# The eval-mode training subset: one fixed draw, the same for every run of every study, so
+# gaps compare across cells and trials.
+TRAIN_EVAL_SEED = 20181
 
 
 def order_seed(run_seed: int) -> int:
@@ -139,13 +142,17 @@ class TensorDataModule(pl.LightningDataModule):
         self.train_set, self.val_set, self.test_set = train, val, test
 
     def train_eval_set(self) -> TensorDataset:
-        """A fixed subset of the training set, the size of the validation set (or all of the
-        training set when smaller), scored in eval mode at each validation."""
+        """A fixed random subset of the training set, the size of the validation set (or all
+        of the training set when smaller), scored in eval mode at each validation. Drawn,
+        not the first rows: a split's order (anbn's shortest strings first, a user's file
+        sorted by class) would bias the gap."""
         if self._train_eval is None:
             if self.train_set is None or self.val_set is None:
                 raise RuntimeError("setup() must run before the loaders are requested")
             n = min(len(self.train_set), len(self.val_set))
-            self._train_eval = TensorDataset(*(t[:n] for t in self.train_set.tensors))
+            gen = torch.Generator().manual_seed(TRAIN_EVAL_SEED)
+            rows = torch.randperm(len(self.train_set), generator=gen)[:n].sort().values
+            self._train_eval = TensorDataset(*(t[rows] for t in self.train_set.tensors))
         return self._train_eval
 
     def _loader(self, ds: TensorDataset | None, shuffle: bool) -> DataLoader:
