@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         results["shapes"].append(res)
         print(f"\n{label}  (one torch thread, CPU ms per training step, median of {rounds})")
         for key, row in res["rows"].items():
-            print(f"  {key:<26} {row['cpu_ms_per_step']:8.2f} ms  x{row['ratio_to_lstm_padded']:.2f}"
+            ratio = row["ratio_to_lstm_padded"]
+            print(f"  {key:<26} {row['cpu_ms_per_step']:8.2f} ms  x{ratio:.2f}"
                   f" of lstm padded  H={row['hidden_size']} L={row['num_layers']}"
                   f" batch={row['batch_shape']}  [{row['kernel']}]", flush=True)
     results["wall_seconds"] = time.perf_counter() - started

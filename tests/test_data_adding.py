@@ -1,6 +1,6 @@
 import numpy as np
-import torch
 import pytest
+import torch
 
 from rnnsweep.data.adding import AddingDataConfig, AddingDataModule, generate_adding
 from rnnsweep.errors import ConfigError

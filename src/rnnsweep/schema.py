@@ -46,6 +46,9 @@ class ModelConfig:
     dropout: float = 0.0
     # Parameter-matched mode: when set, hidden_size is derived per cell to hit this budget.
     param_budget: int | None = None
+    # The keep-the-state gate's bias at initialisation, for every gated cell alike (the cell
+    # configs read it: LSTM forget_bias, GRU update_bias); None: PyTorch's default.
+    keep_gate_bias: float | None = 1.0
 
 
 @dataclass

@@ -99,6 +99,17 @@ def metrics_json(s: pd.DataFrame, claims: list[Claim]) -> dict:
     return out
 
 
+def init_text(sweep: Sweep) -> str:
+    """Each cell's initialisation (its runs' `init` param): a condition of every verdict,
+    since a cell whose keep-the-state gate starts open has a head start."""
+    trials = sweep.trials
+    if trials.empty or "params.init" not in trials or "tags.cell" not in trials:
+        return "Initialisation: not recorded."
+    per_cell = trials.dropna(subset=["params.init"]).groupby("tags.cell")["params.init"]
+    parts = [f"{cell}: {' | '.join(sorted(set(values)))}" for cell, values in per_cell]
+    return "Initialisation (a condition of every verdict): " + "; ".join(parts) + "."
+
+
 def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     """Write every file of the report into out_dir (replaced as a whole); returns the paths."""
     tmp = out_dir.with_name(out_dir.name + ".partial")
@@ -138,7 +149,7 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
                  "resumed by a later sweep; their later runs are left out and their best trial "
                  "is taken from this sweep's runs.")
     doc.heading("Bottom line")
-    doc.para(bottom_line_text(settings))
+    doc.para(f"{bottom_line_text(settings)} {init_text(sweep)}")
     doc.table(answers)
 
     doc.heading("1. Summary per cell and data size")
@@ -233,7 +244,7 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
              f"interval of the difference within {settings.margin_text()} in every condition "
              f"(TOST); 'contradicted' only when the interval excludes the claim. Undecided "
              f"claims state the minimum detectable effect (at {settings.power:.0%} power) and "
-             f"the seeds per cell that would decide them.")
+             f"the seeds per cell that would decide them. {init_text(sweep)}")
     doc.table(claims_df)
     published.section(doc, sweep, imp, tab_dir)  # only for a paper profile's sweep
 
