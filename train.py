@@ -4,12 +4,18 @@
     python train.py search=none cell=gru model.hidden_size=64   # one model, one MLflow run
 """
 
-import hydra
-from omegaconf import DictConfig
+from rnnsweep.signals import exits_on_signal, install_sweep_handlers
 
-from rnnsweep.cli import prepare_environment, run_job
+# First, before the heavy imports: a SIGTERM while starting up ends with one line and 143.
+install_sweep_handlers()
 
-prepare_environment(__file__)
+with exits_on_signal():
+    import hydra
+    from omegaconf import DictConfig
+
+    from rnnsweep.cli import prepare_environment, run_job
+
+    prepare_environment(__file__)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -18,4 +24,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with exits_on_signal():
+        main()

@@ -28,7 +28,6 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from rnnsweep import threads
-from rnnsweep.interrupts import Interrupted
 from rnnsweep.search.objective import (
     INTERRUPTED_ATTR,
     REASON_ATTR,
@@ -37,6 +36,7 @@ from rnnsweep.search.objective import (
     is_surplus,
 )
 from rnnsweep.search.runner import FailureBudget
+from rnnsweep.signals import Interrupted
 
 # -- the thread policy (rnnsweep.threads) ------------------------------------------------------
 
@@ -295,7 +295,7 @@ def handlers():
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_a_trial_is_held_until_a_safe_point(handlers, sig, code):
-    from rnnsweep.interrupts import deferred, install_handlers, raise_pending
+    from rnnsweep.signals import deferred, install_handlers, raise_pending
 
     install_handlers()
     reached = []
@@ -314,7 +314,7 @@ def test_a_signal_during_a_trial_is_held_until_a_safe_point(handlers, sig, code)
 def test_a_second_ctrl_c_while_closing_stops_the_process_at_once(tmp_path):
     script = textwrap.dedent("""
         import os, signal, sys, time
-        from rnnsweep.interrupts import deferred, install_handlers
+        from rnnsweep.signals import deferred, install_handlers
         install_handlers()
         with deferred():
             os.kill(os.getpid(), signal.SIGINT)

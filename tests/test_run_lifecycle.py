@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from rnnsweep.errors import StoreError
-from rnnsweep.interrupts import Interrupted
 from rnnsweep.run_lifecycle import TrackedRun, failure_reason, study_run
+from rnnsweep.signals import Interrupted
 from rnnsweep.tracking import Tracker
 from rnnsweep.training import TrainResult, progress
 

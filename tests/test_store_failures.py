@@ -289,8 +289,8 @@ def test_trial_failures_are_counted_and_the_study_goes_on(study_ctx, monkeypatch
 def test_a_signal_keeps_its_exit_status_when_the_store_fails_too(study_ctx, monkeypatch):
     """SIGTERM while the store is failing: the trial still ends as interrupted and the
     Interrupted (exit 143) reaches the job runner, not the store's error."""
-    from rnnsweep.interrupts import Interrupted
     from rnnsweep.search.runner import run_study
+    from rnnsweep.signals import Interrupted
 
     study, ctx = study_ctx
 

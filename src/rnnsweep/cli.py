@@ -33,6 +33,7 @@ from rnnsweep.redact import (
     remember_environment,
     userinfo_problem,
 )
+from rnnsweep.signals import STOP_MESSAGE, exits_on_signal, install_sweep_handlers
 
 log = logging.getLogger("rnnsweep")
 EXIT_BAD_INPUT = 2
@@ -41,6 +42,8 @@ EXIT_STUDY_FAILED = 1
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve",
               "--shell-completion", "-sc", "--version", "--package", "-p"}
 MULTIRUN_FLAGS = {"-m", "--multirun"}
+# The pid of the command's own process: a job running elsewhere runs in a launcher's worker.
+SWEEP_PID_ENV = "RNNSWEEP_SWEEP_PID"
 
 
 def fail(message: str) -> None:
@@ -70,6 +73,10 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
     remember_environment()
     root = Path(entry_file).resolve().parent
     os.environ.setdefault("RNNSWEEP_ROOT", str(root))
+    # A SIGTERM while starting or between jobs ends the command with one line and 143; with
+    # launcher workers it is forwarded to them (rnnsweep.signals; train.py installs it first).
+    os.environ[SWEEP_PID_ENV] = str(os.getpid())
+    install_sweep_handlers()
     if MULTIRUN_FLAGS & set(argv):
         os.environ.setdefault("RNNSWEEP_SWEEP_ID", time.strftime("%Y%m%d-%H%M%S"))
     if INFO_FLAGS & set(argv):
@@ -77,10 +84,11 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
         # argparse echoes a bad argument on stderr.
         sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
         return
-    try:
-        preflight(root / "conf", argv)
-    except (ConfigError, DataError) as err:
-        fail(str(err))
+    with exits_on_signal():
+        try:
+            preflight(root / "conf", argv)
+        except (ConfigError, DataError) as err:
+            fail(str(err))
 
 
 def _parse(parser: OverridesParser, overrides: list[str]) -> list:
@@ -311,10 +319,10 @@ def run_job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from rnnsweep.console import quiet_third_party
-    from rnnsweep.interrupts import Interrupted, install_handlers
     from rnnsweep.pipeline import run
     from rnnsweep.search.runner import StudyFailedError
     from rnnsweep.search.study import storage_error
+    from rnnsweep.signals import Interrupted, end_of_job_in_worker, install_handlers
 
     install_handlers()
     install_thread_hook()
@@ -330,6 +338,7 @@ def run_job(cfg: DictConfig) -> float | None:
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if HydraConfig.initialized():
         _redact_hydra_files(HydraConfig.get())
+    in_worker = os.environ.get(SWEEP_PID_ENV, str(os.getpid())) != str(os.getpid())
     try:
         return run(cfg, job_overrides=overrides)
     except (ConfigError, DataError) as err:
@@ -338,8 +347,10 @@ def run_job(cfg: DictConfig) -> float | None:
         print(f"error: {redact(str(err))}", file=sys.stderr)
         sys.exit(EXIT_STUDY_FAILED)
     except Interrupted as err:
-        # SystemExit passes Hydra's launcher too, so a -m sweep stops here as well.
-        print(f"{err}: runs closed; rerun the same command to resume", file=sys.stderr)
+        # SystemExit passes Hydra's launcher too, so a -m sweep stops here as well. In a
+        # launcher's worker the sweep's own process says it, once for all workers.
+        if not in_worker:
+            print(f"{err}: {STOP_MESSAGE}", file=sys.stderr)
         sys.exit(err.exit_code)
     except StoreError as err:
         report_store_error(err)
@@ -351,4 +362,7 @@ def run_job(cfg: DictConfig) -> float | None:
         log.error("%s", redact(traceback.format_exc()))
         print(f"error: {redact(f'{type(err).__name__}: {err}'.splitlines()[0])}", file=sys.stderr)
         sys.exit(EXIT_STUDY_FAILED)
+    finally:
+        if in_worker:
+            end_of_job_in_worker()
     return None

@@ -32,7 +32,7 @@ class DataError(ValueError):
 class StoreError(BaseException):
     """A store failed (the infrastructure's fault, never a trial's); the study stops at once.
 
-    A BaseException, like rnnsweep.interrupts.Interrupted: Optuna's `catch=(Exception,)`
+    A BaseException, like rnnsweep.signals.Interrupted: Optuna's `catch=(Exception,)`
     would record it as one more failed trial and start the next, and Lightning and other
     `except Exception` handlers would record it too, so it passes them all to the job runner.
     """

@@ -35,7 +35,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rnnsweep.errors import StoreError
-from rnnsweep.interrupts import Interrupted
+from rnnsweep.signals import Interrupted
 from rnnsweep.tracking import Tracker
 from rnnsweep.training import TrainResult, run_params
 

@@ -16,12 +16,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rnnsweep.data.base import TensorDataModule
 from rnnsweep.errors import StoreError
-from rnnsweep.interrupts import BatchBoundaryCheck, Interrupted, raise_pending
+from rnnsweep.interrupts import BatchBoundaryCheck
 from rnnsweep.model import total_parameters
 from rnnsweep.redact import redact
 from rnnsweep.run_lifecycle import TrackedRun, run_parameters
 from rnnsweep.search import space as search_space
 from rnnsweep.search.study import retry_callback, storage_error
+from rnnsweep.signals import Interrupted, raise_pending
 from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import TRIAL_ROLE, Tracker
 from rnnsweep.training import TrainResult, resolve_hidden_size, train_model

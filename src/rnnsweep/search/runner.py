@@ -17,7 +17,6 @@ import torch
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from rnnsweep.interrupts import deferred
 from rnnsweep.locks import store_lock
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import (
@@ -29,6 +28,7 @@ from rnnsweep.search.objective import (
     failed_by_itself,
 )
 from rnnsweep.search.study import fail_silent_trials, storage_error
+from rnnsweep.signals import deferred
 from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker, find_tagged
 from rnnsweep.training import build_module
 

@@ -1,0 +1,166 @@
+"""Ctrl-C and SIGTERM as an exception that every layer lets through to the job runner.
+
+No heavy imports: train.py installs the sweep's handlers before its preflight.
+
+Lightning turns a KeyboardInterrupt inside `fit` into `sys.exit(1)` and Optuna treats it
+as a failed trial; a BaseException of our own passes both, so the objective can close the
+trial's run as KILLED and the process can exit with the shell's 128 + signal number.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised by the signal handler; `exit_code` is 130 for SIGINT, 143 for SIGTERM."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class _State:
+    deferring = False
+    pending: int | None = None
+    # The first signal this process received: later ones of another kind are copies (a
+    # terminal's Ctrl-C reaches every process of the group, the sweep forwards SIGTERM).
+    received: int | None = None
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    if _State.received is not None and signum != _State.received:
+        return  # already stopping; a copy must not interrupt the closing of runs
+    # A second signal of the same kind while closing runs stops at once, as users expect.
+    signal.signal(signum, signal.SIG_DFL)
+    _State.received = signum
+    # Also pending when raised now: an exception raised from a handler can land where Python
+    # swallows it (a weakref callback, a __del__), and the next safe point raises it again.
+    _State.pending = signum
+    if _State.deferring:
+        return
+    raise Interrupted(signum)
+
+
+def raise_pending() -> None:
+    """Raise a signal held back by `deferred`; called at points where no I/O is in flight."""
+    if _State.pending is not None:
+        signum, _State.pending = _State.pending, None
+        raise Interrupted(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold signals back while a trial runs and raise them at safe points: between training
+    batches (`BatchBoundaryCheck`) or when the block ends. An exception raised in the middle
+    of a database transaction would leave SQLite's write lock held while this process still
+    has to record the interruption, and it would wait on itself."""
+    saved, _State.deferring = _State.deferring, True
+    try:
+        yield
+    finally:
+        _State.deferring = saved
+    if not saved:
+        raise_pending()
+
+
+STOP_SECONDS = 120  # how long a sweep waits for its workers to close their runs
+STOP_MESSAGE = "runs closed; rerun the same command to resume"
+
+
+def _workers() -> list[Any]:
+    """This process's descendants that run jobs (a launcher's workers), not the resource
+    trackers that ignore signals and end with their parent."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _stop_sweep(signum: int, frame: FrameType | None) -> None:
+    """A sweep's own process (Hydra's launcher) on SIGINT/SIGTERM: with workers, forward
+    SIGTERM to them, wait while they close their trials and runs, and exit 128 + signum
+    with one line; without (starting up, composing, a basic launcher between jobs), raise
+    Interrupted for `exits_on_signal` to report."""
+    import psutil
+
+    signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
+    _State.received = signum
+    workers = _workers()
+    if not workers:
+        _State.pending = signum
+        raise Interrupted(signum)
+    for proc in workers:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(workers, timeout=STOP_SECONDS)
+    print(f"{Interrupted(signum)}: {STOP_MESSAGE}", file=sys.stderr, flush=True)
+    os._exit(128 + signum)  # the launcher's own clean-up would wait on the ended workers
+
+
+# After a stop, joblib's resource tracker still cleans up the workers' semaphores, but it
+# also prints a warning per kind; the one line of the stop is the message.
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+def install_sweep_handlers() -> None:
+    """SIGINT/SIGTERM in the command's own process, from its start (train.py); a job that
+    runs in this process installs `install_handlers` over it."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in HANDLED:
+            signal.signal(signum, _stop_sweep)
+    filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    if QUIET_TRACKER not in filters:
+        os.environ["PYTHONWARNINGS"] = ",".join([*filters, QUIET_TRACKER])
+
+
+@contextmanager
+def exits_on_signal() -> Iterator[None]:
+    """train.py's outermost block: a signal that surfaced outside a job (Hydra composing the
+    next job, the preflight) or was swallowed where Python ignores exceptions ends the
+    command with one line and 128 + signum, never a traceback or exit 0."""
+    try:
+        yield
+    except Interrupted as err:
+        print(f"{err}: {STOP_MESSAGE}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+    if _State.received is not None:
+        err = Interrupted(_State.received)
+        print(f"{err}: {STOP_MESSAGE}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+
+
+def end_of_job_in_worker() -> None:
+    """After a job in a launcher's worker process: idle, it has nothing to close, so SIGTERM
+    ends it at once and Ctrl-C is left to the sweep's process (which forwards SIGTERM)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def install_handlers() -> None:
+    """Route SIGINT and SIGTERM to `Interrupted` (main thread only, as Python requires)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    # A job starts listening afresh; a signal still pending (swallowed before the job) stays.
+    _State.received = None
+    for signum in HANDLED:
+        signal.signal(signum, _raise)

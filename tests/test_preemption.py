@@ -1,0 +1,134 @@
+"""Preemption: SIGTERM at any moment of a sweep (starting up, composing, inside a trial,
+between jobs, in the summary) stops it promptly with one line and exit 143, never a
+traceback and never lost; a requeue of the same command then finishes every study with
+exactly search.n_trials finished trials, redoes nothing finished and leaves no run RUNNING.
+
+The moments are drawn at random (seeded, printed on failure) over the first seconds of a
+smoke sweep, for the default launcher (joblib workers: the sweep's process forwards SIGTERM
+and waits for the workers to close their runs) and for the basic launcher (one process).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import signal
+import subprocess
+import sys
+import time
+import weakref
+
+import pytest
+from conftest import clean_env, query
+from store_checks import check_no_loss, finished_snapshot, mlflow_url, optuna_url
+
+from rnnsweep.signals import Interrupted, install_handlers, raise_pending
+
+N_TRIALS = 3
+ARGS = ["-m", "cell=lstm,gru", "experiment=smoke", f"search.n_trials={N_TRIALS}",
+        "search.reeval_seeds=0", "search.heartbeat_interval=1",
+        "search.heartbeat_grace_period=2"]
+MESSAGE = "interrupted by SIGTERM: runs closed; rerun the same command to resume"
+
+
+def running_runs(project) -> int:
+    db = project / "mlruns" / "mlflow.db"
+    if not db.exists():
+        return 0
+    return query(db, "SELECT count(*) FROM runs WHERE status = 'RUNNING'")[0][0]
+
+
+def sigterm_after(project, delay: float, *extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "train.py", *ARGS, *extra], cwd=project,
+                            env=clean_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", err), \
+        time.monotonic() - started  # type: ignore[return-value]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=basic"]], ids=["joblib", "basic"])
+def test_sigterm_at_random_moments_stops_with_one_line_and_the_requeue_loses_nothing(
+    project, launcher
+):
+    rng = random.Random(20261205)
+    # One moment while starting up (preflight, imports), the rest spread over the sweep.
+    moments = [round(rng.uniform(0.2, 1.5), 2)] + sorted(
+        round(rng.uniform(2, 16), 2) for _ in range(3))
+    snapshots = []
+    for delay in moments:
+        done, stop_seconds = sigterm_after(project, delay, *launcher)
+        if done.returncode == 0:  # the sweep had already finished: nothing to stop
+            break
+        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+        assert done.returncode == 143, (delay, done.returncode, done.stderr[-3000:])
+        assert lines == [MESSAGE], (delay, done.stderr[-3000:])
+        assert stop_seconds < 60, (delay, stop_seconds)
+        assert running_runs(project) == 0, delay
+        if (project / "mlruns" / "optuna.db").exists():
+            snapshots.append(finished_snapshot(optuna_url(project)))
+    final = subprocess.run([sys.executable, "train.py", *ARGS, *launcher], cwd=project,
+                           env=clean_env(), capture_output=True, text=True, timeout=400)
+    assert final.returncode == 0, (moments, final.stderr[-3000:])
+    check_no_loss(optuna_url(project), mlflow_url(project), N_TRIALS, n_studies=4)
+    assert running_runs(project) == 0
+    after = finished_snapshot(optuna_url(project))
+    for snap in snapshots:  # nothing finished before a stop was redone or changed
+        for study, trials in snap.items():
+            assert trials.items() <= after[study].items(), (moments, study)
+
+
+def deliver_in_a_weakref_callback() -> None:
+    """The SIGTERM handler runs inside a weakref callback, where Python reports an exception
+    as unraisable ("Exception ignored in ...") and carries on."""
+
+    class Thing:
+        pass
+
+    thing = Thing()
+    weakref.finalize(thing, lambda: signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None))
+    del thing
+    gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_swallowed_where_python_ignores_exceptions_is_raised_again():
+    """The handler's exception can land in a weakref callback (Python prints "Exception
+    ignored" and goes on): the signal stays pending and the next safe point raises it."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        install_handlers()
+        deliver_in_a_weakref_callback()  # swallowed: execution goes on
+        with pytest.raises(Interrupted) as err:
+            raise_pending()
+        assert err.value.exit_code == 143
+        raise_pending()  # raised once, then nothing is pending
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+def test_a_swallowed_signal_still_ends_the_command_with_its_exit_code(tmp_path):
+    """train.py's outermost block: a command whose signal never surfaced as an exception
+    still exits 128 + signum with the one line, not 0."""
+    script = (
+        "import signal, weakref, gc\n"
+        "from rnnsweep.signals import exits_on_signal, install_handlers\n"
+        "install_handlers()\n"
+        "class T: pass\n"
+        "with exits_on_signal():\n"
+        "    t = T()\n"
+        "    weakref.finalize(t, lambda: signal.getsignal(15)(15, None))\n"
+        "    del t\n"
+        "    gc.collect()\n"
+        "    print('ran on', flush=True)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert "Exception ignored" in proc.stderr and proc.stdout == "ran on\n"
+    assert proc.stderr.strip().splitlines()[-1] == MESSAGE
