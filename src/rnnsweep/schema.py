@@ -103,6 +103,7 @@ class SearchConfig:
     pruner: dict[str, Any] = field(default_factory=dict)
     n_trials: int = "???"  # type: ignore[assignment]
     n_startup_trials: int = "???"  # type: ignore[assignment]
+    min_sampler_trials: int = "???"  # type: ignore[assignment]
     # Optimiser steps before the pruner may stop a trial (each pruner's file reads it).
     pruner_warmup_steps: int = "???"  # type: ignore[assignment]
     seed: int = 0
@@ -304,6 +305,8 @@ def validate(cfg: DictConfig) -> None:
         require(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be an integer >= 1")
         require(s.n_startup_trials >= 0, "search.n_startup_trials", s.n_startup_trials,
                  "must be an integer >= 0")
+        require(s.min_sampler_trials >= 0, "search.min_sampler_trials", s.min_sampler_trials,
+                "must be an integer >= 0")
         require(s.pruner_warmup_steps >= 0, "search.pruner_warmup_steps",
                  s.pruner_warmup_steps, "must be an integer >= 0")
         require(0 <= s.seed < 2**32, "search.seed", s.seed,

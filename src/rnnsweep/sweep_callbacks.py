@@ -40,8 +40,11 @@ class StudyRow:
     # test accuracy beside the majority-class rate, so a loss is read against what is free.
     trivial_loss: float | None = None
     loss_kind: str = ""
-    test_acc: float | None = None
     majority_acc: float | None = None
+    # The headline, as the report has it: the mean over the re-evaluation seeds of the best
+    # configuration (test_acc for classification, else test_loss), and their number.
+    reeval_test: float | None = None
+    reeval_n: int = 0
 
 
 def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
@@ -62,7 +65,8 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
     rows = []
     for run in runs:
         tags, metrics, info = run.data.tags, run.data.metrics, run.info
-        wall = (info.end_time - info.start_time) / 1000 if info.end_time else None
+        kind = tags.get("loss_kind", "")
+        headline = "reeval_test_acc_mean" if kind == "ce" else "reeval_test_loss_mean"
         rows.append(StudyRow(
             task=tags.get("task", "?"),
             data_size=tags.get("data_size", "?"),
@@ -74,11 +78,12 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             n_complete=int(metrics.get("n_complete", 0)),
             n_pruned=int(metrics.get("n_pruned", 0)),
             n_failed=int(metrics.get("n_failed", 0)),
-            wall_seconds=wall,
+            wall_seconds=metrics.get("search_seconds"),
             trivial_loss=metrics.get("baseline_loss"),
-            loss_kind=tags.get("loss_kind", ""),
-            test_acc=metrics.get("best_test_acc"),
+            loss_kind=kind,
             majority_acc=metrics.get("baseline_acc"),
+            reeval_test=metrics.get(headline),
+            reeval_n=int(metrics.get("reeval_n", 0)),
         ))
     size_order = {"small": 0, "large": 1}
     rows.sort(key=lambda r: (r.task, size_order.get(r.data_size, 2), r.data_size, r.study_name))
@@ -111,15 +116,15 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
     table = Table(title="Sweep summary", title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("task", "data", "cell"):
         table.add_column(name)
-    table.add_column(f"best {metric}", justify="right")
+    table.add_column(f"best trial {metric}", justify="right")
     table.add_column("trivial loss", justify="right")
     classification = any(r.loss_kind == "ce" for r in rows)
-    if classification:
-        table.add_column("test acc (majority)", justify="right")
+    table.add_column("test acc, re-eval (majority)" if classification else "test loss, re-eval",
+                     justify="right")
     table.add_column("best hyperparameters", no_wrap=True)
     table.add_column("finished (pruned)", justify="right")
     table.add_column("failed", justify="right")
-    table.add_column("wall", justify="right")
+    table.add_column("search time", justify="right")
     for r in rows:
         if r.best_value is None:
             best = "-"
@@ -130,12 +135,14 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
         if r.status != "FINISHED":
             params = f"[{r.status}] {params}".strip()
         trivial = "-" if r.trivial_loss is None else f"{r.trivial_loss:.4g}"
-        acc = []
-        if classification:
-            acc = ["-" if r.test_acc is None or r.majority_acc is None
-                   else f"{r.test_acc:.3g} ({r.majority_acc:.3g})"]
+        if r.reeval_test is None:
+            test = "-"
+        else:
+            test = f"{r.reeval_test:.3g} (n={r.reeval_n})"
+            if classification and r.majority_acc is not None:
+                test = f"{r.reeval_test:.3g} ({r.majority_acc:.3g}, n={r.reeval_n})"
         table.add_row(
-            r.task, r.data_size, r.cell, best, trivial, *acc, params,
+            r.task, r.data_size, r.cell, best, trivial, test, params,
             f"{r.n_complete + r.n_pruned} ({r.n_pruned})", str(r.n_failed),
             _duration(r.wall_seconds),
         )
@@ -161,7 +168,10 @@ def print_summary(
         console.print("No study of this sweep was found in MLflow.")
         return
     console.print(summary_table(rows, metric, direction))
-    console.print("* best of its task and data size.  Next:", highlight=False)
+    console.print("* best of its task and data size. Test: the mean over the re-evaluation "
+                  "seeds of each study's best configuration (n seeds), the report's headline; "
+                  "the best trial's value is a selection statistic. Search time: this run's "
+                  "trials, not the re-evaluation seeds.  Next:", highlight=False)
     for line in next_steps(sorted({r.task for r in rows})):
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 

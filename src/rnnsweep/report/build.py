@@ -59,8 +59,9 @@ def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFram
     view["hidden"] = s["hidden_size"].map(fmt)
     view["ms/step"] = (s["seconds_per_step"] * 1000).map(lambda v: fmt(v, 3))
     view["peak MiB"] = (s["peak_memory_bytes"] / 2**20).map(lambda v: fmt(v, 3))
-    view["complete/pruned/failed"] = [f"{a}/{b}/{c}" for a, b, c in
-                                      zip(s["complete"], s["pruned"], s["failed"], strict=True)]
+    view["complete (model-proposed)/pruned/failed"] = [
+        f"{a} ({fmt(m)})/{b}/{c}" for a, m, b, c in
+        zip(s["complete"], s["sampler_complete"], s["pruned"], s["failed"], strict=True)]
     return view
 
 

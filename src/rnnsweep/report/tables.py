@@ -74,6 +74,9 @@ def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
             "seconds_per_epoch": sec_m if n_ok else b.get("metrics.seconds_per_epoch", np.nan),
             "peak_memory_bytes": mem_m if n_ok else b.get("metrics.peak_memory_bytes", np.nan),
             "complete": _count(p.get("metrics.n_complete")),
+            # NaN for a study recorded before the count existed: unknown, not 0.
+            "sampler_complete": pd.to_numeric(p.get("metrics.n_sampler_complete"),
+                                              errors="coerce"),
             "pruned": _count(p.get("metrics.n_pruned")),
             "failed": _count(p.get("metrics.n_failed")),
             "device": p.get("tags.device", ""), "backend": p.get("tags.backend", ""),

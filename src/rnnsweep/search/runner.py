@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rnnsweep.locks import store_lock
 from rnnsweep.search import space as search_space
+from rnnsweep.search.fair_pruner import sampler_trials_complete
 from rnnsweep.search.objective import (
     FINISHED,
     REASON_ATTR,
@@ -207,8 +208,14 @@ def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary
     tracker, run_id = ctx.tracker, ctx.parent_run_id
     metrics: dict[str, float] = {
         "n_complete": summary.n_complete,
+        # Complete trials the sampler's model proposed (past its random start-up): what the
+        # search really evaluated of its own (rnnsweep.search.fair_pruner).
+        "n_sampler_complete": sampler_trials_complete(study, ctx.cfg.search.n_startup_trials),
         "n_pruned": summary.n_pruned,
         "n_failed": summary.n_failed,
+        # The search's own time in this run; the parent run also stays open while its
+        # re-evaluation seeds run, so its MLflow duration is not the search's.
+        "search_seconds": summary.wall_seconds,
     }
     tags: dict[str, str] = {}
     if summary.best_value is not None:
