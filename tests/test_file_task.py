@@ -345,3 +345,14 @@ def test_the_early_probe_passes_good_files_and_skips_other_tasks(tmp_path, monke
         check_data_file(OmegaConf.create({"data": {"task": "file", "path": name}}))
     check_data_file(OmegaConf.create({"data": {"task": "adding", "path": "missing.npz"}}))
     FileDataModule(FileDataConfig(path=str(tmp_path / "bom.csv")))  # pandas agrees
+
+
+def test_a_data_file_names_its_experiment_and_report_folder():
+    """Two data files never share an experiment: `file-<stem>`, not `file`."""
+    from omegaconf import OmegaConf
+
+    from rnnsweep.data.registry import experiment_name
+
+    assert experiment_name(OmegaConf.create({"task": "file", "path": "data/digits.npz"})) \
+        == "file-digits"
+    assert experiment_name(OmegaConf.create({"task": "adding"})) == "adding"

@@ -189,7 +189,7 @@ def test_make_report_reports_the_sweep_just_run(walkthrough: Walkthrough) -> Non
     reports = walkthrough.outputs_of("make report")
     assert len(reports) == 2, [c for c, _ in walkthrough.steps]
     assert "reports/adding/report.md" in reports[0], reports[0][-2000:]
-    assert "reports/file/report.md" in reports[1], reports[1][-2000:]
+    assert "reports/file-mine/report.md" in reports[1], reports[1][-2000:]
     hint = own_sweep(walkthrough).split("Next:")[-1]
     suggested = re.search(r"^\s*(make report)\b", hint, re.M)
     assert suggested, hint
@@ -205,8 +205,8 @@ def own_sweep(walkthrough: Walkthrough) -> str:
 def test_own_data_sweep_and_report_show_accuracy_and_the_majority_rate(
         walkthrough: Walkthrough) -> None:
     sweep = own_sweep(walkthrough)
-    assert "majority" in sweep and re.search(r"\d\.\d+ \(\d\.\d+\)", sweep), sweep[-3000:]
-    report = (walkthrough.project / "reports" / "file" / "report.md").read_text()
+    assert "majority" in sweep and re.search(r"\d\.\d+ \(\d\.\d+, n=\d+\)", sweep), sweep[-3000:]
+    report = (walkthrough.project / "reports" / "file-mine" / "report.md").read_text()
     head = report.split("\n## 1.")[0]
     assert "## Bottom line" in head, head[:3000]
     bottom = head.split("## Bottom line", 1)[1]
@@ -221,7 +221,7 @@ def test_own_data_sweep_and_report_show_accuracy_and_the_majority_rate(
 @pytest.mark.slow
 def test_commands_the_own_data_report_suggests_fit_its_task(walkthrough: Walkthrough) -> None:
     """Every `python train.py ...` the report prints selects the file task and composes."""
-    report = (walkthrough.project / "reports" / "file" / "report.md").read_text()
+    report = (walkthrough.project / "reports" / "file-mine" / "report.md").read_text()
     commands = re.findall(r"`(python train\.py [^`]*)`", report)
     for command in commands:
         args = [a.split(",")[0] if "=" in a else a for a in shlex.split(command)[2:]

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from rnnsweep.console import announce_reevaluation, study_progress
 from rnnsweep.data import build_datamodule
+from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
 from rnnsweep.run_lifecycle import TrackedRun, run_parameters, study_run
 from rnnsweep.schema import to_structured, validate
@@ -101,7 +102,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     tracker = Tracker(cfg)
     # Commit, dirty flag and the three splits' datasets on every run of this job.
     tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
-    experiment = cfg.tracking.experiment or cfg.data.task
+    experiment = cfg.tracking.experiment or experiment_name(cfg.data)
     condition = datamodule.condition()
     tags = condition_tags(cfg, condition)
     overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]

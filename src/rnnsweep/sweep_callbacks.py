@@ -45,6 +45,8 @@ class StudyRow:
     # configuration (test_acc for classification, else test_loss), and their number.
     reeval_test: float | None = None
     reeval_n: int = 0
+    # The MLflow experiment, which names the report's folder (reports/<experiment>/).
+    experiment: str = ""
 
 
 def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
@@ -62,6 +64,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
         filter_string=tag_filter({"sweep_id": sweep_id, "role": STUDY_ROLE})[0],
         max_results=10000,
     )
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
     rows = []
     for run in runs:
         tags, metrics, info = run.data.tags, run.data.metrics, run.info
@@ -84,6 +87,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             majority_acc=metrics.get("baseline_acc"),
             reeval_test=metrics.get(headline),
             reeval_n=int(metrics.get("reeval_n", 0)),
+            experiment=names.get(info.experiment_id, tags.get("task", "?")),
         ))
     size_order = {"small": 0, "large": 1}
     rows.sort(key=lambda r: (r.task, size_order.get(r.data_size, 2), r.data_size, r.study_name))
@@ -149,10 +153,11 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
     return table
 
 
-def next_steps(tasks: list[str]) -> list[str]:
+def next_steps(experiments: list[str]) -> list[str]:
     lines = ["make ui          # browse studies and trials: MLflow UI on http://127.0.0.1:5000"]
     lines.append("make dashboard   # Optuna dashboard: history, importances, slices per study")
-    reports = ", ".join(f"reports/{t}/report.md" for t in tasks) or "reports/<task>/report.md"
+    reports = (", ".join(f"reports/{e}/report.md" for e in experiments)
+               or "reports/<task>/report.md")
     lines.append(f"make report      # the comparison report: {reports}")
     return lines
 
@@ -172,7 +177,7 @@ def print_summary(
                   "seeds of each study's best configuration (n seeds), the report's headline; "
                   "the best trial's value is a selection statistic. Search time: this run's "
                   "trials, not the re-evaluation seeds.  Next:", highlight=False)
-    for line in next_steps(sorted({r.task for r in rows})):
+    for line in next_steps(sorted({r.experiment or r.task for r in rows})):
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -52,6 +53,14 @@ def data_config(cfg: DictConfig) -> Any:
         if getattr(obj, name) < 1:
             raise ConfigError(f"data.{name}={getattr(obj, name)} is invalid: must be >= 1")
     return obj
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """The MLflow experiment (and reports/ folder) of a task's studies: the task's name, or
+    for your own data `file-<file name>`, so two data files never share one."""
+    task = str(cfg.get("task"))
+    path = str(cfg.get("path") or "")
+    return f"{task}-{Path(path).stem}" if task == "file" and path else task
 
 
 def build_datamodule(cfg: DictConfig) -> TensorDataModule:

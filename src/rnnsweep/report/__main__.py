@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.console import quiet_third_party
+from rnnsweep.data.registry import experiment_name
 from rnnsweep.errors import ConfigError
 from rnnsweep.report.attach import attach
 from rnnsweep.report.build import build
@@ -77,14 +78,15 @@ def main(argv: list[str]) -> int:
         cfg = load_config(root, argv)
         uri = tracking_uri(cfg)
         # No task named: the most recent sweep of any task (what the user just ran).
-        named = any(a.split("=")[0].lstrip("+~") in ("data", "data.task") for a in argv)
+        named = any(a.split("=")[0].lstrip("+~") in ("data", "data.task", "data.path")
+                    for a in argv)
         experiment = cfg.report.experiment or cfg.tracking.experiment
         if not experiment and not named:
             experiment = latest_experiment(uri)
             if experiment is None:
                 raise ConfigError(f"no sweep in {uri} yet: run one first (make smoke, or "
                                   "python train.py -m cell=lstm,gru), then report it")
-        experiment = experiment or cfg.data.task
+        experiment = experiment or experiment_name(cfg.data)
         sweep = load_sweep(uri, experiment, sweep_id_of(cfg, root))
         rcfg = OmegaConf.to_container(cfg.report, resolve=True)
         paths = build(sweep, rcfg, Path(cfg.report.out_dir) / experiment)

@@ -74,6 +74,7 @@ def _study_config(client, parent, config: DictConfig) -> DictConfig:  # noqa: AN
 def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa: ANN001
     """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept)."""
     from rnnsweep.data import build_datamodule
+    from rnnsweep.data.registry import experiment_name
     from rnnsweep.pipeline import condition_tags, open_study_context, typed_config
     from rnnsweep.run_lifecycle import study_run
     from rnnsweep.search.reeval import reevaluate
@@ -85,7 +86,7 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     datamodule = build_datamodule(cfg.data)
     tracker = Tracker(cfg)
     tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
-    experiment = cfg.tracking.experiment or cfg.data.task
+    experiment = cfg.tracking.experiment or experiment_name(cfg.data)
     tags = condition_tags(cfg, datamodule.condition())
     study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
     with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg, err)):
