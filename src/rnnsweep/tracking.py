@@ -34,6 +34,12 @@ from rnnsweep.provenance import (
     split_inputs,
 )
 from rnnsweep.redact import redact, userinfo_problem
+from rnnsweep.store_init import (
+    MLFLOW,
+    drop_cached_mlflow_engine,
+    ensure_sqlite_store,
+    preflight_sqlite,
+)
 
 PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
 
@@ -41,6 +47,11 @@ PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
 def tracking_uri(cfg: DictConfig) -> str:
     """MLFLOW_TRACKING_URI wins over the config, as in every MLflow tool."""
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def tracking_key() -> str:
+    """Where the tracking URI came from, for messages: the variable or the config key."""
+    return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking.uri"
 
 
 def _is_local(uri: str) -> bool:
@@ -139,7 +150,13 @@ def check_reachable(uri: str, key: str = "tracking.uri", timeout: float = 10.0) 
     client does; MLflow's own MLFLOW_TRACKING_USERNAME/_PASSWORD (or _TOKEN) work the same.
     MLflow's basic-auth app leaves /health open, so a read of one experiment follows: a
     wrong or missing password fails here, not inside the first trial.
+
+    A sqlite:/// store that exists must open as SQLite and not be a half-built one holding
+    data (rnnsweep.store_init.preflight_sqlite); a missing one is created by the first job.
     """
+    if uri.startswith("sqlite:///"):
+        preflight_sqlite(uri, key, MLFLOW)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     where = f"{key}={redact(uri)}"
@@ -248,9 +265,12 @@ class Tracker:
         if folder is None:
             client = guarded(store, MlflowClient, tracking_uri=self.uri)
         else:
-            # The client builds a fresh SQLite schema check-then-create: one worker at a time.
+            # The client builds a fresh SQLite schema check-then-create, one statement at a
+            # time: one worker at a time, and the schema built whole first (store_init).
             db = Path(self.uri[len("sqlite:///") :])
             with file_lock(db.with_name(f".{db.name}.lock")):
+                guarded(store, ensure_sqlite_store, self.uri, tracking_key(), MLFLOW,
+                        functools.partial(drop_cached_mlflow_engine, self.uri))
                 client = guarded(store, MlflowClient, tracking_uri=self.uri)
         self.client = GuardedClient(client, self.uri, self.artifact_root)
 

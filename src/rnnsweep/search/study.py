@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from rnnsweep.errors import ConfigError, StoreError, first_line, infrastructure_cause
 from rnnsweep.locks import store_lock
 from rnnsweep.redact import redact
+from rnnsweep.search.fair_pruner import guarantee_sampler_trials
 from rnnsweep.search.settings import (
     SETTINGS_ATTR,
     changed,
@@ -26,6 +27,7 @@ from rnnsweep.search.settings import (
 )
 from rnnsweep.search.space import fingerprint, matched_suffix
 from rnnsweep.search.warm_start import warm_start
+from rnnsweep.store_init import OPTUNA, ensure_sqlite_store, preflight_sqlite
 from rnnsweep.targets import build, class_name
 
 SPACE_ATTR = "search_space"
@@ -58,8 +60,10 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     retry = cfg.search.retry_failed_trials
     try:
-        # Workers starting together on a fresh database would race on creating its tables.
+        # Workers starting together on a fresh database would race on creating its tables;
+        # a SQLite one is built whole in a temporary file first (rnnsweep.store_init).
         with store_lock(url, "optuna-schema"):
+            ensure_sqlite_store(url, "search.storage", OPTUNA)
             return RDBStorage(
                 url,
                 heartbeat_interval=cfg.search.heartbeat_interval,
@@ -67,6 +71,8 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
                 heartbeat_stale_trial_callback=retry_callback(retry),
                 **kwargs,
             )
+    except ConfigError:  # a half-built store that holds data: named by ensure_sqlite_store
+        raise
     except Exception as err:  # connection refused, bad URL, missing driver
         reason = str(err).splitlines()[0]
         raise ConfigError(f"search.storage={redact(url)}: cannot open storage: {reason}") from None
@@ -98,8 +104,11 @@ def sampler_label(cfg: DictConfig) -> str:
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     """search.pruner, built by Hydra; pruners see values reported against the optimiser
-    step, so their resources (warm-up, min_resource) count steps."""
-    return build(cfg.search.pruner)
+    step, so their resources (warm-up, min_resource) count steps. It waits until
+    search.min_sampler_trials model-proposed trials are complete (search/fair_pruner.py)."""
+    s = cfg.search
+    return guarantee_sampler_trials(build(s.pruner), int(s.n_trials), int(s.n_startup_trials),
+                                    int(s.min_sampler_trials))
 
 
 def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:
@@ -178,10 +187,16 @@ def preflight_storage(cfg: DictConfig, condition: dict[str, str] | None) -> None
     """Before any job runs: the storage answers and the job's study (named from its data
     `condition`; None: not known before the data load), if it exists, fits cfg.
 
-    Creates nothing: a missing SQLite file or an empty database simply has no study yet.
+    Creates nothing: a missing SQLite file or an empty database simply has no study yet, and
+    a SQLite store that an interrupted creation left half-built with no data is rebuilt by
+    the first job (one holding data is refused: rnnsweep.store_init.preflight_sqlite).
     """
     url = cfg.search.storage
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        return
+    # A file that is no database, or locked, is named by the connection below.
+    if url.startswith("sqlite:///") and not preflight_sqlite(url, "search.storage", OPTUNA,
+                                                             report_unreadable=False):
         return
     try:
         # A firewalled host should fail within seconds, not after the OS's TCP timeout.
