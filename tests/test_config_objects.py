@@ -12,6 +12,7 @@ from conftest import ROOT, run_train
 from store_checks import all_runs, check_no_loss, mlflow_url, optuna_url, trials_by_study
 
 from rnnsweep.errors import ConfigError
+from rnnsweep.search.fair_pruner import SamplerTrialsFirst
 from rnnsweep.search.study import make_pruner, make_sampler, sampler_label
 from rnnsweep.targets import build
 
@@ -34,7 +35,12 @@ def test_the_groups_list_exactly_these_options():
 def test_every_sampler_and_pruner_builds_and_runs_a_study(typed, sampler, pruner):
     cfg = typed(f"search/sampler={sampler}", f"search/pruner={pruner}")
     built_sampler, built_pruner = make_sampler(cfg), make_pruner(cfg)
-    assert type(built_sampler) is SAMPLERS[sampler] and type(built_pruner) is PRUNERS[pruner]
+    assert type(built_sampler) is SAMPLERS[sampler]
+    # The configured pruner, held back until search.min_sampler_trials proposals complete.
+    s = cfg.search
+    assert isinstance(built_pruner, SamplerTrialsFirst)
+    assert built_pruner.min_complete == min(s.min_sampler_trials, s.n_trials - s.n_startup_trials)
+    assert type(built_pruner.pruner) is PRUNERS[pruner]
     assert sampler_label(cfg) == sampler
     study = optuna.create_study(sampler=built_sampler, pruner=built_pruner)
 
@@ -55,7 +61,7 @@ def test_every_sampler_and_pruner_builds_and_runs_a_study(typed, sampler, pruner
 def test_sampler_and_pruner_settings_come_from_the_search_keys(typed):
     cfg = typed("search/pruner=hyperband", "search.pruner_warmup_steps=20",
                 "search.seed=7")
-    pruner = make_pruner(cfg)
+    pruner = make_pruner(cfg).pruner
     assert pruner._min_resource == 20 and pruner._max_resource == cfg.trainer.max_steps
     a = make_sampler(cfg).sample_independent(
         optuna.create_study(), optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING),
@@ -73,7 +79,7 @@ def test_any_optuna_class_can_be_named_on_the_command_line(typed):
                 "~search.pruner.n_startup_trials", "~search.pruner.n_warmup_steps",
                 "+search.pruner.percentile=25.0")
     assert type(make_sampler(cfg)) is optuna.samplers.NSGAIISampler
-    pruner = make_pruner(cfg)
+    pruner = make_pruner(cfg).pruner
     assert type(pruner) is optuna.pruners.PercentilePruner and pruner._percentile == 25.0
     assert sampler_label(cfg) == "nsgaii"
 
