@@ -386,8 +386,9 @@ def test_the_probe_times_the_kernel_a_training_step_runs(cell):
                    cells=["lstm", cell] if cell != "lstm" else ["lstm"], rounds=1,
                    steps_per_round=1, warmup_steps=1, min_rounds=1)
     assert result.sizes[0].cells[cell].kernel == trained
-    if cell == "lstm":
-        assert trained == "oneDNN (fused RNN kernel)"
+    expected = {"lstm": "oneDNN (fused RNN kernel)", "gru": "rnnsweep fused GRU (CPU)",
+                "rnn": "rnnsweep fused tanh RNN (CPU)"}
+    assert trained == expected[cell]
 
 
 def test_the_probe_uses_the_thread_count_the_trials_trained_with():

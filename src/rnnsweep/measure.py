@@ -118,7 +118,14 @@ def rnn_backend(module: torch.nn.Module, example: torch.Tensor) -> str:
 
 def graph_backend(out: torch.Tensor) -> str:
     """The recurrent kernel family in the autograd graph that produced `out`."""
+    from rnnsweep.cells import fast_gru
+
     names = _grad_fn_names(out)
+    # rnnsweep's own fused CPU layers (autograd Functions: node "<class>Backward").
+    if any(n.startswith(fast_gru.FusedGRULayer.__name__) for n in names):
+        return fast_gru.KERNEL_NAME
+    if any(n.startswith(fast_gru.FusedRNNTanhLayer.__name__) for n in names):
+        return fast_gru.RNN_KERNEL_NAME
     if any("Cudnn" in n for n in names):
         return f"cuDNN {torch.backends.cudnn.version()}"
     if any("Mkldnn" in n for n in names):

@@ -28,6 +28,7 @@ import torch
 from hydra.errors import InstantiationException
 from torch import nn
 
+from rnnsweep.cells import fast_gru
 from rnnsweep.targets import build, constructor_keys, plain
 
 # A cell as callers give it: a built-in name, or a cell config (`_target_` and its keys).
@@ -35,6 +36,11 @@ CellSpec = str | Mapping[str, Any]
 # What the model passes to every cell's constructor.
 CELL_ARGUMENTS = ("input_size", "hidden_size", "num_layers", "dropout")
 DEFAULT_GATE_BLOCKS = 4
+# Constructor keys that choose how a cell computes, not what: left out of the `init` param.
+NON_INIT_KEYS = ("kernel",)
+# A cell's `kernel` key: "auto", a fused kernel where rnnsweep has one (the GRU and the tanh
+# RNN on a CPU) and torch's own elsewhere (cuDNN on a GPU); "torch", always torch's own.
+KERNELS = ("auto", "torch")
 
 
 def init_gate_bias(rnn: nn.RNNBase, block: int, value: float) -> None:
@@ -46,15 +52,66 @@ def init_gate_bias(rnn: nn.RNNBase, block: int, value: float) -> None:
             getattr(rnn, f"bias_hh_l{layer}")[block * h : (block + 1) * h].zero_()
 
 
-class RNN(nn.RNN):
-    """Torch's tanh RNN. No gates, so no gate-bias key: U(-1/sqrt(H), 1/sqrt(H))."""
+class FusedCPUKernel:
+    """For an nn.RNNBase cell with a fused CPU kernel (rnnsweep.cells.fast_gru, the same
+    function as torch's): `kernel="auto"` runs it for a plain (batch, steps, input) tensor
+    on the CPU with no initial state, where torch itself runs a loop of per-step cells;
+    anything else (a packed batch, an initial state, a GPU) runs torch's own, as does
+    `kernel="torch"` always. Parameters and state_dict stay torch's either way."""
+
+    fused_kernel_name = ""
+    torch_kernel_name = ""
+    kernel = "auto"  # an instance attribute set by the constructor; this for old pickles
+
+    @staticmethod
+    def check_kernel(kernel: str) -> str:
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r} is invalid: allowed: {', '.join(KERNELS)}")
+        return kernel
+
+    @staticmethod
+    def fused_forward(x: torch.Tensor, weights: list, dropout: float, training: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def uses_fused_kernel(self: Any, x: Any, hx: torch.Tensor | None = None) -> bool:
+        """Whether forward(x, hx) runs the fused CPU kernel."""
+        w = self.weight_ih_l0
+        return (self.kernel == "auto" and hx is None and type(x) is torch.Tensor
+                and x.device.type == "cpu" and x.dim() == 3 and x.shape[1] > 0
+                and x.shape[2] == self.input_size and x.dtype == w.dtype
+                and w.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+                and self.batch_first and self.bias and not self.bidirectional
+                and getattr(self, "nonlinearity", "tanh") == "tanh")
+
+    def kernel_name(self, x: Any, hx: torch.Tensor | None = None) -> str:
+        """The kernel forward(x, hx) runs, for reports."""
+        return self.fused_kernel_name if self.uses_fused_kernel(x, hx) \
+            else self.torch_kernel_name
+
+    def forward(self: Any, input: Any, hx: torch.Tensor | None = None) -> tuple[Any, Any]:
+        if not self.uses_fused_kernel(input, hx):
+            return super().forward(input, hx)
+        # _flat_weights: (w_ih, w_hh, b_ih, b_hh) per layer, what torch's own kernels read.
+        weights = [self._flat_weights[4 * k: 4 * k + 4] for k in range(self.num_layers)]
+        return self.fused_forward(input, weights, self.dropout, self.training)
+
+
+class RNN(FusedCPUKernel, nn.RNN):
+    """Torch's tanh RNN. No gates, so no gate-bias key: U(-1/sqrt(H), 1/sqrt(H)).
+    `kernel`: see FusedCPUKernel."""
 
     gate_blocks = 1
+    fused_kernel_name = fast_gru.RNN_KERNEL_NAME
+    torch_kernel_name = "torch nn.RNN"
+    fused_forward = staticmethod(fast_gru.rnn_tanh_forward)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, kernel: str = "auto") -> None:
+        self.check_kernel(kernel)
         super().__init__(input_size, hidden_size, num_layers, batch_first=True,
                          dropout=dropout if num_layers > 1 else 0.0)
+        self.kernel = kernel
 
 
 class LSTM(nn.LSTM):
@@ -71,16 +128,23 @@ class LSTM(nn.LSTM):
             init_gate_bias(self, 1, forget_bias)
 
 
-class GRU(nn.GRU):
+class GRU(FusedCPUKernel, nn.GRU):
     """Torch's GRU; gates (r, z, n). `update_bias` sets b_ih + b_hh of the update gate z
-    (z = 1 keeps the old state) at initialisation; None: PyTorch's default."""
+    (z = 1 keeps the old state) at initialisation; None: PyTorch's default.
+    `kernel`: see FusedCPUKernel."""
 
     gate_blocks = 3
+    fused_kernel_name = fast_gru.KERNEL_NAME
+    torch_kernel_name = "torch nn.GRU"
+    fused_forward = staticmethod(fast_gru.gru_forward)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, update_bias: float | None = None) -> None:
+                 dropout: float = 0.0, update_bias: float | None = None,
+                 kernel: str = "auto") -> None:
+        self.check_kernel(kernel)
         super().__init__(input_size, hidden_size, num_layers, batch_first=True,
                          dropout=dropout if num_layers > 1 else 0.0)
+        self.kernel = kernel
         if update_bias is not None:
             init_gate_bias(self, 1, update_bias)
 
@@ -107,8 +171,9 @@ def cell_name(cell: CellSpec) -> str:
 
 
 def cell_keys(cell: CellSpec) -> dict[str, Any]:
-    """The cell's own constructor keys (gate biases and the like), for the `init` param."""
-    return constructor_keys(cell_config(cell))
+    """The cell's own constructor keys (gate biases and the like), for the `init` param;
+    keys in NON_INIT_KEYS (how it computes, not what) are left out."""
+    return constructor_keys(cell_config(cell), skip=NON_INIT_KEYS)
 
 
 def build_cell(cell: CellSpec, input_size: int, hidden_size: int, num_layers: int = 1,

@@ -26,8 +26,10 @@ SETTINGS_ATTR = "fixed_settings"
 SECTIONS = ("cell", "model", "optim", "trainer", "data")
 EXTRA_KEYS = ("seed", "search.metric")
 # Keys of those sections that do not change what a trial computes.
+# cell.kernel picks an implementation of the same function (rnnsweep's fused CPU kernel or
+# torch's), which, like the thread count, changes only the order of floating-point sums.
 NOT_SETTINGS = frozenset({"trainer.num_threads", "trainer.progress_bar",
-                          "trainer.memory_probe_batches"})
+                          "trainer.memory_probe_batches", "cell.kernel"})
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:

@@ -1,0 +1,221 @@
+"""CPU time per training step: nn.LSTM, nn.GRU, rnnsweep's fused GRU (and tanh RNN, minGRU).
+
+A step is what training does per batch: forward, a linear head on the last output, MSE
+loss, backward and an Adam step. Times are CPU seconds of this process (time.process_time)
+at one torch thread, so a busy shared machine changes them little; each variant is warmed
+up, then timed in blocks of steps, the variants interleaved block by block (in a rotating
+order) so that drift hits all alike. Per step: the median over blocks [min-max]; a ratio is
+the median over rounds of the ratio within a round.
+
+    .venv/bin/python -m benchmarks.kernels_gru [--reps 15] [--json PATH]
+
+On a CPU torch runs nn.LSTM as one fused oneDNN kernel and nn.GRU as a loop of per-step
+ATen cells; rnnsweep.cells.GRU (kernel=auto) runs rnnsweep.cells.fast_gru instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.common import fmt_spread, machine, summary
+from rnnsweep.cells import GRU, RNN
+from rnnsweep.cells.mingru import MinGRU
+
+# (batch, steps, input, hidden, layers): the defaults, then a longer, wider input.
+SHAPES = [(64, 20, 2, h, layers) for layers in (1, 2) for h in (16, 32, 64)] + [
+    (64, 60, 8, 64, 1), (64, 60, 8, 64, 2)]
+MINGRU_SHAPES = RNN_SHAPES = [(64, 20, 2, 64, 1), (64, 60, 8, 64, 1)]
+BLOCK_CPU_S = 0.08  # CPU time of one timed block of steps
+
+
+def train_step(rnn: nn.Module, x: torch.Tensor, y: torch.Tensor, hidden: int
+               ) -> Callable[[], None]:
+    head = nn.Linear(hidden, y.shape[-1])
+    opt = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out, _ = rnn(x)
+        F.mse_loss(head(out[:, -1]), y).backward()
+        opt.step()
+    return step
+
+
+def graph_kernel(rnn: nn.Module, x: torch.Tensor) -> str:
+    """The recurrent kernel family in the autograd graph of rnn(x)."""
+    seen: set[str] = set()
+    todo = [rnn(x)[0].grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is not None and fn.name() not in seen:
+            seen.add(fn.name())
+            todo.extend(f for f, _ in fn.next_functions)
+    if any("Mkldnn" in n for n in seen):
+        return "oneDNN fused"
+    if any("FusedGRULayer" in n for n in seen):
+        return "rnnsweep fused GRU"
+    if any("FusedRNNTanhLayer" in n for n in seen):
+        return "rnnsweep fused tanh RNN"
+    return "ATen per-step ops"
+
+
+def interleaved(steps: dict[str, Callable[[], None]], reps: int) -> dict[str, list[float]]:
+    """CPU seconds per step of each variant, `reps` blocks each, interleaved."""
+    per_block: dict[str, int] = {}
+    for name, step in steps.items():
+        for _ in range(3):
+            step()
+        c0 = time.process_time()
+        n = 0
+        while time.process_time() - c0 < BLOCK_CPU_S / 4:
+            step()
+            n += 1
+        per_block[name] = max(1, round(n * BLOCK_CPU_S / (time.process_time() - c0)))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(reps):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            step, n = steps[name], per_block[name]
+            c0 = time.process_time()
+            for _ in range(n):
+                step()
+            times[name].append((time.process_time() - c0) / n)
+    return times
+
+
+def ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
+
+
+def measure_shape(shape: tuple[int, ...], reps: int) -> dict[str, Any]:
+    batch, steps, inp, hidden, layers = shape
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, steps, inp), torch.randn(batch, 1)
+    cells = {"lstm": nn.LSTM(inp, hidden, layers, batch_first=True),
+             "nn_gru": nn.GRU(inp, hidden, layers, batch_first=True),
+             "fused_gru": GRU(inp, hidden, layers, kernel="auto")}
+    times = interleaved({k: train_step(m, x, y, hidden) for k, m in cells.items()}, reps)
+    return {"shape": dict(zip(("batch", "steps", "input", "hidden", "layers"), shape,
+                              strict=True)),
+            "kernel": {k: graph_kernel(m, x) for k, m in cells.items()},
+            "cpu_s_per_step": {k: summary(v) for k, v in times.items()},
+            "fused_gru/lstm": ratio(times, "fused_gru", "lstm"),
+            "nn_gru/lstm": ratio(times, "nn_gru", "lstm"),
+            "nn_gru/fused_gru": ratio(times, "nn_gru", "fused_gru")}
+
+
+def measure_rnn(shape: tuple[int, ...], reps: int) -> dict[str, Any]:
+    """The tanh RNN: nn.RNN (per-step ATen cells on a CPU) and rnnsweep's fused one."""
+    batch, steps, inp, hidden, layers = shape
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, steps, inp), torch.randn(batch, 1)
+    cells = {"lstm": nn.LSTM(inp, hidden, layers, batch_first=True),
+             "nn_rnn": nn.RNN(inp, hidden, layers, batch_first=True),
+             "fused_rnn": RNN(inp, hidden, layers, kernel="auto")}
+    times = interleaved({k: train_step(m, x, y, hidden) for k, m in cells.items()}, reps)
+    return {"shape": dict(zip(("batch", "steps", "input", "hidden", "layers"), shape,
+                              strict=True)),
+            "kernel": {k: graph_kernel(m, x) for k, m in cells.items()},
+            "cpu_s_per_step": {k: summary(v) for k, v in times.items()},
+            "fused_rnn/lstm": ratio(times, "fused_rnn", "lstm"),
+            "nn_rnn/lstm": ratio(times, "nn_rnn", "lstm")}
+
+
+def measure_mingru(shape: tuple[int, ...], reps: int) -> dict[str, Any]:
+    """minGRU (src/rnnsweep/cells/mingru.py) has only its parallel form: a log-space scan
+    over all steps at once (cumsum, logcumsumexp); there is no sequential form to time."""
+    batch, steps, inp, hidden, layers = shape
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, steps, inp), torch.randn(batch, 1)
+    cells = {"lstm": nn.LSTM(inp, hidden, layers, batch_first=True),
+             "mingru_parallel": MinGRU(inp, hidden, layers)}
+    times = interleaved({k: train_step(m, x, y, hidden) for k, m in cells.items()}, reps)
+    return {"shape": dict(zip(("batch", "steps", "input", "hidden", "layers"), shape,
+                              strict=True)),
+            "cpu_s_per_step": {k: summary(v) for k, v in times.items()},
+            "mingru_parallel/lstm": ratio(times, "mingru_parallel", "lstm")}
+
+
+def ms(s: dict[str, float]) -> str:
+    return fmt_spread({k: v * 1e3 for k, v in s.items()}, 3)
+
+
+def run(reps: int = 15) -> dict[str, Any]:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        info = machine()
+        result: dict[str, Any] = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": info, "reps": reps, "threads": 1, "shapes": [], "rnn": [],
+            "mingru": []}
+        print(f"# GRU kernels, CPU ms per training step (fwd + bwd + Adam, 1 thread), "
+              f"{result['date']}")
+        print(f"# {info['cpu_model']}, {info['cpu_cores']} cores, torch {info['torch']}, "
+              f"load at start {info['load_avg_at_start'][0]:.2f}; median [min-max] of "
+              f"{reps} interleaved blocks")
+        head = (f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'nn.GRU':>22} {'fused GRU':>22} "
+                f"{'fused/LSTM':>10} {'nnGRU/LSTM':>10}")
+        print(head)
+        for shape in SHAPES:
+            row = measure_shape(shape, reps)
+            result["shapes"].append(row)
+            t = row["cpu_s_per_step"]
+            print(f"{','.join(map(str, shape)):<16} {ms(t['lstm']):>22} {ms(t['nn_gru']):>22} "
+                  f"{ms(t['fused_gru']):>22} {row['fused_gru/lstm']:>10.2f} "
+                  f"{row['nn_gru/lstm']:>10.2f}", flush=True)
+        kernels = result["shapes"][0]["kernel"]
+        print(f"# kernels: nn.LSTM {kernels['lstm']}; nn.GRU {kernels['nn_gru']}; "
+              f"fused GRU {kernels['fused_gru']}")
+        fused = [r["fused_gru/lstm"] for r in result["shapes"]]
+        for target in (0.8, 1.0):
+            print(f"# fused GRU <= {target}x LSTM: {sum(f <= target for f in fused)} of "
+                  f"{len(fused)} shapes")
+        print("\n# tanh RNN: nn.RNN (ATen per-step ops) and rnnsweep's fused one")
+        print(f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'nn.RNN':>22} {'fused RNN':>22} "
+              f"{'fused/LSTM':>10} {'nnRNN/LSTM':>10}")
+        for shape in RNN_SHAPES:
+            row = measure_rnn(shape, reps)
+            result["rnn"].append(row)
+            t = row["cpu_s_per_step"]
+            print(f"{','.join(map(str, shape)):<16} {ms(t['lstm']):>22} {ms(t['nn_rnn']):>22} "
+                  f"{ms(t['fused_rnn']):>22} {row['fused_rnn/lstm']:>10.2f} "
+                  f"{row['nn_rnn/lstm']:>10.2f}", flush=True)
+        print("\n# minGRU (src/rnnsweep/cells/mingru.py): only a parallel form exists (log-space "
+              "scan over all steps); no sequential form to time")
+        print(f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'minGRU parallel':>22} {'minGRU/LSTM':>11}")
+        for shape in MINGRU_SHAPES:
+            row = measure_mingru(shape, reps)
+            result["mingru"].append(row)
+            t = row["cpu_s_per_step"]
+            print(f"{','.join(map(str, shape)):<16} {ms(t['lstm']):>22} "
+                  f"{ms(t['mingru_parallel']):>22} {row['mingru_parallel/lstm']:>11.2f}",
+                  flush=True)
+        return result
+    finally:
+        torch.set_num_threads(saved)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15, help="interleaved blocks per variant")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    result = run(args.reps)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
