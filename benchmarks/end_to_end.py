@@ -27,11 +27,10 @@ from scipy import stats
 
 from benchmarks.common import project_copy
 
-CORES = os.cpu_count() or 1
 SWEEPS = {
     "smoke": ["-m", "cell=lstm,gru", "experiment=smoke"],
-    # make sweep: one worker per core
-    "default": ["-m", "cell=lstm,gru", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={CORES}"],
+    # the literal command: the config's joblib launcher, one worker per core
+    "default": ["-m", "cell=lstm,gru"],
     # the Makefile's evidence target (make evidence)
     "evidence": ["-m", "experiment=evidence", "cell=rnn,lstm,gru", "data.seq_len=10,20,40",
                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
