@@ -128,11 +128,33 @@ def measure_shape(label: str, shape: list[str], rounds: int, steps: int) -> dict
     return {"shape": label, "overrides": shape, "variable_length": variable, "rows": rows}
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The table docs/performance.md quotes, from a results file."""
+    m = results["machine"]
+    lines = [f"Measured {results['date']} on {m['cpu_model']}, {m['cpu_cores']} cores, torch "
+             f"{m['torch']}, one torch thread: CPU ms per training step, median of "
+             f"{results['rounds']} interleaved rounds of {results['steps_per_round']} steps "
+             "(`python -m benchmarks.step_paths`).", "",
+             "| shape | variant | hidden x layers | ms/step | x LSTM padded | kernel |",
+             "|---|---|---|---|---|---|"]
+    for shape in results["shapes"]:
+        for key, row in shape["rows"].items():
+            lines.append(f"| {shape['shape']} | {key} | {row['hidden_size']} x "
+                         f"{row['num_layers']} | {row['cpu_ms_per_step']:.2f} | "
+                         f"{row['ratio_to_lstm_padded']:.2f} | {row['kernel']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds, 2 steps: a smoke run")
     parser.add_argument("--only", default="", help="comma-separated shape labels' first word")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the last results' table (docs/performance.md) and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(RESULTS.read_text())))
+        return 0
     torch.set_num_threads(1)
     rounds, steps = (3, 2) if args.quick else (9, 5)
     wanted = {w for w in args.only.split(",") if w}
