@@ -68,7 +68,9 @@ def test_reeval_runs_per_study(smoke_sweep: Path) -> None:
         for r in trials + reevals:
             assert r.data.tags["backend"] == p.data.tags["backend"]
         assert p.data.tags["device"] == "cpu"
-        assert p.data.tags["backend"] in {"oneDNN (fused RNN kernel)", "ATen (per-step kernels)"}
+        assert p.data.tags["backend"] in {"oneDNN (fused RNN kernel)", "ATen (per-step kernels)",
+                                          "rnnsweep fused GRU (CPU)",
+                                          "rnnsweep fused tanh RNN (CPU)"}
 
 
 @pytest.mark.slow

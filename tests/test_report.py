@@ -164,22 +164,3 @@ def test_unknown_sweep_id_is_one_line_error(report: Path, smoke_sweep: Path,
     assert (report / "report.md").read_text() == before
     assert len(runs(client, "report")) == 1
 
-
-def test_every_verdict_names_each_cells_initialisation():
-    """The keep-the-state gate's start is a condition of every verdict: the report prints
-    each cell's recorded `init` beside the bottom line and the claims."""
-    import pandas as pd
-
-    from rnnsweep.report.build import init_text
-    from rnnsweep.report.collect import Sweep
-
-    trials = pd.DataFrame({"tags.cell": ["lstm", "gru", "gru"],
-                           "params.init": ["pytorch-default; forget_bias=1",
-                                           "pytorch-default; update_bias=1",
-                                           "pytorch-default; update_bias=1"]})
-    sweep = Sweep("e", "s", "val_loss", "minimize", {}, pd.DataFrame(), trials, pd.DataFrame())
-    text = init_text(sweep)
-    assert "gru: pytorch-default; update_bias=1" in text
-    assert "lstm: pytorch-default; forget_bias=1" in text
-    assert "not recorded" in init_text(Sweep("e", "s", "val_loss", "minimize", {},
-                                             pd.DataFrame(), pd.DataFrame(), pd.DataFrame()))

@@ -28,8 +28,10 @@ from store_checks import (
 
 N_TRIALS = 3  # experiment=smoke
 # Short heartbeats so a rerun takes over a killed trial within seconds.
+# One process (the basic launcher), so the five kill points fall in a sequence of trials the
+# test can watch; the joblib launcher's stops are tests/test_preemption.py's.
 ARGS = ["-m", "cell=lstm", "experiment=smoke", "search.reeval_seeds=0",
-        "search.heartbeat_interval=1", "search.heartbeat_grace_period=2"]
+        "search.heartbeat_interval=1", "search.heartbeat_grace_period=2", "hydra/launcher=basic"]
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:

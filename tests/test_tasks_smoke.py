@@ -42,8 +42,8 @@ def write_sequences(path: Path) -> None:
     np.savez(path, x=x, lengths=lengths, y=(x.sum((1, 2)) > 0).astype(np.int64))
 
 
-def check_studies(project: Path, task: str, cells=CELLS) -> list:
-    parents, trials = parents_and_trials(project, task)
+def check_studies(project: Path, task: str, cells=CELLS, experiment: str | None = None) -> list:
+    parents, trials = parents_and_trials(project, experiment or task)
     assert sorted(p.data.tags["cell"] for p in parents) == sorted(cells)
     for p in parents:
         assert p.info.status == "FINISHED" and p.data.tags["task"] == task
@@ -168,4 +168,5 @@ def test_file_task_through_train_py_with_every_cell(project):
     proc = run_train(project, "-m", f"cell={','.join(CELLS)}", "data=file",
                      "data.path=seqs.npz", *CHEAP)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    check_studies(project, "file")
+    # The data file names the experiment: file-<stem>.
+    check_studies(project, "file", experiment="file-seqs")

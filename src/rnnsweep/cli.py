@@ -322,7 +322,12 @@ def run_job(cfg: DictConfig) -> float | None:
     from rnnsweep.pipeline import run
     from rnnsweep.search.runner import StudyFailedError
     from rnnsweep.search.study import storage_error
-    from rnnsweep.signals import Interrupted, end_of_job_in_worker, install_handlers
+    from rnnsweep.signals import (
+        Interrupted,
+        end_of_job_in_worker,
+        install_handlers,
+        job_started_in_worker,
+    )
 
     install_handlers()
     install_thread_hook()
@@ -339,6 +344,8 @@ def run_job(cfg: DictConfig) -> float | None:
     if HydraConfig.initialized():
         _redact_hydra_files(HydraConfig.get())
     in_worker = os.environ.get(SWEEP_PID_ENV, str(os.getpid())) != str(os.getpid())
+    if in_worker:
+        job_started_in_worker()
     try:
         return run(cfg, job_overrides=overrides)
     except (ConfigError, DataError) as err:

@@ -95,6 +95,22 @@ def _lightning_info_loggers() -> list[str]:
     return names
 
 
+def _one_lightning_stream() -> None:
+    """Lightning gives its loggers a stream handler of their own when it is imported before
+    logging is configured (in a launcher's worker, before Hydra sets up the job's logging);
+    with the job's handlers on the root logger every line would then print twice."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                 "lightning_fabric"):
+        logger = logging.getLogger(name)
+        own = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        for handler in own:
+            logger.removeHandler(handler)
+        if own:
+            logger.propagate = True
+
+
 def quiet_third_party(in_study: bool) -> None:
     """Install the precise filters above; idempotent, safe in every worker process."""
     for category, pattern in QUIET_WARNINGS:
@@ -104,6 +120,7 @@ def quiet_third_party(in_study: bool) -> None:
         if _lightning_filter not in logger.filters:
             logger.addFilter(_lightning_filter)
     _lightning_filter.in_study = in_study
+    _one_lightning_stream()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     mask_all_handlers()

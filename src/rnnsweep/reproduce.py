@@ -34,7 +34,8 @@ from rnnsweep.redact import redact
 DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
 EXIT_REFUSED = 2
 ALLOWED = ("allowed: python train.py key=value ... with search=none and this checkout's config "
-           "keys (no flags, shell syntax, hydra*, paths.*, tracking.*, _target_-like keys or "
+           "keys (no flags, shell syntax, hydra*, paths.*, tracking.uri and other stores, "
+           "_target_-like keys or "
            "${...}), agreeing with the run's logged params")
 # `python`, `python3`, `python3.11`: a bare name only; it is replaced by sys.executable anyway.
 PYTHON = re.compile(r"python[0-9.]*")
@@ -42,6 +43,10 @@ PYTHON = re.compile(r"python[0-9.]*")
 INSTANTIATION_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 # Roots of keys that decide where results go: a tag must not redirect them.
 REDIRECTING_ROOTS = ("paths", "tracking")
+# tracking.* keys that name nothing outside the store the run came from: a trial whose job
+# set them can still be reproduced.
+HARMLESS_TRACKING_KEYS = ("tracking.register_best", "tracking.experiment",
+                          "tracking.sweep_id")
 # In every trial's tag from a shared study (its job's override), unused by a single run
 # (search=none opens no study storage): dropped rather than refused, so those tags work.
 UNUSED_BY_A_SINGLE_RUN = "search.storage"
@@ -129,7 +134,8 @@ def check_override(word: str) -> None:
         raise RefusedTag(f"{shown(word)}: interpolations and resolvers (${{...}}) are not "
                          "allowed")
     root = re.split(r"[./]", bare, maxsplit=1)[0]
-    if root in REDIRECTING_ROOTS:
+    key = bare.split("=", 1)[0]
+    if root in REDIRECTING_ROOTS and key not in HARMLESS_TRACKING_KEYS:
         raise RefusedTag(f"{shown(word)}: a tag must not say where results are written "
                          "(use MLFLOW_TRACKING_URI)")
 

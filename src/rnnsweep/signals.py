@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -36,6 +37,8 @@ class _State:
     # The first signal this process received: later ones of another kind are copies (a
     # terminal's Ctrl-C reaches every process of the group, the sweep forwards SIGTERM).
     received: int | None = None
+    # A job runs in this process (rnnsweep.cli.run_job); a launcher worker is idle otherwise.
+    in_job = False
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
@@ -127,6 +130,7 @@ def install_sweep_handlers() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in HANDLED:
             signal.signal(signum, _stop_sweep)
+    sys.unraisablehook = _quiet_unraisable
     filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
     if QUIET_TRACKER not in filters:
         os.environ["PYTHONWARNINGS"] = ",".join([*filters, QUIET_TRACKER])
@@ -148,12 +152,54 @@ def exits_on_signal() -> Iterator[None]:
         sys.exit(err.exit_code)
 
 
+def stop_with_parent(interval: float = 1.0) -> None:
+    """In a launcher's worker: when the sweep's process dies without forwarding a signal
+    (kill -9, the OOM killer), SIGTERM this worker, which closes its trial and runs as for
+    a preemption, instead of training on as an orphan. A thread that polls the parent pid
+    rather than prctl(PR_SET_PDEATHSIG), which fires when the spawning *thread* ends."""
+    parent = os.getppid()
+    if getattr(stop_with_parent, "watching", False):
+        return
+    stop_with_parent.watching = True  # type: ignore[attr-defined]
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        if _State.in_job:
+            os.kill(os.getpid(), signal.SIGTERM)  # the job closes its trial and runs
+        while _State.in_job:
+            time.sleep(interval / 10)
+        # Idle, a worker would wait for tasks forever: its siblings hold its pipe open.
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="rnnsweep-parent-watch", daemon=True).start()
+
+
+def job_started_in_worker() -> None:
+    """A job starts in a launcher's worker: it ends with its parent (`stop_with_parent`)."""
+    _State.in_job = True
+    stop_with_parent()
+
+
 def end_of_job_in_worker() -> None:
     """After a job in a launcher's worker process: idle, it has nothing to close, so SIGTERM
     ends it at once and Ctrl-C is left to the sweep's process (which forwards SIGTERM)."""
+    _State.in_job = False
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    """Our own Interrupted, raised by the handler where Python cannot propagate it (a
+    weakref callback, a __del__), is pending and raised again at the next safe point: no
+    "Exception ignored" traceback for it. Anything else goes to Python's own hook."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        return
+    _PREVIOUS_UNRAISABLE(unraisable)
+
+
+_PREVIOUS_UNRAISABLE = sys.unraisablehook
 
 
 def install_handlers() -> None:
@@ -162,5 +208,6 @@ def install_handlers() -> None:
         return
     # A job starts listening afresh; a signal still pending (swallowed before the job) stays.
     _State.received = None
+    sys.unraisablehook = _quiet_unraisable
     for signum in HANDLED:
         signal.signal(signum, _raise)

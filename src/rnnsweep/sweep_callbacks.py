@@ -124,7 +124,7 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
     table.add_column("trivial loss", justify="right")
     classification = any(r.loss_kind == "ce" for r in rows)
     table.add_column("test acc, re-eval (majority)" if classification else "test loss, re-eval",
-                     justify="right")
+                     justify="right", no_wrap=True)
     table.add_column("best hyperparameters", no_wrap=True)
     table.add_column("finished (pruned)", justify="right")
     table.add_column("failed", justify="right")
