@@ -31,6 +31,7 @@ from torch import nn
 from benchmarks.common import fmt_spread, machine, summary
 from rnnsweep.cells import GRU, RNN
 from rnnsweep.cells.mingru import MinGRU
+from rnnsweep.measure import graph_backend
 
 # (batch, steps, input, hidden, layers): the defaults, then a longer, wider input.
 SHAPES = [(64, 20, 2, h, layers) for layers in (1, 2) for h in (16, 32, 64)] + [
@@ -53,21 +54,8 @@ def train_step(rnn: nn.Module, x: torch.Tensor, y: torch.Tensor, hidden: int
 
 
 def graph_kernel(rnn: nn.Module, x: torch.Tensor) -> str:
-    """The recurrent kernel family in the autograd graph of rnn(x)."""
-    seen: set[str] = set()
-    todo = [rnn(x)[0].grad_fn]
-    while todo:
-        fn = todo.pop()
-        if fn is not None and fn.name() not in seen:
-            seen.add(fn.name())
-            todo.extend(f for f, _ in fn.next_functions)
-    if any("Mkldnn" in n for n in seen):
-        return "oneDNN fused"
-    if any("FusedGRULayer" in n for n in seen):
-        return "rnnsweep fused GRU"
-    if any("FusedRNNTanhLayer" in n for n in seen):
-        return "rnnsweep fused tanh RNN"
-    return "ATen per-step ops"
+    """The recurrent kernel family in the autograd graph of rnn(x), as training reports it."""
+    return graph_backend(rnn(x)[0])
 
 
 def interleaved(steps: dict[str, Callable[[], None]], reps: int) -> dict[str, list[float]]:
@@ -98,38 +86,25 @@ def ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
-def measure_shape(shape: tuple[int, ...], reps: int) -> dict[str, Any]:
+def measure_pair(shape: tuple[int, ...], reps: int, cell: str, torch_cls: type[nn.Module],
+                 fused_cls: type[nn.Module]) -> dict[str, Any]:
+    """nn.LSTM, torch's own `torch_cls` and rnnsweep's `fused_cls` (kernel=auto) at one
+    shape; keys nn_<cell> and fused_<cell>, with their ratios to the LSTM and to each other."""
     batch, steps, inp, hidden, layers = shape
     torch.manual_seed(0)
     x, y = torch.randn(batch, steps, inp), torch.randn(batch, 1)
+    plain, fused = f"nn_{cell}", f"fused_{cell}"
     cells = {"lstm": nn.LSTM(inp, hidden, layers, batch_first=True),
-             "nn_gru": nn.GRU(inp, hidden, layers, batch_first=True),
-             "fused_gru": GRU(inp, hidden, layers, kernel="auto")}
+             plain: torch_cls(inp, hidden, layers, batch_first=True),
+             fused: fused_cls(inp, hidden, layers, kernel="auto")}
     times = interleaved({k: train_step(m, x, y, hidden) for k, m in cells.items()}, reps)
     return {"shape": dict(zip(("batch", "steps", "input", "hidden", "layers"), shape,
                               strict=True)),
             "kernel": {k: graph_kernel(m, x) for k, m in cells.items()},
             "cpu_s_per_step": {k: summary(v) for k, v in times.items()},
-            "fused_gru/lstm": ratio(times, "fused_gru", "lstm"),
-            "nn_gru/lstm": ratio(times, "nn_gru", "lstm"),
-            "nn_gru/fused_gru": ratio(times, "nn_gru", "fused_gru")}
-
-
-def measure_rnn(shape: tuple[int, ...], reps: int) -> dict[str, Any]:
-    """The tanh RNN: nn.RNN (per-step ATen cells on a CPU) and rnnsweep's fused one."""
-    batch, steps, inp, hidden, layers = shape
-    torch.manual_seed(0)
-    x, y = torch.randn(batch, steps, inp), torch.randn(batch, 1)
-    cells = {"lstm": nn.LSTM(inp, hidden, layers, batch_first=True),
-             "nn_rnn": nn.RNN(inp, hidden, layers, batch_first=True),
-             "fused_rnn": RNN(inp, hidden, layers, kernel="auto")}
-    times = interleaved({k: train_step(m, x, y, hidden) for k, m in cells.items()}, reps)
-    return {"shape": dict(zip(("batch", "steps", "input", "hidden", "layers"), shape,
-                              strict=True)),
-            "kernel": {k: graph_kernel(m, x) for k, m in cells.items()},
-            "cpu_s_per_step": {k: summary(v) for k, v in times.items()},
-            "fused_rnn/lstm": ratio(times, "fused_rnn", "lstm"),
-            "nn_rnn/lstm": ratio(times, "nn_rnn", "lstm")}
+            f"{fused}/lstm": ratio(times, fused, "lstm"),
+            f"{plain}/lstm": ratio(times, plain, "lstm"),
+            f"{plain}/{fused}": ratio(times, plain, fused)}
 
 
 def measure_mingru(shape: tuple[int, ...], reps: int) -> dict[str, Any]:
@@ -169,7 +144,7 @@ def run(reps: int = 15) -> dict[str, Any]:
                 f"{'fused/LSTM':>10} {'nnGRU/LSTM':>10}")
         print(head)
         for shape in SHAPES:
-            row = measure_shape(shape, reps)
+            row = measure_pair(shape, reps, "gru", nn.GRU, GRU)
             result["shapes"].append(row)
             t = row["cpu_s_per_step"]
             print(f"{','.join(map(str, shape)):<16} {ms(t['lstm']):>22} {ms(t['nn_gru']):>22} "
@@ -186,7 +161,7 @@ def run(reps: int = 15) -> dict[str, Any]:
         print(f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'nn.RNN':>22} {'fused RNN':>22} "
               f"{'fused/LSTM':>10} {'nnRNN/LSTM':>10}")
         for shape in RNN_SHAPES:
-            row = measure_rnn(shape, reps)
+            row = measure_pair(shape, reps, "rnn", nn.RNN, RNN)
             result["rnn"].append(row)
             t = row["cpu_s_per_step"]
             print(f"{','.join(map(str, shape)):<16} {ms(t['lstm']):>22} {ms(t['nn_rnn']):>22} "
