@@ -16,9 +16,9 @@ Here each layer is one ``torch.autograd.Function`` that records nothing per step
 Eager PyTorch costs a few microseconds per op (and per view) whatever its size, so the
 per-step op count, not the arithmetic, bounds the speed at small hidden sizes; buffers are
 laid out so that no step needs a copy and every matmul operand is a plain strided matrix.
-Measured by benchmarks/kernels_gru.py (2-core Xeon, one thread, a training step with Adam):
-1.5-2.3x faster than nn.GRU, 1.0-1.3x an nn.LSTM step (1.0 at H=64, 1.2-1.3 at H=16); the
-tanh RNN ~1.5x faster than nn.RNN.
+Measured by benchmarks/kernels_gru.py (benchmarks/results/kernels_gru.json: 2-core Xeon, one
+thread, a training step with Adam): 1.2-2.9x faster than nn.GRU, 0.79-1.32x an nn.LSTM step
+(slowest at H=16); the tanh RNN 1.4-1.6x faster than nn.RNN.
 
 Gates follow torch (r, z, n) with nn.GRU's weights and biases:
     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
