@@ -158,3 +158,37 @@ def test_a_swallowed_signal_still_ends_the_command_with_its_exit_code(tmp_path):
     assert proc.stdout == "ran on\n"  # swallowed: the block went on
     # No "Exception ignored" traceback for our own signal: only the one line.
     assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+
+
+def test_a_signal_that_python_wraps_in_another_error_still_ends_with_its_exit_code(tmp_path):
+    """A SIGTERM while a dataclass is created (an import while starting up) surfaces as
+    "RuntimeError: Error calling __set_name__": the command still ends with 143 and the
+    one line, not a traceback and exit 1 (seen once in CI at 0.22 s)."""
+    script = (
+        "import signal\n"
+        "from rnnsweep.signals import exits_on_signal, install_handlers\n"
+        "install_handlers()\n"
+        "class Fires:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        signal.getsignal(15)(15, None)\n"
+        "with exits_on_signal():\n"
+        "    class Holder:\n"
+        "        f = Fires()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+
+
+def test_an_error_with_no_signal_behind_it_keeps_its_traceback(tmp_path):
+    script = (
+        "from rnnsweep.signals import exits_on_signal, install_handlers\n"
+        "install_handlers()\n"
+        "with exits_on_signal():\n"
+        "    raise RuntimeError('a real fault')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "RuntimeError: a real fault" in proc.stderr

@@ -146,6 +146,15 @@ def exits_on_signal() -> Iterator[None]:
     except Interrupted as err:
         print(f"{err}: {STOP_MESSAGE}", file=sys.stderr, flush=True)
         sys.exit(err.exit_code)
+    except Exception:
+        # Python wraps an exception raised inside some hooks (class creation's
+        # __set_name__ gives a RuntimeError while an import runs): once a signal arrived,
+        # whatever escapes is that signal's consequence. Otherwise it is a real error.
+        if _State.received is None:
+            raise
+        err = Interrupted(_State.received)
+        print(f"{err}: {STOP_MESSAGE}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
     if _State.received is not None:
         err = Interrupted(_State.received)
         print(f"{err}: {STOP_MESSAGE}", file=sys.stderr, flush=True)
