@@ -43,7 +43,7 @@ smoke: setup
 # All six claims: rnn, lstm, gru x small, large x three lengths, sequential seeds, two
 # one-thread workers; then the report (reports/adding/). Under an hour on a 2-core CPU
 # (measured: python -m benchmarks --only evidence, docs/performance.md row 6).
-EVIDENCE_LENGTHS ?= 10,20,40
+EVIDENCE_LENGTHS ?= 10,40,120
 evidence: setup
 	$(PY) train.py -m experiment=evidence cell=rnn,lstm,gru data.seq_len=$(EVIDENCE_LENGTHS) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2

@@ -26,17 +26,18 @@ from typing import Any
 from scipy import stats
 
 from benchmarks.common import project_copy
+from rnnsweep.report.claim_types import CONTRADICTED, EQUIVALENT, SUPPORTED
 
 SWEEPS = {
     "smoke": ["-m", "cell=lstm,gru", "experiment=smoke"],
     # the literal command: the config's joblib launcher, one worker per core
     "default": ["-m", "cell=lstm,gru"],
     # the Makefile's evidence target (make evidence)
-    "evidence": ["-m", "experiment=evidence", "cell=rnn,lstm,gru", "data.seq_len=10,20,40",
+    "evidence": ["-m", "experiment=evidence", "cell=rnn,lstm,gru", "data.seq_len=10,40,120",
                  "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 BUDGET_S = {"default": 600.0, "evidence": 3600.0}  # the profiles' promises
-DECIDED = ("supported", "contradicted")
+DECIDED = (SUPPORTED, CONTRADICTED, EQUIVALENT)
 
 
 def calibration(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -105,7 +105,7 @@ RCFG = {"alpha": 0.05, "test_metric": "test_loss", "length_keys": ["T", "seq_len
 
 def test_long_range_is_a_trend_not_a_level() -> None:
     from rnnsweep.report.evidence import Evidence
-    from rnnsweep.report.performance_claims import long_range_claim
+    from rnnsweep.report.long_range_claim import long_range_claim
     from rnnsweep.report.settings import Settings
 
     s = Settings.from_cfg(RCFG)

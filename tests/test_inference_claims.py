@@ -6,15 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnnsweep.report.claim_types import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, SUPPORTED
+from rnnsweep.report.claim_types import (
+    CONTRADICTED,
+    EQUIVALENT,
+    INCONCLUSIVE,
+    NO_ANSWER,
+    NOT_MEASURED,
+    SUPPORTED,
+)
 from rnnsweep.report.claims import apply_holm, build_claims, identical_pairs
 from rnnsweep.report.collect import Sweep, condition_label
 from rnnsweep.report.evidence import Evidence
-from rnnsweep.report.performance_claims import (
-    comparable_claim,
-    long_range_claim,
-    overfits_claim,
-)
+from rnnsweep.report.long_range_claim import long_range_claim
+from rnnsweep.report.performance_claims import comparable_claim, overfits_claim
 from rnnsweep.report.settings import Settings
 
 RCFG = {"alpha": 0.05, "test_metric": "test_loss", "equivalence_margin": 0.1,
@@ -94,7 +98,7 @@ def test_comparable_needs_a_recorded_baseline_and_learning() -> None:
     trivial = make_sweep({("lstm", "small"): {"test_loss": stuck},
                           ("gru", "small"): {"test_loss": stuck}}, baseline=0.6931)
     c = comparable_claim(Evidence(trivial), S)
-    assert c.verdict == INCONCLUSIVE and "trivial predictor" in c.evidence
+    assert c.verdict == NO_ANSWER and "neither cell learned" in c.evidence
 
 
 def test_comparable_lists_conditions_left_out() -> None:
@@ -143,10 +147,16 @@ def test_overfitting_is_an_interaction() -> None:
     big, small = [0.060, 0.064, 0.058, 0.062], [0.020, 0.022, 0.018, 0.021]
     assert overfits_claim(Evidence(_gap_sweep(big, small)), S).verdict == SUPPORTED
     assert overfits_claim(Evidence(_gap_sweep(small, big)), S).verdict == CONTRADICTED
-    # both cells overfit equally on small data: a large gap alone is not the claim
+    # both cells overfit equally on small data: a large gap alone is not the claim, and an
+    # interval within a quarter of the gaps measured says "no difference"
     same = overfits_claim(Evidence(_gap_sweep(big, [v + 0.0005 for v in big])), S)
-    assert same.verdict == INCONCLUSIVE and same.mde is not None
+    assert same.verdict == EQUIVALENT and same.mde is None
     assert same.effect == pytest.approx(-0.0005)
+    assert "within ±0.015" in same.evidence  # 0.25 x the mean small-data gap 0.061
+    # the same mean difference with a spread too wide to tell: undecided
+    noisy = overfits_claim(Evidence(_gap_sweep([0.02, 0.10, 0.03, 0.09],
+                                               [0.03, 0.11, 0.02, 0.09])), S)
+    assert noisy.verdict == INCONCLUSIVE and noisy.mde is not None
 
 
 def test_overfitting_not_measured_without_both_sizes() -> None:
@@ -212,3 +222,96 @@ def test_identical_pairs_count_each_configuration_once() -> None:
     lstm, gru = identical_pairs(sweep, "metrics.n_params")
     assert len(lstm) == 2 and sorted(lstm) == pytest.approx([100.0, 200.0])
     assert sorted(gru) == pytest.approx([75.0, 150.0])
+
+
+# -- margins that hold near zero loss, and guards for cells that learned nothing -------------
+RATIO = Settings.from_cfg({"alpha": 0.05, "test_metric": "test_loss",
+                           "length_keys": ["T", "seq_len"]})  # the default: a ratio band
+
+
+def test_the_default_band_is_a_ratio_of_losses_that_holds_near_zero() -> None:
+    assert RATIO.margin_kind == "ratio" and RATIO.equivalence_ratio == 1.25
+    # 0.0005 against 0.047 (90x apart) on a task whose trivial loss is 0.78: an absolute
+    # 10 % of the trivial loss (+-0.078) called them comparable; a ratio band does not
+    tiny = [0.00050, 0.00052, 0.00048, 0.00051]
+    far = make_sweep({("lstm", "small"): {"test_loss": tiny},
+                      ("gru", "small"): {"test_loss": [v * 94 for v in tiny]}}, baseline=0.78)
+    assert comparable_claim(Evidence(far), S).verdict == SUPPORTED  # the old margin
+    c = comparable_claim(Evidence(far), RATIO)
+    assert c.verdict == CONTRADICTED and c.ci_low > np.log(1.25)
+    assert "gru/lstm ratio" in c.evidence and "band 0.8 to 1.25" in c.evidence
+    # 2 % apart at the same tiny scale: equivalent on the ratio scale
+    near = make_sweep({("lstm", "small"): {"test_loss": tiny},
+                       ("gru", "small"): {"test_loss": [v * 1.02 for v in tiny]}}, baseline=0.78)
+    c = comparable_claim(Evidence(near), RATIO)
+    assert c.verdict == SUPPORTED and c.effect == pytest.approx(np.log(1.02), abs=1e-6)
+
+
+def test_an_accuracy_is_compared_on_its_error_rate() -> None:
+    s = Settings.from_cfg({"test_metric": "test_acc"})
+    a = [0.981, 0.983, 0.982, 0.984]  # errors 1.6-1.9 %
+    sweep = make_sweep({("lstm", "small"): {"test_acc": a},
+                        ("gru", "small"): {"test_acc": [v - 0.03 for v in a]}})  # ~4.8 %
+    c = comparable_claim(Evidence(sweep), s)
+    assert c.verdict == CONTRADICTED and "error rate" in c.evidence
+    assert c.effect == pytest.approx(np.log(np.mean([0.049, 0.047, 0.048, 0.046]) / 0.0175),
+                                     rel=0.05)
+
+
+def test_a_ratio_below_one_is_refused() -> None:
+    from rnnsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="report.equivalence_ratio"):
+        Settings.from_cfg({"equivalence_ratio": 0.8})
+
+
+def test_overfitting_uses_only_sizes_where_both_cells_learned() -> None:
+    big, small = [0.060, 0.064, 0.058, 0.062], [0.020, 0.022, 0.018, 0.021]
+    stuck = [0.17, 0.171, 0.169, 0.17]  # the GRU learned nothing on small data
+    sweep = make_sweep({
+        ("lstm", "small"): {"gap_at_best": big, "test_loss": L[:4]},
+        ("lstm", "large"): {"gap_at_best": small, "test_loss": L[:4]},
+        ("gru", "small"): {"gap_at_best": small, "test_loss": stuck},
+        ("gru", "large"): {"gap_at_best": small, "test_loss": L[:4]},
+    })
+    c = overfits_claim(Evidence(sweep), S)
+    assert c.verdict == NO_ANSWER and "gru on small" in c.evidence
+
+
+def _lengths(values: dict[int, tuple[float, float]], baseline: float = 0.17) -> Sweep:
+    """{T: (lstm mean, gru mean)} with a 5 % spread over 5 seeds."""
+    rng = np.random.default_rng(1)
+    studies = {}
+    for length, (lstm, gru) in values.items():
+        for cell, m in (("lstm", lstm), ("gru", gru)):
+            studies[(cell, "small", length)] = {
+                "test_loss": (m * np.exp(rng.normal(0, 0.05, 5))).tolist()}
+    return make_sweep(studies, baseline=baseline, axis="T")
+
+
+def test_long_range_is_never_supported_where_the_lstm_is_never_better() -> None:
+    """The issue's case: the GRU better at T=10 and 20, both at the trivial loss at T=40.
+    The slope of log(GRU/LSTM) is positive, yet the LSTM is never better."""
+    case = long_range_claim(Evidence(_lengths({10: (0.02, 0.01), 20: (0.06, 0.04),
+                                               40: (0.17, 0.17)})), RATIO)
+    assert case.verdict in (NO_ANSWER, CONTRADICTED), case.evidence
+    assert "T=40 left out: neither cell learned it" in case.evidence
+    # a growing advantage that stays negative (the GRU winning by less): not supported
+    catching_up = long_range_claim(Evidence(_lengths({10: (0.04, 0.01), 20: (0.04, 0.02),
+                                                      40: (0.04, 0.03)})), RATIO)
+    assert catching_up.verdict == CONTRADICTED, catching_up.evidence
+    # real, growing, and the LSTM ahead at the longest length where a cell learned: supported
+    real = long_range_claim(Evidence(_lengths({10: (0.02, 0.02), 20: (0.02, 0.05),
+                                               40: (0.03, 0.12)})), RATIO)
+    assert real.verdict == SUPPORTED, real.evidence
+    # neither cell learns the shortest length: the task separates nothing
+    none = long_range_claim(Evidence(_lengths({10: (0.169, 0.17), 20: (0.17, 0.17),
+                                               40: (0.17, 0.171)})), RATIO)
+    assert none.verdict == NO_ANSWER
+
+
+def test_long_range_needs_both_cells_to_learn_the_shortest_length() -> None:
+    only_lstm = long_range_claim(Evidence(_lengths({10: (0.02, 0.17), 20: (0.03, 0.17),
+                                                    40: (0.05, 0.17)})), RATIO)
+    assert only_lstm.verdict == NO_ANSWER and "did not learn even the shortest" in \
+        only_lstm.evidence

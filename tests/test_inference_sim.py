@@ -93,3 +93,19 @@ def test_sequential_rule_stops_early_on_a_large_effect() -> None:
     a, b = rng.normal(1.0, 0.05, 3), rng.normal(2.0, 0.05, 3)
     d = decide(a.tolist(), b.tolist(), plan, scale="raw")
     assert d.stop and d.verdict == DIFFERENT and d.look == 1 and d.mde is None
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_false_equivalence_at_a_ratio_band(n: int) -> None:
+    """Losses spread log-normally, true ratio exactly at the band's edge (1.25): the ratio
+    band declares 'comparable' at most 5 % of the time (TOST on logs, as the report does)."""
+    rng = np.random.default_rng(9)
+    margin = np.log(1.25)
+    for sd_b in (1.0, 3.0):
+        hits = 0
+        for _ in range(REPS):
+            a = rng.lognormal(np.log(0.002), 0.15, n)
+            b = rng.lognormal(np.log(0.002) + margin, 0.15 * sd_b, n)
+            c = compare_means(a, b, scale="log")
+            hits += tost_p(c.contrast, margin) < 0.05  # type: ignore[arg-type]
+        assert hits / REPS <= 0.05, (n, sd_b, hits / REPS)

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.console import announce_reevaluation, study_progress
 from rnnsweep.data import build_datamodule
 from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
+from rnnsweep.report.settings import Settings
 from rnnsweep.run_lifecycle import TrackedRun, run_parameters, study_run
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
@@ -48,6 +49,8 @@ def prepare(cfg: DictConfig) -> DictConfig:
     typed = typed_config(cfg)
     datamodule = build_datamodule(typed.data)  # checks the task's keys without generating data
     check_job(typed, datamodule)
+    # The report's settings too: a sweep must not run for an hour to a report it cannot make.
+    Settings.from_cfg(OmegaConf.to_container(typed.report, resolve=True))
     return typed
 
 

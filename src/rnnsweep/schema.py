@@ -175,8 +175,10 @@ class ReportConfig:
     alpha: float = 0.05
     effect_scale: str = "auto"  # auto | log | raw
     df_rule: str = "hsu"  # hsu | welch
+    equivalence_ratio: float = 1.25
     equivalence_margin: float = 0.1
-    margin_kind: str = "relative_to_baseline"  # relative_to_baseline | absolute
+    margin_kind: str = "ratio"  # ratio | relative_to_baseline | absolute
+    overfit_margin_fraction: float = 0.25
     trivial_fraction: float = 0.1
     power: float = 0.8
     importance_bootstrap: int = 20

@@ -25,11 +25,8 @@ def _center(values: list[float], log: bool) -> float:
 
 
 def _trivial(mean: float, ev: Evidence, cond: str, s: Settings) -> bool | None:
-    if s.maximize:
-        base = ev.baseline(cond, "baseline_acc")
-        return None if base is None else mean <= base + s.trivial_fraction * (1 - base)
-    base = ev.baseline(cond, "baseline_loss")
-    return None if base is None else mean >= (1 - s.trivial_fraction) * base
+    did = s.learned(mean, ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
+    return None if did is None else not did
 
 
 def _effect_text(best: str, other: str, c: Comparison, s: Settings) -> str:
@@ -108,19 +105,18 @@ def bottom_line(ev: Evidence, s: Settings, summ: pd.DataFrame) -> pd.DataFrame:
                                     *changes])])
             continue
         best, sure, undecided, equal = order[0], [], [], []
-        margin = s.margin(ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
         for other in order[1:]:
             c = compare_means(vals[other], vals[best], level=1 - alpha,
                               scale="log" if use_log else "raw", df_rule=s.df_rule)
             assert c is not None and c.contrast is not None
             sure.append(_effect_text(best, other, c, s))
-            raw = compare_means(vals[other], vals[best], level=1 - alpha, scale="raw",
-                                df_rule=s.df_rule)
-            within = raw is not None and margin is not None and \
-                tost_p(raw.contrast, margin) < alpha  # type: ignore[arg-type]
+            band = s.band(vals[other], vals[best], ev.baseline(cond),
+                          ev.baseline(cond, "baseline_acc"))
+            eq = None if isinstance(band, str) else compare_means(
+                band.a, band.b, level=1 - alpha, scale=band.scale, df_rule=s.df_rule)
+            within = eq is not None and tost_p(eq.contrast, band.margin) < alpha  # type: ignore[arg-type, union-attr]
             if within:
-                sure.append(f"absolute difference {raw.diff:+.3g} (CI {raw.ci_low:+.3g} to "  # type: ignore[union-attr]
-                            f"{raw.ci_high:+.3g}) within the margin ±{margin:.3g}")
+                sure.append(f"{band.quantity} {eq.text()} within {s.margin_text()}")  # type: ignore[union-attr]
             if c.p_value < alpha:
                 continue
             if within:

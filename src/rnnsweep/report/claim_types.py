@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 NOT_MEASURED = "not measured by this sweep"
+# Decided, but neither way: the interval lies within the claim's stated margin of no effect.
+EQUIVALENT = "equivalent: no difference beyond the margin"
+# Measured, but where the cells did not learn: the numbers cannot speak to the claim.
+NO_ANSWER = "no answer"
 
 
 @dataclass

@@ -21,11 +21,8 @@ from rnnsweep.report.claim_types import (
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.cost_claims import cost_claims
 from rnnsweep.report.evidence import Evidence
-from rnnsweep.report.performance_claims import (
-    comparable_claim,
-    long_range_claim,
-    overfits_claim,
-)
+from rnnsweep.report.long_range_claim import long_range_claim
+from rnnsweep.report.performance_claims import comparable_claim, overfits_claim
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import PairedRatio, holm_levels
 

@@ -2,10 +2,11 @@
 cells' comparison is undecided, up to `search.reeval_max_seeds`.
 
 What is compared: per experiment and data condition, every pair of cells on the report's test
-metric over the re-evaluation seeds of each study's current best configuration (raw scale,
-the "comparable" claim's comparison). A pair is decided when the Welch-type test finds a
-difference, or TOST puts the interval within report.equivalence_margin x the trivial
-predictor's loss. The stopping rule keeps the error rate by alpha spending
+metric over the re-evaluation seeds of each study's current best configuration (the
+"comparable" claim's comparison, on its scale). A pair is decided when the Welch-type test finds a
+difference, or TOST puts the interval within the report's equivalence band
+(report.margin_kind: by default a ratio of the losses within 1/equivalence_ratio ..
+equivalence_ratio). The stopping rule keeps the error rate by alpha spending
 (rnnsweep.report.sequential: Bonferroni over the planned looks `reeval_seeds`,
 `+ reeval_seed_step`, ... `reeval_max_seeds`); the report tests its claims at alpha / looks.
 """
@@ -21,6 +22,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.report.sequential import SeedPlan, decide, seed_plan
+from rnnsweep.report.settings import Settings
 from rnnsweep.tracking import tag_filter
 
 log = logging.getLogger(__name__)
@@ -44,16 +46,21 @@ def _values(client, parent, metric: str) -> list[float]:  # noqa: ANN001 (MLflow
 
 def pending_studies(client, parents: list, plan: SeedPlan, config: DictConfig) -> set[str]:  # noqa: ANN001
     """Parent run ids of studies in an undecided pair whose plan still has a look left."""
-    metric, margin = str(config.report.test_metric), float(config.report.equivalence_margin)
+    settings = Settings.from_cfg(OmegaConf.to_container(config.report, resolve=False))  # type: ignore[arg-type]
+    metric = settings.test_metric
     groups: dict[tuple, list] = {}
     for p in parents:
         groups.setdefault((p.info.experiment_id, _condition(p.data.tags)), []).append(p)
     pending: set[str] = set()
     for members in groups.values():
         for a, b in combinations(sorted(members, key=lambda p: p.data.tags["cell"]), 2):
-            base = a.data.metrics.get("baseline_loss")
-            d = decide(_values(client, a, metric), _values(client, b, metric), plan,
-                       scale="raw", margin=margin * base if base else None)
+            va, vb = _values(client, a, metric), _values(client, b, metric)
+            # The report's own equivalence band (a ratio by default), so a pair the report
+            # will call equivalent stops getting seeds.
+            band = settings.band(va, vb, a.data.metrics.get("baseline_loss"),
+                                 a.data.metrics.get("baseline_acc"))
+            d = (decide(va, vb, plan, scale="raw") if isinstance(band, str) else
+                 decide(band.a, band.b, plan, scale=band.scale, margin=band.margin))
             if not d.stop:
                 pending.update({a.info.run_id, b.info.run_id})
     return pending
