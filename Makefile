@@ -11,23 +11,29 @@ STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
 .PHONY: setup lock system-packages sweep smoke evidence chorales report reproduce test test-fast lint ui dashboard bench clean paper papers
 
-# The exact versions of requirements.lock (hashes checked), then the project itself.
+# PyTorch for this machine (requirements-torch.txt; TORCH_INDEX=<url> for another index), then
+# the exact versions of requirements.lock (hashes checked), then the project itself.
+TORCH_INDEX ?=
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements-torch.txt requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) -r requirements-torch.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # Re-resolve requirements.lock from pyproject.toml (main and dev dependencies): exact pins with
 # hashes, current pins kept where they still fit; LOCK_ARGS=--upgrade takes the newest allowed.
+# torch is left out of the lock (requirements-torch.txt installs the build this machine needs).
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check 'pip-tools>=7.4,<8'
 	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet --generate-hashes \
 		--allow-unsafe --extra dev --strip-extras --no-emit-index-url --no-emit-find-links \
 		$(LOCK_ARGS) --output-file requirements.lock pyproject.toml
+	$(PY) -m rnnsweep.lockfile requirements.lock
 
 # One worker per core (Hydra's joblib launcher, the config's default), each with its share of
 # torch threads (rnnsweep/threads.py); WORKERS=1 runs the studies in turn in one process.

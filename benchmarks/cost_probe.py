@@ -2,8 +2,10 @@
 
 The same probe the report runs (rnnsweep.cost): LSTM, GRU and tanh RNN at identical sizes
 on the default adding task's shapes, timed interleaved in one process (thread CPU time at
-one torch thread), warm-up excluded. With `under_load`, the probe runs a second time
-beside one CPU-burning process per core, to show how far load moves the ratios.
+one torch thread), warm-up excluded, in both kernel modes: as run (this machine's kernels)
+and on equal kernels (ATen's per-step loop for every cell). With `under_load`, the probe
+runs a second time beside one CPU-burning process per core, to show how far load moves the
+ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from benchmarks.common import machine
 from rnnsweep.cost import ProbeResult, Size, as_dict, probe
+from rnnsweep.cost_memory import MODE_TEXT
 from rnnsweep.data.base import TaskSpec
 
 ADDING = TaskSpec(input_size=2, output_size=1, loss="mse")
@@ -24,22 +27,27 @@ SIZES = (Size(32, 1), Size(64, 1), Size(128, 2))
 
 
 def table(result: ProbeResult) -> str:
-    """Plain-text figures per size and cell, with the time ratios."""
+    """Plain-text figures per size, kernel mode and cell, with the time ratios."""
     lines = [f"cost probe: {result.device}, {result.timer}, {result.threads} thread(s), "
              f"batch {result.batch_size} x T={result.seq_len}, {result.warmup_steps} warm-up "
-             f"steps, {result.steps_per_round} steps per cell per round"]
+             f"steps, {result.steps_per_round} steps per unit per round, "
+             f"{result.cpu_seconds:.1f} CPU s"]
     for s in result.sizes:
-        for c, v in s.cells.items():
-            sp, m = v.spread(), v.memory
-            lines.append(
-                f"  {s.size.label():12s} {c:4s} {1e3 * sp['median']:7.2f} ms/step "
-                f"[q1 {1e3 * sp['q1']:.2f}, q3 {1e3 * sp['q3']:.2f}] {v.flops / 1e6:7.1f} "
-                f"MFLOP {v.n_params:7d} params, {m.total / 2**20:6.2f} MiB = params "
-                f"{m.params / 2**20:.3f} + grads {m.grads / 2**20:.3f} + Adam "
-                f"{m.optimizer / 2**20:.3f} + activations {m.activations / 2**20:.2f}; "
-                f"{v.kernel}")
-        for k, r in s.ratios.items():
-            lines.append(f"  {s.size.label():12s} time {k}: {r.text()}")
+        for mode in result.modes:
+            cells, ratios = s.mode(mode)
+            lines.append(f"  {s.size.label()} on {MODE_TEXT[mode]}:")
+            for c, v in cells.items():
+                sp, m = v.spread(), v.memory
+                lines.append(
+                    f"    {c:4s} {1e3 * sp['median']:7.2f} ms/step [q1 {1e3 * sp['q1']:.2f}, "
+                    f"q3 {1e3 * sp['q3']:.2f}] {v.flops / 1e6:7.1f} MFLOP {v.n_params:7d} "
+                    f"params, {m.total / 2**20:6.2f} MiB = params {m.params / 2**20:.3f} + "
+                    f"grads {m.grads / 2**20:.3f} + Adam {m.optimizer / 2**20:.3f} + "
+                    f"activations {m.activations / 2**20:.2f} + workspace "
+                    f"{m.workspace / 2**20:.2f}; {v.kernel}")
+            for k, r in ratios.items():
+                num = cells[k.split("/")[0]].memory.total / cells["lstm"].memory.total
+                lines.append(f"    time {k}: {r.text()}; memory {k}: {num:.3g}")
     return "\n".join(lines)
 
 
@@ -70,21 +78,41 @@ def run(rounds: int = 20, sizes: Sequence[Size] = SIZES, batch: int = 64, seq_le
     return section
 
 
+def _ratio_text(r: dict[str, Any]) -> str:
+    return f"{r['estimate']:.3g} [{r['low']:.3g}–{r['high']:.3g}]"
+
+
+def _mode_text(mode: dict[str, Any]) -> str:
+    """GRU/LSTM time interval, memory ratio and kernels of one kernel mode."""
+    cells = mode["cells"]
+    mem = cells["gru"]["memory_bytes"]["total"] / cells["lstm"]["memory_bytes"]["total"]
+    return (f"{_ratio_text(mode['time_ratios']['gru/lstm'])}, memory {mem:.3g} "
+            f"(LSTM {cells['lstm']['kernel']}, GRU {cells['gru']['kernel']})")
+
+
 def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """Rows of the results table: GRU/LSTM time ratio per size, quiet and under load."""
+    """Rows of the results table: GRU/LSTM per size on equal kernels (the cells) and as run
+    (this machine's kernels), quiet and under load. Results saved before the equal-kernel
+    mode existed show the as-run figures alone."""
     out = []
     loaded = section.get("loaded", {}).get("sizes", [])
     for i, s in enumerate(section["quiet"]["sizes"]):
         label = f"H={s['hidden_size']} L={s['num_layers']}"
-        q = s["time_ratios"]["gru/lstm"]
-        text = f"{q['estimate']:.3g} [{q['low']:.3g}–{q['high']:.3g}]"
+        text = f"as run {_mode_text(s)}"
+        if "equal_kernels" in s:
+            text = f"equal kernels {_mode_text(s['equal_kernels'])}; {text}"
         if i < len(loaded):
-            g = loaded[i]["time_ratios"]["gru/lstm"]
-            text += f"; under load {g['estimate']:.3g} [{g['low']:.3g}–{g['high']:.3g}]"
-        mem = s["cells"]["gru"]["memory_bytes"]["total"] / s["cells"]["lstm"]["memory_bytes"][
-            "total"]
-        kernels = ", ".join(f"{c} {v['kernel']}" for c, v in s["cells"].items()
-                            if c in ("lstm", "gru"))
+            g = loaded[i]
+            text += f"; under load: as run {_ratio_text(g['time_ratios']['gru/lstm'])}"
+            if "equal_kernels" in g:
+                eq = g["equal_kernels"]["time_ratios"]["gru/lstm"]
+                text += f", equal kernels {_ratio_text(eq)}"
+        modes = "on equal kernels and as run" if "equal_kernels" in s else "as run"
         out.append((f"cost probe {label}: GRU/LSTM CPU time per step (t interval over "
-                    f"rounds); memory ratio {mem:.3g}; {kernels}", text, "report", "-"))
+                    f"rounds) and memory per step, {modes}", text, "report", "-"))
     return out
+
+
+if __name__ == "__main__":
+    # Quiet figures only (`python -m benchmarks cost` also runs them under load and saves).
+    run(rounds=int(sys.argv[1]) if len(sys.argv) > 1 else 20, under_load=False)

@@ -1,5 +1,6 @@
-"""The cost probe: interleaving, FLOPs formula, memory accounting, ratio interval, and a
-verdict that a CPU-burning neighbour does not change."""
+"""The cost probe: interleaving, kernel modes (as run, equal kernels), FLOPs formula, memory
+accounting with the kernel workspace apart, ratio interval, claims decided on equal kernels,
+and a verdict that a CPU-burning neighbour does not change."""
 
 from __future__ import annotations
 
@@ -19,15 +20,26 @@ from scipy import stats
 import rnnsweep.cost as cost_mod
 import rnnsweep.report.cost_claims as cost_claims_mod
 from rnnsweep.cost import (
-    STEP_COUNTER_BYTES,
+    CellCost,
+    ProbeResult,
     Size,
+    SizeCost,
     TrainingStep,
+    as_dict,
     example_batch,
     flops_per_step,
     interleaved_order,
     log_ratio_interval,
     measure_memory,
     probe,
+)
+from rnnsweep.cost_memory import (
+    AS_RUN,
+    EQUAL,
+    STEP_COUNTER_BYTES,
+    Memory,
+    equal_kernel_cell,
+    kernel_mode,
 )
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.model import total_parameters
@@ -50,11 +62,29 @@ def test_interleaving_rotates_cells_every_round():
 
 
 def test_probe_records_the_order_it_ran():
-    result = probe(ADDING, 4, 5, [Size(4, 1)], rounds=4, steps_per_round=1, warmup_steps=1)
+    result = probe(ADDING, 4, 5, [Size(4, 1)], rounds=4, steps_per_round=1, warmup_steps=1,
+                   equal_kernels=False)
     s = result.sizes[0]
     assert s.order == [["lstm", "gru"], ["gru", "lstm"], ["lstm", "gru"], ["gru", "lstm"]]
     assert all(len(c.seconds) == 4 for c in s.cells.values())
     assert s.ratios["gru/lstm"].n_rounds == 4
+    assert result.modes == [AS_RUN] and s.equal_cells == {} and EQUAL not in as_dict(
+        result)["sizes"][0]
+
+
+def test_both_modes_share_every_round():
+    """Each round runs every (mode, cell) unit once, each unit in each position equally
+    often, so load hits both modes and both cells alike."""
+    result = probe(ADDING, 4, 5, [Size(4, 1)], rounds=4, steps_per_round=1, warmup_steps=1)
+    s = result.sizes[0]
+    units = ["lstm", "gru", "lstm@equal_kernels", "gru@equal_kernels"]
+    assert s.order[0] == units
+    assert all(sorted(r) == sorted(units) for r in s.order)
+    for pos in range(4):
+        assert sorted(r[pos] for r in s.order) == sorted(units)
+    assert result.modes == [AS_RUN, EQUAL]
+    assert all(len(c.seconds) == 4 for mode in (AS_RUN, EQUAL) for c in s.mode(mode)[0].values())
+    assert s.ratios["gru/lstm"].n_rounds == s.equal_ratios["gru/lstm"].n_rounds == 4
 
 
 def test_cpu_timer_counts_cpu_time_not_waiting():
@@ -69,6 +99,18 @@ def test_budget_cuts_rounds_but_not_below_the_minimum():
     result = probe(ADDING, 4, 5, [Size(4, 1)], rounds=50, steps_per_round=1, warmup_steps=1,
                    budget_s=0.0, min_rounds=5)
     assert result.sizes[0].ratios["gru/lstm"].n_rounds == 5
+    assert result.sizes[0].equal_ratios["gru/lstm"].n_rounds == 5
+
+
+def test_both_modes_fit_one_budget():
+    """The modes share the budget (warm-up and memory included): a budget that allows a few
+    rounds of both cuts the rounds, and the probe's CPU seconds stay near it."""
+    budget = 1.0
+    result = probe(ADDING, 16, 10, [Size(16, 1)], rounds=10_000, steps_per_round=2,
+                   warmup_steps=2, budget_s=budget, min_rounds=2)
+    n = result.sizes[0].ratios["gru/lstm"].n_rounds
+    assert 2 < n < 10_000
+    assert result.cpu_seconds < 1.5 * budget, result.cpu_seconds
 
 
 def test_flops_match_hand_computed_numbers():
@@ -107,19 +149,86 @@ def _saved_bytes(step: TrainingStep) -> int:
     return sum(saved.values())
 
 
+def _workspace_buffers(step: TrainingStep) -> int:
+    """Independent count: the opaque uint8 buffers saved for backward (oneDNN's workspace)."""
+    buffers: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.dtype == torch.uint8:
+            buffers[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = step.net(step.batch[0], step.batch[2])
+    del out
+    return sum(buffers.values())
+
+
+@pytest.mark.parametrize("mode", [AS_RUN, EQUAL])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_memory_is_params_grads_adam_and_activations(cell):
+def test_memory_is_params_grads_adam_activations_and_workspace(cell, mode):
     size = Size(hidden_size=5, num_layers=2)
-    step = TrainingStep(cell, ADDING, size, example_batch(ADDING, 4, 6, CPU), CPU)
-    step()  # Adam state exists after the first step
-    m = measure_memory(step)
+    built = cell if mode == AS_RUN else equal_kernel_cell(cell)
+    step = TrainingStep(built, ADDING, size, example_batch(ADDING, 4, 6, CPU), CPU)
+    with kernel_mode(mode):
+        step()  # Adam state exists after the first step
+        m = measure_memory(step)
+        saved, buffers = _saved_bytes(step), _workspace_buffers(step)
     n = total_parameters(cell, ADDING, 5, 2)
     n_tensors = len(list(step.net.parameters()))
     assert m.params == 4 * n
     assert m.grads == 4 * n
     assert m.optimizer == 2 * 4 * n + STEP_COUNTER_BYTES * n_tensors  # exp_avg, exp_avg_sq
-    assert m.activations == _saved_bytes(step) > 0
-    assert m.total == m.params + m.grads + m.optimizer + m.activations
+    # Every saved byte is counted once: as an activation or as the kernel's workspace.
+    assert m.activations + m.workspace == saved and m.activations > 0
+    assert m.workspace == buffers  # the workspace is exactly the opaque buffers
+    if mode == AS_RUN and cell == "lstm":
+        assert m.workspace > 0  # oneDNN's fused LSTM keeps one per layer
+    else:
+        assert m.workspace == 0  # rnnsweep's fused kernels and ATen's loop keep none
+    assert m.total == m.params + m.grads + m.optimizer + m.activations + m.workspace
+
+
+def test_kernel_mode_sets_only_the_backend_flags_and_restores_them():
+    before = torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled
+    with pytest.raises(RuntimeError, match="boom"), kernel_mode(EQUAL):
+        assert not torch.backends.mkldnn.enabled and not torch.backends.cudnn.enabled
+        raise RuntimeError("boom")
+    assert (torch.backends.mkldnn.enabled, torch.backends.cudnn.enabled) == before
+    with pytest.raises(ValueError, match="mode='fast'"), kernel_mode("fast"):
+        pass
+    # Fused-kernel cells get torch's own module; others are left as given.
+    assert equal_kernel_cell("gru") == {"name": "gru", "_target_": "rnnsweep.cells.GRU",
+                                        "kernel": "torch"}
+    assert equal_kernel_cell("lstm") == "lstm"
+    mingru = {"name": "mingru", "_target_": "rnnsweep.cells.mingru.MinGRU"}
+    assert equal_kernel_cell(mingru) is mingru
+
+
+def test_equal_kernels_run_one_kernel_kind_with_the_workspace_apart():
+    """Equal kernels: every built-in cell on ATen's per-step loop, the same weights; the LSTM
+    as run keeps oneDNN's workspace, which the equal-kernel LSTM does not."""
+    result = probe(ADDING, 4, 6, [Size(8, 1)], cells=("lstm", "gru", "rnn"), rounds=2,
+                   steps_per_round=1, warmup_steps=1, min_rounds=1)
+    s = result.sizes[0]
+    assert {c: v.kernel for c, v in s.equal_cells.items()} == {
+        c: "ATen (per-step kernels)" for c in ("lstm", "gru", "rnn")}
+    assert s.cells["lstm"].kernel == "oneDNN (fused RNN kernel)"
+    for c in ("lstm", "gru", "rnn"):
+        assert s.equal_cells[c].n_params == s.cells[c].n_params
+        assert s.equal_cells[c].flops == s.cells[c].flops
+        assert s.equal_cells[c].memory.model_state == s.cells[c].memory.model_state
+        assert s.equal_cells[c].memory.workspace == 0
+    assert s.cells["lstm"].memory.workspace > 0
+    assert s.cells["gru"].memory.workspace == 0
+    saved = as_dict(result)["sizes"][0]
+    assert set(saved[EQUAL]["cells"]) == {"lstm", "gru", "rnn"}
+    assert set(saved[EQUAL]["time_ratios"]) == {"gru/lstm", "rnn/lstm"}
+    for mode in (saved, saved[EQUAL]):
+        for v in mode["cells"].values():
+            parts = v["memory_bytes"]
+            assert parts["total"] == sum(b for k, b in parts.items() if k != "total")
+            assert {"params", "grads", "optimizer", "activations", "workspace"} < set(parts)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru"])
@@ -172,8 +281,9 @@ def test_verdict_holds_with_a_cpu_burning_neighbour():
     kernel a little more than GRU's per-step loop), so the 95 % intervals do not always
     overlap; 30 % is about twice the largest shift seen in 20 pairs.
     """
-    def run() -> tuple[float, float, float]:
-        r = probe(ADDING, 32, 50, [Size(32, 1)], rounds=12, steps_per_round=3).sizes[0]
+    def run() -> tuple[float, float, float]:  # as run: the figure this test was sized on
+        r = probe(ADDING, 32, 50, [Size(32, 1)], rounds=12, steps_per_round=3,
+                  equal_kernels=False).sizes[0]
         g = r.ratios["gru/lstm"]
         return g.estimate, g.low, g.high
 
@@ -190,6 +300,88 @@ def test_verdict_holds_with_a_cpu_burning_neighbour():
     assert _verdict(*quiet[1:]) == _verdict(*loaded[1:]), (quiet, loaded)
     assert _verdict(*quiet[1:]) != "inconclusive", quiet  # else the test would prove nothing
     assert abs(math.log(loaded[0] / quiet[0])) < math.log(1.3), (quiet, loaded)
+
+
+# -- claims decided on equal kernels (hand-built probe results) ---------------------------
+
+LSTM_S = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02]  # seconds per round: load varies between rounds
+JITTER = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0]
+
+
+def _cell_cost(cell: str, kernel: str, ratio: float, memory: Memory) -> CellCost:
+    seconds = [v * (ratio * j if cell == "gru" else 1) for v, j in
+               zip(LSTM_S, JITTER, strict=True)]
+    n = 75 if cell == "gru" else 100
+    return CellCost(cell, n, 3.0 * n, kernel, memory, seconds)
+
+
+def _hand_result(as_run_ratio: float, equal_ratio: float | None,
+                 as_run_mem: tuple[Memory, Memory], equal_mem: tuple[Memory, Memory]
+                 ) -> ProbeResult:
+    """One size; GRU's seconds are LSTM's x ratio (x a little jitter) in every round."""
+    as_run = {"lstm": _cell_cost("lstm", "oneDNN (fused RNN kernel)", 1, as_run_mem[0]),
+              "gru": _cell_cost("gru", "rnnsweep fused GRU (CPU)", as_run_ratio,
+                                as_run_mem[1])}
+    equal = {} if equal_ratio is None else {
+        c: _cell_cost(c, "ATen (per-step kernels)", equal_ratio, m)
+        for c, m in zip(("lstm", "gru"), equal_mem, strict=True)}
+
+    def ratios(cells: dict[str, CellCost]) -> dict:
+        return {"gru/lstm": log_ratio_interval(cells["gru"].seconds, cells["lstm"].seconds)
+                } if cells else {}
+
+    size = SizeCost(Size(64, 1), as_run, ratios(as_run), [], equal, ratios(equal))
+    return ProbeResult("cpu", "thread CPU time", 1, 64, 20, 3, 3, [size])
+
+
+AS_RUN_MEM = (Memory(4, 4, 8, 10, 300), Memory(3, 3, 6, 80, 0))  # GRU/LSTM 0.28 as run
+EQUAL_MEM = (Memory(4, 4, 8, 100, 0), Memory(3, 3, 6, 99, 0))  # 111/116 on equal kernels
+
+
+@pytest.mark.parametrize(("as_run", "equal", "verdict"), [
+    (2.0, 0.8, "supported"),  # slower on this machine's kernels, faster as a cell
+    (0.5, 1.3, "contradicted"),
+])
+def test_speed_verdict_comes_from_equal_kernels(as_run, equal, verdict):
+    result = _hand_result(as_run, equal, AS_RUN_MEM, EQUAL_MEM)
+    claim = cost_claims_mod.speed_claim(result, 0.05)
+    s = result.sizes[0]
+    expected = log_ratio_interval(s.equal_cells["gru"].seconds, s.equal_cells["lstm"].seconds)
+    assert claim.verdict == verdict
+    assert (claim.ci_low, claim.ci_high) == pytest.approx((expected.low, expected.high))
+    assert claim.effect == pytest.approx(expected.estimate)
+    assert claim.p_value == pytest.approx(expected.p_value)
+    # Holm's stricter level re-decides on the same (equal-kernel) rounds.
+    assert claim.decide is not None and claim.decide(0.001).verdict == verdict
+    # The as-run figure stands beside it, labelled, with its kernels' names.
+    text = claim.evidence
+    assert text.index("equal kernels") < text.index("this machine's kernels")
+    assert "ATen (per-step kernels)" in text and "oneDNN (fused RNN kernel)" in text
+    assert "rnnsweep fused GRU (CPU)" in text
+    assert f"{s.ratios['gru/lstm'].estimate:.3g}" in text.split("this machine's kernels")[1]
+
+
+@pytest.mark.parametrize(("gru_acts", "verdict"), [(99, "supported"), (120, "contradicted")])
+def test_memory_verdict_comes_from_equal_kernel_totals(gru_acts, verdict):
+    equal = (EQUAL_MEM[0], Memory(3, 3, 6, gru_acts, 0))
+    claim = cost_claims_mod.memory_claim(_hand_result(1.0, 1.0, AS_RUN_MEM, equal))
+    ratio = equal[1].total / equal[0].total  # params + grads + Adam + activations
+    assert claim.verdict == verdict  # as run GRU/LSTM is 0.28 either way
+    assert claim.ci_low == claim.ci_high == pytest.approx(ratio)
+    assert claim.p_value is None
+    beside = claim.evidence.split("this machine's kernels")[1]
+    assert f"{AS_RUN_MEM[1].total / AS_RUN_MEM[0].total:.3g}" in beside
+    assert "kernel workspace" in beside and "oneDNN (fused RNN kernel)" in beside
+
+
+def test_without_equal_kernels_the_verdict_says_it_is_about_the_machine():
+    result = _hand_result(0.5, None, AS_RUN_MEM, EQUAL_MEM)
+    speed = cost_claims_mod.speed_claim(result, 0.05)
+    memory = cost_claims_mod.memory_claim(result)
+    assert speed.verdict == memory.verdict == "supported"
+    assert memory.ci_high == pytest.approx(AS_RUN_MEM[1].total / AS_RUN_MEM[0].total)
+    for claim in (speed, memory):
+        assert "equal kernels not probed" in claim.evidence
 
 
 # -- the report's cost claims -----------------------------------------------------------
@@ -389,6 +581,8 @@ def test_the_probe_times_the_kernel_a_training_step_runs(cell):
     expected = {"lstm": "oneDNN (fused RNN kernel)", "gru": "rnnsweep fused GRU (CPU)",
                 "rnn": "rnnsweep fused tanh RNN (CPU)"}
     assert trained == expected[cell]
+    # Equal kernels: ATen's per-step loop, whatever the cell trains with.
+    assert result.sizes[0].equal_cells[cell].kernel == "ATen (per-step kernels)"
 
 
 def test_the_probe_uses_the_thread_count_the_trials_trained_with():

@@ -21,11 +21,16 @@ Ratio interval: per round, ratio = (seconds/step of cell) / (seconds/step of LST
 interval is a Student t interval on the log ratios over rounds, exponentiated (a
 geometric-mean ratio). Rounds are the unit: each holds one paired measurement.
 
-Memory per training step (bytes): parameters + gradients + optimiser state (Adam: exp_avg
-and exp_avg_sq, 2 x parameters, plus one 4-byte step counter per parameter tensor) +
-activations. On CPU, activations are the tensors saved for backward, counted by
-rnnsweep.measure.PeakMemory (the figure training logs); on CUDA the allocator's peak minus
-the other three ("activations + workspace"). All of these are deterministic at a size.
+Two kernel modes, timed in the same rounds (round r runs every (mode, cell) pair, rotated):
+- as run (AS_RUN): the kernels training runs on this machine: on a CPU oneDNN's fused LSTM
+  and rnnsweep's fused GRU / tanh RNN (rnnsweep.cells.fast_gru), cuDNN on a GPU;
+- on equal kernels (EQUAL): oneDNN and cuDNN off and the GRU / tanh RNN built with
+  kernel=torch, so every built-in cell runs ATen's generic per-step loop (the same ops per
+  step: a gate matmul, the gates' pointwise maths; torch's CPU GRU has no oneDNN path, so
+  no fused pairing exists). Its ratio is about the cells; the as-run one about this build.
+The kernel each ran is read from its own graph (rnnsweep.measure.rnn_backend). Memory per
+step (rnnsweep.cost_memory, which also holds the modes): parameters + gradients + Adam
+state + activations, and a fused kernel's workspace apart (none on equal kernels).
 
 FLOPs per training step (analytic, see `flops_per_step`): forward per time step and layer
 2*G*H*(I+H) for the gate matrix products plus 2*G*H for the two bias vectors (G = 1, 4, 3
@@ -41,19 +46,27 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from scipy import stats
 
 from rnnsweep.cells import CellSpec, cell_name, recurrent_flops
+from rnnsweep.cost_memory import (
+    AS_RUN,
+    EQUAL,
+    MODE_TEXT,
+    Memory,
+    equal_kernel_cell,
+    kernel_mode,
+    measure_memory,
+    nbytes,
+    unit_label,
+)
 from rnnsweep.data.base import TaskSpec
-from rnnsweep.measure import PeakMemory, rnn_backend
+from rnnsweep.measure import rnn_backend
 from rnnsweep.model import SequenceModel, count_parameters
-
-STEP_COUNTER_BYTES = 4  # Adam keeps a float32 scalar `step` per parameter tensor
 
 
 @dataclass(frozen=True)
@@ -63,21 +76,6 @@ class Size:
 
     def label(self) -> str:
         return f"H={self.hidden_size} L={self.num_layers}"
-
-
-@dataclass
-class Memory:
-    """Bytes of one training step; `activations` is saved-for-backward (CPU) or the
-    allocator's peak minus the rest (CUDA: activations + workspace)."""
-
-    params: int
-    grads: int
-    optimizer: int
-    activations: int
-
-    @property
-    def total(self) -> int:
-        return self.params + self.grads + self.optimizer + self.activations
 
 
 @dataclass
@@ -119,10 +117,23 @@ class CellCost:
 
 @dataclass
 class SizeCost:
+    """One size's figures: `cells` / `ratios` as run, `equal_cells` / `equal_ratios` on
+    equal kernels (empty when that mode was not probed)."""
+
     size: Size
     cells: dict[str, CellCost]
     ratios: dict[str, RatioInterval]  # "gru/lstm", "rnn/lstm": time per step
-    order: list[list[str]]  # the interleaved order each round actually ran
+    order: list[list[str]]  # the interleaved order each round ran (unit_label)
+    equal_cells: dict[str, CellCost] = field(default_factory=dict)
+    equal_ratios: dict[str, RatioInterval] = field(default_factory=dict)
+
+    def mode(self, mode: str) -> tuple[dict[str, CellCost], dict[str, RatioInterval]]:
+        """(cells, ratios) of AS_RUN or EQUAL."""
+        if mode == AS_RUN:
+            return self.cells, self.ratios
+        if mode == EQUAL:
+            return self.equal_cells, self.equal_ratios
+        raise ValueError(f"mode={mode!r} is invalid: allowed: {AS_RUN}, {EQUAL}")
 
 
 @dataclass
@@ -136,6 +147,11 @@ class ProbeResult:
     steps_per_round: int
     sizes: list[SizeCost] = field(default_factory=list)
     cpu_seconds: float = 0.0
+
+    @property
+    def modes(self) -> list[str]:
+        equal = bool(self.sizes) and all(s.equal_cells for s in self.sizes)
+        return [AS_RUN, EQUAL] if equal else [AS_RUN]
 
 
 def flops_per_step(cell: CellSpec, spec: TaskSpec, batch_size: int, seq_len: int,
@@ -230,54 +246,17 @@ class TrainingStep:
         loss.backward()
         if self.clip is not None:  # as the Trainer does with trainer.gradient_clip_val
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
-        self.grad_bytes = sum(_nbytes(p.grad) for p in self.net.parameters()
+        self.grad_bytes = sum(nbytes(p.grad) for p in self.net.parameters()
                               if p.grad is not None)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def param_bytes(self) -> int:
-        return sum(_nbytes(p) for p in self.net.parameters())
+        return sum(nbytes(p) for p in self.net.parameters())
 
     def optimizer_bytes(self) -> int:
-        return sum(_nbytes(v) for state in self.optimizer.state.values()
+        return sum(nbytes(v) for state in self.optimizer.state.values()
                    for v in state.values() if isinstance(v, torch.Tensor))
-
-
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def measure_memory(step: TrainingStep) -> Memory:
-    """One (untimed) step with the accounting on; call after warm-up so Adam state exists."""
-    device = next(step.net.parameters()).device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        peak = int(torch.cuda.max_memory_allocated(device))
-        fixed = step.param_bytes() + step.grad_bytes + step.optimizer_bytes()
-        return Memory(step.param_bytes(), step.grad_bytes, step.optimizer_bytes(), peak - fixed)
-    # Drive the same callback training uses, so the probe and the logged figure agree.
-    probe = PeakMemory(probe_batches=1)
-    # PeakMemory reads only the module's device and parameters on CPU, never the trainer.
-    trainer, module = cast(pl.Trainer, None), cast(pl.LightningModule, _DeviceView(step.net))
-    probe.on_fit_start(trainer, module)
-    probe.on_train_batch_start(trainer, module, step.batch, 0)
-    try:
-        step(lambda loss: probe.on_before_backward(trainer, module, loss))
-    finally:
-        probe.on_train_batch_end()
-    return Memory(step.param_bytes(), step.grad_bytes, step.optimizer_bytes(),
-                  probe.current())
-
-
-class _DeviceView:
-    """What PeakMemory asks of a LightningModule: `.device` and `.parameters()`."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        self.parameters = net.parameters
-        self.device = next(net.parameters()).device
 
 
 class _Timer:
@@ -316,10 +295,14 @@ class _Timer:
 def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
           cells: Sequence[CellSpec] = ("lstm", "gru"), rounds: int = 10, steps_per_round: int = 3,
           warmup_steps: int = 3, device: str = "cpu", threads: int = 1, level: float = 0.95,
-          budget_s: float | None = None, min_rounds: int = 5, seed: int = 0) -> ProbeResult:
-    """Cost of each cell at each size (module doc). `budget_s` caps the timed rounds per
-    size so the whole probe stays near it (never fewer than `min_rounds`). A cell is a
-    built-in name or a cell config (rnnsweep.cells); results are keyed by its name."""
+          budget_s: float | None = None, min_rounds: int = 5, seed: int = 0,
+          equal_kernels: bool = True) -> ProbeResult:
+    """Cost of each cell at each size, as run and (`equal_kernels`) on equal kernels, both
+    modes in the same rounds (module doc). `budget_s` caps the probe's CPU seconds, warm-up
+    and memory included, by cutting the timed rounds (never fewer than `min_rounds`); each
+    size gets an equal share of what is left. Both modes share it: probing two cuts the
+    rounds rather than doubling the time. A cell is a built-in name or a cell config
+    (rnnsweep.cells); results are keyed by its name."""
     if "lstm" not in [cell_name(c) for c in cells]:
         raise ValueError("cells must include 'lstm', the reference of every ratio")
     dev = torch.device(device)
@@ -329,11 +312,14 @@ def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
     timer = _Timer(dev, threads)
     result = ProbeResult(dev.type, timer.name, threads, batch_size, seq_len, warmup_steps,
                          steps_per_round)
+    modes = [AS_RUN, EQUAL] if equal_kernels else [AS_RUN]
     try:
         batch = example_batch(spec, batch_size, seq_len, dev, seed)
-        per_size_budget = None if budget_s is None else budget_s / max(1, len(sizes))
-        for size in sizes:
-            result.sizes.append(_probe_size(spec, size, batch, dev, cells, timer, rounds,
+        for i, size in enumerate(sizes):
+            # What is left, shared by the sizes to come: a cheap size leaves its rest to them.
+            per_size_budget = None if budget_s is None else (
+                budget_s - (time.process_time() - started)) / (len(sizes) - i)
+            result.sizes.append(_probe_size(spec, size, batch, dev, cells, modes, timer, rounds,
                                             steps_per_round, warmup_steps, level,
                                             per_size_budget, min_rounds, seed))
     finally:
@@ -343,51 +329,78 @@ def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
 
 
 def _probe_size(spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
-                dev: torch.device, specs: Sequence[CellSpec], timer: _Timer, rounds: int,
-                steps_per_round: int, warmup_steps: int, level: float,
+                dev: torch.device, specs: Sequence[CellSpec], modes: list[str], timer: _Timer,
+                rounds: int, steps_per_round: int, warmup_steps: int, level: float,
                 budget_s: float | None, min_rounds: int, seed: int) -> SizeCost:
-    steps = {cell_name(c): TrainingStep(c, spec, size, batch, dev, seed=seed) for c in specs}
-    cells = list(steps)
-    warm: dict[str, float] = {}
+    started = time.process_time()
+    # A unit is (mode, cell); equal seeds give every mode's model the same initial weights.
+    steps = {(m, cell_name(c)): TrainingStep(c if m == AS_RUN else equal_kernel_cell(c), spec,
+                                             size, batch, dev, seed=seed)
+             for m in modes for c in specs}
+    units = list(steps)
+    warm: dict[tuple[str, str], float] = {}
     for _ in range(warmup_steps):  # interleaved too; these are never reported
-        for c in cells:
-            warm[c] = timer.seconds(steps[c])
-    memory = {c: measure_memory(steps[c]) for c in cells}
+        for u in units:
+            with kernel_mode(u[0]):
+                warm[u] = timer.seconds(steps[u])
+    x = batch[0]
+    memory, kernels = {}, {}
+    for u in units:
+        with kernel_mode(u[0]):
+            memory[u] = measure_memory(steps[u])
+            kernels[u] = rnn_backend(steps[u].net, x)
     if budget_s is not None and warm:
         per_round = sum(warm.values()) * steps_per_round
-        rounds = max(min_rounds, min(rounds, int(budget_s / max(per_round, 1e-9))))
-    order = interleaved_order(list(cells), rounds)
-    seconds: dict[str, list[float]] = {c: [] for c in cells}
-    for round_cells in order:
-        for c in round_cells:
-            seconds[c].append(timer.fastest(steps[c], steps_per_round))
-    x = batch[0]
-    costs = {
-        c: CellCost(c, count_parameters(steps[c].net),
-                    flops_per_step(steps[c].cell, spec, x.shape[0], x.shape[1], size.hidden_size,
-                                   size.num_layers),
-                    rnn_backend(steps[c].net, x), memory[c], seconds[c])
-        for c in cells
+        left = budget_s - (time.process_time() - started)
+        rounds = max(min_rounds, min(rounds, int(left / max(per_round, 1e-9))))
+    by_label = {unit_label(*u): u for u in units}
+    order = interleaved_order(list(by_label), rounds)
+    seconds: dict[tuple[str, str], list[float]] = {u: [] for u in units}
+    for round_units in order:
+        for label in round_units:
+            u = by_label[label]
+            with kernel_mode(u[0]):
+                seconds[u].append(timer.fastest(steps[u], steps_per_round))
+
+    def mode_costs(m: str) -> tuple[dict[str, CellCost], dict[str, RatioInterval]]:
+        cells = [c for mode, c in units if mode == m]
+        costs = {c: CellCost(c, count_parameters(steps[m, c].net),
+                             flops_per_step(steps[m, c].cell, spec, x.shape[0], x.shape[1],
+                                            size.hidden_size, size.num_layers),
+                             kernels[m, c], memory[m, c], seconds[m, c])
+                 for c in cells}
+        ratios = {f"{c}/lstm": log_ratio_interval(seconds[m, c], seconds[m, "lstm"], level)
+                  for c in cells if c != "lstm"}
+        return costs, ratios
+
+    equal = mode_costs(EQUAL) if EQUAL in modes else ({}, {})
+    return SizeCost(size, *mode_costs(AS_RUN), order, *equal)
+
+
+def _mode_dict(cells: dict[str, CellCost], ratios: dict[str, RatioInterval]) -> dict[str, Any]:
+    return {
+        "cells": {c: {"n_params": v.n_params, "flops_per_step": v.flops, "kernel": v.kernel,
+                      "seconds_per_step": v.spread(),
+                      "memory_bytes": {**vars(v.memory), "total": v.memory.total}}
+                  for c, v in cells.items()},
+        "time_ratios": {k: {"estimate": r.estimate, "low": r.low, "high": r.high,
+                            "n_rounds": r.n_rounds, "level": r.level, "p_value": r.p_value}
+                        for k, r in ratios.items()},
     }
-    ratios = {f"{c}/lstm": log_ratio_interval(seconds[c], seconds["lstm"], level)
-              for c in cells if c != "lstm"}
-    return SizeCost(size, costs, ratios, order)
 
 
 def as_dict(result: ProbeResult) -> dict[str, Any]:
-    """JSON-ready figures (benchmark results, metrics.json)."""
+    """JSON-ready figures (benchmark results, metrics.json): per size the as-run `cells` and
+    `time_ratios`, and the same under `equal_kernels` when that mode was probed."""
     out: dict[str, Any] = {k: getattr(result, k) for k in (
         "device", "timer", "threads", "batch_size", "seq_len", "warmup_steps",
         "steps_per_round", "cpu_seconds")}
+    out["modes"] = {m: MODE_TEXT[m] for m in result.modes}
     out["sizes"] = []
     for s in result.sizes:
-        cells = {c: {"n_params": v.n_params, "flops_per_step": v.flops, "kernel": v.kernel,
-                     "seconds_per_step": v.spread(),
-                     "memory_bytes": {**vars(v.memory), "total": v.memory.total}}
-                 for c, v in s.cells.items()}
-        ratios = {k: {"estimate": r.estimate, "low": r.low, "high": r.high,
-                      "n_rounds": r.n_rounds, "level": r.level} for k, r in s.ratios.items()}
-        out["sizes"].append({"hidden_size": s.size.hidden_size,
-                             "num_layers": s.size.num_layers, "cells": cells,
-                             "time_ratios": ratios})
+        entry = {"hidden_size": s.size.hidden_size, "num_layers": s.size.num_layers,
+                 **_mode_dict(s.cells, s.ratios)}
+        if s.equal_cells:
+            entry[EQUAL] = _mode_dict(s.equal_cells, s.equal_ratios)
+        out["sizes"].append(entry)
     return out

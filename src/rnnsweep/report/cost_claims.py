@@ -4,11 +4,15 @@ Parameter counts and bytes per step are deterministic at a size: they are comput
 sweep's sizes and shown with their range over those sizes, never tested. Speed comes from
 the cost probe (rnnsweep.cost) run here, at report time: LSTM and GRU at identical sizes
 (the best configuration of each study, at most `report.cost_probe.max_sizes`), timed
-interleaved in one process. Its verdict comes from intervals: supported when every size's
-interval of GRU/LSTM lies below 1, contradicted when every one lies above 1 (an
-intersection-union rule, so one alpha covers all sizes), else inconclusive. Beside every
-figure stand the FLOPs ratio and the kernels that ran, so architecture cost (FLOPs, the
-structural 3/4) can be told from this build's kernels (fused oneDNN LSTM vs per-step GRU).
+interleaved in one process, in two kernel modes: as run (this machine's kernels: on a CPU
+oneDNN's fused LSTM against rnnsweep's fused GRU) and on equal kernels (oneDNN and cuDNN
+off, torch's own GRU: ATen's per-step loop for both). The verdicts about the cells come from
+the equal-kernel figures; the as-run ones stand beside them with their kernels' names, so
+architecture cost (FLOPs, the structural 3/4) can be told from this build's kernels. Speed:
+supported when every size's interval of GRU/LSTM lies below 1, contradicted when every one
+lies above 1 (an intersection-union rule, so one alpha covers all sizes), else
+inconclusive. Memory: weights, gradients, Adam state and activations; a fused kernel's
+workspace (oneDNN's LSTM keeps one) is shown apart, in the as-run figure.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.cells import CellSpec
-from rnnsweep.cost import ProbeResult, Size, SizeCost, log_ratio_interval, probe
+from rnnsweep.cost import (
+    ProbeResult,
+    RatioInterval,
+    Size,
+    SizeCost,
+    log_ratio_interval,
+    probe,
+)
+from rnnsweep.cost_memory import AS_RUN, EQUAL, MODE_TEXT, Memory
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.errors import ConfigError
 from rnnsweep.model import hidden_size_for_budget, total_parameters
@@ -234,47 +246,76 @@ def logged_params_claim(sweep: Sweep, matched: bool, reason: str) -> Claim:
                  "Cho et al. 2014; Chung et al. 2014", effect=high, ci_low=low, ci_high=high)
 
 
-def _kernels(s: SizeCost) -> str:
-    return ", ".join(f"{c} {v.kernel}" for c, v in s.cells.items())
+def _kernels(s: SizeCost, mode: str) -> str:
+    return ", ".join(f"{c} {v.kernel}" for c, v in s.mode(mode)[0].items())
 
 
-def _kernel_note(result: ProbeResult, s: SizeCost) -> str:
-    """Kernels per size only when they differ between sizes; else once, at the end."""
-    same = len({_kernels(x) for x in result.sizes}) == 1
-    return "" if same else f"; {_kernels(s)}"
+def _kernel_note(result: ProbeResult, s: SizeCost, mode: str) -> str:
+    """Kernels per size only when they differ between sizes; else once, in the header."""
+    same = len({_kernels(x, mode) for x in result.sizes}) == 1
+    return "" if same else f"; {_kernels(s, mode)}"
 
 
-def _shared_kernels(result: ProbeResult) -> str:
+def _mode_header(result: ProbeResult, mode: str) -> str:
+    """What a mode is, with the kernels that ran (once, when every size ran the same)."""
     first = result.sizes[0]
-    return "" if _kernel_note(result, first) else f"; kernels: {_kernels(first)}"
+    kernels = "" if _kernel_note(result, first, mode) else f"; kernels: {_kernels(first, mode)}"
+    return f"on {MODE_TEXT[mode]}{kernels}"
+
+
+def _deciding_mode(result: ProbeResult) -> tuple[str, str]:
+    """The mode the verdict is taken from, and a note when it is not the equal-kernel one."""
+    if EQUAL in result.modes:
+        return EQUAL, ""
+    return AS_RUN, ("; equal kernels not probed: the verdict is about this machine's kernels, "
+                    "not the cells")
 
 
 def _flops_ratio(s: SizeCost) -> float:
     return s.cells["gru"].flops / s.cells["lstm"].flops
 
 
+def _time_intervals(result: ProbeResult, mode: str, level: float) -> list[RatioInterval]:
+    return [log_ratio_interval(s.mode(mode)[0]["gru"].seconds, s.mode(mode)[0]["lstm"].seconds,
+                               level) for s in result.sizes]
+
+
+def _time_parts(result: ProbeResult, mode: str, rs: list[RatioInterval],
+                flops: bool = True) -> str:
+    parts = []
+    for s, r in zip(result.sizes, rs, strict=True):
+        cells = s.mode(mode)[0]
+        ratio = f", FLOPs ratio {_flops_ratio(s):.3g}" if flops else ""
+        parts.append(f"{s.size.label()}: {r.text()}{ratio}, LSTM "
+                     f"{1e3 * cells['lstm'].spread()['median']:.3g} ms/step, GRU "
+                     f"{1e3 * cells['gru'].spread()['median']:.3g} ms/step"
+                     f"{_kernel_note(result, s, mode)}")
+    return "; ".join(parts)
+
+
 def _speed(result: ProbeResult, level: float) -> Claim:
-    """Per-size interval at `level`; verdict from the envelope of all sizes' intervals."""
-    rs = [log_ratio_interval(s.cells["gru"].seconds, s.cells["lstm"].seconds, level)
-          for s in result.sizes]
+    """Per-size interval at `level` on equal kernels; verdict from the envelope of all
+    sizes' intervals. The as-run intervals stand beside it, deciding nothing."""
+    mode, note = _deciding_mode(result)
+    rs = _time_intervals(result, mode, level)
     low, high = min(r.low for r in rs), max(r.high for r in rs)
     same_side = all(r.estimate < 1 for r in rs) or all(r.estimate > 1 for r in rs)
     # Intersection-union: decided at alpha only if every size is; p is the largest p.
     p = max(r.p_value for r in rs) if same_side else 1.0
     unit = "CPU time" if result.device == "cpu" else "synchronised CUDA time"
-    parts = [f"{s.size.label()}: {r.text()}, FLOPs ratio {_flops_ratio(s):.3g}, "
-             f"LSTM {1e3 * s.cells['lstm'].spread()['median']:.3g} ms/step, GRU "
-             f"{1e3 * s.cells['gru'].spread()['median']:.3g} ms/step{_kernel_note(result, s)}"
-             for s, r in zip(result.sizes, rs, strict=True)]
     faster = [s.size.label() for s, r in zip(result.sizes, rs, strict=True) if r.high < 1]
     slower = [s.size.label() for s, r in zip(result.sizes, rs, strict=True) if r.low > 1]
     mixed = (f"; depends on size: GRU faster at {', '.join(faster)}, slower at "
              f"{', '.join(slower)}" if faster and slower else "")
     text = (f"GRU/LSTM {unit} per training step, interleaved cost probe at report time "
             f"({result.timer}, {result.threads} thread(s), {result.device}, batch "
-            f"{result.batch_size} x T={result.seq_len}): " + "; ".join(parts)
-            + _shared_kernels(result) + mixed
-            + "; a verdict needs every size's interval on one side of 1")
+            f"{result.batch_size} x T={result.seq_len}), {_mode_header(result, mode)}: "
+            + _time_parts(result, mode, rs) + mixed + note)
+    if mode == EQUAL:  # this build's kernels, beside the verdict
+        text += (f". Beside it, not deciding, {_mode_header(result, AS_RUN)}: "
+                 + _time_parts(result, AS_RUN, _time_intervals(result, AS_RUN, level),
+                               flops=False))
+    text += "; a verdict needs every size's interval on one side of 1"
     effect = math.exp(sum(math.log(r.estimate) for r in rs) / len(rs))
     return Claim(CLAIM_TEXTS[1], range_verdict(low, high), text,
                  "DeepBench (GPU) 0.69-0.80; a fused kernel can outweigh the 3/4 FLOPs",
@@ -292,29 +333,55 @@ def _mib(b: int) -> str:
     return f"{b / MIB:.3g}"
 
 
-def memory_claim(result: ProbeResult | None, reason: str = "") -> Claim:
-    if result is None:
-        return Claim(CLAIM_TEXTS[2], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+def _bytes_terms(m: Memory) -> str:
+    ws = f" + kernel workspace {_mib(m.workspace)}" if m.workspace else ""
+    return f"activations {_mib(m.activations)}{ws}"
+
+
+def _memory_parts(result: ProbeResult, mode: str, full: bool) -> tuple[list[float], str]:
+    """Per size: GRU/LSTM total bytes (a workspace term only where a kernel kept one);
+    `full`: the whole breakdown, else weights+grads+Adam in one figure."""
     ratios, parts = [], []
     for s in result.sizes:
-        g, m = s.cells["gru"].memory, s.cells["lstm"].memory
+        cells = s.mode(mode)[0]
+        g, m = cells["gru"].memory, cells["lstm"].memory
         ratios.append(g.total / m.total)
-        fixed = (g.params + g.grads + g.optimizer) / (m.params + m.grads + m.optimizer)
-        parts.append(
-            f"{s.size.label()}: {g.total / m.total:.3g} (GRU {_mib(g.total)} MiB = params "
-            f"{_mib(g.params)} + grads {_mib(g.grads)} + Adam {_mib(g.optimizer)} + "
-            f"activations {_mib(g.activations)}; LSTM {_mib(m.total)} MiB = "
-            f"{_mib(m.params)} + {_mib(m.grads)} + {_mib(m.optimizer)} + "
-            f"{_mib(m.activations)}; weights+grads+Adam {fixed:.3g}, activations "
-            f"{g.activations / max(m.activations, 1):.3g}; FLOPs ratio {_flops_ratio(s):.3g}"
-            f"{_kernel_note(result, s)})")
+        if full:
+            state = [f"params {_mib(x.params)} + grads {_mib(x.grads)} + Adam "
+                     f"{_mib(x.optimizer)}" for x in (g, m)]
+            extra = (f"; weights+grads+Adam {g.model_state / m.model_state:.3g}, activations "
+                     f"{g.activations / max(m.activations, 1):.3g}; FLOPs ratio "
+                     f"{_flops_ratio(s):.3g}")
+        else:
+            state = [f"weights+grads+Adam {_mib(x.model_state)}" for x in (g, m)]
+            extra = ""
+        parts.append(f"{s.size.label()}: {ratios[-1]:.3g} (GRU {_mib(g.total)} MiB = "
+                     f"{state[0]} + {_bytes_terms(g)}; LSTM {_mib(m.total)} MiB = {state[1]} "
+                     f"+ {_bytes_terms(m)}{extra}{_kernel_note(result, s, mode)})")
+    return ratios, "; ".join(parts)
+
+
+def memory_claim(result: ProbeResult | None, reason: str = "") -> Claim:
+    """GRU/LSTM bytes per step on equal kernels decide (exact, a range over sizes); the
+    as-run bytes, with a fused kernel's workspace, stand beside them."""
+    if result is None:
+        return Claim(CLAIM_TEXTS[2], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+    mode, note = _deciding_mode(result)
+    # On equal kernels no vendor kernel runs, so the total is weights, grads, Adam and
+    # activations alone (workspace 0): what the cells themselves keep.
+    ratios, parts = _memory_parts(result, mode, full=True)
     low, high = min(ratios), max(ratios)
     acts = ("tensors saved for backward" if result.device == "cpu"
-            else "allocator peak minus weights, grads and Adam state (activations + workspace)")
+            else "allocator peak minus weights, grads, Adam state and kernel workspace")
     text = (f"GRU/LSTM bytes per training step {low:.3g}-{high:.3g} over the sweep's sizes, "
             f"exact at each size (not a test; batch {result.batch_size} x "
-            f"T={result.seq_len}, {result.device}; activations = {acts}; kernels: "
-            f"{_kernels(result.sizes[-1])}): " + "; ".join(parts))
+            f"T={result.seq_len}, {result.device}; activations = {acts}), "
+            f"{_mode_header(result, mode)}: {parts}{note}")
+    if mode == EQUAL:
+        _, as_run = _memory_parts(result, AS_RUN, full=False)
+        text += (f". Beside it, not deciding, {_mode_header(result, AS_RUN)}: {as_run}; "
+                 "kernel workspace = the opaque buffer a fused vendor kernel keeps for "
+                 "backward in place of the gates' saved tensors")
     return Claim(CLAIM_TEXTS[2], range_verdict(low, high), text,
                  "structural 3/4 for weights, gradients and Adam state; activations depend "
                  "on the kernel (oneDNN's LSTM keeps a workspace)",
