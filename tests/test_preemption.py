@@ -25,7 +25,9 @@ from store_checks import check_no_loss, finished_snapshot, mlflow_url, optuna_ur
 from rnnsweep.signals import Interrupted, install_handlers, raise_pending
 
 N_TRIALS = 3
-ARGS = ["-m", "cell=lstm,gru", "experiment=smoke", f"search.n_trials={N_TRIALS}",
+# One data size: two studies (one per cell) are enough for two joblib workers.
+ARGS = ["-m", "cell=lstm,gru", "data.size=small", "experiment=smoke",
+        f"search.n_trials={N_TRIALS}",
         "search.reeval_seeds=0", "search.heartbeat_interval=1",
         "search.heartbeat_grace_period=2"]
 MESSAGE = "interrupted by SIGTERM: runs closed; rerun the same command to resume"
@@ -74,7 +76,7 @@ def test_sigterm_at_random_moments_stops_with_one_line_and_the_requeue_loses_not
     final = subprocess.run([sys.executable, "train.py", *ARGS, *launcher], cwd=project,
                            env=clean_env(), capture_output=True, text=True, timeout=400)
     assert final.returncode == 0, (moments, final.stderr[-3000:])
-    check_no_loss(optuna_url(project), mlflow_url(project), N_TRIALS, n_studies=4)
+    check_no_loss(optuna_url(project), mlflow_url(project), N_TRIALS, n_studies=2)
     assert running_runs(project) == 0
     after = finished_snapshot(optuna_url(project))
     for snap in snapshots:  # nothing finished before a stop was redone or changed
@@ -105,7 +107,7 @@ def test_kill_9_of_the_sweep_leaves_no_worker_running_and_no_run_open(project):
     final = subprocess.run([sys.executable, "train.py", *ARGS], cwd=project, env=clean_env(),
                            capture_output=True, text=True, timeout=400)
     assert final.returncode == 0, final.stderr[-3000:]
-    check_no_loss(optuna_url(project), mlflow_url(project), N_TRIALS, n_studies=4)
+    check_no_loss(optuna_url(project), mlflow_url(project), N_TRIALS, n_studies=2)
 
 
 def deliver_in_a_weakref_callback() -> None:

@@ -265,6 +265,10 @@ def _run(args: list[str], workdir: Path) -> tuple[list[str], subprocess.Complete
     extra = list(CHEAP)
     if "-m" in args and "data.size=" not in line:
         extra.append("data.size=small")  # one data size per cell is enough here
+    if "-m" in args and "hydra/launcher" not in line:
+        # One process: the joblib workers' imports would cost more than the 10-step jobs
+        # (the default launcher is run by tests/test_parallel_sweep.py and test_preemption).
+        extra.append("hydra/launcher=basic")
     return args, run_train(project, *args, *extra, timeout=600)
 
 

@@ -58,6 +58,9 @@ def study_from_trials(sweep: Sweep, trials: pd.DataFrame) -> optuna.Study:
 
 
 MIN_TRIALS = 10  # below this, fANOVA importances are printed with a warning
+# Below this a bootstrap of the trials has almost no distinct resamples to offer (3 trials:
+# 10), so its spread would be noise dressed as an interval: none is computed.
+MIN_BOOTSTRAP_TRIALS = 5
 
 
 def _fanova(study: optuna.Study, seed: int) -> dict[str, float] | None:
@@ -82,8 +85,9 @@ def _resampled(study: optuna.Study, rng: np.random.Generator) -> optuna.Study:
 
 def importances(sweep: Sweep, seed: int, n_boot: int = 20) -> pd.DataFrame:
     """One row per (study, hyperparameter): fANOVA importance and its bootstrap spread over
-    n_boot resamples of the complete trials (sd, 5th-95th percentile). A study with fewer than
-    2 complete trials gets no rows; one with fewer than MIN_TRIALS is flagged `few_trials`."""
+    n_boot resamples of the complete trials (sd, 5th-95th percentile; none below
+    MIN_BOOTSTRAP_TRIALS). A study with fewer than 2 complete trials gets no rows; one with
+    fewer than MIN_TRIALS is flagged `few_trials`."""
     cols = ["study", "cell", "condition", "parameter", "importance", "boot_sd", "boot_low",
             "boot_high", "n_trials", "few_trials"]
     rows = []
@@ -99,7 +103,8 @@ def importances(sweep: Sweep, seed: int, n_boot: int = 20) -> pd.DataFrame:
         imp = _fanova(study, seed)
         if imp is None:
             continue
-        boots = [b for _ in range(n_boot) if (b := _fanova(_resampled(study, rng), seed))]
+        boots = [b for _ in range(n_boot if n >= MIN_BOOTSTRAP_TRIALS else 0)
+                 if (b := _fanova(_resampled(study, rng), seed))]
         for name, value in imp.items():
             draws = np.array([b.get(name, 0.0) for b in boots])
             rows.append({"study": parent["tags.study_name"], "cell": parent["tags.cell"],
