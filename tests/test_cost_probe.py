@@ -428,7 +428,7 @@ def test_probe_setup_reads_spec_batch_length_and_best_sizes():
     assert (setup.spec.input_size, setup.spec.output_size) == (2, 1)
     assert (setup.batch_size, setup.seq_len) == (16, 30)
     assert setup.sizes == [Size(24, 1), Size(40, 2)]
-    assert setup.cells == ["lstm", "gru"]
+    assert setup.cells == ["gru", "lstm"] and setup.names == ["gru", "lstm"]  # name order
 
 
 def test_cost_claims_from_the_probe(monkeypatch):

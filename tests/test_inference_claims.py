@@ -200,7 +200,7 @@ def test_build_claims_on_a_constructed_sweep(monkeypatch: pytest.MonkeyPatch) ->
     from rnnsweep.report.claim_types import CLAIM_TEXTS, Claim
 
     # The cost probe rebuilds the task from MLflow: not part of this test.
-    monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg: [
+    monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg, *_: [
         Claim(t, NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
     sweep = _gap_sweep([0.060, 0.064, 0.058, 0.062], [0.020, 0.022, 0.018, 0.021])
     claims = build_claims(sweep, RCFG)
@@ -315,3 +315,34 @@ def test_long_range_needs_both_cells_to_learn_the_shortest_length() -> None:
                                                     40: (0.05, 0.17)})), RATIO)
     assert only_lstm.verdict == NO_ANSWER and "did not learn even the shortest" in \
         only_lstm.evidence
+
+
+# -- any two cells --------------------------------------------------------------------------
+def test_claims_compare_the_cells_a_sweep_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnsweep.report import claims as claims_module
+    from rnnsweep.report.claim_types import Claim, Pair, claim_pairs
+
+    seen_pairs = []
+
+    def no_probe(sweep, rcfg, pairs):  # noqa: ANN001, ANN202 - the probe is tested elsewhere
+        seen_pairs.extend(pairs)
+        return [Claim(t, NOT_MEASURED, "probe skipped") for p in pairs for t in p.texts()[:3]]
+
+    monkeypatch.setattr(claims_module, "cost_claims", no_probe)
+    far = [v * 2 for v in L]
+    sweep = make_sweep({("gru", "small"): {"test_loss": L},
+                        ("mingru", "small"): {"test_loss": far}})
+    claims = build_claims(sweep, {**RCFG, "margin_kind": "ratio"})
+    assert seen_pairs == [Pair("gru", "mingru")]
+    by = {c.claim: c for c in claims}
+    assert set(by) == set(Pair("gru", "mingru").texts())
+    assert "mingru trains faster than GRU" in by
+    comparable = by["GRU and mingru perform comparably"]
+    assert comparable.verdict == CONTRADICTED and "mingru vs gru" in comparable.evidence
+    # the article's pair when the sweep ran both of its cells, whatever else it ran
+    assert claim_pairs(["rnn", "gru", "lstm"], ["lstm", "gru"]) == [Pair("lstm", "gru", True)]
+    assert claim_pairs(["rnn", "gru", "mingru"], ["lstm", "gru"]) == [
+        Pair("gru", "mingru"), Pair("gru", "rnn"), Pair("mingru", "rnn")]
+    # one cell: nothing to compare
+    alone = build_claims(make_sweep({("gru", "small"): {"test_loss": L}}), RCFG)
+    assert {c.verdict for c in alone} == {NOT_MEASURED} and len(alone) == 6

@@ -169,7 +169,7 @@ def test_build_writes_the_metrics_contract(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from rnnsweep.report import claims as claims_module
 
-    monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg: [
+    monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg, *_: [
         Claim(t, NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
     sweep = make_sweep({("lstm", "small"): LSTM, ("gru", "small"): GRU,
                         ("lstm", "large"): LSTM, ("gru", "large"): GRU}, best_step=990)
@@ -224,7 +224,7 @@ def test_the_not_converged_hint_names_the_budget_key_the_study_used(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rnnsweep.report import claims as claims_module
 
-    monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg: [
+    monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg, *_: [
         Claim(t, NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
     sweep = make_sweep({("lstm", "small"): LSTM, ("gru", "small"): GRU}, best_step=990)
     sweep.trials["params.budget_unit"] = "epochs"

@@ -122,7 +122,7 @@ class SizeCost:
 
     size: Size
     cells: dict[str, CellCost]
-    ratios: dict[str, RatioInterval]  # "gru/lstm", "rnn/lstm": time per step
+    ratios: dict[str, RatioInterval]  # "gru/lstm", "rnn/lstm" (over the first cell): time
     order: list[list[str]]  # the interleaved order each round ran (unit_label)
     equal_cells: dict[str, CellCost] = field(default_factory=dict)
     equal_ratios: dict[str, RatioInterval] = field(default_factory=dict)
@@ -302,9 +302,9 @@ def probe(spec: TaskSpec, batch_size: int, seq_len: int, sizes: Sequence[Size],
     and memory included, by cutting the timed rounds (never fewer than `min_rounds`); each
     size gets an equal share of what is left. Both modes share it: probing two cuts the
     rounds rather than doubling the time. A cell is a built-in name or a cell config
-    (rnnsweep.cells); results are keyed by its name."""
-    if "lstm" not in [cell_name(c) for c in cells]:
-        raise ValueError("cells must include 'lstm', the reference of every ratio")
+    (rnnsweep.cells); results are keyed by its name; `ratios` are over the first cell."""
+    if not cells:
+        raise ValueError("the probe needs at least one cell")
     dev = torch.device(device)
     saved_threads = torch.get_num_threads()
     started = time.process_time()
@@ -369,8 +369,9 @@ def _probe_size(spec: TaskSpec, size: Size, batch: tuple[torch.Tensor, ...],
                                             size.hidden_size, size.num_layers),
                              kernels[m, c], memory[m, c], seconds[m, c])
                  for c in cells}
-        ratios = {f"{c}/lstm": log_ratio_interval(seconds[m, c], seconds[m, "lstm"], level)
-                  for c in cells if c != "lstm"}
+        ref = cells[0]  # the first cell given: every ratio's denominator
+        ratios = {f"{c}/{ref}": log_ratio_interval(seconds[m, c], seconds[m, ref], level)
+                  for c in cells[1:]}
         return costs, ratios
 
     equal = mode_costs(EQUAL) if EQUAL in modes else ({}, {})

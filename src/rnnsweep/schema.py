@@ -184,6 +184,7 @@ class ReportConfig:
     importance_bootstrap: int = 20
     seed: int = 0
     length_keys: list[str] = field(default_factory=lambda: ["T", "seq_len"])
+    article_pair: list[str] = field(default_factory=lambda: ["lstm", "gru"])
     attach: bool = True
     cost_probe: CostProbeConfig = field(default_factory=CostProbeConfig)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -37,11 +37,52 @@ class Claim:
     decide: Callable[[float], Claim] | None = field(default=None, repr=False, compare=False)
 
 
-CLAIM_TEXTS = (
-    "GRU has fewer parameters",
-    "GRU trains faster",
-    "GRU uses less memory",
-    "LSTM captures long-range dependencies better",
-    "LSTM overfits more on small data",
-    "LSTM and GRU perform comparably",
-)
+def display(cell: str) -> str:
+    """A cell's name as a claim prints it: short acronyms upper-case (lstm -> LSTM)."""
+    return cell.upper() if cell.isalpha() and len(cell) <= 4 else cell
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two cells the claims compare. `first` is the cell the article credits with capacity
+    (long range, overfitting: the LSTM), `second` the cheaper one (the GRU). `article`: the
+    pair of report.article_pair, whose claims read as the article wrote them; any other pair
+    names both cells in every claim ("minGRU trains faster than GRU")."""
+
+    first: str
+    second: str
+    article: bool = False
+
+    def __iter__(self) -> Iterator[str]:  # unpacks as (first, second)
+        return iter((self.first, self.second))
+
+    def texts(self) -> tuple[str, ...]:
+        a, b = display(self.first), display(self.second)
+        than_a, than_b = ("", "") if self.article else (f" than {a}", f" than {b}")
+        return (
+            f"{b} has fewer parameters{than_a}",
+            f"{b} trains faster{than_a}",
+            f"{b} uses less memory{than_a}",
+            f"{a} captures long-range dependencies better{than_b}",
+            f"{a} overfits more on small data{than_b}",
+            f"{a} and {b} perform comparably",
+        )
+
+    def ratio(self) -> str:
+        """How ratios of the pair print: second over first (GRU/LSTM)."""
+        return f"{display(self.second)}/{display(self.first)}"
+
+
+def claim_pairs(cells: list[str], article_pair: list[str] | tuple[str, ...]) -> list[Pair]:
+    """The pairs a sweep's claims compare: the article's pair when the sweep ran both of its
+    cells (other cells stand beside them in the tables), else every pair of the sweep's
+    cells in name order."""
+    first, second = article_pair
+    if first in cells and second in cells:
+        return [Pair(first, second, article=True)]
+    names = sorted(set(cells))
+    return [Pair(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+
+ARTICLE = Pair("lstm", "gru", article=True)  # report.article_pair's default (conf/report)
+CLAIM_TEXTS = ARTICLE.texts()

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 
 from rnnsweep.report.claim_types import (
-    CLAIM_TEXTS,
+    ARTICLE,
     CONTRADICTED,
     INCONCLUSIVE,
     NOT_MEASURED,
     SUPPORTED,
     Claim,
+    Pair,
+    claim_pairs,
 )
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.cost_claims import cost_claims
@@ -75,22 +77,24 @@ def apply_holm(claims: list[Claim], alpha: float) -> list[Claim]:
 
 # -- extraction helpers (also used by cost_claims) -----------------------------------------
 
-def identical_pairs(sweep: Sweep, column: str) -> tuple[list[float], list[float]]:
-    """LSTM and GRU values of `column` on identical configurations: same sampled parameters
-    and seed. The unit is the configuration: the seeded sampler proposes the same start-up
-    configurations in every condition, so a configuration met in several conditions is one
-    pair (geometric mean over the conditions where both cells ran it), not several."""
+def identical_pairs(sweep: Sweep, column: str,
+                    pair: Pair = ARTICLE) -> tuple[list[float], list[float]]:
+    """The pair's values of `column` (first, second) on identical configurations: same
+    sampled parameters and seed. The unit is the configuration: the seeded sampler proposes
+    the same start-up configurations in every condition, so a configuration met in several
+    conditions is one pair (geometric mean over the conditions where both cells ran it), not
+    several."""
     trials = sweep.trials
     params = [f"params.{k}" for k in sweep.space if f"params.{k}" in trials.columns]
     if column not in trials.columns or not params or "params.seed" not in trials.columns:
         return [], []
     keys = [*params, "params.seed"]
-    lstm = trials[trials["tags.cell"] == "lstm"][["condition", *keys, column]]
-    gru = trials[trials["tags.cell"] == "gru"][["condition", *keys, column]]
-    merged = lstm.merge(gru, on=["condition", *keys], suffixes=("_lstm", "_gru")).dropna()
+    first = trials[trials["tags.cell"] == pair.first][["condition", *keys, column]]
+    second = trials[trials["tags.cell"] == pair.second][["condition", *keys, column]]
+    merged = first.merge(second, on=["condition", *keys], suffixes=("_a", "_b")).dropna()
     if merged.empty:
         return [], []
-    a, b = merged[f"{column}_lstm"].astype(float), merged[f"{column}_gru"].astype(float)
+    a, b = merged[f"{column}_a"].astype(float), merged[f"{column}_b"].astype(float)
     positive = bool((a > 0).all() and (b > 0).all())
     merged = merged.assign(_a=np.log(a) if positive else a, _b=np.log(b) if positive else b)
     per_config = merged.groupby(keys, dropna=False)[["_a", "_b"]].mean()
@@ -121,13 +125,21 @@ def device_text(parent: pd.Series) -> str:
 
 
 def build_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
-    """The six claims, Holm-corrected across those decided by a test."""
+    """The six claims for each pair of cells compared (claim_types.claim_pairs: the article's
+    LSTM and GRU when the sweep ran both), Holm-corrected across all claims decided by a
+    test."""
     s = Settings.from_cfg(rcfg)
-    cells = set(sweep.parents["tags.cell"])
-    if not {"lstm", "gru"} <= cells:
-        note = f"{NOT_MEASURED}; run `python train.py -m cell=lstm,gru`"
-        return [Claim(c, NOT_MEASURED, note) for c in CLAIM_TEXTS]
+    pairs = claim_pairs(list(set(sweep.parents["tags.cell"])), s.article_pair)
+    if not pairs:
+        first, second = s.article_pair
+        note = f"{NOT_MEASURED}; run two cells, e.g. `python train.py -m cell={first},{second}`"
+        return [Claim(c, NOT_MEASURED, note) for c in
+                Pair(first, second, article=True).texts()]
     ev = Evidence(sweep)
-    claims = cost_claims(sweep, rcfg)
-    claims += [long_range_claim(ev, s), overfits_claim(ev, s), comparable_claim(ev, s)]
+    cost = cost_claims(sweep, rcfg, pairs)
+    claims: list[Claim] = []
+    for i, pair in enumerate(pairs):
+        claims += cost[3 * i:3 * i + 3]
+        claims += [long_range_claim(ev, s, pair), overfits_claim(ev, s, pair),
+                   comparable_claim(ev, s, pair)]
     return apply_holm(claims, s.alpha)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,14 @@ from rnnsweep.data.base import TaskSpec
 from rnnsweep.errors import ConfigError
 from rnnsweep.model import hidden_size_for_budget, total_parameters
 from rnnsweep.report.claim_types import (
-    CLAIM_TEXTS,
+    ARTICLE,
     CONTRADICTED,
     INCONCLUSIVE,
     NOT_MEASURED,
     SUPPORTED,
     Claim,
+    Pair,
+    display,
 )
 from rnnsweep.report.collect import Sweep
 from rnnsweep.schema import CostProbeConfig
@@ -64,8 +66,9 @@ class ProbeSetup:
     batch_size: int
     seq_len: int
     sizes: list[Size]
-    cells: list[CellSpec]  # LSTM first: the reference of every ratio
+    cells: list[CellSpec]  # in the order of `names`
     threads: int = 1  # torch threads of the sweep's trials: the probe times what they ran
+    names: list[str] = field(default_factory=list)  # each cell's name (its tag)
 
 
 def range_verdict(low: float, high: float) -> str:
@@ -141,14 +144,13 @@ def _seq_len(data_cfg: dict, dm: Any, length_keys: list[str]) -> int:
 
 
 def _cell_configs(sweep: Sweep, configs: dict[str, dict]) -> dict[str, CellSpec]:
-    """Each cell of the sweep (its tag) -> the cell config its studies ran, built-in cells
-    first; a study config from before cells had a `_target_` gives the built-in name."""
+    """Each cell of the sweep (its tag) -> the cell config its studies ran, in name order; a
+    study config from before cells had a `_target_` gives the built-in name."""
     found: dict[str, CellSpec] = {}
     for rid, name in zip(sweep.parents["run_id"], sweep.parents["tags.cell"], strict=True):
         node = configs.get(rid, {}).get("cell")
         found.setdefault(name, node if isinstance(node, dict) and "_target_" in node else name)
-    builtin = [c for c in ("lstm", "gru", "rnn") if c in found]
-    return {c: found[c] for c in builtin + sorted(set(found) - set(builtin))}
+    return {c: found[c] for c in sorted(found)}
 
 
 def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None) -> ProbeSetup:
@@ -181,7 +183,7 @@ def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None
             sizes.append(Size(int(hidden), layers))
         elif budget is not None:  # parameter-matched: each cell's size, probed for all cells
             sizes += [Size(hidden_size_for_budget(cell_configs[c], spec, int(budget), layers),
-                           layers) for c in ("lstm", "gru") if c in cell_configs]
+                           layers) for c in cell_configs]
         elif isinstance(parent.get("tags.best_trial_number"), str):  # hidden size not tuned
             sizes.append(Size(int(model.get("hidden_size", 64)), layers))
     if not sizes:
@@ -189,7 +191,7 @@ def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None
     pcfg = probe_config(rcfg)
     return ProbeSetup(spec, int(data_cfg.get("batch_size", 32)),
                       _seq_len(data_cfg, dm, length_keys), pick_sizes(sizes, pcfg.max_sizes),
-                      cells, pcfg.threads or _trial_threads(sweep))
+                      cells, pcfg.threads or _trial_threads(sweep), list(cell_configs))
 
 
 def _trial_threads(sweep: Sweep) -> int:
@@ -213,35 +215,43 @@ def run_probe(setup: ProbeSetup, pcfg: CostProbeConfig, alpha: float) -> ProbeRe
 # -- the three claims -------------------------------------------------------------------
 
 def params_claim(spec: TaskSpec | None, sizes: list[Size], matched: bool,
-                 reason: str = "") -> Claim:
+                 reason: str = "", pair: Pair = ARTICLE,
+                 specs: dict[str, CellSpec] | None = None) -> Claim:
+    """Exact counts at the sweep's sizes; `specs` maps a cell's name to its config (a cell
+    of one's own is counted from its class)."""
+    text = pair.texts()[0]
     if matched:
-        return Claim(CLAIM_TEXTS[0], NOT_MEASURED,
+        return Claim(text, NOT_MEASURED,
                      "parameter-matched sweep: cells have equal parameter counts by design; "
                      "run with search.match_params=false", "Chung et al. 2014")
     if spec is None or not sizes:
-        return Claim(CLAIM_TEXTS[0], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
-    ratios = [total_parameters("gru", spec, s.hidden_size, s.num_layers)
-              / total_parameters("lstm", spec, s.hidden_size, s.num_layers) for s in sizes]
+        return Claim(text, NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+    specs = specs or {}
+    first, second = (specs.get(c, c) for c in pair)
+    ratios = [total_parameters(second, spec, s.hidden_size, s.num_layers)
+              / total_parameters(first, spec, s.hidden_size, s.num_layers) for s in sizes]
     low, high = min(ratios), max(ratios)
     labels = ", ".join(s.label() for s in sizes)
-    return Claim(CLAIM_TEXTS[0], range_verdict(low, high),
-                 f"GRU/LSTM parameters {low:.3g}-{high:.3g} at the sweep's sizes ({labels}); "
-                 "exact counts, not a test: recurrent layers 3/4 by structure (3 gate blocks "
-                 "against 4), the head is shared", "Cho et al. 2014; Chung et al. 2014",
-                 effect=high, ci_low=low, ci_high=high)
+    why = ("recurrent layers 3/4 by structure (3 gate blocks against 4), the head is shared"
+           if pair.article else "the head is shared")
+    return Claim(text, range_verdict(low, high),
+                 f"{pair.ratio()} parameters {low:.3g}-{high:.3g} at the sweep's sizes "
+                 f"({labels}); exact counts, not a test: {why}",
+                 "Cho et al. 2014; Chung et al. 2014", effect=high, ci_low=low, ci_high=high)
 
 
-def logged_params_claim(sweep: Sweep, matched: bool, reason: str) -> Claim:
+def logged_params_claim(sweep: Sweep, matched: bool, reason: str,
+                        pair: Pair = ARTICLE) -> Claim:
     """Without the task's spec: the counts trials logged on identical configurations."""
     from rnnsweep.report.claims import identical_pairs  # claims imports this module
 
-    lstm, gru = identical_pairs(sweep, "metrics.n_params")
-    if matched or not lstm:
-        return params_claim(None, [], matched, reason)
-    ratios = [g / m for m, g in zip(lstm, gru, strict=True)]
+    first, second = identical_pairs(sweep, "metrics.n_params", pair)
+    if matched or not first:
+        return params_claim(None, [], matched, reason, pair)
+    ratios = [g / m for m, g in zip(first, second, strict=True)]
     low, high = min(ratios), max(ratios)
-    return Claim(CLAIM_TEXTS[0], range_verdict(low, high),
-                 f"GRU/LSTM parameters {low:.3g}-{high:.3g} over {len(ratios)} identical "
+    return Claim(pair.texts()[0], range_verdict(low, high),
+                 f"{pair.ratio()} parameters {low:.3g}-{high:.3g} over {len(ratios)} identical "
                  f"configurations (logged counts, exact, not a test; {reason})",
                  "Cho et al. 2014; Chung et al. 2014", effect=high, ci_low=low, ci_high=high)
 
@@ -271,33 +281,35 @@ def _deciding_mode(result: ProbeResult) -> tuple[str, str]:
                     "not the cells")
 
 
-def _flops_ratio(s: SizeCost) -> float:
-    return s.cells["gru"].flops / s.cells["lstm"].flops
+def _flops_ratio(s: SizeCost, pair: Pair) -> float:
+    return s.cells[pair.second].flops / s.cells[pair.first].flops
 
 
-def _time_intervals(result: ProbeResult, mode: str, level: float) -> list[RatioInterval]:
-    return [log_ratio_interval(s.mode(mode)[0]["gru"].seconds, s.mode(mode)[0]["lstm"].seconds,
-                               level) for s in result.sizes]
+def _time_intervals(result: ProbeResult, mode: str, level: float,
+                    pair: Pair) -> list[RatioInterval]:
+    return [log_ratio_interval(s.mode(mode)[0][pair.second].seconds,
+                               s.mode(mode)[0][pair.first].seconds, level)
+            for s in result.sizes]
 
 
-def _time_parts(result: ProbeResult, mode: str, rs: list[RatioInterval],
+def _time_parts(result: ProbeResult, mode: str, rs: list[RatioInterval], pair: Pair,
                 flops: bool = True) -> str:
     parts = []
     for s, r in zip(result.sizes, rs, strict=True):
         cells = s.mode(mode)[0]
-        ratio = f", FLOPs ratio {_flops_ratio(s):.3g}" if flops else ""
-        parts.append(f"{s.size.label()}: {r.text()}{ratio}, LSTM "
-                     f"{1e3 * cells['lstm'].spread()['median']:.3g} ms/step, GRU "
-                     f"{1e3 * cells['gru'].spread()['median']:.3g} ms/step"
+        ratio = f", FLOPs ratio {_flops_ratio(s, pair):.3g}" if flops else ""
+        times = ", ".join(f"{display(c)} {1e3 * cells[c].spread()['median']:.3g} ms/step"
+                          for c in pair)
+        parts.append(f"{s.size.label()}: {r.text()}{ratio}, {times}"
                      f"{_kernel_note(result, s, mode)}")
     return "; ".join(parts)
 
 
-def _speed(result: ProbeResult, level: float) -> Claim:
+def _speed(result: ProbeResult, level: float, pair: Pair = ARTICLE) -> Claim:
     """Per-size interval at `level` on equal kernels; verdict from the envelope of all
     sizes' intervals. The as-run intervals stand beside it, deciding nothing."""
     mode, note = _deciding_mode(result)
-    rs = _time_intervals(result, mode, level)
+    rs = _time_intervals(result, mode, level, pair)
     low, high = min(r.low for r in rs), max(r.high for r in rs)
     same_side = all(r.estimate < 1 for r in rs) or all(r.estimate > 1 for r in rs)
     # Intersection-union: decided at alpha only if every size is; p is the largest p.
@@ -305,28 +317,30 @@ def _speed(result: ProbeResult, level: float) -> Claim:
     unit = "CPU time" if result.device == "cpu" else "synchronised CUDA time"
     faster = [s.size.label() for s, r in zip(result.sizes, rs, strict=True) if r.high < 1]
     slower = [s.size.label() for s, r in zip(result.sizes, rs, strict=True) if r.low > 1]
-    mixed = (f"; depends on size: GRU faster at {', '.join(faster)}, slower at "
-             f"{', '.join(slower)}" if faster and slower else "")
-    text = (f"GRU/LSTM {unit} per training step, interleaved cost probe at report time "
+    mixed = (f"; depends on size: {display(pair.second)} faster at {', '.join(faster)}, "
+             f"slower at {', '.join(slower)}" if faster and slower else "")
+    text = (f"{pair.ratio()} {unit} per training step, interleaved cost probe at report time "
             f"({result.timer}, {result.threads} thread(s), {result.device}, batch "
             f"{result.batch_size} x T={result.seq_len}), {_mode_header(result, mode)}: "
-            + _time_parts(result, mode, rs) + mixed + note)
+            + _time_parts(result, mode, rs, pair) + mixed + note)
     if mode == EQUAL:  # this build's kernels, beside the verdict
         text += (f". Beside it, not deciding, {_mode_header(result, AS_RUN)}: "
-                 + _time_parts(result, AS_RUN, _time_intervals(result, AS_RUN, level),
-                               flops=False))
+                 + _time_parts(result, AS_RUN, _time_intervals(result, AS_RUN, level, pair),
+                               pair, flops=False))
     text += "; a verdict needs every size's interval on one side of 1"
     effect = math.exp(sum(math.log(r.estimate) for r in rs) / len(rs))
-    return Claim(CLAIM_TEXTS[1], range_verdict(low, high), text,
-                 "DeepBench (GPU) 0.69-0.80; a fused kernel can outweigh the 3/4 FLOPs",
+    ref = ("DeepBench (GPU) 0.69-0.80; a fused kernel can outweigh the 3/4 FLOPs"
+           if pair.article else "")
+    return Claim(pair.texts()[1], range_verdict(low, high), text, ref,
                  effect=effect, ci_low=low, ci_high=high, p_value=p,
-                 decide=lambda a: _speed(result, 1 - a))
+                 decide=lambda a: _speed(result, 1 - a, pair))
 
 
-def speed_claim(result: ProbeResult | None, alpha: float, reason: str = "") -> Claim:
+def speed_claim(result: ProbeResult | None, alpha: float, reason: str = "",
+                pair: Pair = ARTICLE) -> Claim:
     if result is None:
-        return Claim(CLAIM_TEXTS[1], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
-    return _speed(result, 1 - alpha)
+        return Claim(pair.texts()[1], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+    return _speed(result, 1 - alpha, pair)
 
 
 def _mib(b: int) -> str:
@@ -338,58 +352,62 @@ def _bytes_terms(m: Memory) -> str:
     return f"activations {_mib(m.activations)}{ws}"
 
 
-def _memory_parts(result: ProbeResult, mode: str, full: bool) -> tuple[list[float], str]:
+def _memory_parts(result: ProbeResult, mode: str, full: bool,
+                  pair: Pair) -> tuple[list[float], str]:
     """Per size: GRU/LSTM total bytes (a workspace term only where a kernel kept one);
     `full`: the whole breakdown, else weights+grads+Adam in one figure."""
     ratios, parts = [], []
     for s in result.sizes:
         cells = s.mode(mode)[0]
-        g, m = cells["gru"].memory, cells["lstm"].memory
+        g, m = cells[pair.second].memory, cells[pair.first].memory
         ratios.append(g.total / m.total)
         if full:
             state = [f"params {_mib(x.params)} + grads {_mib(x.grads)} + Adam "
                      f"{_mib(x.optimizer)}" for x in (g, m)]
             extra = (f"; weights+grads+Adam {g.model_state / m.model_state:.3g}, activations "
                      f"{g.activations / max(m.activations, 1):.3g}; FLOPs ratio "
-                     f"{_flops_ratio(s):.3g}")
+                     f"{_flops_ratio(s, pair):.3g}")
         else:
             state = [f"weights+grads+Adam {_mib(x.model_state)}" for x in (g, m)]
             extra = ""
-        parts.append(f"{s.size.label()}: {ratios[-1]:.3g} (GRU {_mib(g.total)} MiB = "
-                     f"{state[0]} + {_bytes_terms(g)}; LSTM {_mib(m.total)} MiB = {state[1]} "
+        parts.append(f"{s.size.label()}: {ratios[-1]:.3g} ({display(pair.second)} "
+                     f"{_mib(g.total)} MiB = {state[0]} + {_bytes_terms(g)}; "
+                     f"{display(pair.first)} {_mib(m.total)} MiB = {state[1]} "
                      f"+ {_bytes_terms(m)}{extra}{_kernel_note(result, s, mode)})")
     return ratios, "; ".join(parts)
 
 
-def memory_claim(result: ProbeResult | None, reason: str = "") -> Claim:
+def memory_claim(result: ProbeResult | None, reason: str = "", pair: Pair = ARTICLE) -> Claim:
     """GRU/LSTM bytes per step on equal kernels decide (exact, a range over sizes); the
     as-run bytes, with a fused kernel's workspace, stand beside them."""
     if result is None:
-        return Claim(CLAIM_TEXTS[2], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+        return Claim(pair.texts()[2], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
     mode, note = _deciding_mode(result)
     # On equal kernels no vendor kernel runs, so the total is weights, grads, Adam and
     # activations alone (workspace 0): what the cells themselves keep.
-    ratios, parts = _memory_parts(result, mode, full=True)
+    ratios, parts = _memory_parts(result, mode, True, pair)
     low, high = min(ratios), max(ratios)
     acts = ("tensors saved for backward" if result.device == "cpu"
             else "allocator peak minus weights, grads, Adam state and kernel workspace")
-    text = (f"GRU/LSTM bytes per training step {low:.3g}-{high:.3g} over the sweep's sizes, "
+    text = (f"{pair.ratio()} bytes per training step {low:.3g}-{high:.3g} over the sweep's sizes, "
             f"exact at each size (not a test; batch {result.batch_size} x "
             f"T={result.seq_len}, {result.device}; activations = {acts}), "
             f"{_mode_header(result, mode)}: {parts}{note}")
     if mode == EQUAL:
-        _, as_run = _memory_parts(result, AS_RUN, full=False)
+        _, as_run = _memory_parts(result, AS_RUN, False, pair)
         text += (f". Beside it, not deciding, {_mode_header(result, AS_RUN)}: {as_run}; "
                  "kernel workspace = the opaque buffer a fused vendor kernel keeps for "
                  "backward in place of the gates' saved tensors")
-    return Claim(CLAIM_TEXTS[2], range_verdict(low, high), text,
+    return Claim(pair.texts()[2], range_verdict(low, high), text,
                  "structural 3/4 for weights, gradients and Adam state; activations depend "
                  "on the kernel (oneDNN's LSTM keeps a workspace)",
                  effect=high, ci_low=low, ci_high=high)
 
 
-def cost_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
-    """The three cost claims, in CLAIM_TEXTS order (see module doc)."""
+def cost_claims(sweep: Sweep, rcfg: dict, pairs: list[Pair] | None = None) -> list[Claim]:
+    """The three cost claims of each pair, pair by pair (see module doc); the probe runs
+    once for every cell of the sweep."""
+    pairs = pairs or [ARTICLE]
     alpha = float(rcfg.get("alpha", 0.05))
     pcfg = probe_config(rcfg)
     matched = bool(sweep.parents["tags.study_name"].str.endswith("-matched").all())
@@ -400,10 +418,6 @@ def cost_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
         first_line = (str(err).splitlines() or [""])[0]
         setup, reason = None, f"the task could not be rebuilt ({type(err).__name__}: " \
                               f"{first_line})"
-    if setup is not None:
-        claims = [params_claim(setup.spec, setup.sizes, matched)]
-    else:
-        claims = [logged_params_claim(sweep, matched, reason)]
     result = None
     if setup is not None and not pcfg.enabled:
         reason = "report.cost_probe.enabled=false"
@@ -411,5 +425,13 @@ def cost_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
         reason = "report.cost_probe.device=cuda, but this machine has no CUDA device"
     elif setup is not None:
         result = run_probe(setup, pcfg, alpha)
-    claims += [speed_claim(result, alpha, reason), memory_claim(result, reason)]
+    claims = []
+    for pair in pairs:
+        if setup is not None:
+            specs = dict(zip(setup.names, setup.cells, strict=True))
+            claims.append(params_claim(setup.spec, setup.sizes, matched, "", pair, specs))
+        else:
+            claims.append(logged_params_claim(sweep, matched, reason, pair))
+        claims += [speed_claim(result, alpha, reason, pair),
+                   memory_claim(result, reason, pair)]
     return claims

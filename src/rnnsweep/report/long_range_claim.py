@@ -6,16 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from rnnsweep.report.claim_types import (
-    CLAIM_TEXTS,
+    ARTICLE,
     CONTRADICTED,
     INCONCLUSIVE,
     NO_ANSWER,
     NOT_MEASURED,
     SUPPORTED,
     Claim,
+    Pair,
 )
 from rnnsweep.report.evidence import Evidence
-from rnnsweep.report.performance_claims import PAIR, _not_learned, _pct, _undecided_note
+from rnnsweep.report.performance_claims import _not_learned, _pct, _undecided_note
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import Contrast, contrast
 
@@ -25,7 +26,7 @@ def _length_axis(ev: Evidence, s: Settings) -> str | None:
     return axes[0] if axes else None
 
 
-def long_range_claim(ev: Evidence, s: Settings, pair: tuple[str, str] = PAIR) -> Claim:
+def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     """The first cell's advantage A (log second/first for a loss, first - second for an
     accuracy) must be real where the sequences are longest and grow with length.
 
@@ -36,7 +37,7 @@ def long_range_claim(ev: Evidence, s: Settings, pair: tuple[str, str] = PAIR) ->
     intersection-union test); contradicted when either lies below 0 at alpha / 2 (a union,
     Bonferroni); a slope alone is never enough: a growing advantage that stays negative is
     the second cell winning by less."""
-    text, ref = CLAIM_TEXTS[3], "Weiss et al. 2018"
+    text, ref = pair.texts()[3], "Weiss et al. 2018"
     first, second = pair
     axis = _length_axis(ev, s)
     if axis is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnsweep.report.claim_types import (
-    CLAIM_TEXTS,
+    ARTICLE,
     CONTRADICTED,
     EQUIVALENT,
     INCONCLUSIVE,
@@ -25,6 +25,7 @@ from rnnsweep.report.claim_types import (
     NOT_MEASURED,
     SUPPORTED,
     Claim,
+    Pair,
 )
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.sequential import seeds_to_decide
@@ -63,9 +64,6 @@ def _undecided_note(c: Contrast, alpha: float, s: Settings) -> tuple[float, str]
 
 # -- LSTM and GRU perform comparably -----------------------------------------------------
 
-PAIR = ("lstm", "gru")  # the article's cells: the first is the reference of every ratio
-
-
 def learned(ev: Evidence, cell: str, cond: str, s: Settings) -> bool | None:
     """Whether a cell's re-evaluated mean beat the trivial predictor by trivial_fraction;
     None when nothing finished or the trivial value is not recorded."""
@@ -75,7 +73,7 @@ def learned(ev: Evidence, cell: str, cond: str, s: Settings) -> bool | None:
     return s.learned(float(np.mean(v)), ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
 
 
-def _not_learned(ev: Evidence, cells: tuple[str, ...], cond: str, s: Settings) -> list[str]:
+def _not_learned(ev: Evidence, cells: Pair, cond: str, s: Settings) -> list[str]:
     return [c for c in cells if learned(ev, c, cond, s) is False]
 
 
@@ -93,13 +91,13 @@ def _band_text(b: Band) -> str:
     return f"margin ±{b.margin:.3g}"
 
 
-def comparable_claim(ev: Evidence, s: Settings, pair: tuple[str, str] = PAIR) -> Claim:
+def comparable_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     """Equivalence within the band in every condition where a cell learned (an
     intersection-union test, Bonferroni over conditions so one interval level serves both
     directions); contradicted when some condition's interval lies beyond the band. A
     condition where neither cell learned says nothing about either: left out, and with no
     other condition the verdict is "no answer"."""
-    text, ref = CLAIM_TEXTS[5], "Chung et al. 2014; Greff et al. 2017"
+    text, ref = pair.texts()[5], "Chung et al. 2014; Greff et al. 2017"
     a_cell, b_cell = pair
     tested: list[_Cond] = []
     notes: list[str] = []
@@ -190,13 +188,13 @@ def _size_pairs(ev: Evidence) -> list[tuple[str, str]]:
     return pairs
 
 
-def overfits_claim(ev: Evidence, s: Settings, pair: tuple[str, str] = PAIR) -> Claim:
+def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     """(eval gap small - eval gap large) for the first cell minus the same for the second,
     averaged over matched pairs of conditions: positive when the first cell's gap grows more
     on small data. Only pairs where both cells learned at both sizes count (a cell that
     learned nothing has a gap that says nothing about overfitting). "Equivalent" when the
     interval lies within +- report.overfit_margin_fraction x the mean small-data gap."""
-    text, col = CLAIM_TEXTS[4], "metrics.gap_at_best"
+    text, col = pair.texts()[4], "metrics.gap_at_best"
     first, second = pair
     pairs = _size_pairs(ev)
     if not pairs:

@@ -61,6 +61,8 @@ class Settings:
     trivial_fraction: float = 0.1
     max_seeds: int = 100
     length_keys: tuple[str, ...] = field(default=("T", "seq_len"))
+    # the cells whose claims read as the article wrote them ("GRU trains faster")
+    article_pair: tuple[str, str] = ("lstm", "gru")
 
     @classmethod
     def from_cfg(cls, rcfg: dict) -> Settings:
@@ -79,6 +81,7 @@ class Settings:
             trivial_fraction=float(rcfg.get("trivial_fraction", 0.1)),
             max_seeds=int(rcfg.get("max_seeds_reported", 100)),
             length_keys=tuple(rcfg.get("length_keys", ("T", "seq_len"))),
+            article_pair=_pair(rcfg),
         )
 
     @property
@@ -147,6 +150,14 @@ class Settings:
             return None if base is None else mean > base + self.trivial_fraction * (1 - base)
         base = baseline_loss
         return None if base is None else mean < (1 - self.trivial_fraction) * base
+
+
+def _pair(rcfg: dict) -> tuple[str, str]:
+    value = list(rcfg.get("article_pair") or ("lstm", "gru"))
+    if len(value) != 2 or len(set(value)) != 2:
+        raise ConfigError(f"report.article_pair={value!r}: must name two different cells, "
+                          "e.g. [lstm, gru]")
+    return str(value[0]), str(value[1])
 
 
 def _fraction(rcfg: dict, key: str, default: float) -> float:
