@@ -14,9 +14,10 @@ from rnnsweep.report.claim_types import (
     NOT_MEASURED,
     SUPPORTED,
 )
-from rnnsweep.report.claims import apply_holm, build_claims, identical_pairs
+from rnnsweep.report.claims import apply_holm, build_claims
 from rnnsweep.report.collect import Sweep, condition_label
 from rnnsweep.report.evidence import Evidence
+from rnnsweep.report.identical import identical_pairs
 from rnnsweep.report.long_range_claim import long_range_claim
 from rnnsweep.report.performance_claims import comparable_claim, overfits_claim
 from rnnsweep.report.settings import Settings

@@ -1,6 +1,7 @@
-"""The claims table: one verdict per common LSTM-vs-GRU claim, with the numbers behind it.
+"""The claims table: one verdict per claim of each pair of cells, with the numbers behind it.
 
-Claims 1-3 (cost) come from cost_claims, claims 4-6 from performance_claims. Every claim
+Claims 1-3 (cost) come from cost_claims, claim 4 from long_range_claim, claims 5-6 from
+performance_claims. Every claim
 decided by a test carries its p-value and a `decide(alpha)`; `apply_holm` then re-decides the
 family at Holm's levels, so six claims at alpha = 0.05 keep a 5 % family-wise error rate.
 """
@@ -11,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from rnnsweep.report.claim_types import (
-    ARTICLE,
     CONTRADICTED,
     INCONCLUSIVE,
     NOT_MEASURED,
@@ -29,7 +29,7 @@ from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import PairedRatio, holm_levels
 
 __all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED", "SUPPORTED", "apply_holm",
-           "build_claims", "device_text", "fewer_params_verdict", "identical_pairs",
+           "build_claims", "device_text", "fewer_params_verdict",
            "mean_epoch_seconds", "ratio_verdict", "reeval_values", "verdict_from_test"]
 
 
@@ -75,33 +75,7 @@ def apply_holm(claims: list[Claim], alpha: float) -> list[Claim]:
     return out
 
 
-# -- extraction helpers (also used by cost_claims) -----------------------------------------
-
-def identical_pairs(sweep: Sweep, column: str,
-                    pair: Pair = ARTICLE) -> tuple[list[float], list[float]]:
-    """The pair's values of `column` (first, second) on identical configurations: same
-    sampled parameters and seed. The unit is the configuration: the seeded sampler proposes
-    the same start-up configurations in every condition, so a configuration met in several
-    conditions is one pair (geometric mean over the conditions where both cells ran it), not
-    several."""
-    trials = sweep.trials
-    params = [f"params.{k}" for k in sweep.space if f"params.{k}" in trials.columns]
-    if column not in trials.columns or not params or "params.seed" not in trials.columns:
-        return [], []
-    keys = [*params, "params.seed"]
-    first = trials[trials["tags.cell"] == pair.first][["condition", *keys, column]]
-    second = trials[trials["tags.cell"] == pair.second][["condition", *keys, column]]
-    merged = first.merge(second, on=["condition", *keys], suffixes=("_a", "_b")).dropna()
-    if merged.empty:
-        return [], []
-    a, b = merged[f"{column}_a"].astype(float), merged[f"{column}_b"].astype(float)
-    positive = bool((a > 0).all() and (b > 0).all())
-    merged = merged.assign(_a=np.log(a) if positive else a, _b=np.log(b) if positive else b)
-    per_config = merged.groupby(keys, dropna=False)[["_a", "_b"]].mean()
-    if positive:
-        per_config = np.exp(per_config)
-    return per_config["_a"].tolist(), per_config["_b"].tolist()
-
+# -- extraction helpers ------------------------------------------------------------------
 
 def reeval_values(sweep: Sweep, cell: str, condition: str, column: str) -> list[float]:
     """Finished re-evaluation values of the study's current best configuration."""

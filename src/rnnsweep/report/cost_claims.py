@@ -53,6 +53,7 @@ from rnnsweep.report.claim_types import (
     display,
 )
 from rnnsweep.report.collect import Sweep
+from rnnsweep.report.identical import identical_pairs
 from rnnsweep.schema import CostProbeConfig
 
 MIB = 2**20
@@ -243,8 +244,6 @@ def params_claim(spec: TaskSpec | None, sizes: list[Size], matched: bool,
 def logged_params_claim(sweep: Sweep, matched: bool, reason: str,
                         pair: Pair = ARTICLE) -> Claim:
     """Without the task's spec: the counts trials logged on identical configurations."""
-    from rnnsweep.report.claims import identical_pairs  # claims imports this module
-
     first, second = identical_pairs(sweep, "metrics.n_params", pair)
     if matched or not first:
         return params_claim(None, [], matched, reason, pair)
