@@ -192,7 +192,9 @@ def test_build_writes_the_metrics_contract(tmp_path: Path,
 
 
 def test_parent_run_numbers_for_mlflow() -> None:
-    from rnnsweep.report.attach import parent_numbers
+    """A study run carries its own row; a claim's numbers (pooled over conditions) go on
+    the report run only, so a large-data study never shows the small-data difference."""
+    from rnnsweep.report.attach import claim_numbers, parent_numbers
 
     metrics = {"gru": {"small_T=20": {"baseline_loss": 0.17, "gap_eval_mean": 0.01,
                                       "gap_eval_sd": None, "converged": False,
@@ -204,8 +206,12 @@ def test_parent_run_numbers_for_mlflow() -> None:
     assert values["report.baseline_loss"] == 0.17 and "report.gap_eval_sd" not in values
     assert values["report.converged"] == 0.0
     assert values["report.trainability_near_best"] == 0.25
-    assert values["claim.lstm_overfits_more_on_small_data.mde"] == 0.02
-    assert tags == {"claim.lstm_overfits_more_on_small_data": "inconclusive"}
+    assert not any(k.startswith("claim.") for k in values)
+    assert tags == {"sweep_claim.lstm_overfits_more_on_small_data": "inconclusive"}
+    report_values, report_tags = claim_numbers(metrics)
+    assert report_values["claim.lstm_overfits_more_on_small_data.mde"] == 0.02
+    assert report_values["claim.lstm_overfits_more_on_small_data.n_seeds"] == 3
+    assert report_tags == {"claim.lstm_overfits_more_on_small_data": "inconclusive"}
 
 
 def test_bottom_line_shows_accuracy_beside_the_majority_rate() -> None:

@@ -27,8 +27,10 @@ def _num(v: object) -> float | None:
 
 
 def parent_numbers(metrics: dict, cell: str, condition: str) -> tuple[dict, dict]:
-    """The metrics.json numbers a study's parent run carries: its own row (report.*) and
-    every claim of the sweep (claim.<slug>.*; the verdict as a tag)."""
+    """The metrics.json numbers a study's parent run carries: its own row (report.*) and,
+    as tags, the sweep's claim verdicts (sweep_claim.<slug>). A claim's numbers pool or pick
+    conditions and cells, so they are not this study's: they go on the report run alone
+    (claim_numbers), never on a study run where they would read as its own."""
     row = metrics.get(cell, {}).get(condition.replace(" ", "_"), {})
     out: dict[str, float] = {}
     for key in STUDY_KEYS:
@@ -39,6 +41,14 @@ def parent_numbers(metrics: dict, cell: str, condition: str) -> tuple[dict, dict
     for key, value in (row.get("trainability") or {}).items():
         if (v := _num(value)) is not None:
             out[f"report.trainability_{key}"] = v
+    tags = {f"sweep_claim.{_slug(claim)}": numbers.get("verdict", "")
+            for claim, numbers in metrics.get("claims", {}).items()}
+    return out, tags
+
+
+def claim_numbers(metrics: dict) -> tuple[dict, dict]:
+    """The report run's claim metrics (claim.<slug>.effect, ci_low, ...) and verdict tags."""
+    out: dict[str, float] = {}
     tags = {}
     for claim, numbers in metrics.get("claims", {}).items():
         slug = _slug(claim)
@@ -64,6 +74,8 @@ def attach(cfg: DictConfig, experiment: str, sweep: Sweep, folder: Path) -> str:
         tracker.client.log_artifacts(run_id, str(folder), "report")
         path = folder / "metrics.json"
         numbers = json.loads(path.read_text()) if path.exists() else {}
+        values, tags = claim_numbers(numbers)
+        tracker.log(run_id, metrics=values, tags=tags)
         for _, parent in sweep.parents.iterrows():
             values, tags = parent_numbers(numbers, parent["tags.cell"], parent["condition"])
             tracker.log(parent["run_id"], metrics=values,
