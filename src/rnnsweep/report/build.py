@@ -245,7 +245,13 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
              f"interval of the difference within {settings.margin_text()} in every condition "
              f"(TOST); 'contradicted' only when the interval excludes the claim. Undecided "
              f"claims state the minimum detectable effect (at {settings.power:.0%} power) and "
-             f"the seeds per cell that would decide them. {init_text(sweep)}")
+             f"the seeds per cell that would decide them. Only conditions where a cell beat "
+             f"the trivial predictor by more than {settings.trivial_fraction:.0%} count; a "
+             f"claim left with none answers 'no answer'. The same difference can carry a "
+             f"wider interval here than in the bottom line, or the reverse: each interval is "
+             f"at its own test's level (Holm here; Bonferroni over the bottom line's "
+             f"comparisons there), and the 'comparable' claim also divides alpha by its "
+             f"conditions. {init_text(sweep)}")
     doc.table(claims_df)
     published.section(doc, sweep, imp, tab_dir)  # only for a paper profile's sweep
 
