@@ -347,3 +347,27 @@ def test_claims_compare_the_cells_a_sweep_names(monkeypatch: pytest.MonkeyPatch)
     # one cell: nothing to compare
     alone = build_claims(make_sweep({("gru", "small"): {"test_loss": L}}), RCFG)
     assert {c.verdict for c in alone} == {NOT_MEASURED} and len(alone) == 6
+
+
+def test_the_overfitting_claim_says_what_each_search_tuned() -> None:
+    sweep = _gap_sweep([0.060, 0.064, 0.058, 0.062], [0.020, 0.022, 0.018, 0.021])
+    sweep.space = {"lr": {}, "hidden_size": {}, "dropout": {}}
+    assert "tuned per study: dropout, hidden_size, lr" in overfits_claim(Evidence(sweep),
+                                                                          S).evidence
+    sweep.space = {"lr": {}}
+    assert "controlled: the same architecture" in overfits_claim(Evidence(sweep), S).evidence
+
+
+def test_the_controlled_profile_tunes_the_learning_rate_alone() -> None:
+    """`search.space.<name>: null` in a profile takes the parameter out of the space."""
+    from conftest import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from rnnsweep.pipeline import typed_config
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = typed_config(compose("config", overrides=["experiment=controlled",
+                                                        "cell=gru"]))
+    assert list(cfg.search.space) == ["lr"]
+    assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout) == (1, 64, 0.2)
+    assert cfg.data.noise_sd == 0.3 and cfg.data.n_train_small == 200  # the default's data

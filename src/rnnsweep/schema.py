@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.errors import ConfigError
@@ -254,9 +254,20 @@ def _check_sections(schema: Any, value: Any, key: str) -> None:
         raise ConfigError(f"{name}={child} is invalid: {name} is {what}")
 
 
+def _drop_fixed_parameters(plain: DictConfig) -> None:
+    """`search.space.<name>: null` (a profile's way to fix a parameter at its model/optim
+    value; experiment=controlled) takes it out of the space: YAML merges cannot delete."""
+    space = OmegaConf.select(plain, "search.space")
+    if isinstance(space, DictConfig):
+        with open_dict(space):
+            for name in [k for k, v in space.items() if v is None]:
+                del space[name]
+
+
 def to_structured(cfg: DictConfig) -> DictConfig:
     """Merge a composed config into the schema; unknown keys and wrong types raise ConfigError."""
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    _drop_fixed_parameters(plain)
     schema = OmegaConf.structured(RootConfig)
     _check_sections(schema, plain, "")
     for section in OPEN_SECTIONS:  # a class's own arguments, checked by validate

@@ -188,6 +188,18 @@ def _size_pairs(ev: Evidence) -> list[tuple[str, str]]:
     return pairs
 
 
+def tuned_text(ev: Evidence) -> str:
+    """What each study tuned: with the architecture tuned per study, a gap difference mixes
+    the cell with what each search chose; with only the learning rate, the cell is what
+    differs (experiment=controlled)."""
+    tuned = sorted(ev.sweep.space)
+    if set(tuned) <= {"lr"}:
+        return "controlled: the same architecture and dropout for every cell and size, only "\
+               "the learning rate tuned"
+    return (f"tuned per study: {', '.join(tuned)}, so the gaps mix the cell with what each "
+            "search chose; experiment=controlled tunes the learning rate alone")
+
+
 def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     """(eval gap small - eval gap large) for the first cell minus the same for the second,
     averaged over matched pairs of conditions: positive when the first cell's gap grows more
@@ -246,7 +258,7 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         return "; ".join(parts + notes)
 
     describe = (f"eval-mode gap at the best validation, (small - large) {first} minus (small - "
-                f"large) {second}:")
+                f"large) {second} ({tuned_text(ev)}):")
 
     def decide(alpha: float) -> Claim:
         low, high = c.interval(1 - alpha)
