@@ -9,7 +9,7 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup lock system-packages sweep smoke evidence chorales report reproduce test test-fast lint ui dashboard bench clean paper papers
+.PHONY: setup lock system-packages sweep smoke evidence curves chorales report reproduce test test-fast lint ui dashboard bench clean paper papers
 
 # PyTorch for this machine (requirements-torch.txt; TORCH_INDEX=<url> for another index), then
 # the exact versions of requirements.lock (hashes checked), then the project itself.
@@ -52,6 +52,15 @@ smoke: setup
 EVIDENCE_LENGTHS ?= 10,40,120
 evidence: setup
 	$(PY) train.py -m experiment=evidence cell=rnn,lstm,gru data.seq_len=$(EVIDENCE_LENGTHS) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2
+	$(PY) -m rnnsweep.report
+
+# Learning curves in data size: LSTM and GRU on the noisy adding task at five training-set
+# sizes (fractions of the 4,000 large-data sequences), two workers; then the report with a
+# power law per cell, the curves' crossing and the overfitting slope (reports/adding/).
+CURVE_SIZES ?= 0.05,0.1,0.25,0.5,1
+curves: setup
+	$(PY) train.py -m experiment=curves cell=lstm,gru data.size=$(CURVE_SIZES) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(PY) -m rnnsweep.report
 

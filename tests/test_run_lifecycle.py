@@ -92,6 +92,12 @@ def test_a_pruned_trial_finishes_as_pruned(tracker):
         raise optuna.TrialPruned()
     status, tags = closing(tracker, run)
     assert (status, tags["state"]) == ("FINISHED", "PRUNED")
+    # The runs table shows names and statuses by default: the name tells it from a complete
+    # run (FINISHED too), which keeps its own.
+    assert stored(tracker, run).info.run_name == "run (pruned)"
+    with start(tracker) as complete:
+        pass
+    assert stored(tracker, complete).info.run_name == "run"
 
 
 @pytest.mark.parametrize("err", [optuna.TrialPruned("pruned at step 40"), ValueError("boom")],

@@ -149,8 +149,27 @@ def _check_groups(conf_dir: Path, overrides: list[str]) -> None:
         options = _group_options(group)
         if not value.strip():
             raise ConfigError(f"{key}= is empty: allowed: {', '.join(options)}")
-        if value.strip().strip("'\"") not in options:
-            raise ConfigError(f"{key}={value} is invalid: allowed: {', '.join(options)}")
+        given = value.strip().strip("'\"")
+        if given not in options:
+            close = difflib.get_close_matches(given, options, n=1)
+            hint = f"; did you mean {name}={close[0]}?" if close else ""
+            raise ConfigError(f"{key}={value} is invalid: allowed: {', '.join(options)}{hint}")
+
+
+def _owning_options(conf_dir: Path, group: str, leaf: str) -> list[str]:
+    """The options of config group `group` (data, search/sampler, ...) that have `leaf`:
+    `data.path` without `data=file` is a key of another option, not a typo."""
+    folder = conf_dir / group.replace(".", "/")
+    options = _group_options(folder) if group and folder.is_dir() else []
+    return [o for o in options if leaf in _yaml_keys(folder / f"{o}.yaml")]
+
+
+def _yaml_keys(path: Path) -> list[str]:
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError):
+        return []
+    return [str(k) for k in node] if OmegaConf.is_dict(node) else []
 
 
 def _unknown_key(conf_dir: Path, job: list[str], key: str) -> str:
@@ -175,6 +194,13 @@ def _unknown_key(conf_dir: Path, job: list[str], key: str) -> str:
     close = difflib.get_close_matches(leaf, known, n=1) or [
         k for k in known if leaf.startswith(k) or k.startswith(leaf)][:1]
     hint = f"; did you mean {(parent + '.') if parent else ''}{close[0]}?" if close else ""
+    owners = _owning_options(conf_dir, parent, leaf)
+    if owners:  # the key exists, in another option of the group: name the option to pick
+        picks = " or ".join(f"{parent}={o}" for o in owners)
+        chosen = next((o for o in job if o.partition("=")[0] == parent), None)
+        pick = f"{parent}={owners[0]}" if len(owners) == 1 else "one of them"
+        todo = f"use {pick} instead of {chosen}" if chosen else f"add {pick} to the command"
+        hint = f"; {key} belongs to {picks}: {todo}"
     where = f"in {parent}" if parent else "at the top level"
     return f"{line}: no such key {where} (allowed: {', '.join(known)}){hint}"
 

@@ -86,7 +86,7 @@ def open_study_context(
                               **device, "search_sampler": sampler_label(cfg), **budget,
                               "warm_start": str(study.user_attrs.get(WARM_ATTR, OFF)),
                               "loss_kind": datamodule.spec.loss},
-                metrics=datamodule.baseline())
+                metrics={**datamodule.baseline(), **datamodule.fitted_baselines()})
     ctx = StudyContext(
         cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,
         parent_run_id=parent, study_name=name, base_tags={**tags, **device, "study_name": name},
@@ -152,7 +152,7 @@ def run_single(
     with run:
         tracker.log_config(run.run_id, cfg)
         run.log_start(run_parameters(values, cfg.seed, cfg, datamodule),
-                      metrics=datamodule.baseline())
+                      metrics={**datamodule.baseline(), **datamodule.fitted_baselines()})
         result = train_model(cfg, datamodule, int(cfg.seed), on_validation=run.log_validation)
         run.log_result(result, cfg.search.metric)
     log.info("single run: best %s %.6g at step %d of %d (test %s)", cfg.search.metric,

@@ -1,5 +1,6 @@
 """What an MLflow user looks for on a run: the code it ran (git commit), the data it saw
-(one dataset input per split) and, on a study's parent run, the best model as an MLflow Model.
+(one dataset input per split) and, on a study's parent run, the best model as an MLflow Model
+and, for a data file, the rows of each split (SPLIT_ARTIFACT).
 
 Everything here is read once per job and attached to each run by `Tracker.start_run`; the
 datasets carry a digest and a profile of the tensors, never a copy of the data.
@@ -14,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,27 +42,50 @@ SPLITS = ("train", "val", "test")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+# Untracked files that are code or config the commit lacks (relative to the checkout's root):
+# they make a run dirty. Other untracked files (a data file beside train.py, outputs/) do not.
+SOURCE_PATHS = ("src/", "conf/", "train.py")
+SPLIT_ARTIFACT = "split/indices.npz"
+
+
+def source_changed(porcelain_z: str) -> bool:
+    """Whether `git status --porcelain -z` lists a change to the source: any tracked file
+    changed, added, deleted or renamed, or an untracked file under SOURCE_PATHS. (Paths in
+    porcelain output are relative to the checkout's root; git-ignored files are not listed.)"""
+    for entry in porcelain_z.split("\0"):
+        if not entry:
+            continue
+        if not entry.startswith("??"):
+            return True  # a tracked file (a rename's second entry never gets here)
+        path = entry[3:]
+        if path == SOURCE_PATHS[2] or path.startswith(SOURCE_PATHS[:2]):
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=8)
 def git_state(where: str) -> tuple[str, bool] | None:
     """(commit, dirty) of the git checkout holding `where`; None outside one (or without
-    git). Read once per process: every run of a job records the same code."""
+    git). Dirty: source_changed. Read once per process: every run of a job records the
+    same code."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
             timeout=20, check=True,
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=where, capture_output=True, text=True,
-            timeout=60, check=True,
+            ["git", "status", "--porcelain", "-z"], cwd=where, capture_output=True,
+            text=True, timeout=60, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return (commit, bool(status.strip())) if commit else None
+    return (commit, source_changed(status)) if commit else None
 
 
 def source_tags(entry_point: str, code_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     """MLflow's source tags: the entry script, LOCAL, and the commit of the checkout the
-    rnnsweep code was imported from, with `git_dirty` true when it had uncommitted changes."""
+    rnnsweep code was imported from, with `git_dirty` true when its source had uncommitted
+    changes (source_changed: a data file in the checkout does not count)."""
     tags = {MLFLOW_SOURCE_NAME: entry_point, MLFLOW_SOURCE_TYPE: "LOCAL"}
     state = git_state(str(code_dir))
     if state is not None:
@@ -144,6 +169,21 @@ def split_inputs(datamodule: Any) -> list[DatasetInput]:
             tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=split)],
         ))
     return inputs
+
+
+def split_indices(datamodule: Any) -> dict[str, np.ndarray]:
+    """A data file's rows per split (FileDataModule.split_indices); {} for a generated task,
+    whose data the study name's settings rebuild."""
+    rows = getattr(datamodule, "split_indices", None)
+    return rows() if callable(rows) else {}
+
+
+def log_split(tracker: Any, run_id: str, rows: dict[str, np.ndarray]) -> None:
+    """`rows` as the run's artifact SPLIT_ARTIFACT (np.load reads it; docs/tasks.md)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(SPLIT_ARTIFACT).name
+        np.savez(path, **rows)
+        tracker.log_file(run_id, path, str(Path(SPLIT_ARTIFACT).parent))
 
 
 def model_requirements() -> list[str]:

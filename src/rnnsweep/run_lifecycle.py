@@ -16,7 +16,14 @@ block that holds the training:
 
 Every close writes one batch (state, reason, wall_seconds, cpu_seconds, and the result's
 figures, or a pruned or failed run's optimizer_steps and best_step) and ends the run: two
-round trips. The study's parent run has its own, shorter rule (`study_run`).
+round trips. A pruned trial's run name says so (`trial-007 (pruned)`): the runs table shows
+names and statuses by default, and a pruned run is FINISHED like a complete one.
+
+The study's parent run has its own, shorter rule (`study_run`), and records its own compute:
+each time it is open (its job, a resume, a seed round at the end of a sweep) adds that
+block's wall and CPU seconds to the totals `study_seconds` and `study_cpu_seconds`, and its
+end time is set to its start plus `study_seconds`, so MLflow's Duration is the study's own
+compute, not the span of the sweep it waited through.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any
 
 import optuna
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from omegaconf import DictConfig
 
 from rnnsweep.errors import StoreError
@@ -40,6 +48,9 @@ from rnnsweep.tracking import Tracker
 from rnnsweep.training import TrainResult, run_params
 
 log = logging.getLogger(__name__)
+# Where add_to_totals keeps each addition: the history of `parts/<total>` (MLflow's charts
+# group metrics by the prefix before "/", away from the totals).
+PARTS_PREFIX = "parts/"
 
 # Tells a store failure hidden in an ordinary exception (the Optuna storage, a full disk).
 Classifier = Callable[[BaseException], StoreError | None]
@@ -75,8 +86,8 @@ class TrackedRun:
     """
 
     def __init__(self, tracker: Tracker, run_id: str, classify: Classifier | None = None,
-                 on_failure: Callable[[str], None] | None = None) -> None:
-        self.tracker, self.run_id = tracker, run_id
+                 on_failure: Callable[[str], None] | None = None, name: str = "") -> None:
+        self.tracker, self.run_id, self.name = tracker, run_id, name
         self.classify, self.on_failure = classify, on_failure
         self.started = time.perf_counter()
         # Process CPU time: a worker trains one run at a time, so this is the run's own.
@@ -93,7 +104,7 @@ class TrackedRun:
         failure from the run's own; `on_failure(reason)` runs before a failure is recorded
         (a trial keeps the reason for the failure budget)."""
         run_id = tracker.start_run(experiment, name, {**tags, "state": "RUNNING"}, parent_id)
-        return cls(tracker, run_id, classify, on_failure)
+        return cls(tracker, run_id, classify, on_failure, name)
 
     # -- what the run records -----------------------------------------------------------------
     def log_start(self, params: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
@@ -150,6 +161,8 @@ class TrackedRun:
 
     def _closing(self, state: str, reason: str | None) -> dict[str, Any]:
         tags = {**self._tags, "state": state}
+        if state == "PRUNED" and self.name:  # in the same batch: no extra round trip
+            tags[MLFLOW_RUN_NAME] = f"{self.name} (pruned)"
         if reason:
             tags["fail_reason"] = reason
         metrics = {**self._metrics, "wall_seconds": time.perf_counter() - self.started,
@@ -163,24 +176,64 @@ class TrackedRun:
         end_quietly(self.tracker, self.run_id, "KILLED", **self._closing("FAIL", reason))
 
 
+def add_to_totals(tracker: Tracker, run_id: str, amounts: dict[str, float]) -> dict[str, float]:
+    """Add each amount to the run's metric of that name (a total over the study's jobs,
+    resumes and seed rounds) and return the new totals.
+
+    Each amount is first logged as one more entry of `parts/<name>`, and the total is the sum
+    of that history: two workers closing one study's parent at once lose neither's share (a
+    read-add-write of the total itself would)."""
+    tracker.log(run_id, metrics={f"{PARTS_PREFIX}{k}": v for k, v in amounts.items()})
+    totals = {k: math.fsum(m.value for m in
+                           tracker.client.get_metric_history(run_id, f"{PARTS_PREFIX}{k}"))
+              for k in amounts}
+    tracker.log(run_id, metrics=totals)
+    return totals
+
+
+def close_study_run(tracker: Tracker, run_id: str, status: str, wall: float, cpu: float
+                    ) -> None:
+    """End a parent run with `status`, its block's seconds added to its totals, and its end
+    time at start + study_seconds (never later than now): MLflow's Duration then shows the
+    study's own compute even after a seed round reopened it at the end of a sweep."""
+    totals = add_to_totals(tracker, run_id, {"study_seconds": wall, "study_cpu_seconds": cpu})
+    start = tracker.client.get_run(run_id).info.start_time
+    now = int(time.time() * 1000)
+    end = min(now, start + round(totals["study_seconds"] * 1000)) if start else None
+    tracker.end_run(run_id, status, end_time=end)
+
+
 @contextmanager
 def study_run(tracker: Tracker, run_id: str, classify: Classifier) -> Iterator[None]:
     """A study's parent run (found or created, and reopened, by the caller) around its
     trials and re-evaluations: FINISHED when the block ends, FAILED when it raises (quietly
-    when a store failed), KILLED on a signal. Its state lives in its trials, so no tags."""
+    when a store failed), KILLED on a signal. Its state lives in its trials, so no tags; the
+    block's wall and CPU seconds go to its totals (close_study_run) whatever the ending."""
+    wall, cpu = time.perf_counter(), time.process_time()
+
+    def close(status: str, quiet: bool = False) -> None:
+        spent = (time.perf_counter() - wall, time.process_time() - cpu)
+        if not quiet:
+            close_study_run(tracker, run_id, status, *spent)
+            return
+        try:  # a failed store must not replace the error or the signal being reported
+            close_study_run(tracker, run_id, status, *spent)
+        except (Exception, StoreError):
+            log.debug("could not end study run %s as %s", run_id, status, exc_info=True)
+
     try:
         yield
     except Exception as err:
         halt = classify(err)
         if halt is None:
-            tracker.end_run(run_id, "FAILED")
+            close("FAILED")
             raise
-        end_quietly(tracker, run_id, "FAILED")
+        close("FAILED", quiet=True)
         raise halt from err
     except StoreError:  # the infrastructure's fault: the parent is closed if the store lets us
-        end_quietly(tracker, run_id, "FAILED")
+        close("FAILED", quiet=True)
         raise
     except BaseException:  # Ctrl-C, SIGTERM
-        end_quietly(tracker, run_id, "KILLED")
+        close("KILLED", quiet=True)
         raise
-    tracker.end_run(run_id, "FINISHED")
+    close("FINISHED")

@@ -17,6 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from rnnsweep.data.fitted_baselines import LABELS, best_fitted
 from rnnsweep.redact import redact
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class StudyRow:
     # configuration (test_acc for classification, else test_loss), and their number.
     reeval_test: float | None = None
     reeval_n: int = 0
+    # The best fitted non-recurrent baseline on the headline's metric (test set): its model
+    # and value, e.g. ("1nn", 0.969); None when the parent has none recorded.
+    fitted: tuple[str, float] | None = None
     # The MLflow experiment, which names the report's folder (reports/<experiment>/).
     experiment: str = ""
 
@@ -69,7 +73,8 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
     for run in runs:
         tags, metrics, info = run.data.tags, run.data.metrics, run.info
         kind = tags.get("loss_kind", "")
-        headline = "reeval_test_acc_mean" if kind == "ce" else "reeval_test_loss_mean"
+        test_metric = "test_acc" if kind == "ce" else "test_loss"
+        headline = f"reeval_{test_metric}_mean"
         rows.append(StudyRow(
             task=tags.get("task", "?"),
             data_size=tags.get("data_size", "?"),
@@ -87,6 +92,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             majority_acc=metrics.get("baseline_acc"),
             reeval_test=metrics.get(headline),
             reeval_n=int(metrics.get("reeval_n", 0)),
+            fitted=best_fitted(metrics, test_metric, maximize=kind == "ce"),
             experiment=names.get(info.experiment_id, tags.get("task", "?")),
         ))
     size_order = {"small": 0, "large": 1}
@@ -121,7 +127,7 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
     for name in ("task", "data", "cell"):
         table.add_column(name)
     table.add_column(f"best trial {metric}", justify="right")
-    table.add_column("trivial loss", justify="right")
+    table.add_column("trivial loss (val)", justify="right")
     classification = any(r.loss_kind == "ce" for r in rows)
     table.add_column("test acc, re-eval (majority)" if classification else "test loss, re-eval",
                      justify="right", no_wrap=True)
@@ -153,6 +159,29 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
     return table
 
 
+def fitted_lines(rows: list[StudyRow]) -> list[str]:
+    """One line per task and data size: the best fitted non-recurrent baseline on the test
+    column's metric, and whether any cell beats it (a column would repeat it on every row
+    and squeeze the table past 160 characters)."""
+    groups: dict[tuple[str, str], list[StudyRow]] = {}
+    for r in rows:
+        groups.setdefault((r.task, r.data_size), []).append(r)
+    lines = []
+    for (task, size), members in groups.items():
+        fitted = next((r.fitted for r in members if r.fitted), None)
+        if fitted is None:
+            continue
+        model, value = fitted
+        maximize = members[0].loss_kind == "ce"  # the test column: accuracy, else loss
+        tests = [r.reeval_test for r in members if r.reeval_test is not None]
+        beaten = any(t > value if maximize else t < value for t in tests)
+        verdict = ("" if not tests else ", a cell beats it" if beaten
+                   else ", no cell beats it")
+        metric = "test acc" if maximize else "test loss"
+        lines.append(f"{task} {size} {LABELS[model]} {metric} {value:.3g}{verdict}")
+    return lines
+
+
 def next_steps(experiments: list[str]) -> list[str]:
     lines = ["make ui          # browse studies and trials: MLflow UI on http://127.0.0.1:5000"]
     lines.append("make dashboard   # Optuna dashboard: history, importances, slices per study")
@@ -175,8 +204,15 @@ def print_summary(
     console.print(summary_table(rows, metric, direction))
     console.print("* best of its task and data size. Test: the mean over the re-evaluation "
                   "seeds of each study's best configuration (n seeds), the report's headline; "
+                  "trivial: the mean or class-prior prediction's validation loss; "
                   "the best trial's value is a selection statistic. Search time: this run's "
-                  "trials, not the re-evaluation seeds.  Next:", highlight=False)
+                  "trials, not the re-evaluation seeds.", highlight=False)
+    fitted = fitted_lines(rows)
+    if fitted:
+        console.print("Best fitted baseline (a linear model or 1-NN on the same split, scored "
+                      "on the test set like the test column): " + "; ".join(fitted) + ".",
+                      highlight=False)
+    console.print("Next:", highlight=False)
     for line in next_steps(sorted({r.experiment or r.task for r in rows})):
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 

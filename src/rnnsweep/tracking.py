@@ -31,6 +31,7 @@ from rnnsweep.provenance import (
     EXPERIMENT_KIND_TAG,
     log_torch_model,
     source_tags,
+    split_indices,
     split_inputs,
 )
 from rnnsweep.redact import redact, userinfo_problem
@@ -253,6 +254,7 @@ class Tracker:
     # Set once per job by describe_job; every run start_run creates carries them.
     job_tags: dict[str, str] = {}
     job_inputs: list[Any] = []
+    job_split: dict[str, Any] = {}  # a data file's row indices per split (log_split)
 
     def __init__(self, cfg: DictConfig) -> None:
         self.uri = tracking_uri(cfg)
@@ -326,9 +328,11 @@ class Tracker:
 
     def describe_job(self, datamodule: Any, entry_point: str) -> None:
         """Source tags (git commit, dirty flag, entry script) and the job's datasets, one
-        per split, for every run this tracker starts from now on."""
+        per split, for every run this tracker starts from now on; a data file's split rows
+        for its study runs (rnnsweep.provenance.log_split)."""
         self.job_tags = source_tags(entry_point)
         self.job_inputs = split_inputs(datamodule)
+        self.job_split = split_indices(datamodule)
 
     def log_model(self, run_id: str, net: Any, example: Any, tags: dict[str, str],
                   register_as: str | None = None) -> str:
@@ -356,13 +360,13 @@ class Tracker:
         self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
     def end_run(self, run_id: str, status: str = "FINISHED",
-                metrics: dict[str, float] | None = None, tags: dict[str, Any] | None = None
-                ) -> None:
-        """End the run with `status`; its closing metrics and tags, if any, go first in one
-        batch (two round trips in all, whatever the number of keys)."""
+                metrics: dict[str, float] | None = None, tags: dict[str, Any] | None = None,
+                end_time: int | None = None) -> None:
+        """End the run with `status` (at `end_time`, ms since the epoch; default now); its
+        closing metrics and tags, if any, go first in one batch (two round trips in all)."""
         if metrics or tags:
             self.log(run_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(run_id, status=status, end_time=end_time)
 
     # -- logging ---------------------------------------------------------------------------
     def log(

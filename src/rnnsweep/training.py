@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import lightning.pytorch as pl
 import optuna
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 from omegaconf import DictConfig
 
 from rnnsweep.data.base import TensorDataModule, order_seed
@@ -139,6 +139,44 @@ class StepPruning(Callback):
             raise optuna.TrialPruned(f"pruned at step {step}")
 
 
+class StepProgressBar(RichProgressBar):
+    """Lightning's bar (rich) over the run's optimiser steps, for a step budget.
+
+    With max_steps and max_epochs=-1 the default bar counts batches of the current epoch
+    under "Epoch 80/-2"; this one shows `Steps  640/1000` over the whole run."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.max_steps
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{'Steps':{len(self.validation_description)}}"
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # One task for the whole run: the default resets it (to 0) at every epoch.
+        if self.is_disabled or self.progress is None:
+            return
+        if self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self.refresh()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: object, batch: object, batch_idx: int) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+
+def progress_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The step bar when the batch progress is shown and the budget counts steps; else
+    Lightning's own bar (its epochs are then the budget's unit)."""
+    if show_batch_progress(cfg) and cfg.trainer.budget_unit == "steps":
+        return [StepProgressBar()]
+    return []
+
+
 def progress(optimizer_steps: int, best_step: int) -> dict[str, float]:
     """What a run that ended early (pruned, failed) spent: the optimiser steps it took and,
     when a validation finished, the step of its best one."""
@@ -231,7 +269,7 @@ def train_model(
         cfg.trainer,
         skip=TRAINER_OWN_KEYS,
         **_budget_kwargs(cfg),
-        callbacks=[memory, recorder, stopper, *extra, *callbacks],
+        callbacks=[memory, recorder, stopper, *extra, *progress_callbacks(cfg), *callbacks],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=show_batch_progress(cfg),

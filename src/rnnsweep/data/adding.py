@@ -15,6 +15,7 @@ from rnnsweep.data.base import (
     full_lengths,
     split_seeds,
 )
+from rnnsweep.data.sizes import train_count
 from rnnsweep.errors import ConfigError
 
 
@@ -78,10 +79,11 @@ class AddingDataModule(TensorDataModule):
         self.cfg = cfg
         self.spec = TaskSpec(input_size=2, output_size=1, loss="mse",
                              acc_tolerance=cfg.acc_tolerance)
+        _ = self.n_train  # a curve size beyond the large set is refused before anything runs
 
     @property
     def n_train(self) -> int:
-        return self.cfg.n_train_small if self.cfg.size == "small" else self.cfg.n_train_large
+        return train_count(self.cfg.size, self.cfg.n_train_small, self.cfg.n_train_large)
 
     def max_train_len(self) -> int:
         return self.cfg.seq_len
@@ -98,7 +100,7 @@ class AddingDataModule(TensorDataModule):
         # Independent streams per split: the val/test sets never depend on the size, and
         # neighbouring data seeds share no values.
         train_seed, val_seed, test_seed = split_seeds(c.seed, 3)
-        n_pool = max(c.n_train_small, c.n_train_large)
+        n_pool = max(c.n_train_small, c.n_train_large)  # every size is a prefix of one draw
         x, y = generate_adding(n_pool, c.seq_len, train_seed, c.noise_sd)
         return (
             _dataset(x[: self.n_train], y[: self.n_train], c.seq_len),

@@ -206,6 +206,14 @@ class TensorDataModule(pl.LightningDataModule):
             acc = (y_va == counts.argmax()).float().mean()
         return {"baseline_loss": float(loss), "baseline_acc": float(acc)}
 
+    def fitted_baselines(self) -> dict[str, float]:
+        """Non-recurrent models (a linear model, 1-NN) fitted on the training set and scored
+        on the test set like the cells' test_loss / test_acc: `fitted_<model>_<metric>`
+        (rnnsweep.data.fitted_baselines). Unlike `baseline()`, these are test-set figures."""
+        from rnnsweep.data.fitted_baselines import fitted_baselines
+
+        return fitted_baselines(self)
+
 
 def _real_steps(y: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mask = torch.arange(y.shape[1])[None, :] < lengths[:, None]

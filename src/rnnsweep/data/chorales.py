@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed, unique_indices
 from rnnsweep.data.paths import resolve_path
+from rnnsweep.data.sizes import train_count
 from rnnsweep.errors import ConfigError, DataError
 
 N_KEYS = 88
@@ -178,8 +179,8 @@ class ChoralesDataModule(TensorDataModule):
             rolls = [r for r in rolls if len(r) >= 2][: self.cfg.max_chorales]
             tr, va, te = split_chorales(len(rolls), self.cfg.val_fraction,
                                         self.cfg.test_fraction, self.cfg.seed)
-            if self.cfg.size == "small":
-                tr = tr[: max(1, round(len(tr) * self.cfg.small_fraction))]
+            n_small = max(1, round(len(tr) * self.cfg.small_fraction))
+            tr = tr[: train_count(self.cfg.size, n_small, len(tr))]  # a prefix: nested sizes
             self._splits = tuple([rolls[i] for i in idx] for idx in (tr, va, te))
         return self._splits
 
@@ -190,6 +191,8 @@ class ChoralesDataModule(TensorDataModule):
         cond = {"task": c.task, "size": c.size, "chorales": n}
         if c.size == "small":  # a large study trains on every training chorale
             cond["small"] = str(c.small_fraction)
+        elif c.size != "large":  # a curve point: the training chorales it stands for
+            cond["n"] = str(len(self._load()[0]))
         return {**cond, "seed": str(c.seed), "cache": digest}
 
     def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:

@@ -159,6 +159,17 @@ class FileDataModule(TensorDataModule):
         order = np.random.default_rng(self.cfg.seed).permutation(train)
         return np.sort(order[: max(1, round(len(train) * self.cfg.small_fraction))])
 
+    def split_indices(self) -> dict[str, np.ndarray]:
+        """The file's rows in each split, logged on the study's parent run (split/indices.npz)
+        so a baseline can use the same split: `train`, `val`, `test`; `trained_on`, the
+        rows this study trained on (the `small` subset of train, or all of it); `dropped`,
+        exact duplicates left out before an automatic split; `file_sha`, the file's digest.
+        Rows index the file's arrays (a .csv: its sequences in sorted sequence_id order)."""
+        rows = {s: np.flatnonzero(self.split == s) for s in ("train", "val", "test", "dropped")}
+        return {"train": rows["train"], "val": rows["val"], "test": rows["test"],
+                "trained_on": self.train_indices(), "dropped": rows["dropped"],
+                "file_sha": np.array(self.data.digest)}
+
     def _dataset(self, idx: np.ndarray) -> TensorDataset:
         d = self.data
         x = torch.from_numpy(np.ascontiguousarray(d.x[idx]))

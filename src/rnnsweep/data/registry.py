@@ -15,6 +15,7 @@ from rnnsweep.data.anbn import AnbnDataConfig, AnbnDataModule
 from rnnsweep.data.base import TensorDataModule
 from rnnsweep.data.chorales import ChoralesDataConfig, ChoralesDataModule
 from rnnsweep.data.file import FileDataConfig, FileDataModule
+from rnnsweep.data.sizes import check_size
 from rnnsweep.errors import ConfigError
 
 
@@ -22,11 +23,13 @@ from rnnsweep.errors import ConfigError
 class Task:
     config: type
     module: Callable[[Any], TensorDataModule]
+    # data.size may be a learning-curve point (rnnsweep.data.sizes): a fraction or a count
+    curves: bool = True
 
 
 TASKS: dict[str, Task] = {
     "adding": Task(AddingDataConfig, AddingDataModule),
-    "anbn": Task(AnbnDataConfig, AnbnDataModule),
+    "anbn": Task(AnbnDataConfig, AnbnDataModule, curves=False),  # sizes are string lengths
     "chorales": Task(ChoralesDataConfig, ChoralesDataModule),
     "file": Task(FileDataConfig, FileDataModule),
 }
@@ -47,8 +50,7 @@ def data_config(cfg: DictConfig) -> Any:
         key = getattr(err, "full_key", "") or ""
         raise ConfigError(f"data.{key}: {str(err).splitlines()[0]}") from None
     obj = OmegaConf.to_object(typed)
-    if obj.size not in ("small", "large"):
-        raise ConfigError(f"data.size={obj.size!r} is invalid: allowed: small, large")
+    check_size(str(obj.size), task, TASKS[task].curves)
     for name in ("batch_size",):
         if getattr(obj, name) < 1:
             raise ConfigError(f"data.{name}={getattr(obj, name)} is invalid: must be >= 1")

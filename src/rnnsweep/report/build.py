@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rnnsweep.data.fitted_baselines import LABELS, MODELS, WINDOW, fitted_key
 from rnnsweep.report import figures, published, tables
 from rnnsweep.report.bookkeeping import finite
 from rnnsweep.report.bottom_line import bottom_line, bottom_line_text
 from rnnsweep.report.claim_types import Claim
 from rnnsweep.report.claims import build_claims, device_text, mean_epoch_seconds
 from rnnsweep.report.collect import Sweep
+from rnnsweep.report.curves import curve_points, curves_table
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.importance import MIN_TRIALS, importances
 from rnnsweep.report.render import Document, to_html, to_markdown
@@ -34,6 +36,16 @@ def _converged_text(v: object, hint: str) -> str:
     return "yes" if v else f"NO: {hint}"
 
 
+def _fitted_text(s: pd.DataFrame, metric: str) -> list[str] | None:
+    """Per study 'linear model 0.172, 1-NN 0.275' on `metric`; None when none is recorded
+    (a sweep from before the fitted baselines, or a metric they do not give)."""
+    cols = {LABELS[m]: fitted_key(m, metric) for m in MODELS if fitted_key(m, metric) in s}
+    if not cols or not s[list(cols.values())].notna().to_numpy().any():
+        return None
+    return [", ".join(f"{label} {fmt(r[col], 3)}" for label, col in cols.items()
+                      if np.isfinite(r[col])) or "-" for _, r in s.iterrows()]
+
+
 def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFrame:
     view = pd.DataFrame({
         "cell": s["cell"], "data": s["condition"],
@@ -44,8 +56,13 @@ def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFram
         view["test_acc (re-eval)"] = [pm(m, d) for m, d in
                                       zip(s["test_acc_mean"], s["test_acc_sd"], strict=True)]
     if s["baseline_acc"].notna().any():
-        view["majority-class rate"] = s["baseline_acc"].map(lambda v: fmt(v, 3))
-    view["trivial predictor loss"] = s["baseline_loss"].map(fmt)
+        view["majority-class rate (validation set)"] = s["baseline_acc"].map(lambda v: fmt(v, 3))
+    view["trivial predictor loss (validation set)"] = s["baseline_loss"].map(fmt)
+    shown = [test_metric] + (["test_acc"] if "test_acc (re-eval)" in view else [])
+    for name in shown:
+        fitted = _fitted_text(s, name)
+        if fitted is not None:
+            view[f"fitted baselines, {name} (test set)"] = fitted
     view[f"best trial {metric} (selection statistic)"] = s["best_trial_val"].map(fmt)
     view[f"{metric} (re-eval)"] = [pm(m, d) for m, d in zip(s["val_mean"], s["val_sd"],
                                                             strict=True)]
@@ -159,9 +176,13 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
              f"(failed seeds counted in 'seeds ok/failed', never averaged in). 'Best trial "
              f"{metric}' is a selection statistic: the best of many noisy trials, biased in its "
              f"favour. Trivial predictor: the mean (regression) or class-prior (classification) "
-             f"prediction's validation loss. Eval gap = validation - training loss, both in "
-             f"eval mode, at the best validation. Converged: the best trial's best validation "
-             f"came before the last 10 % of its step budget.")
+             f"prediction's validation loss. Fitted baselines, on the test set like the "
+             f"headline: a linear model (ridge, logistic) and 1-NN on the flattened sequence, or "
+             f"on a window of the last {WINDOW} inputs for per-step tasks; one deterministic fit "
+             f"each, no seeds; 1-NN gives no loss for classification (one-hot probabilities) "
+             f"(rnnsweep.data.fitted_baselines). Eval gap = validation - training loss, both "
+             f"in eval mode, at the best validation. Converged: the best trial's best "
+             f"validation came before the last 10 % of its step budget.")
     doc.table(_summary_view(summ, metric, test_metric))
     late = summ[summ["converged"].map(lambda v: v is False or v is np.False_)]
     if len(late):
@@ -230,6 +251,20 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     doc.image(figures.cost(sweep.trials, "; ".join(backends), fig_dir), "cost vs hidden size")
 
     doc.heading("6. Claims")
+    curve_groups = curve_points(Evidence(sweep), settings)
+    if curve_groups:  # data.size given as curve points (rnnsweep.data.sizes)
+        table = curves_table(Evidence(sweep), settings, int(rcfg.get("seed", 0)))
+        table.to_csv(tab_dir / "data_size_curves.csv", index=False)
+        doc.para("Learning curves in data size: per cell, the exponent b of a power law "
+                 "test loss ~ n^b (least squares on the mean log loss per size against log n, "
+                 f"each size weighed alike; {1 - settings.alpha:.0%} t interval), the "
+                 "eval-mode gap's slope per e-fold of n (how fast overfitting shrinks with "
+                 "data), and where two cells' fitted curves cross, with the sizes where "
+                 "they cannot be told apart (Fieller's interval). Both assume a straight "
+                 "line on log-log axes over the measured sizes, nothing beyond them.")
+        doc.table(table)
+        doc.image(figures.data_size_curves(curve_groups, test_metric, fig_dir),
+                  "test metric and eval-mode gap against the number of training sequences")
     for axis in sweep.axes:
         if axis.removeprefix("tags.data.") in rcfg["length_keys"]:
             lengths = tables.by_length(sweep, axis, test_metric)

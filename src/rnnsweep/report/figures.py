@@ -175,3 +175,46 @@ def by_length(table: pd.DataFrame, axis: str, metric: str, out: Path) -> Path:
     ax.set_ylabel(metric)
     _legend(ax)
     return _save(fig, out / "by_length.png")
+
+
+def data_size_curves(groups: dict, metric: str, out: Path) -> Path:
+    """Per data group (other data keys): each cell's test metric against the number of
+    training sequences on log-log axes (geometric mean per size, its range over seeds, and
+    the fitted power law), and the eval-mode gap against the same axis. `groups` is
+    rnnsweep.report.curves.curve_points."""
+    fig, axes = _grid(max(len(groups), 1), 2)
+    for row, (rest, cells) in enumerate(sorted(groups.items())):
+        loss_ax, gap_ax = axes[row]
+        for cell, points in sorted(cells.items()):
+            n = np.array([p.n for p in points])
+            mean = np.array([np.exp(np.log(p.loss).mean()) for p in points])
+            low = mean - np.array([p.loss.min() for p in points])
+            high = np.array([p.loss.max() for p in points]) - mean
+            color = CELL_COLORS.get(cell)
+            loss_ax.errorbar(n, mean, yerr=[low, high], marker="o", linestyle="none",
+                             capsize=3, color=color, label=f"{cell} (seed range)")
+            if len(points) >= 2:
+                x = np.log(n)
+                y = np.log(mean)
+                b = np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2)
+                fit = np.exp(y.mean() + b * (x - x.mean()))
+                loss_ax.plot(n, fit, "-", color=color, label=f"{cell} fit, n^{b:.2f}")
+            if all(p.gap.size for p in points):
+                gap_ax.errorbar(n, [p.gap.mean() for p in points],
+                                yerr=[p.gap.std(ddof=1) if p.gap.size > 1 else 0
+                                      for p in points],
+                                marker="o", capsize=3, color=color, label=f"{cell} (mean, sd)")
+        title = f" ({rest})" if rest else ""
+        loss_ax.set_xscale("log")
+        loss_ax.set_yscale("log")
+        loss_ax.set_xlabel("training sequences")
+        loss_ax.set_ylabel(f"{metric} (test set, re-evaluated)")
+        loss_ax.set_title(f"test metric against data size{title}", fontsize=9)
+        gap_ax.set_xscale("log")
+        gap_ax.axhline(0.0, color="grey", linewidth=0.5)
+        gap_ax.set_xlabel("training sequences")
+        gap_ax.set_ylabel("eval-mode gap (validation - training loss)")
+        gap_ax.set_title(f"overfitting against data size{title}", fontsize=9)
+        _legend(loss_ax)
+        _legend(gap_ax)
+    return _save(fig, out / "data_size_curves.png")

@@ -27,6 +27,7 @@ from rnnsweep.report.claim_types import (
     Claim,
     Pair,
 )
+from rnnsweep.report.curves import curve_points, slope_difference_terms
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.sequential import seeds_to_decide
 from rnnsweep.report.settings import Band, Settings
@@ -188,6 +189,64 @@ def _size_pairs(ev: Evidence) -> list[tuple[str, str]]:
     return pairs
 
 
+def curve_overfits(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim | None:
+    """With three or more curve sizes (data.size=0.05,0.1,...): the difference of the two
+    cells' gap slopes against log n, (second's slope) - (first's slope), averaged over data
+    groups; positive when the first cell's overfitting shrinks faster with data, i.e. it
+    overfits more on small data. Uses every size, where two sizes give one contrast. Sizes
+    where a cell did not learn are left out of both cells' curves. None without such sizes
+    (the two-size interaction applies)."""
+    text = pair.texts()[4]
+    first, second = pair
+    terms, notes, gaps, spans = [], [], [], []
+    for cells in curve_points(ev, s).values():
+        if not set(pair) <= set(cells):
+            continue
+        unlearned = {p.condition for c in pair for p in cells[c]
+                     if _not_learned(ev, pair, p.condition, s)}
+        a = [p for p in cells[first] if p.condition not in unlearned]
+        b = [p for p in cells[second] if p.condition not in unlearned]
+        if unlearned:
+            notes.append(f"left out where a cell did not learn: {', '.join(sorted(unlearned))}")
+        t = slope_difference_terms(a, b, "gap")
+        if t is None:
+            continue
+        terms.append(t)
+        smallest = min(p.n for p in a)
+        gaps += [abs(float(p.gap.mean())) for p in a + b if p.n == smallest]
+        spans.append(float(np.log(max(p.n for p in a) / smallest)))
+    if not terms:
+        return None
+    groups = [g for t in terms for g in t[0]]
+    weights = [w / len(terms) for t in terms for w in t[1]]
+    c = contrast(groups, weights, s.df_rule)
+    if c is None:
+        return None
+    # A slope that moves the gap by overfit_margin_fraction of the smallest size's gap over
+    # the measured range: "no difference" in the units of the gaps measured.
+    margin = s.overfit_margin_fraction * float(np.mean(gaps)) / float(np.mean(spans))
+    describe = (f"eval-mode gap's slope against log(training sequences), {second} minus "
+                f"{first}, over {len(terms)} data group(s) of >= 3 sizes ({tuned_text(ev)})")
+
+    def decide(alpha: float) -> Claim:
+        low, high = c.interval(1 - alpha)
+        within = -margin < low and high < margin
+        verdict = EQUIVALENT if within else sided_verdict(low, high)
+        evidence = (f"{describe}: {c.estimate:+.4g} ({_pct(alpha)} CI {low:+.4g} to "
+                    f"{high:+.4g}), p={c.p_value():.3g}, tested at alpha={alpha:.3g}; "
+                    f"positive: {first}'s gap shrinks faster with data; equivalent within "
+                    f"±{margin:.3g}; {'; '.join(notes) or 'every size learned'}")
+        mde = None
+        if verdict == INCONCLUSIVE:
+            mde, note = _undecided_note(c, alpha, s)
+            evidence += f"; {note}"
+        p = min(c.p_value(), tost_p(c, margin)) if margin > 0 else c.p_value()
+        return Claim(text, verdict, evidence, "", c.estimate, low, high, min(c.n), mde, p,
+                     decide)
+
+    return decide(s.alpha)
+
+
 def tuned_text(ev: Evidence) -> str:
     """What each study tuned: with the architecture tuned per study, a gap difference mixes
     the cell with what each search chose; with only the learning rate, the cell is what
@@ -208,6 +267,9 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     interval lies within +- report.overfit_margin_fraction x the mean small-data gap."""
     text, col = pair.texts()[4], "metrics.gap_at_best"
     first, second = pair
+    curve = curve_overfits(ev, s, pair)
+    if curve is not None:
+        return curve
     pairs = _size_pairs(ev)
     if not pairs:
         return Claim(text, NOT_MEASURED, f"{NOT_MEASURED}: run with data.size=small,large")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rnnsweep.data.fitted_baselines import fitted_keys
 from rnnsweep.report import diagnostics
 from rnnsweep.report.bookkeeping import current_reevals, seed_counts
 from rnnsweep.report.collect import Sweep
@@ -32,8 +33,9 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series:
 
 
 def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
-    """One row per study: re-evaluation test figures (the headline), the search's selection
-    statistic, gaps, convergence, trainability, cost and trial and seed counts."""
+    """One row per study: re-evaluation test figures (the headline), the trivial predictor
+    (validation set) and the fitted baselines (test set), the search's selection statistic,
+    gaps, convergence, trainability, cost and trial and seed counts."""
     current = current_reevals(sweep.parents, sweep.reevals)
     rows = []
     for _, p in sweep.parents.iterrows():
@@ -58,6 +60,9 @@ def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
             "test_acc_mean": acc_m, "test_acc_sd": acc_s,
             "baseline_loss": p.get("metrics.baseline_loss", np.nan),
             "baseline_acc": p.get("metrics.baseline_acc", np.nan),
+            # Fitted non-recurrent baselines, test set (fitted_<model>_<test metric>).
+            **{k: pd.to_numeric(p.get(f"metrics.{k}", np.nan), errors="coerce")
+               for k in fitted_keys()},
             "best_trial_val": p.get(sweep.best_key, np.nan),
             "val_mean": val_m, "val_sd": val_s,
             "gap_eval_mean": gap_m, "gap_eval_sd": gap_s,

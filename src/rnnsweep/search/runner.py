@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from rnnsweep.locks import store_lock
+from rnnsweep.provenance import log_split
+from rnnsweep.run_lifecycle import add_to_totals
 from rnnsweep.search import space as search_space
 from rnnsweep.search.fair_pruner import sampler_trials_complete
 from rnnsweep.search.objective import (
@@ -97,6 +99,8 @@ def find_or_create_parent(
                 experiment, name, {**tags, "study_name": name, "role": PARENT_ROLE}
             )
             tracker.log_config(parent, cfg)
+            if tracker.job_split:  # data=file: the rows of each split, to reuse them
+                log_split(tracker, parent, tracker.job_split)
             return parent
     tracker.reopen(parent)  # the caller tags it with this sweep's id
     return parent
@@ -184,6 +188,7 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
             raise
         raise halt from err
     states = count_states(study)
+    finished = sum(states[s] for s in FINISHED)
     summary = StudySummary(
         study_name=study.study_name,
         parent_run_id=ctx.parent_run_id,
@@ -197,15 +202,22 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
     if states[TrialState.COMPLETE]:
         best = study.best_trial
         summary.best_value, summary.best_params = best.value, dict(best.params)
-    record_outcome(ctx, study, summary)
+    record_outcome(ctx, study, summary,
+                   complete=budget.message is None and finished >= n_trials)
     if budget.message:
         raise StudyFailedError(budget.message)
     return summary
 
 
-def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary) -> None:
-    """Best value, params and weights on the parent run; trial counts as metrics."""
+def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary,
+                   complete: bool = False) -> None:
+    """Best value, hyperparameters and weights on the parent run; trial counts as metrics;
+    this job's search seconds added to the study's (`search_seconds`, over all its jobs).
+    The best hyperparameters are tags `best.<name>` (the current best, updated by every
+    job) and, once the search is `complete`, also params (`_log_best_params`)."""
     tracker, run_id = ctx.tracker, ctx.parent_run_id
+    # Summed over the jobs that searched (a resume adds its own), as study_seconds is.
+    add_to_totals(tracker, run_id, {"search_seconds": summary.wall_seconds})
     metrics: dict[str, float] = {
         "n_complete": summary.n_complete,
         # Complete trials the sampler's model proposed (past its random start-up): what the
@@ -213,9 +225,6 @@ def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary
         "n_sampler_complete": sampler_trials_complete(study, ctx.cfg.search.n_startup_trials),
         "n_pruned": summary.n_pruned,
         "n_failed": summary.n_failed,
-        # The search's own time in this run; the parent run also stays open while its
-        # re-evaluation seeds run, so its MLflow duration is not the search's.
-        "search_seconds": summary.wall_seconds,
     }
     tags: dict[str, str] = {}
     if summary.best_value is not None:
@@ -229,9 +238,30 @@ def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary
         if best_run:
             tags["best_trial_run_id"] = best_run
             _log_best_model(ctx, best, best_run)
-        # Tags, not params: MLflow params are immutable and a resumed study may find a new best.
+        # Tags: the current best, which a resumed study may still change.
         tags.update({f"best.{k}": str(v) for k, v in best.params.items()})
     tracker.log(run_id, metrics=metrics, tags=tags)
+    if complete and summary.best_value is not None:
+        _log_best_params(ctx, study.best_trial)
+
+
+def _log_best_params(ctx: StudyContext, best: FrozenTrial) -> None:
+    """The completed search's answer as params `best.<name>` and `best_trial_number`: MLflow
+    shows params on the run page and as runs-table columns, where users look for them.
+
+    Params are immutable, so only once the search is complete: an interrupted study's best
+    may still change, a rerun of a complete one finds the same trials and logs the same
+    values (MLflow accepts that). A study later extended with a larger search.n_trials may
+    find another best: its params keep the first answer (and say which trial), the tags
+    `best.*` and `best_trial_number` hold the new one."""
+    params = {f"best.{k}": v for k, v in best.params.items()}
+    params["best_trial_number"] = best.number
+    try:
+        ctx.tracker.log(ctx.parent_run_id, params=params)
+    except Exception as err:  # MLflow refuses to change a param: the best moved since
+        log.warning("study %s: its best is now trial %d; the params best.* keep the first "
+                    "complete search's best, the tags best.* hold the new one (%s)",
+                    ctx.study_name, best.number, str(err).splitlines()[0] if str(err) else "")
 
 
 def _log_best_model(ctx: StudyContext, best: FrozenTrial, best_run_id: str) -> None:
