@@ -31,6 +31,17 @@ def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def sequence_weights(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, T) step weights 1 / (B * length) on real steps, 0 on padding: a per-step loss
+    weighted by them gives every sequence the same weight, whatever its length."""
+    mask = step_mask(lengths, seq_len)
+    return mask / (lengths[:, None].to(torch.float32) * len(lengths))
+
+
+def _reduce(per_item: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return per_item.mean() if weights is None else (per_item * weights).sum()
+
+
 def trim_padding(batch: tuple[torch.Tensor, ...],
                  spec: TaskSpec) -> tuple[torch.Tensor, ...]:
     """A variable-length batch cut to its longest real sequence: the steps after it are
@@ -62,6 +73,9 @@ class RecurrentLitModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.net, self.spec = net, net.spec
+        # A per-step task's spec may ask that each sequence weigh the same in the loss
+        # (anbn's data.loss_weighting=string); otherwise every real step weighs the same.
+        self.per_sequence = bool(getattr(net.spec, "per_sequence_loss", False))
         self.optimizer, self.scheduler = optimizer, scheduler
         self.train_loss, self.train_loss_eval = MeanMetric(), MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -93,27 +107,37 @@ class RecurrentLitModule(pl.LightningModule):
         x, y, lengths = trim_padding(batch, self.spec)
         out = self(x, lengths)
         kind = self.spec.loss
+        weights = None
         if self.spec.per_step:
             mask = step_mask(lengths, x.shape[1])
+            if self.per_sequence:
+                weights = sequence_weights(lengths, x.shape[1])[mask]
             out, y = out[mask], y[mask]
         if kind == "mse":
             out = out.reshape(y.shape)
-            loss = F.mse_loss(out, y)
+            loss = F.mse_loss(out, y) if weights is None else \
+                _reduce(((out - y) ** 2).reshape(len(y), -1).mean(-1), weights)
             hits = ((out - y).abs() < self.spec.acc_tolerance).all(dim=-1).float()
         elif kind == "bce":
             # Negative log-likelihood per step, summed over outputs (Chung et al. 2014).
-            loss = F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(-1).mean()
+            loss = _reduce(F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(-1),
+                           weights)
             hits = ((out > 0).float() == y).all(dim=-1).float()
         elif kind == "ce":
-            loss = F.cross_entropy(out, y)
+            loss = _reduce(F.cross_entropy(out, y, reduction="none"), weights)
             hits = (out.argmax(-1) == y).float()
         else:
             raise ValueError(f"unknown loss kind {kind!r}")
         return loss, hits, out, y
 
+    def _weight(self, batch: tuple[torch.Tensor, ...], hits: torch.Tensor) -> int:
+        """A batch's share in an epoch mean: its sequences when each sequence weighs the
+        same in the loss, else its real steps."""
+        return len(batch[2]) if self.per_sequence else hits.numel()
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss, hits, _, _ = self._loss_and_hits(batch)
-        self.train_loss.update(loss.detach(), weight=hits.numel())
+        self.train_loss.update(loss.detach(), weight=self._weight(batch, hits))
         return loss
 
     def validation_step(
@@ -121,9 +145,9 @@ class RecurrentLitModule(pl.LightningModule):
     ) -> None:
         loss, hits, out, y = self._loss_and_hits(batch)
         if dataloader_idx == 1:  # the training subset, scored like the validation set
-            self.train_loss_eval.update(loss, weight=hits.numel())
+            self.train_loss_eval.update(loss, weight=self._weight(batch, hits))
             return
-        self.val_loss.update(loss, weight=hits.numel())
+        self.val_loss.update(loss, weight=self._weight(batch, hits))
         self.val_acc.update(hits)
         if self.spec.loss == "mse":
             self.val_mse.update(out, y)
@@ -132,7 +156,7 @@ class RecurrentLitModule(pl.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         loss, hits, out, y = self._loss_and_hits(batch)
-        self.test_loss.update(loss, weight=hits.numel())
+        self.test_loss.update(loss, weight=self._weight(batch, hits))
         self.test_acc.update(hits)
         if self.spec.loss == "mse":
             self.test_mse.update(out, y)

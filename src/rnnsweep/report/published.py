@@ -6,20 +6,23 @@ published figure of that profile: the paper's number, ours (mean ± sd over seed
 seeds' values) and a verdict on the published direction:
 
 - `above:<cell>` / `below:<cell>`: this cell's mean is above / below the other cell's mean in
-  the same condition (count limits, test NLL);
+  the same condition (the paper's test of a^n b^n, test NLL);
 - `solves:T=<len>`: at that sequence length the cell's mean test accuracy (|error| < the
   task's tolerance) is at least SOLVED_ACC; "training sequences to solve" is the first
   validation at which val_acc reached SOLVED_ACC, times the batch size;
-- `rank:<k>`: the parameter has fANOVA rank k in the cell's study (section 4's importances).
+- `rank:<k>`: the parameter has fANOVA rank k in the cell's study (section 4's importances),
+  read only from a study whose runs trained (published_checks.TRAINED_SHARE).
 
 Verdicts: "reproduced in direction", "not reproduced", or "not measured" (the sweep lacks
-the cell, the length or the trials). An above/below row is "reproduced in direction" only
-when the one-sided Welch test of the means gives p < ALPHA (or, with no spread in either
-cell, every seed pair agrees); a mean in the published direction that the seeds cannot
-tell from chance is "same direction, not significant", so three noisy seeds never read as
-a reproduction. Seeds are the re-evaluation runs; when the study's space
-is fixed (every parameter's low equals its high), its trials are the same model with other
-seeds and are counted too. The protocol differences per profile come from
+the cell, the length or the trials, or the runs did not train). An above/below row is
+"reproduced in direction" only when its one-sided Welch test rejects after Holm's
+correction across all comparisons of the paper's rows (published_checks); a mean in the
+published direction that the seeds cannot tell from chance is "same direction, not
+significant", so three noisy seeds never read as a reproduction. A row's `also` column
+names further metrics shown beside the verdict (e.g. weiss2018's strict count and count past
+the training range). Seeds are the re-evaluation runs; when the study's space is fixed
+(every parameter's low equals its high), its trials are the same model with other seeds
+and are counted too. The protocol differences per profile come from
 published/protocol_differences.yaml. Nothing here changes a number to agree with a paper.
 """
 
@@ -33,22 +36,30 @@ import numpy as np
 import pandas as pd
 import yaml
 from mlflow.tracking import MlflowClient
-from scipy import stats
 
 from rnnsweep.report import diagnostics
 from rnnsweep.report.collect import Sweep
+from rnnsweep.report.published_checks import (
+    ALPHA,
+    NOT_MEASURED,
+    NOT_REPRODUCED,
+    NOT_SIGNIFICANT,
+    REPRODUCED,
+    TRAINED_SHARE,
+    Comparison,
+    direction_text,
+    direction_verdict,
+    holm,
+    rank_rows,
+)
 from rnnsweep.report.render import Document
 from rnnsweep.report.tables import fmt
 
 # The repository's published/ folder (src/rnnsweep/report/ -> repo root).
 PUBLISHED_DIR = Path(__file__).resolve().parents[3] / "published"
 COLUMNS = ("id", "paper", "profile", "table", "setting", "cell", "quantity", "metric", "value",
-           "relation", "expect", "unit", "citation")
+           "relation", "expect", "unit", "also", "citation")
 SOLVED_ACC = 0.95
-REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = ("reproduced in direction", "not reproduced",
-                                            "not measured")
-NOT_SIGNIFICANT = "same direction, not significant"
-ALPHA = 0.05  # one-sided, per row: each row is its own published claim
 HEADING = "7. Published vs measured"
 
 
@@ -120,13 +131,6 @@ def _ours(v: np.ndarray) -> str:
     return f"{np.mean(v):.4g}{sd} (n={v.size}: {', '.join(fmt(float(x), 4) for x in v)})"
 
 
-def _one_sided_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Welch's one-sided p that mean(a) > mean(b); nan below 2 values each or no spread."""
-    if a.size < 2 or b.size < 2 or (np.std(a) == 0 and np.std(b) == 0):
-        return math.nan
-    return float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
-
-
 def _published_text(row: pd.Series) -> str:
     if str(row["metric"]).startswith("importance_rank:"):
         return f"rank {int(row['value'])}"
@@ -187,120 +191,140 @@ def unconverged(sweep: Sweep) -> set[tuple[str, str]]:
 
 
 def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
-    """One line per published row and condition of the sweep: published, ours, verdict."""
+    """One line per published row and condition of the sweep: published, ours, verdict.
+
+    `rows` are one paper's: their direction comparisons form one Holm family."""
     runs = seed_runs(sweep)
     late = unconverged(sweep)
     conditions = sorted(sweep.parents["condition"].unique())
     batch = _batch_size(sweep) if rows["expect"].str.startswith("solves:").any() else None
-    out = []
+    out: list[dict] = []
+    tests: list[Comparison] = []  # every direction comparison, for one Holm correction
     for _, row in rows.iterrows():
         kind, _, arg = str(row["expect"]).partition(":")
         base = {"paper": row["paper"], "result": f"{row['cell']}: {row['quantity']}",
                 "setting": row["setting"], "published": _published_text(row)}
         if kind in ("above", "below"):
-            compared = [o.split(":")[-1] for o in arg.split(";")]  # "gru;above:lstm"
             for cond in conditions:
-                mine = _values(runs, row["cell"], cond, row["metric"])
-                verdicts, evidence = [], []
-                for other in compared:
-                    theirs = _values(runs, other, cond, row["metric"])
-                    if not mine.size or not theirs.size:
-                        verdicts.append(NOT_MEASURED)
-                        evidence.append(f"{other}: not measured")
-                        continue
-                    hi, lo = (mine, theirs) if kind == "above" else (theirs, mine)
-                    holds = float(np.mean(hi)) > float(np.mean(lo))
-                    pairs = int((hi[:, None] > lo[None, :]).sum())
-                    p = _one_sided_p(hi, lo)
-                    decided = (p < ALPHA if math.isfinite(p) else
-                               min(hi.size, lo.size) >= 2 and pairs == hi.size * lo.size)
-                    verdicts.append(NOT_REPRODUCED if not holds else
-                                    REPRODUCED if decided else NOT_SIGNIFICANT)
-                    evidence.append(
-                        f"{kind} {other} ({_ours(theirs).split(' (')[0]}): {pairs} of "
-                        f"{hi.size * lo.size} seed pairs agree"
-                        + (f", one-sided Welch p={p:.2g}" if math.isfinite(p) else ""))
-                verdict = next(v for v in (NOT_MEASURED, NOT_REPRODUCED, NOT_SIGNIFICANT,
-                                           REPRODUCED) if v in verdicts)
-                magnitude = _magnitude(row, mine)
-                budget = [c for c in (row["cell"], *compared) if (c, cond) in late]
-                if budget:
-                    evidence.append(f"not converged: {', '.join(budget)} (best validation in "
-                                    "the last 10 % of the step budget: the budget may have "
-                                    "decided)")
-                out.append({**base, "condition": cond, "ours": _ours(mine), "verdict": verdict,
-                            "evidence": "; ".join(evidence + ([magnitude] if magnitude
-                                                              else []))})
+                out.append(_direction_row(base, row, kind, arg, cond, runs, late, tests))
         elif kind == "solves":
-            length = arg.split("=", 1)[1]
-            lengths = condition_lengths(sweep)
-            conds = [c for c in conditions if lengths.get(c) == length]
-            if not conds:
-                have = ", ".join(sorted(set(lengths.values()), key=int)) or "none"
-                out.append({**base, "condition": f"T={length}", "ours": "n/a",
-                            "verdict": NOT_MEASURED,
-                            "evidence": f"the sweep has no T={length} (lengths: {have})"})
-            for cond in conds:
-                acc = _values(runs, row["cell"], cond, "test_acc")
-                seqs = _sequences_to_solve(_runs_of(runs, row["cell"], cond), batch)
-                solved = seqs[np.isfinite(seqs)]
-                verdict = NOT_MEASURED if not acc.size else (
-                    REPRODUCED if float(np.mean(acc)) >= SOLVED_ACC else NOT_REPRODUCED)
-                others = []  # every other cell's accuracy and sequences, as the paper's rows
-                for other in sorted(set(runs["tags.cell"]) - {row["cell"]}):
-                    oa = _values(runs, other, cond, "test_acc")
-                    if not oa.size:
-                        continue
-                    text = f"{other} test acc {np.mean(oa):.3g}"
-                    theirs = _sequences_to_solve(_runs_of(runs, other, cond), batch)
-                    ok = theirs[np.isfinite(theirs)]
-                    if ok.size:
-                        text += (f", solved after {np.mean(ok):.3g} sequences in {ok.size} of "
-                                 f"{theirs.size} seeds")
-                    elif theirs.size:
-                        text += f", never solved in {theirs.size} seeds"
-                    others.append(text)
-                out.append({**base, "condition": cond,
-                            "ours": (f"sequences to solve: {_ours(solved)}; "
-                                     f"{seqs.size - solved.size} of {seqs.size} seeds never "
-                                     f"reached val acc {SOLVED_ACC}" if seqs.size else
-                                     "sequences to solve: n/a")
-                            + f"; test acc {_ours(acc)}",
-                            "verdict": verdict,
-                            "evidence": f"solved = mean test acc >= {SOLVED_ACC}"
-                                        + (f"; {', '.join(others)}" if others else "")})
+            out.extend(_solves_rows(base, row, arg, sweep, runs, conditions, batch))
         elif kind == "rank":
-            param = row["metric"].partition(":")[2]
-            names = {param, "param_budget"} if param == "hidden_size" else {param}
-            studies = imp[imp["cell"] == row["cell"]] if len(imp) else imp
-            if studies.empty:
-                out.append({**base, "condition": "", "ours": "n/a", "verdict": NOT_MEASURED,
-                            "evidence": "no fANOVA importances (fewer than 2 complete trials "
-                                        f"or no {row['cell']} study)"})
-            for study, g in (studies.groupby("study") if len(studies) else []):
-                g = g.sort_values("importance", ascending=False).reset_index(drop=True)
-                hit = g[g["parameter"].isin(names)]
-                rank = int(hit.index[0]) + 1 if len(hit) else None
-                order = ", ".join(f"{p} {v:.2f}" for p, v in zip(g["parameter"],
-                                                                   g["importance"], strict=True))
-                few = " (fewer than 10 complete trials: not reliable)" \
-                    if bool(g["few_trials"].iloc[0]) else ""
-                out.append({**base, "condition": str(g["condition"].iloc[0]),
-                            "ours": "n/a" if rank is None else f"rank {rank}",
-                            "verdict": NOT_MEASURED if rank is None else
-                            (REPRODUCED if rank == int(arg) else NOT_REPRODUCED),
-                            "evidence": f"{study}: {order}; {int(g['n_trials'].iloc[0])} "
-                                        f"complete trials{few}"})
+            out.extend(rank_rows(base, row, imp, sweep))
+    levels = holm(tests)
+    for line in out:  # direction verdicts, now that the family is known
+        pending = line.pop("_pending", None)
+        if pending is not None:
+            line.update(_finish_direction(pending, levels))
     cols = ["paper", "result", "setting", "published", "condition", "ours", "verdict",
             "evidence"]
     return pd.DataFrame(out, columns=cols)
 
 
+def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
+                   runs: pd.DataFrame, late: set[tuple[str, str]],
+                   tests: list[Comparison]) -> dict:
+    """A row whose verdict waits for the Holm family; its comparisons join `tests`."""
+    compared = [o.split(":")[-1] for o in arg.split(";")]  # "gru;above:lstm"
+    mine = _values(runs, row["cell"], cond, row["metric"])
+    parts = []
+    for other in compared:
+        theirs = _values(runs, other, cond, row["metric"])
+        if not mine.size or not theirs.size:
+            parts.append((other, None, theirs))
+            continue
+        hi, lo = (mine, theirs) if kind == "above" else (theirs, mine)
+        hi_cell, lo_cell = (row["cell"], other) if kind == "above" else (other, row["cell"])
+        c = Comparison((hi_cell, lo_cell, cond, str(row["metric"])), hi, lo)
+        tests.append(c)
+        parts.append((other, c, theirs))
+    extra = [_also_text(row, cond, runs, [row["cell"], *compared])]
+    magnitude = _magnitude(row, mine)
+    budget = [c for c in (row["cell"], *compared) if (c, cond) in late]
+    if budget:
+        extra.append(f"not converged: {', '.join(budget)} (best validation in the last 10 % "
+                     "of the step budget: the budget may have decided)")
+    return {**base, "condition": cond, "ours": _ours(mine),
+            "_pending": (kind, parts, [e for e in (*extra, magnitude) if e])}
+
+
+def _finish_direction(pending: tuple, levels: dict[tuple, float]) -> dict:
+    kind, parts, extra = pending
+    verdicts, evidence = [], []
+    for other, c, theirs in parts:
+        if c is None:
+            verdicts.append(NOT_MEASURED)
+            evidence.append(f"{other}: not measured")
+            continue
+        verdicts.append(direction_verdict(c, levels))
+        evidence.append(direction_text(kind, other, c, levels, _ours(theirs).split(" (")[0]))
+    verdict = next(v for v in (NOT_MEASURED, NOT_REPRODUCED, NOT_SIGNIFICANT, REPRODUCED)
+                   if v in verdicts)
+    return {"verdict": verdict, "evidence": "; ".join(evidence + extra)}
+
+
+def _also_text(row: pd.Series, cond: str, runs: pd.DataFrame, cells: list[str]) -> str:
+    """The row's further metrics (`also` column, ';'-separated), per cell: mean ± sd."""
+    names = [m for m in str(row.get("also") or "").split(";") if m.strip() and m != "nan"]
+    parts = []
+    for metric in names:
+        per_cell = [f"{c} {_ours(v).split(' (')[0]}" for c in cells
+                    if (v := _values(runs, c, cond, metric.strip())).size]
+        if per_cell:
+            parts.append(f"{metric.strip()}: {', '.join(per_cell)}")
+    return "; ".join(parts)
+
+
+def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.DataFrame,
+                 conditions: list[str], batch: int | None) -> list[dict]:
+    length = arg.split("=", 1)[1]
+    lengths = condition_lengths(sweep)
+    conds = [c for c in conditions if lengths.get(c) == length]
+    if not conds:
+        have = ", ".join(sorted(set(lengths.values()), key=int)) or "none"
+        return [{**base, "condition": f"T={length}", "ours": "n/a", "verdict": NOT_MEASURED,
+                 "evidence": f"the sweep has no T={length} (lengths: {have})"}]
+    out = []
+    for cond in conds:
+        acc = _values(runs, row["cell"], cond, "test_acc")
+        seqs = _sequences_to_solve(_runs_of(runs, row["cell"], cond), batch)
+        solved = seqs[np.isfinite(seqs)]
+        verdict = NOT_MEASURED if not acc.size else (
+            REPRODUCED if float(np.mean(acc)) >= SOLVED_ACC else NOT_REPRODUCED)
+        others = []  # every other cell's accuracy and sequences, as the paper's rows
+        for other in sorted(set(runs["tags.cell"]) - {row["cell"]}):
+            oa = _values(runs, other, cond, "test_acc")
+            if not oa.size:
+                continue
+            text = f"{other} test acc {np.mean(oa):.3g}"
+            theirs = _sequences_to_solve(_runs_of(runs, other, cond), batch)
+            ok = theirs[np.isfinite(theirs)]
+            if ok.size:
+                text += (f", solved after {np.mean(ok):.3g} sequences in {ok.size} of "
+                         f"{theirs.size} seeds")
+            elif theirs.size:
+                text += f", never solved in {theirs.size} seeds"
+            others.append(text)
+        out.append({**base, "condition": cond,
+                    "ours": (f"sequences to solve: {_ours(solved)}; "
+                             f"{seqs.size - solved.size} of {seqs.size} seeds never "
+                             f"reached val acc {SOLVED_ACC}" if seqs.size else
+                             "sequences to solve: n/a") + f"; test acc {_ours(acc)}",
+                    "verdict": verdict,
+                    "evidence": f"solved = mean test acc >= {SOLVED_ACC}"
+                                + (f"; {', '.join(others)}" if others else "")})
+    return out
+
+
 def _magnitude(row: pd.Series, mine: np.ndarray) -> str:
-    """How many seeds meet the published number itself (a bound such as '> 1000')."""
-    if not mine.size or row["relation"] not in (">", "<=", "<", ">="):
+    """How many seeds meet the published number itself: a bound such as '> 1000', or an
+    '=' on whole-number outcomes (weiss2018's 0/1 acceptance; not a decimal such as an NLL,
+    which no seed matches exactly)."""
+    whole = row["relation"] == "=" and bool(np.all(mine == np.round(mine)))
+    if not mine.size or (row["relation"] not in (">", "<=", "<", ">=") and not whole):
         return ""
-    ops = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+    ops = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
+           "=": np.equal}
     k = int(ops[row["relation"]](mine, float(row["value"])).sum())
     return f"{k} of {mine.size} seeds {row['relation']} {float(row['value']):g} as published"
 
@@ -320,7 +344,14 @@ def section(doc: Document, sweep: Sweep, imp: pd.DataFrame, tab_dir: Path) -> pd
              f"beside this sweep's. Ours: mean ± sd over seeds (re-evaluation runs; also the "
              f"trials when the space is fixed) and each seed's value. A verdict checks the "
              f"published direction, not the decimals; magnitudes are compared in 'evidence'. "
-             f"'not measured': the sweep lacks the cell, length or trials the row needs.")
+             f"Two cells' comparisons are one-sided Welch tests with Holm's correction across "
+             f"all comparisons of this paper's rows (family-wise {ALPHA}; a comparison that two "
+             f"rows state counts once). fANOVA ranks are read only from studies whose runs "
+             f"trained: best value at least {TRAINED_SHARE:.0%} of the way from the trivial "
+             f"predictor to a perfect score (for a loss, at most "
+             f"{1 - TRAINED_SHARE:.0%} of the trivial loss). "
+             f"'not measured': the sweep lacks the cell, length or trials the row needs, or "
+             f"its runs did not train.")
     if profile != base:
         doc.para(f"{profile} is a smoke-sized variant of {base} (conf/experiment/"
                  f"{profile}.yaml): tiny budgets that check the machinery; its numbers say "
