@@ -65,6 +65,13 @@ def test_bad_value_in_a_later_sweep_job_stops_the_whole_sweep_first(copy, monkey
     (["model.hiden_size=8"], "did you mean model.hidden_size?"),
     (["optim.lr_rate=0.1"], "did you mean optim.lr?"),
     (["-m", "cell=lstm,"], "cell=lstm,: not a valid override"),
+    # learning-curve sizes (rnnsweep.data.sizes)
+    (["-m", "data.size=0.5,0.1"], "list curve sizes in increasing order, e.g. data.size=0.1,0.5"),
+    (["-m", "data.size=0.1,0.1"], "a size is listed twice"),
+    (["-m", "data.size=1,1.0"], "a size is listed twice"),
+    (["data.size=9000"], "more than the"),
+    (["data.size=big"], "allowed: small, large, a fraction in (0, 1]"),
+    (["data=anbn", "data.size=0.5"], "no learning-curve sizes"),
 ])
 def test_group_and_key_mistakes_name_the_allowed_values(copy, monkeypatch, argv, expected):
     message = refused(copy, monkeypatch, [*argv, "experiment=smoke"])

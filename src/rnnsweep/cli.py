@@ -127,7 +127,25 @@ def _job_overrides(conf_dir: Path, overrides: list[str], multirun: bool) -> list
     for o in parsed:
         merged[o.get_key_element()] = o.input_line
     batches = BasicSweeper.split_arguments(parser.parse_overrides(list(merged.values())), None)
+    _check_curve_sizes(parsed)
     return batches[0]
+
+
+def _check_curve_sizes(parsed: list) -> None:  # noqa: ANN001 - Hydra's Override objects
+    """A learning curve's sizes (data.size=0.05,0.1,...): each once, in increasing order, so
+    two jobs never train the same study and the command reads as the curve it draws."""
+    from rnnsweep.data.sizes import curve_point
+
+    for o in parsed:
+        if o.get_key_element() != "data.size" or not o.is_sweep_override():
+            continue
+        values = [str(v) for v in o.sweep_iterator()]
+        points = [p for v in values if (p := curve_point(v)) is not None]
+        if len(set(points)) < len(points) or len(set(values)) < len(values):
+            raise ConfigError(f"{o.input_line}: a size is listed twice; list each once")
+        if points != sorted(points):
+            raise ConfigError(f"{o.input_line}: list curve sizes in increasing order, e.g. "
+                              f"data.size={','.join(f'{p:g}' for p in sorted(points))}")
 
 
 def _group_options(group: Path) -> list[str]:
