@@ -146,10 +146,14 @@ def markdown(results: dict[str, Any]) -> str:
 def update_readme(results: dict[str, Any], readme: Path = README) -> None:
     head = ("Written by `python -m benchmarks --only papers` (`make papers`) from "
             "benchmarks/results/papers.json. A verdict checks the published direction over "
-            "seeds: a comparison of two cells is reproduced only when a one-sided Welch test "
-            "gives p < 0.05, else 'same direction, not significant'. A count limit of 0: the "
-            "training range itself was not predicted exactly. Details and protocol "
-            "differences are in each report's section 7.")
+            "seeds: a comparison of two cells is reproduced only when its one-sided Welch "
+            "test rejects after Holm's correction across that paper's comparisons "
+            "(family-wise 0.05), else 'same direction, not significant'. weiss2018's "
+            "published figure is whether a^1000 b^1000 is accepted (1/0, the authors' rule); "
+            "the strict count (every n from 1 exact) and the count past the training range "
+            "stand in its evidence. fANOVA ranks count only from studies whose best loss is "
+            "at most 90 % of the trivial predictor's. Details and protocol differences are in "
+            "each report's section 7.")
     replace_between(readme, START, END, "\n" + head + "\n\n" + markdown(results) + "\n")
 
 
