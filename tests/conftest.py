@@ -136,7 +136,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_train(project: Path, *args: str, timeout: float = 300, **env: str):
+def run_train(project: Path, *args: str, timeout: float = 300, workers: bool = False,
+              **env: str):
+    """train.py in `project`. A sweep runs its jobs in one process (hydra/launcher=basic)
+    unless `workers`: each joblib worker imports torch, Lightning and MLflow again, which
+    costs more CPU than the smoke jobs themselves, and make test runs two test files at once
+    on two cores. The tests about the workers (tests/test_parallel_sweep.py,
+    tests/test_preemption.py, the console of the literal command) ask for them."""
+    if "-m" in args and not workers and not any(a.startswith(("hydra/launcher", "hydra.launcher"))
+                                                for a in args):
+        args = (*args, "hydra/launcher=basic")
     return subprocess.run(
         [sys.executable, "train.py", *args], cwd=project, env=clean_env(**env),
         capture_output=True, text=True, timeout=timeout,
@@ -158,7 +167,8 @@ def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`python train.py -m cell=lstm,gru experiment=smoke` in a fresh copy, run once."""
     project = make_project_copy(tmp_path_factory.mktemp("smoke") / "project")
     # Generous limit: the machine is often shared, and re-evaluation adds 8 short fits.
-    proc = run_train(project, "-m", "cell=lstm,gru", "experiment=smoke", timeout=900)
+    proc = run_train(project, "-m", "cell=lstm,gru", "experiment=smoke", timeout=900,
+                     workers=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # What the user saw, for the console tests.
     (project / "sweep.stdout").write_text(proc.stdout)

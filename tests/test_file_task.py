@@ -356,3 +356,39 @@ def test_a_data_file_names_its_experiment_and_report_folder():
     assert experiment_name(OmegaConf.create({"task": "file", "path": "data/digits.npz"})) \
         == "file-digits"
     assert experiment_name(OmegaConf.create({"task": "adding"})) == "adding"
+
+
+# Data that cannot support a comparison (rnnsweep.data.comparability): the class of input.
+SPLIT = np.array(["train"] * 40 + ["val"] * 10 + ["test"] * 10)
+NOT_COMPARABLE = {
+    "one class": (lambda p: write_npz(p, y=np.zeros(60, dtype=int)),
+                  {}, "every target is one class"),
+    "constant target": (lambda p: write_npz(p, y=np.full(60, 0.5)),
+                        {}, "every target is one constant value"),
+    "constant inputs": (lambda p: write_npz(p, x=np.ones((60, 8, 2), np.float32), lengths=None),
+                        {}, "every sequence has the same inputs"),
+    "one val sequence": (lambda p: write_npz(p, split=np.array(
+        ["train"] * 49 + ["val"] + ["test"] * 10)), {}, "the val split holds 1 sequence(s)"),
+    "one small sequence": (lambda p: write_npz(p, split=SPLIT),
+                           {"size": "small", "small_fraction": 0.01},
+                           "the small split holds 1 sequence(s)"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_COMPARABLE))
+def test_data_that_cannot_support_a_comparison_is_refused_in_one_line(tmp_path, case):
+    make, kwargs, problem = NOT_COMPARABLE[case]
+    path = tmp_path / "flat.npz"
+    make(path)
+    with pytest.raises(DataError) as err:
+        FileDataModule(FileDataConfig(path=str(path), **kwargs))
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and problem in msg, msg
+
+
+def test_curve_sizes_take_nested_prefixes_of_one_order(tmp_path):
+    path = write_npz(tmp_path / "d.npz", split=SPLIT)
+    sizes = {s: set(module(path, size=s).train_indices()) for s in ("0.25", "0.5", "1", "20")}
+    assert [len(sizes[s]) for s in ("0.25", "0.5", "20", "1")] == [10, 20, 20, 40]
+    assert sizes["0.25"] < sizes["0.5"] < sizes["1"] and sizes["20"] == sizes["0.5"]
+    assert module(path, size="0.25").condition()["n"] == "10"

@@ -15,8 +15,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed, unique_indices
+from rnnsweep.data.comparability import check_learnable, check_split_sizes
 from rnnsweep.data.file_loaders import SequenceFile, check_splits, load_sequence_file
 from rnnsweep.data.paths import resolve_path
+from rnnsweep.data.sizes import train_count
 from rnnsweep.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class FileDataModule(TensorDataModule):
         self.cfg = cfg
         self.data = load_sequence_file(resolve_path(cfg.path))
         d = self.data
+        check_learnable(str(d.path), d.x, d.y, d.classification)  # before any split
         hashes = row_hashes(d)
         keep, self.duplicates_dropped = unique_indices(hashes)
         if d.split is None:
@@ -119,6 +122,9 @@ class FileDataModule(TensorDataModule):
         else:
             self.classes = None
             out, loss = (1 if d.y.ndim == 1 else d.y.shape[1]), "mse"
+        check_split_sizes(str(d.path), {
+            **{s: int((self.split == s).sum()) for s in ("train", "val", "test")},
+            "small": len(self.train_indices())})
         variable = d.has_lengths and bool((d.lengths < d.x.shape[1]).any())
         self.spec = TaskSpec(input_size=d.x.shape[2], output_size=out, loss=loss,
                              variable_length=variable, acc_tolerance=cfg.acc_tolerance)
@@ -150,6 +156,8 @@ class FileDataModule(TensorDataModule):
                 "sha": self.data.digest, "T": str(self.data.x.shape[1])}
         if c.size == "small":  # a large study trains on the whole split: no fraction in it
             cond["small"] = str(c.small_fraction)
+        elif c.size != "large":  # a curve point: the training sequences it stands for
+            cond["n"] = str(len(self.train_indices()))
         return {**cond, "seed": str(c.seed)}
 
     def train_indices(self) -> np.ndarray:
@@ -157,7 +165,9 @@ class FileDataModule(TensorDataModule):
         if self.cfg.size == "large":
             return train
         order = np.random.default_rng(self.cfg.seed).permutation(train)
-        return np.sort(order[: max(1, round(len(train) * self.cfg.small_fraction))])
+        n_small = max(1, round(len(train) * self.cfg.small_fraction))
+        # A curve size (a fraction or a count) takes a prefix of the same order: nested sizes.
+        return np.sort(order[: train_count(self.cfg.size, n_small, len(train))])
 
     def split_indices(self) -> dict[str, np.ndarray]:
         """The file's rows in each split, logged on the study's parent run (split/indices.npz)
