@@ -103,7 +103,10 @@ def test_kill_9_of_the_sweep_leaves_no_worker_running_and_no_run_open(project):
     proc.wait()
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, [p.cmdline()[:3] for p in alive]
-    assert db.exists() and running_runs(project) == 0
+    assert db.exists()
+    assert running_runs(project) == 0, query(
+        db, "SELECT r.name, (SELECT value FROM tags t WHERE t.run_uuid = r.run_uuid AND "
+            "t.key = 'role') FROM runs r WHERE r.status = 'RUNNING'")
     final = subprocess.run([sys.executable, "train.py", *ARGS], cwd=project, env=clean_env(),
                            capture_output=True, text=True, timeout=400)
     assert final.returncode == 0, final.stderr[-3000:]
@@ -194,3 +197,22 @@ def test_an_error_with_no_signal_behind_it_keeps_its_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "RuntimeError: a real fault" in proc.stderr
+
+
+def test_a_signal_while_a_parent_run_is_created_is_held_until_its_block_closes_it():
+    """pipeline.run creates a study's parent run under `held` and raises the held signal
+    inside study_run, so a SIGTERM in between ends the run KILLED instead of RUNNING."""
+    from rnnsweep.signals import held
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        install_handlers()
+        with held():
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # held: nothing raised
+            created = True
+        assert created
+        with pytest.raises(Interrupted):
+            raise_pending()  # the first thing the closing block does
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -134,9 +135,14 @@ def test_claim_statistics_recomputed_from_the_runs(report: Path, client: MlflowC
     expected = "supported" if low > 0 else "contradicted" if high < 0 else "inconclusive"
     assert overfits["verdict"] == expected
     assert (overfits["mde"] is None) == (expected != "inconclusive")
-    # Comparable: the GRU - LSTM difference of mean test loss in one of the two data sizes.
-    losses = {k: statistics.fmean(v) for k, v in reeval_values(client, "test_loss").items()}
+    # Comparable: the log ratio GRU/LSTM of the test losses (the ratio band's scale: mean
+    # log GRU - mean log LSTM) in one of the two data sizes.
+    losses = {k: statistics.fmean(math.log(x) for x in v)
+              for k, v in reeval_values(client, "test_loss").items()}
     comparable = claims["LSTM and GRU perform comparably"]
+    if comparable["verdict"] == "no answer":  # neither cell learned the smoke task anywhere
+        assert comparable["effect"] is None
+        return
     differences = [losses["gru", s] - losses["lstm", s] for s in ("small", "large")]
     assert min(abs(comparable["effect"] - d) for d in differences) < 1e-9 * (
         1 + max(map(abs, differences))), (comparable, differences)

@@ -30,6 +30,7 @@ from rnnsweep.search.study import (
     storage_error,
 )
 from rnnsweep.search.warm_start import OFF, WARM_ATTR
+from rnnsweep.signals import held, raise_pending
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
 from rnnsweep.training import run_params, train_model
 
@@ -113,13 +114,16 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
         return run_single(cfg, datamodule, tracker, experiment, tags)
 
     try:
-        study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, overrides)
+        with held():  # a signal now would leave the new parent run RUNNING: study_run raises it
+            study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags,
+                                            overrides)
     except Exception as err:
         halt = storage_error(cfg, err)
         if halt is None:
             raise
         raise halt from err
     with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg, err)):
+        raise_pending()  # closes the parent as KILLED
         with study_progress(study, cfg) as progress:
             summary = run_study(study, ctx, progress=progress)
         announce_reevaluation(study, cfg, remaining=seeds_left(study, ctx))

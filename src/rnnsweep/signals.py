@@ -77,6 +77,19 @@ def deferred() -> Iterator[None]:
         raise_pending()
 
 
+@contextmanager
+def held() -> Iterator[None]:
+    """Hold signals back and leave them pending when the block ends: for work that creates
+    something the next block closes (a study's parent run, created here and closed by
+    run_lifecycle.study_run, which raises the pending signal first thing). A signal raised
+    between the two would leave the run RUNNING for ever."""
+    saved, _State.deferring = _State.deferring, True
+    try:
+        yield
+    finally:
+        _State.deferring = saved
+
+
 STOP_SECONDS = 120  # how long a sweep waits for its workers to close their runs
 STOP_MESSAGE = "runs closed; rerun the same command to resume"
 

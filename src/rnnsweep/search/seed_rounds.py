@@ -86,6 +86,7 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     from rnnsweep.run_lifecycle import study_run
     from rnnsweep.search.reeval import reevaluate
     from rnnsweep.search.study import storage_error
+    from rnnsweep.signals import held, raise_pending
     from rnnsweep.tracking import Tracker
 
     cfg = typed_config(_study_config(client, parent, config))
@@ -95,8 +96,10 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
     experiment = cfg.tracking.experiment or experiment_name(cfg.data)
     tags = condition_tags(cfg, datamodule.condition())
-    study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
+    with held():  # the reopened parent is closed by study_run, which raises a held signal
+        study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
     with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg, err)):
+        raise_pending()
         reevaluate(study, ctx)
 
 
