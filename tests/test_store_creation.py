@@ -312,16 +312,16 @@ def _kill_sweep_at(project: Path, trigger: str, jitter: float) -> list[str]:
 
 @pytest.mark.slow
 def test_a_sweep_killed_while_creating_its_stores_reruns_to_completion(tmp_path):
-    """Three fresh projects, each killed (kill -9, whole process group) at a random moment
+    """Two fresh projects, each killed (kill -9, whole process group) at a random moment
     of its stores' creation, then rerun with the same command: exit 0, and each of the two
     studies has exactly search.n_trials finished trials, one parent run, a finished child
     run per trial, nothing RUNNING, and no temporary file left."""
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    # The first moments of the stores' creation: the Tracker's lock taken (the MLflow schema
-    # being built or about to be), the MLflow and the Optuna temporary files seen.
-    triggers = [(".mlflow.db.lock", rng.uniform(0, 2.0)),
-                (".mlflow.db.creating-*", rng.uniform(0, 0.5)),
+    # The first moments of the stores' creation: the MLflow and the Optuna temporary files
+    # seen (the MLflow schema being built under the Tracker's lock; the lock alone, taken a
+    # moment earlier, is covered by the library-level kills above).
+    triggers = [(".mlflow.db.creating-*", rng.uniform(0, 0.5)),
                 (".optuna.db.creating-*", rng.uniform(0, 0.2))]
     lefts = []
     for i, (trigger, jitter) in enumerate(triggers):
