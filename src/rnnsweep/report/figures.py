@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from rnnsweep.report.collect import Sweep  # noqa: E402
 
@@ -179,20 +180,23 @@ def by_length(table: pd.DataFrame, axis: str, metric: str, out: Path) -> Path:
 
 def data_size_curves(groups: dict, metric: str, out: Path) -> Path:
     """Per data group (other data keys): each cell's test metric against the number of
-    training sequences on log-log axes (geometric mean per size, its range over seeds, and
-    the fitted power law), and the eval-mode gap against the same axis. `groups` is
+    training sequences on log-log axes (geometric mean per size with its 95 % t interval,
+    and the fitted power law), and the eval-mode gap against the same axis. `groups` is
     rnnsweep.report.curves.curve_points."""
     fig, axes = _grid(max(len(groups), 1), 2)
     for row, (rest, cells) in enumerate(sorted(groups.items())):
         loss_ax, gap_ax = axes[row]
         for cell, points in sorted(cells.items()):
             n = np.array([p.n for p in points])
-            mean = np.array([np.exp(np.log(p.loss).mean()) for p in points])
-            low = mean - np.array([p.loss.min() for p in points])
-            high = np.array([p.loss.max() for p in points]) - mean
+            logs = [np.log(p.loss) for p in points]
+            mean = np.array([np.exp(g.mean()) for g in logs])
+            # 95 % t interval of the mean log loss, back on the loss scale (geometric mean)
+            half = np.array([stats.t.ppf(0.975, g.size - 1) * g.std(ddof=1) / np.sqrt(g.size)
+                             if g.size > 1 else 0.0 for g in logs])
+            low, high = mean - mean * np.exp(-half), mean * np.exp(half) - mean
             color = CELL_COLORS.get(cell)
             loss_ax.errorbar(n, mean, yerr=[low, high], marker="o", linestyle="none",
-                             capsize=3, color=color, label=f"{cell} (seed range)")
+                             capsize=3, color=color, label=f"{cell} (95% interval)")
             if len(points) >= 2:
                 x = np.log(n)
                 y = np.log(mean)
@@ -201,19 +205,25 @@ def data_size_curves(groups: dict, metric: str, out: Path) -> Path:
                 loss_ax.plot(n, fit, "-", color=color, label=f"{cell} fit, n^{b:.2f}")
             if all(p.gap.size for p in points):
                 gap_ax.errorbar(n, [p.gap.mean() for p in points],
-                                yerr=[p.gap.std(ddof=1) if p.gap.size > 1 else 0
+                                yerr=[stats.t.ppf(0.975, p.gap.size - 1) * p.gap.std(ddof=1)
+                                      / np.sqrt(p.gap.size) if p.gap.size > 1 else 0
                                       for p in points],
-                                marker="o", capsize=3, color=color, label=f"{cell} (mean, sd)")
+                                marker="o", capsize=3, color=color,
+                                label=f"{cell} (mean, 95% interval)")
         title = f" ({rest})" if rest else ""
-        loss_ax.set_xscale("log")
+        sizes = sorted({p.n for points in cells.values() for p in points})
+        for ax in (loss_ax, gap_ax):  # the measured sizes as ticks, no crowded minor labels
+            ax.set_xscale("log")
+            ax.set_xticks(sizes)
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         loss_ax.set_yscale("log")
         loss_ax.set_xlabel("training sequences")
         loss_ax.set_ylabel(f"{metric} (test set, re-evaluated)")
         loss_ax.set_title(f"test metric against data size{title}", fontsize=9)
-        gap_ax.set_xscale("log")
         gap_ax.axhline(0.0, color="grey", linewidth=0.5)
         gap_ax.set_xlabel("training sequences")
-        gap_ax.set_ylabel("eval-mode gap (validation - training loss)")
+        gap_ax.set_ylabel("eval-mode gap (val - train loss)")
         gap_ax.set_title(f"overfitting against data size{title}", fontsize=9)
         _legend(loss_ax)
         _legend(gap_ax)
