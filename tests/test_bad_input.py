@@ -189,3 +189,43 @@ def test_misspelt_cell_or_key_is_refused_before_torch_is_imported(project, argv,
     lines = refused_before_heavy_imports(project, *argv)
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], errors
+
+
+# -- a learning curve's sizes as a list (data.sizes=[...]) ------------------------------------
+def test_data_sizes_is_the_sweep_over_data_size():
+    from rnnsweep.cli import expand_sizes
+
+    assert expand_sizes(["-m", "cell=lstm,gru", "data.sizes=[0.1,0.25,1]"]) == [
+        "-m", "cell=lstm,gru", "data.size=0.1,0.25,1"]
+    assert expand_sizes(["cell=gru"]) == ["cell=gru"]  # nothing to expand
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-m", "data.sizes=[0.5]"], "needs a list of at least two sizes"),
+    (["-m", "data.sizes=0.5"], "needs a list of at least two sizes"),
+    (["data.sizes=[0.1,0.5]"], "needs -m (multirun)"),
+    (["-m", "data.sizes=[0.1,0.5]", "data.size=small"], "not both"),
+])
+def test_a_bad_list_of_sizes_is_refused_in_one_line(argv, expected):
+    from rnnsweep.cli import expand_sizes
+    from rnnsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.sizes") as err:
+        expand_sizes(argv)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unsorted_or_repeated_sizes_in_the_list_are_refused(copy, monkeypatch):
+    from rnnsweep.cli import expand_sizes
+
+    for sizes, words in (("[0.5,0.1]", "increasing order"), ("[0.1,0.1]", "listed twice")):
+        argv = expand_sizes(["-m", f"data.sizes={sizes}"])
+        assert words in refused(copy, monkeypatch, [*argv, "experiment=smoke"])
+
+
+def test_data_sizes_from_the_command_line_exits_2_in_one_line(project):
+    proc = run_train(project, "-m", "data.sizes=[0.5]", "experiment=smoke")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "data.sizes=[0.5]" in lines[0], proc.stderr
+    assert not (project / "mlruns").exists() and not (project / "outputs").exists()

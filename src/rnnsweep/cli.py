@@ -66,7 +66,14 @@ class RedactingStream:
 
 def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
     """Pin the project root, give a sweep its id, and validate every job before any runs."""
+    target = sys.argv if argv is None else None
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        argv[:] = expand_sizes(argv)
+    except ConfigError as err:
+        fail(str(err))
+    if target is not None:
+        target[1:] = argv  # Hydra reads sys.argv after this
     # Passwords given on the command line or in MLflow's variables are masked everywhere,
     # also where they appear outside a URL.
     remember(argv)
@@ -89,6 +96,28 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
             preflight(root / "conf", argv)
         except (ConfigError, DataError) as err:
             fail(str(err))
+
+
+def expand_sizes(argv: list[str]) -> list[str]:
+    """`data.sizes=[0.05,0.1,0.25]` (a learning curve's sizes, rnnsweep.data.sizes) as the
+    sweep Hydra runs: `data.size=0.05,0.1,0.25`, one study per cell and size. At least two
+    sizes, each once, in increasing order, and -m; else one line naming data.sizes."""
+    out = []
+    for arg in argv:
+        if not arg.startswith("data.sizes="):
+            out.append(arg)
+            continue
+        body = arg.split("=", 1)[1].strip()
+        values = [v.strip() for v in body.strip("[]").split(",") if v.strip()]
+        if not (body.startswith("[") and body.endswith("]")) or len(values) < 2:
+            raise ConfigError(f"{arg}: a learning curve needs a list of at least two sizes, "
+                              "e.g. data.sizes=[0.1,0.25,0.5,1]")
+        if not MULTIRUN_FLAGS & set(argv):
+            raise ConfigError(f"{arg}: one study per size needs -m (multirun)")
+        if any(a.startswith("data.size=") for a in argv):
+            raise ConfigError(f"{arg}: give data.size or data.sizes, not both")
+        out.append("data.size=" + ",".join(values))
+    return out
 
 
 def _parse(parser: OverridesParser, overrides: list[str]) -> list:
