@@ -50,6 +50,11 @@ def _n_train(ev: Evidence, cond: str) -> float | None:
     return None
 
 
+def slope_weights(x: np.ndarray) -> np.ndarray:
+    """Weights w with sum(w * y) = the least-squares slope of y against x, one y per x."""
+    return (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+
+
 def curve_points(ev: Evidence, s: Settings) -> dict[str, dict[str, list[Point]]]:
     """{rest of the condition (other data keys): {cell: points sorted by n}} for the
     conditions whose size is a curve point; a cell's point needs two finished seeds."""
@@ -78,7 +83,7 @@ def slope(points: list[Point], values: str, log_y: bool) -> Contrast | None:
     if len(points) < 3 or any(g.size < 2 for g in groups):
         return None
     x = np.log([p.n for p in points])
-    w = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+    w = slope_weights(x)
     return contrast(groups, list(w))
 
 
@@ -92,7 +97,7 @@ def slope_difference_terms(a: list[Point], b: list[Point],
     if len(shared) < 3 or any(getattr(p, values).size < 2 for p in a + b):
         return None
     x = np.log(shared)
-    w = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+    w = slope_weights(x)
     return ([getattr(p, values) for p in b] + [getattr(p, values) for p in a],
             [*w, *(-w)])
 
@@ -102,7 +107,7 @@ def _difference_at(a: list[Point], b: list[Point], x: float) -> Contrast | None:
     mean log losses (intercept and slope of each least-squares line are linear in them)."""
     def coefficients(points: list[Point]) -> np.ndarray:
         xs = np.log([p.n for p in points])
-        w = (xs - xs.mean()) / np.sum((xs - xs.mean()) ** 2)
+        w = slope_weights(xs)
         return 1.0 / len(points) + w * (x - xs.mean())
 
     groups = [np.log(p.loss) for p in b] + [np.log(p.loss) for p in a]

@@ -15,6 +15,7 @@ from rnnsweep.report.claim_types import (
     Claim,
     Pair,
 )
+from rnnsweep.report.curves import slope_weights
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.performance_claims import _not_learned, _pct, _undecided_note
 from rnnsweep.report.settings import Settings
@@ -93,7 +94,7 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
 
     def slope_groups(items: list, scale: float) -> tuple[list, list]:
         x = np.log2([it[0] for it in items])
-        cx = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+        cx = slope_weights(x)
         groups, weights = [], []
         for w, (_, a, b) in zip(cx, items, strict=True):
             g, sign = advantage(a, b)

@@ -12,6 +12,7 @@ answer", since the numbers are then about the trivial predictor, not the cells.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -189,6 +190,30 @@ def _size_pairs(ev: Evidence) -> list[tuple[str, str]]:
     return pairs
 
 
+def margin_claim(text: str, c: Contrast, margin: float, s: Settings, head: str,
+                 tail: Callable[[float], str]) -> Claim:
+    """A claim that the contrast c is positive, decided at alpha by its (1 - alpha) interval:
+    equivalent when the interval lies within +-margin, else supported / contradicted /
+    inconclusive by its side of 0 (both forms of the overfitting claim)."""
+
+    def decide(alpha: float) -> Claim:
+        low, high = c.interval(1 - alpha)
+        within = -margin < low and high < margin
+        verdict = EQUIVALENT if within else sided_verdict(low, high)
+        p = min(c.p_value(), tost_p(c, margin)) if margin > 0 else c.p_value()
+        evidence = (f"{head} {c.estimate:+.4g} ({_pct(alpha)} CI {low:+.4g} to "
+                    f"{high:+.4g}), p={c.p_value():.3g}, tested at alpha={alpha:.3g}; "
+                    f"{tail(alpha)}")
+        mde = None
+        if verdict == INCONCLUSIVE:
+            mde, note = _undecided_note(c, alpha, s)
+            evidence += f"; {note}"
+        return Claim(text, verdict, evidence, "", c.estimate, low, high, min(c.n), mde, p,
+                     decide)
+
+    return decide(s.alpha)
+
+
 def curve_overfits(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim | None:
     """With three or more curve sizes (data.size=0.05,0.1,...): the difference of the two
     cells' gap slopes against log n, (second's slope) - (first's slope), averaged over data
@@ -228,23 +253,9 @@ def curve_overfits(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim | N
     describe = (f"eval-mode gap's slope against log(training sequences), {second} minus "
                 f"{first}, over {len(terms)} data group(s) of >= 3 sizes ({tuned_text(ev)})")
 
-    def decide(alpha: float) -> Claim:
-        low, high = c.interval(1 - alpha)
-        within = -margin < low and high < margin
-        verdict = EQUIVALENT if within else sided_verdict(low, high)
-        evidence = (f"{describe}: {c.estimate:+.4g} ({_pct(alpha)} CI {low:+.4g} to "
-                    f"{high:+.4g}), p={c.p_value():.3g}, tested at alpha={alpha:.3g}; "
-                    f"positive: {first}'s gap shrinks faster with data; equivalent within "
-                    f"±{margin:.3g}; {'; '.join(notes) or 'every size learned'}")
-        mde = None
-        if verdict == INCONCLUSIVE:
-            mde, note = _undecided_note(c, alpha, s)
-            evidence += f"; {note}"
-        p = min(c.p_value(), tost_p(c, margin)) if margin > 0 else c.p_value()
-        return Claim(text, verdict, evidence, "", c.estimate, low, high, min(c.n), mde, p,
-                     decide)
-
-    return decide(s.alpha)
+    return margin_claim(text, c, margin, s, f"{describe}:", lambda alpha: (
+        f"positive: {first}'s gap shrinks faster with data; equivalent within ±{margin:.3g}; "
+        f"{'; '.join(notes) or 'every size learned'}"))
 
 
 def tuned_text(ev: Evidence) -> str:
@@ -322,20 +333,6 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     describe = (f"eval-mode gap at the best validation, (small - large) {first} minus (small - "
                 f"large) {second} ({tuned_text(ev)}):")
 
-    def decide(alpha: float) -> Claim:
-        low, high = c.interval(1 - alpha)
-        within = -margin < low and high < margin
-        verdict = EQUIVALENT if within else sided_verdict(low, high)
-        p = min(c.p_value(), tost_p(c, margin)) if margin > 0 else c.p_value()
-        evidence = (f"{describe} {c.estimate:+.4g} ({_pct(alpha)} CI {low:+.4g} to "
-                    f"{high:+.4g}), p={c.p_value():.3g}, tested at alpha={alpha:.3g}; "
-                    f"equivalent within ±{margin:.3g} ({s.overfit_margin_fraction:g} x the "
-                    f"mean small-data gap {np.mean(small_gaps):.3g}); {details(alpha)}")
-        mde = None
-        if verdict == INCONCLUSIVE:
-            mde, note = _undecided_note(c, alpha, s)
-            evidence += f"; {note}"
-        return Claim(text, verdict, evidence, "", c.estimate, low, high, min(c.n), mde, p,
-                     decide)
-
-    return decide(s.alpha)
+    return margin_claim(text, c, margin, s, describe, lambda alpha: (
+        f"equivalent within ±{margin:.3g} ({s.overfit_margin_fraction:g} x the mean "
+        f"small-data gap {np.mean(small_gaps):.3g}); {details(alpha)}"))
