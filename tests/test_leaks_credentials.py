@@ -4,7 +4,7 @@ in a message.
 
 The server is a small real HTTP server (http.server in a thread) that answers /health and
 MLflow's experiment search only with the right Authorization header, as a reverse proxy in
-front of `mlflow server` does. (MLflow's own basic-auth app needs Flask-WTF, not installed.)
+front of `mlflow server` does. (MLflow's own basic-auth app: tests/test_auth_server.py.)
 """
 
 from __future__ import annotations
