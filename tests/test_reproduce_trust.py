@@ -26,7 +26,7 @@ from rnnsweep import reproduce
 ROOT = Path(__file__).resolve().parents[1]
 # What the run "logged": the sampled values and the seed, as run_parameters names them.
 PARAMS = {"num_layers": "1", "hidden_size": "8", "dropout": "0.0", "lr": "0.001", "seed": "0",
-          "num_threads": "1"}
+          "num_threads": "1", "data.seed": "1234"}
 LEGIT = ("python train.py search=none data.size=small cell=lstm model.num_layers=1 "
          "model.hidden_size=8 model.dropout=0.0 optim.lr=0.001 seed=0 trainer.num_threads=1")
 # {marker}: a file the tag tries to create; {tmp}: a folder outside the project.
@@ -61,6 +61,7 @@ HOSTILE = {
     "hidden_size differs": LEGIT.replace("model.hidden_size=8", "model.hidden_size=9"),
     "lr differs": LEGIT.replace("optim.lr=0.001", "optim.lr=0.5"),
     "seed differs": LEGIT.replace("seed=0", "seed=7"),
+    "data seed differs": f"{LEGIT} data.seed=7",
     "hidden_size left to its default": LEGIT.replace(" model.hidden_size=8", ""),
     "search space path remapped": LEGIT.replace("model.hidden_size=8", "model.hidden_size=64")
     + " search.space.hidden_size.path=model.num_layers",

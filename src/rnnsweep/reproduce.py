@@ -229,7 +229,8 @@ def check_against_params(conf_dir: Path, cfg: Any, params: Mapping[str, str]) ->
         raise RefusedTag("the tag does not make a single run (search=none); a tag never "
                          "starts a study")
     pairs = sampled_paths(compose_config(conf_dir)) | sampled_paths(cfg)
-    pairs.add(("seed", "seed"))
+    # A run's data seed too: a re-evaluation seed trains on a draw of its own.
+    pairs |= {("seed", "seed"), ("data.seed", "data.seed")}
     checked = 0
     for name, path in sorted(pairs):
         if name not in params:

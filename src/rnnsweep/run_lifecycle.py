@@ -65,8 +65,15 @@ def failure_reason(err: BaseException) -> str:
 
 def run_parameters(values: dict[str, Any], seed: int, cfg: DictConfig,
                    datamodule: Any) -> dict[str, Any]:
-    """The params every run logs: its model and optimiser values, its seed and the budget."""
-    return {**values, "seed": seed, **run_params(cfg, datamodule)}
+    """The params every run logs: its model and optimiser values, its seed, the budget and,
+    where the task has one, the data.seed of the data it trained on (a re-evaluation seed's
+    own draw differs from its study's: the param tells the draws apart)."""
+    params = {**values, "seed": seed, **run_params(cfg, datamodule)}
+    data_seed = getattr(datamodule, "data_seed", None)
+    seed_used = data_seed() if callable(data_seed) else None
+    if seed_used is not None:
+        params["data.seed"] = seed_used
+    return params
 
 
 def end_quietly(tracker: Tracker, run_id: str, status: str, **closing: Any) -> None:

@@ -112,6 +112,10 @@ class SearchConfig:
     metric: str = "val_loss"
     max_failure_rate: float = 0.5
     reeval_seeds: int = "???"  # type: ignore[assignment]
+    # Each re-evaluation seed of a task that generates its data trains and is tested on a
+    # draw of its own (rnnsweep.search.reeval); false: every seed reuses the study's data.
+    # Default in conf/search/tpe.yaml; a study's config from before the key reads as false.
+    reeval_draws_data: bool = "???"  # type: ignore[assignment]
     # Sequential seeds: while a cell comparison is undecided, add reeval_seed_step seeds per
     # round up to reeval_max_seeds (rnnsweep.search.seed_rounds); = reeval_seeds: no rounds.
     reeval_max_seeds: int = 9

@@ -74,6 +74,9 @@ class AddingDataModule(TensorDataModule):
     """small and large draw training sets from one seed (small is a prefix of large) and
     share one fixed validation and one fixed test set, so only the training size differs."""
 
+    # Every split is a random draw from data.seed: a re-evaluation seed draws its own.
+    draws_data = True
+
     def __init__(self, cfg: AddingDataConfig) -> None:
         super().__init__(batch_size=cfg.batch_size)
         self.cfg = cfg

@@ -189,6 +189,10 @@ def accepts(net: nn.Module, n: int, threshold: float = 0.5) -> bool:
 
 
 class AnbnDataModule(TensorDataModule):
+    # Nothing to draw: a^n b^n has one string per n, and the splits are fixed ranges of n, so
+    # data.seed changes no split and a re-evaluation seed keeps the study's data.
+    draws_data = False
+
     def __init__(self, cfg: AnbnDataConfig) -> None:
         super().__init__(batch_size=cfg.batch_size)
         self.cfg = cfg

@@ -19,6 +19,8 @@ from rnnsweep.errors import ConfigError, DataError
 # Stream ids under a run's seed: initialisation/dropout come from torch's global seed;
 # the data order from its own child stream, so neither shifts the other.
 ORDER_STREAM = 1
+# A re-evaluation seed's own data draw (rnnsweep.search.reeval): a third, independent stream.
+DRAW_STREAM = 2
 # The eval-mode training subset: one fixed draw, the same for every run of every study, so
 # gaps compare across cells and trials.
 TRAIN_EVAL_SEED = 20181
@@ -27,6 +29,19 @@ TRAIN_EVAL_SEED = 20181
 def order_seed(run_seed: int) -> int:
     """The shuffle seed of a run: an independent child stream of the run's seed."""
     return int(np.random.SeedSequence(run_seed, spawn_key=(ORDER_STREAM,)).generate_state(1)[0])
+
+
+def draw_seed(data_seed: int, run_seed: int) -> int:
+    """The data seed of a run that draws its own data (a re-evaluation seed of a task that
+    generates its data): a child stream of the run's seed and the study's data.seed.
+
+    The run's seed makes each re-evaluation seed's draw independent of the others; data.seed
+    is kept in the entropy so that changing it still changes every draw. Both are shared by
+    the studies of one sweep (every cell, every size), so re-evaluation seed k of each cell
+    sees the same draw: the cell comparison stays paired. The result is a 32-bit value >= 0,
+    a valid data.seed (check_data_seed)."""
+    entropy = [data_seed, run_seed]
+    return int(np.random.SeedSequence(entropy, spawn_key=(DRAW_STREAM,)).generate_state(1)[0])
 
 
 def check_data_seed(seed: int) -> None:
@@ -103,6 +118,12 @@ class TensorDataModule(pl.LightningDataModule):
     spec: TaskSpec
     # True only where the user allowed copies across their own splits (data=file).
     allow_leaks = False
+    # True where data.seed draws the sequences themselves (a task that generates its data):
+    # each re-evaluation seed then trains and is tested on a draw of its own, so the spread of
+    # the headline numbers covers the data too (rnnsweep.search.reeval). False where the data
+    # are fixed (a corpus, a user's file: data.seed at most picks their split, and every run
+    # keeps the one data set) or nothing is random (anbn).
+    draws_data = False
 
     def __init__(self, batch_size: int) -> None:
         super().__init__()
@@ -117,6 +138,11 @@ class TensorDataModule(pl.LightningDataModule):
     def condition(self) -> dict[str, str]:
         """What identifies this dataset, in order; used to name studies."""
         raise NotImplementedError
+
+    def data_seed(self) -> int | None:
+        """The data.seed these data were built with; None for a task without one."""
+        seed = getattr(getattr(self, "cfg", None), "seed", None)
+        return None if seed is None else int(seed)
 
     def build(self) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
         """The task's train, validation and test sets."""

@@ -68,3 +68,9 @@ def experiment_name(cfg: DictConfig) -> str:
 def build_datamodule(cfg: DictConfig) -> TensorDataModule:
     typed = data_config(cfg)
     return TASKS[typed.task].module(typed)
+
+
+def build_with_seed(cfg: DictConfig, seed: int) -> TensorDataModule:
+    """The data module of `cfg` (a `data` section) drawn with data.seed = `seed`: the same
+    task, size and settings through the same checks, so only the draw differs."""
+    return build_datamodule(OmegaConf.merge(cfg, {"seed": seed}))

@@ -2,31 +2,53 @@
 
 The best trial's value is the maximum of many noisy draws and so biased in its favour; new
 seeds on the same configuration give an unbiased estimate and its standard deviation.
+
+What a re-evaluation seed varies: the initialisation, dropout and batch order (the run's
+seed) and, where the task generates its data (`draws_data` on its data module: adding) and
+`search.reeval_draws_data` is true, the data draw too: the seed trains, validates and is
+tested on sets of its own, of the study's sizes and settings, drawn with a data seed derived
+from the run's seed and the study's data.seed (rnnsweep.data.base.draw_seed). The search's
+trials keep data.seed's data. Tasks with fixed data (chorales, data=file) keep one data set.
+Every re-evaluation run logs the data seed it used (param `data.seed`, tag `reeval_data_seed`)
+and whether it drew its own (tag `reeval_draws_data`), and its `reproduce` tag retrains it,
+data seed included.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import os
 import socket
 import statistics
+from typing import Any
 
 import optuna
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from rnnsweep.data.base import TensorDataModule, draw_seed
+from rnnsweep.data.registry import build_with_seed
 from rnnsweep.locks import store_lock
 from rnnsweep.measure import rnn_backend
+from rnnsweep.provenance import split_inputs
 from rnnsweep.run_lifecycle import TrackedRun, failure_reason, run_parameters
 from rnnsweep.search import space as search_space
-from rnnsweep.search.objective import StudyContext
-from rnnsweep.tracking import find_tagged
+from rnnsweep.search.objective import StudyContext, reproduce_command
+from rnnsweep.tracking import Tracker, find_tagged
 from rnnsweep.training import build_module, train_model
 
 log = logging.getLogger(__name__)
 REEVAL_ROLE = "reeval"
 # Trial k trains with seed + k; re-evaluation seeds start far above any trial number.
 REEVAL_SEED_OFFSET = 1_000_000
+# On each re-evaluation run (and the parent): "true" when its seed drew its own data. A run
+# from before the setting existed has no tag and shared the study's data.
+DRAWS_TAG = "reeval_draws_data"
+# The data.seed a re-evaluation run's data were built with (also its param `data.seed`). Not
+# the condition tag `data.seed`: that one is the study's and groups its runs in the report.
+DATA_SEED_TAG = "reeval_data_seed"
 
 
 def reeval_seeds(cfg: DictConfig) -> list[int]:
@@ -43,6 +65,72 @@ def device_tags(cfg: DictConfig, datamodule: object) -> dict[str, str]:
     example = torch.zeros(2, 3, datamodule.spec.input_size, device=device)  # type: ignore[attr-defined]
     return {"device": device.type, "backend": rnn_backend(net, example),
             "torch_version": torch.__version__}
+
+
+def configured_draws(cfg: DictConfig) -> bool:
+    """search.reeval_draws_data. A study's stored config from before the key existed (a seed
+    round reads the study's own config.yaml) reads as false: its seeds shared its data."""
+    return bool(OmegaConf.select(cfg, "search.reeval_draws_data", default=False))
+
+
+def draws_own_data(ctx: StudyContext, best_number: int) -> bool:
+    """Whether the re-evaluation seeds of best trial `best_number` draw their own data.
+
+    Only for a task that generates its data. A study whose seeds already ran (finished or
+    running) keeps what its first seed did, whatever this job's setting: the spread of one
+    study's seeds must measure one thing, not a mix of draws and the study's data (a seed
+    round on a study re-evaluated before this setting existed, or a rerun with it changed).
+    """
+    if not getattr(ctx.datamodule, "draws_data", False):
+        return False
+    wanted = configured_draws(ctx.cfg)
+    earlier = _reeval_runs(ctx, best_number, "FINISHED") + _reeval_runs(ctx, best_number,
+                                                                        "RUNNING")
+    if not earlier:
+        return wanted
+    first = min(earlier, key=lambda r: r.info.start_time)
+    drew = first.data.tags.get(DRAWS_TAG) == "true"
+    if drew != wanted:
+        log.warning("study %s: its re-evaluation seeds already ran with "
+                    "search.reeval_draws_data=%s; the remaining seeds do the same, so that "
+                    "its seeds are not a mix of two kinds (this job asks for %s)",
+                    ctx.study_name, str(drew).lower(), str(wanted).lower())
+    return drew
+
+
+def reeval_datamodule(ctx: StudyContext, seed: int, draws: bool) -> TensorDataModule:
+    """The data re-evaluation seed `seed` trains, validates and is tested on: with `draws`, a
+    draw of its own (data seed: draw_seed of the study's data.seed and `seed`), built from the
+    study's data section like the study's own (same task, size and settings); else the
+    study's data module itself, as the trials use."""
+    if not draws:
+        return ctx.datamodule
+    study_seed = ctx.datamodule.data_seed()
+    if study_seed is None:  # a task that draws its data must say from which seed
+        raise TypeError(f"{type(ctx.datamodule).__name__} draws its data but has no data.seed")
+    return build_with_seed(ctx.cfg.data, draw_seed(study_seed, seed))
+
+
+def reeval_reproduce(ctx: StudyContext, values: dict[str, Any], seed: int,
+                     data_seed: int | None) -> str:
+    """The `reproduce` tag of a re-evaluation run: the single run with its values and seed
+    (reproduce_command) and, when it drew its own data, `data.seed=<its data seed>` in place
+    of any data.seed the job itself was given, so the tag names one data seed, the one used."""
+    if data_seed is None:
+        return reproduce_command(ctx, values, seed)
+    own = [o for o in ctx.job_overrides if o.lstrip("+~").partition("=")[0] != "data.seed"]
+    base = reproduce_command(dataclasses.replace(ctx, job_overrides=own), values, seed)
+    return f"{base} data.seed={int(data_seed)}"
+
+
+def _tracker_for(ctx: StudyContext, datamodule: TensorDataModule) -> Tracker:
+    """The job's tracker, or a copy whose runs record `datamodule`'s splits as their datasets
+    (the job's are the study's draw, not this seed's)."""
+    if datamodule is ctx.datamodule:
+        return ctx.tracker
+    own = copy.copy(ctx.tracker)
+    own.job_inputs = split_inputs(datamodule)
+    return own
 
 
 def _reeval_runs(ctx: StudyContext, best_number: int, status: str) -> list:
@@ -81,9 +169,10 @@ def _claimed_seeds(ctx: StudyContext, best_number: int) -> set[int]:
     return claimed
 
 
-def _claim_next(ctx: StudyContext, best_number: int, seeds: list[int]
-                ) -> tuple[int, TrackedRun] | None:
-    """Atomically pick a seed no worker has and create its run (the claim)."""
+def _claim_next(ctx: StudyContext, best_number: int, seeds: list[int], values: dict[str, Any],
+                draws: bool) -> tuple[int, TrackedRun, TensorDataModule] | None:
+    """Atomically pick a seed no worker has and create its run (the claim), with the data it
+    trains on (built here: the run's tags and datasets name them)."""
     lock = f"mlflow-reeval:{ctx.experiment}:{ctx.study_name}"
     with store_lock(ctx.cfg.search.storage, lock):
         claimed = _claimed_seeds(ctx, best_number)
@@ -91,14 +180,19 @@ def _claim_next(ctx: StudyContext, best_number: int, seeds: list[int]
         if not free:
             return None
         seed = free[0]
+        datamodule = reeval_datamodule(ctx, seed, draws)
+        data_seed = datamodule.data_seed()
+        tags = {**ctx.base_tags, "role": REEVAL_ROLE, "best_trial_number": str(best_number),
+                "reeval_seed": str(seed), "worker_host": socket.gethostname(),
+                "worker_pid": str(os.getpid()), DRAWS_TAG: str(draws).lower(),
+                "reproduce": reeval_reproduce(ctx, values, seed, data_seed if draws else None)}
+        if data_seed is not None:
+            tags[DATA_SEED_TAG] = str(data_seed)
         run = TrackedRun.start(
-            ctx.tracker, ctx.experiment, f"reeval-{best_number:03d}-seed{seed}",
-            tags={**ctx.base_tags, "role": REEVAL_ROLE, "best_trial_number": str(best_number),
-                  "reeval_seed": str(seed), "worker_host": socket.gethostname(),
-                  "worker_pid": str(os.getpid())},
-            parent_id=ctx.parent_run_id,
+            _tracker_for(ctx, datamodule), ctx.experiment,
+            f"reeval-{best_number:03d}-seed{seed}", tags=tags, parent_id=ctx.parent_run_id,
         )
-    return seed, run
+    return seed, run, datamodule
 
 
 def seeds_left(study: optuna.Study, ctx: StudyContext) -> int:
@@ -125,21 +219,22 @@ def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
         return {}
     values = {k: v for k, v in best.params.items() if k in cfg.search.space}
     best_cfg = search_space.apply(cfg, cfg.search.space, values)
+    draws = draws_own_data(ctx, best.number)
     # Workers sharing a study split the seeds between them instead of each training all.
-    while (claim := _claim_next(ctx, best.number, reeval_seeds(cfg))) is not None:
-        seed, run = claim
+    while (claim := _claim_next(ctx, best.number, reeval_seeds(cfg), values, draws)) is not None:
+        seed, run, datamodule = claim
         try:
             with run:  # trained outside the claim lock; a signal or a store failure stops
-                run.log_start(run_parameters(values, seed, best_cfg, ctx.datamodule))
-                result = train_model(best_cfg, ctx.datamodule, seed,
+                run.log_start(run_parameters(values, seed, best_cfg, datamodule))
+                result = train_model(best_cfg, datamodule, seed,
                                      on_validation=run.log_validation)
                 run.log_result(result, cfg.search.metric)
         except Exception as err:  # recorded on its run; the other seeds still count
             log.warning("re-evaluation seed %d failed: %s", seed, failure_reason(err))
-    return _summarise(ctx, best.number)
+    return _summarise(ctx, best.number, draws)
 
 
-def _summarise(ctx: StudyContext, best_number: int) -> dict[str, float]:
+def _summarise(ctx: StudyContext, best_number: int, draws: bool) -> dict[str, float]:
     runs = _reeval_runs(ctx, best_number, "FINISHED")
     keys = [f"best_{ctx.cfg.search.metric}", "test_loss", "test_acc", "gap_at_best"]
     summary: dict[str, float] = {"reeval_n": float(len(runs))}
@@ -149,5 +244,6 @@ def _summarise(ctx: StudyContext, best_number: int) -> dict[str, float]:
             summary[f"reeval_{key}_mean"] = statistics.fmean(vals)
             summary[f"reeval_{key}_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
     ctx.tracker.log(ctx.parent_run_id, metrics=summary,
-                    tags={"reeval_best_trial_number": str(best_number)})
+                    tags={"reeval_best_trial_number": str(best_number),
+                          DRAWS_TAG: str(draws).lower()})
     return summary
