@@ -34,7 +34,7 @@ SWEEPS = {
     "default": ["-m", "cell=lstm,gru"],
     # the Makefile's evidence target (make evidence)
     "evidence": ["-m", "experiment=evidence", "cell=rnn,lstm,gru", "data.seq_len=10,40,120",
-                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                 "search.repeats=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 BUDGET_S = {"default": 600.0, "evidence": 3600.0}  # the profiles' promises
 DECIDED = (SUPPORTED, CONTRADICTED, EQUIVALENT)

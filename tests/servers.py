@@ -64,44 +64,99 @@ def serve(
             proc.wait()
 
 
-@contextlib.contextmanager
-def postgres_cluster(url_password: str, databases: tuple[str, ...]) -> Iterator[str]:
-    """A throwaway PostgreSQL server on 127.0.0.1 in a temp dir, with `databases` created,
-    whose password is `url_password` decoded ("%2F" -> "/"); yields
-    postgresql://user:<url_password>@host:port. Debian's binaries (`make test` installs
-    them): skipped locally without them, failed in CI (CI=true)."""
-    import sqlalchemy
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 in a temp dir, whose password is
+    `url_password` decoded ("%2F" -> "/"); `url` is postgresql://user:<url_password>@host:port.
+    stop() and start() stop and restart it on the same port with its data (the fault tests).
+    Debian's binaries (`make test` installs them): skipped locally without them, failed in
+    CI (CI=true)."""
 
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if not found:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin/pg_ctl)")
-        pytest.skip("PostgreSQL binaries missing: apt-get install postgresql")
-    bindir = Path(found[-1]).parent
-    # initdb refuses to run as root; the Debian package's postgres user owns the cluster.
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    base = Path(tempfile.mkdtemp(prefix="rnnsweep-pg-"))
-    data, pwfile = base / "data", base / "pw"
-    pwfile.write_text(unquote(url_password))
-    if as_pg:
-        shutil.chown(base, "postgres")
-        shutil.chown(pwfile, "postgres")
-    port = free_port()
-    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", PG_USER,
-                    f"--pwfile={pwfile}", "--auth=scram-sha-256"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(base / "server.log"), "-o", f"-h 127.0.0.1 -p {port} -k {base}",
-                    "start"], check=True, capture_output=True)
-    url = f"postgresql://{PG_USER}:{url_password}@127.0.0.1:{port}"
-    try:
-        engine = sqlalchemy.create_engine(f"{url}/postgres", isolation_level="AUTOCOMMIT")
+    def __init__(self, url_password: str) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found:
+            if os.environ.get("CI") == "true":
+                pytest.fail("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin/pg_ctl)")
+            pytest.skip("PostgreSQL binaries missing: apt-get install postgresql")
+        self.bindir = Path(found[-1]).parent
+        # initdb refuses to run as root; the Debian package's postgres user owns the cluster.
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.base = Path(tempfile.mkdtemp(prefix="rnnsweep-pg-"))
+        self.data, pwfile = self.base / "data", self.base / "pw"
+        pwfile.write_text(unquote(url_password))
+        if self.as_pg:
+            shutil.chown(self.base, "postgres")
+            shutil.chown(pwfile, "postgres")
+        self.port = free_port()
+        subprocess.run([*self.as_pg, str(self.bindir / "initdb"), "-D", str(self.data), "-U",
+                        PG_USER, f"--pwfile={pwfile}", "--auth=scram-sha-256"], check=True,
+                       capture_output=True)
+        self.url = f"postgresql://{PG_USER}:{url_password}@127.0.0.1:{self.port}"
+        self.start()
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run([*self.as_pg, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
+                       check=check, capture_output=True)
+
+    def start(self) -> None:
+        self._ctl("-w", "-l", str(self.base / "server.log"), "-o",
+                  f"-h 127.0.0.1 -p {self.port} -k {self.base}", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` ends every session at once (what a restart by an admin does); `immediate`
+        is a crash."""
+        self._ctl("-m", mode, "-w", "stop", check=False)
+
+    def create_databases(self, *names: str) -> None:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(f"{self.url}/postgres", isolation_level="AUTOCOMMIT")
         with engine.connect() as con:
-            for db in databases:
+            for db in names:
                 con.execute(sqlalchemy.text(f"CREATE DATABASE {db}"))
         engine.dispose()
-        yield url
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_cluster(url_password: str, databases: tuple[str, ...]) -> Iterator[str]:
+    """A PostgresServer with `databases` created, for the block; yields its URL."""
+    server = PostgresServer(url_password)
+    try:
+        server.create_databases(*databases)
+        yield server.url
     finally:
-        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        server.remove()
+
+
+class Server:
+    """`cmd` as a server that a test can kill (-9) and start again on the same port; its
+    output is appended to `log`."""
+
+    def __init__(self, cmd: list[str], health_url: str, log: Path, cwd: Path,
+                 timeout: float = 180, **env: str) -> None:
+        self.cmd, self.health_url, self.log, self.cwd = cmd, health_url, log, cwd
+        self.timeout, self.env = timeout, env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=clean_env(**self.env),
+                                         stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        wait_http(self.health_url, self.proc, self.log, self.timeout)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """The whole process group: `mlflow server` runs its workers as children."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None

@@ -76,3 +76,12 @@ def start_train(project: Path, *args: str, log: Path, **env: str) -> subprocess.
         [sys.executable, "train.py", *args], cwd=project, env=clean_env(**env),
         stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
+
+
+def one_error_line(stderr: str) -> str:
+    """The one `error:` line a failed command prints, last on stderr, with no traceback."""
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert stderr.rstrip().splitlines()[-1] == errors[0], stderr[-3000:]
+    assert "Traceback" not in stderr and len(stderr.splitlines()) < 10, stderr[-3000:]
+    return errors[0]

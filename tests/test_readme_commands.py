@@ -41,7 +41,7 @@ COMPOSE_ONLY = re.compile(r"://|data=chorales|data=file|hydra/launcher=submitit"
 VENV_BIN = Path(sys.executable).parent
 # Hydra flags that take a value, and those that print instead of running (no job runs).
 FLAG_VALUES = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-dir", "-cd"}
-SKIP_WORDS = {"cd", "git", "ssh", "export", "source", ".", "ls", "cat"}
+SKIP_WORDS = {"cd", "git", "ssh", "export", "source", ".", "ls", "cat", "read"}
 # The README's way into the environment, printed once right after `make setup`.
 ACTIVATE = [".", ".venv/bin/activate"]
 # Commands that need the project's environment on PATH (make targets do not).

@@ -27,7 +27,7 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 from optuna.trial import TrialState
-from store_checks import check_no_loss, mlflow_url, optuna_url, trials_by_study
+from store_checks import check_no_loss, mlflow_url, one_error_line, optuna_url, trials_by_study
 
 from rnnsweep.errors import StoreError, infrastructure_cause, store_error
 from rnnsweep.search.objective import INTERRUPTED_ATTR, REASON_ATTR, failed_by_itself
@@ -313,14 +313,6 @@ def test_a_signal_keeps_its_exit_status_when_the_store_fails_too(study_ctx, monk
 ARGS = ["experiment=smoke", "cell=lstm", "search.reeval_seeds=0"]
 
 
-def _one_error_line(stderr: str) -> str:
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, stderr[-3000:]
-    assert stderr.rstrip().splitlines()[-1] == errors[0], stderr[-3000:]
-    assert "Traceback" not in stderr and len(stderr.splitlines()) < 10, stderr[-3000:]
-    return errors[0]
-
-
 def _no_trial_counted(project: Path) -> list:
     (trials,) = trials_by_study(optuna_url(project)).values()
     assert not [t.number for t in trials if failed_by_itself(t)], [
@@ -371,7 +363,7 @@ def test_store_made_unwritable_mid_study_stops_it_in_one_line(project):
             _immutable(mlruns, False)
         mlruns.chmod(0o755)
     assert proc.returncode == 1, stderr[-3000:]
-    line = _one_error_line(stderr)
+    line = one_error_line(stderr)
     assert f"sqlite:///{project}/mlruns/" in line and " failed: " in line, line
     assert "rerun the same command to resume" in line
     trials = _no_trial_counted(project)
@@ -392,7 +384,7 @@ def test_a_full_disk_stops_the_study_in_one_line_and_a_rerun_resumes(project):
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard)))
     assert time.monotonic() - started < 60
     assert full.returncode == 1, full.stderr[-3000:]
-    line = _one_error_line(full.stderr)
+    line = one_error_line(full.stderr)
     assert "store sqlite:///" in line and ("disk I/O error" in line or "full" in line), line
     _no_trial_counted(project)
 

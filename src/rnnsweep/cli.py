@@ -69,7 +69,7 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
     target = sys.argv if argv is None else None
     argv = sys.argv[1:] if argv is None else argv
     try:
-        argv[:] = expand_sizes(argv)
+        argv[:] = expand_repeats(expand_sizes(argv))
     except ConfigError as err:
         fail(str(err))
     if target is not None:
@@ -117,6 +117,27 @@ def expand_sizes(argv: list[str]) -> list[str]:
         if any(a.startswith("data.size=") for a in argv):
             raise ConfigError(f"{arg}: give data.size or data.sizes, not both")
         out.append("data.size=" + ",".join(values))
+    return out
+
+
+def expand_repeats(argv: list[str]) -> list[str]:
+    """`search.repeats=3` (independent searches per study, rnnsweep.search.repeats) as the
+    sweep Hydra runs: `search.repeat=0,1,2`, one study per cell, size and repeat. An integer
+    >= 1, -m, and not beside search.repeat; else one line naming search.repeats."""
+    out = []
+    for arg in argv:
+        if not arg.startswith("search.repeats="):
+            out.append(arg)
+            continue
+        body = arg.split("=", 1)[1].strip()
+        if not re.fullmatch(r"[0-9]+", body) or int(body) < 1:
+            raise ConfigError(f"{arg}: the number of independent searches per study must be "
+                              "an integer >= 1, e.g. search.repeats=3")
+        if not MULTIRUN_FLAGS & set(argv):
+            raise ConfigError(f"{arg}: one study per repeat needs -m (multirun)")
+        if any(a.lstrip("+~").startswith("search.repeat=") for a in argv):
+            raise ConfigError(f"{arg}: give search.repeat or search.repeats, not both")
+        out.append("search.repeat=" + ",".join(str(r) for r in range(int(body))))
     return out
 
 
@@ -405,8 +426,9 @@ def run_job(cfg: DictConfig) -> float | None:
     install_handlers()
     install_thread_hook()
     # MLflow retries a request to a server that went away for minutes (7 retries, backoff
-    # factor 2); a study stops within seconds instead (rnnsweep.errors: the store's fault).
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    # factor 2); a study waits about 30 s (1+2+4+8+16), long enough for a server or its
+    # database to restart, then stops in one line (rnnsweep.errors: the store's fault).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     quiet_third_party(in_study=False)
     # Also in a launcher's worker process, where train.py's preflight did not run.

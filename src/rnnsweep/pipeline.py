@@ -19,6 +19,7 @@ from rnnsweep.run_lifecycle import TrackedRun, run_parameters, study_run
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate, seeds_left
+from rnnsweep.search.repeats import REPEAT_TAG, search_repeat, with_study_seed
 from rnnsweep.search.runner import StudySummary, find_or_create_parent, run_study
 from rnnsweep.search.settings import fixed_settings, settings_hash, settings_text
 from rnnsweep.search.space import match_params
@@ -70,7 +71,13 @@ def open_study_context(
     cfg: DictConfig, datamodule: Any, tracker: Tracker, experiment: str,
     tags: dict[str, str], overrides: list[str],
 ) -> tuple[optuna.Study, StudyContext]:
-    """The job's study and everything its trials need; its parent run found or created."""
+    """The job's study and everything its trials need; its parent run found or created.
+
+    Every parent, trial and re-evaluation run carries the tag search_repeat (which
+    independent search of the condition; not a condition itself: the report pools the
+    repeats), and the trials and re-evaluations of repeat r > 0 train with the repeat's own
+    seeds (ctx.cfg.seed is its study_seed, rnnsweep.search.repeats)."""
+    tags = {**tags, REPEAT_TAG: str(search_repeat(cfg))}
     storage = make_storage(cfg)
     name = full_study_name(cfg, datamodule.condition(), storage)
     study = open_study(cfg, name, storage)
@@ -86,10 +93,12 @@ def open_study_context(
                               "settings_hash": settings_hash(settings),
                               **device, "search_sampler": sampler_label(cfg), **budget,
                               "warm_start": str(study.user_attrs.get(WARM_ATTR, OFF)),
-                              "loss_kind": datamodule.spec.loss},
+                              "loss_kind": datamodule.spec.loss,
+                              # A parent from before repeats existed gets it when reopened.
+                              REPEAT_TAG: tags[REPEAT_TAG]},
                 metrics={**datamodule.baseline(), **datamodule.fitted_baselines()})
     ctx = StudyContext(
-        cfg=cfg, datamodule=datamodule, tracker=tracker, experiment=experiment,
+        cfg=with_study_seed(cfg), datamodule=datamodule, tracker=tracker, experiment=experiment,
         parent_run_id=parent, study_name=name, base_tags={**tags, **device, "study_name": name},
         job_overrides=overrides,
     )

@@ -20,6 +20,7 @@ from rnnsweep.runtime_checks import (
     check_trainer,
     require,
 )
+from rnnsweep.search.repeats import SEED_SPAN, search_repeat
 
 # Trial k trains with seed + k and re-evaluation seeds start at seed + 1,000,000
 # (rnnsweep.search.reeval); every one must stay a 32-bit seed for torch/Lightning.
@@ -107,6 +108,9 @@ class SearchConfig:
     # Optimiser steps before the pruner may stop a trial (each pruner's file reads it).
     pruner_warmup_steps: int = "???"  # type: ignore[assignment]
     seed: int = 0
+    # Which independent search of the condition (rnnsweep.search.repeats); default in
+    # conf/search/tpe.yaml; a study's config from before the key reads as 0.
+    repeat: int = "???"  # type: ignore[assignment]
     storage: str = "???"
     direction: str = "minimize"
     metric: str = "val_loss"
@@ -329,6 +333,11 @@ def validate(cfg: DictConfig) -> None:
                  s.pruner_warmup_steps, "must be an integer >= 0")
         require(0 <= s.seed < 2**32, "search.seed", s.seed,
                  f"must be an integer in [0, {2**32 - 1}] (the sampler's numpy seed)")
+        repeat = search_repeat(cfg)
+        top = (MAX_SEED - cfg.seed) // SEED_SPAN
+        require(0 <= repeat <= top, "search.repeat", repeat,
+                f"must be an integer in [0, {top}] (repeat r trains with seeds from seed + "
+                f"r x {SEED_SPAN}, which must stay <= {MAX_SEED})")
         check_choice("search.on_changed_settings", s.on_changed_settings,
                       ("refuse", "new_study"))
         check_search_classes(s)

@@ -54,6 +54,8 @@ class StudyRow:
     fitted: tuple[str, float] | None = None
     # The MLflow experiment, which names the report's folder (reports/<experiment>/).
     experiment: str = ""
+    # Which independent search of the cell and size (search.repeats; tag search_repeat).
+    repeat: int = 0
 
 
 def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
@@ -98,6 +100,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             reeval_n=int(metrics.get("reeval_n", 0)),
             fitted=best_fitted(metrics, test_metric, maximize=kind == "ce"),
             experiment=names.get(info.experiment_id, tags.get("task", "?")),
+            repeat=int(tags.get("search_repeat") or 0),
         ))
     size_order = {"small": 0, "large": 1}
 
@@ -160,8 +163,10 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
             test = f"{r.reeval_test:.3g} (n={r.reeval_n})"
             if classification and r.majority_acc is not None:
                 test = f"{r.reeval_test:.3g} ({r.majority_acc:.3g}, n={r.reeval_n})"
+        # A repeat's row says which search it is: the cell and size repeat on its rows.
+        cell = f"{r.cell} r{r.repeat}" if r.repeat else r.cell
         table.add_row(
-            r.task, r.data_size, r.cell, best, trivial, test, params,
+            r.task, r.data_size, cell, best, trivial, test, params,
             f"{r.n_complete + r.n_pruned} ({r.n_pruned})", str(r.n_failed),
             f"{_duration(r.wall_seconds)}/{_duration(r.study_seconds)}",
         )

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import LoggedModelStatus, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
-from rnnsweep.errors import ConfigError, store_error
+from rnnsweep.errors import ConfigError, infrastructure_cause, store_error
 from rnnsweep.locks import file_lock
 from rnnsweep.provenance import (
     EXPERIMENT_KIND,
@@ -274,7 +274,11 @@ class Tracker:
                 guarded(store, ensure_sqlite_store, self.uri, tracking_key(), MLFLOW,
                         functools.partial(drop_cached_mlflow_engine, self.uri))
                 client = guarded(store, MlflowClient, tracking_uri=self.uri)
-        self.client = GuardedClient(client, self.uri, self.artifact_root)
+        # A tracking server keeps the artifacts (its --artifacts-destination, or the
+        # experiment's location): the local artifact_root is not where they go.
+        artifacts = (self.artifact_root if _is_local(self.uri)
+                     else f"of the tracking server {redact(self.uri)}")
+        self.client = GuardedClient(client, self.uri, artifacts)
 
     # -- experiments and runs ------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -339,7 +343,17 @@ class Tracker:
         """`net` as the MLflow Model `model` of `run_id` (rnnsweep.provenance.log_torch_model),
         tagged with `tags`; with `register_as`, also a version of that registered model,
         the same tags on both. The run stays RUNNING. Returns the logged model's id."""
-        info = log_torch_model(self.uri, run_id, net, example, register_as, tags)
+        try:
+            info = log_torch_model(self.uri, run_id, net, example, register_as, tags)
+        except Exception as err:
+            # MLflow's fluent API, not GuardedClient: a failure names the store that failed,
+            # the artifact store for the model's files (a full disk), else the tracking store.
+            cause = infrastructure_cause(err, store_call=True)
+            store = self.client._stores[isinstance(cause, OSError)]
+            halt = store_error(err, store, store_call=True)
+            if halt is None:
+                raise
+            raise halt from err
         self.reopen(run_id)
         if register_as is not None and info.registered_model_version is not None:
             for key, value in tags.items():
@@ -349,12 +363,14 @@ class Tracker:
         return info.model_id
 
     def logged_models(self, run_id: str) -> list[Any]:
-        """The MLflow Models logged on a run, oldest first."""
+        """The MLflow Models logged on a run, oldest first; only whole ones (READY): a log
+        that failed (a full artifact store) leaves a FAILED one, which a rerun logs again."""
         run = self.client.get_run(run_id)
-        return self.client.search_logged_models(
+        models = self.client.search_logged_models(
             [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'",
             order_by=[{"field_name": "creation_timestamp", "ascending": True}],
         )
+        return [m for m in models if m.status == LoggedModelStatus.READY]
 
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))

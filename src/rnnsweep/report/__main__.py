@@ -19,9 +19,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.console import quiet_third_party
 from rnnsweep.data.registry import experiment_name
-from rnnsweep.errors import ConfigError
+from rnnsweep.errors import ConfigError, StoreError
 from rnnsweep.report.attach import attach
-from rnnsweep.report.build import build
+from rnnsweep.report.build import ReportWriteError, build
 from rnnsweep.report.collect import load_sweep
 from rnnsweep.schema import to_structured
 from rnnsweep.tracking import tracking_uri
@@ -93,8 +93,18 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ReportWriteError as err:  # the disk's fault, not the input's: exit 1, not 2
+        print(f"error: {err}; the report folder is left as it was, no file half-written: "
+              "free space (or make it writable) and rerun the same command", file=sys.stderr)
+        return 1
     if cfg.report.attach:
-        run_id = attach(cfg, experiment, sweep, paths["dir"])
+        try:
+            run_id = attach(cfg, experiment, sweep, paths["dir"])
+        except StoreError as err:  # e.g. a full artifact store; the report run ends FAILED
+            print(f"error: {err}; the report is written ({paths['md']}) but not "
+                  "attached to MLflow: fix the store and rerun the same command",
+                  file=sys.stderr)
+            return 1
         log.info("report attached to MLflow run %s (experiment %s)", run_id, experiment)
     log.info("report of sweep %s: %s", sweep.sweep_id, paths["md"])
     return 0

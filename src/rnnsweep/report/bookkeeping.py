@@ -18,6 +18,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from rnnsweep.search.repeats import REPEAT_TAG, search_group
+
 FAILED_STATUSES = ("FAILED", "KILLED")
 
 
@@ -127,17 +129,38 @@ def seed_counts(reevals: pd.DataFrame, parent_run_id: str) -> tuple[int, int, li
     return int(ok.sum()), int(len(bad)), reasons
 
 
+def repeat_numbers(parents: pd.DataFrame) -> pd.Series:
+    """Each study's search repeat (tag search_repeat; 0 for a study from before the tag)."""
+    r = pd.to_numeric(_col(parents, f"tags.{REPEAT_TAG}"), errors="coerce")
+    return r.fillna(0).astype(int)
+
+
+def search_groups(parents: pd.DataFrame) -> pd.Series:
+    """Per study, the search it is a repeat of (its name without the repeat suffix): the
+    independent repeats of one search (search.repeats) share it, other studies do not."""
+    names = _col(parents, "tags.study_name").where(_col(parents, "tags.study_name").notna(),
+                                                   _col(parents, "run_id"))
+    return pd.Series([search_group(str(n), r) for n, r in
+                      zip(names, repeat_numbers(parents), strict=True)], index=parents.index,
+                     dtype=object)
+
+
 def primary_parents(parents: pd.DataFrame) -> pd.DataFrame:
-    """One study per cell and condition: a random-search control arm (tags.search_sampler
+    """One search per cell and condition, with every independent repeat of it (search.repeats:
+    several studies, pooled by the claims): a random-search control arm (tags.search_sampler
     == 'random') only when no other study measured that cell and condition."""
     if parents.empty:
         return parents
     ps = parents.copy()
     ps["_control"] = _col(ps, "tags.search_sampler") == "random"
+    ps["_group"] = search_groups(ps)
     ps = ps.sort_values(["_control", "start_time"] if "start_time" in ps else ["_control"],
                         ascending=[True, False] if "start_time" in ps else [True])
-    return ps.drop_duplicates(["tags.cell", "condition"]).drop(columns="_control")\
-        .sort_values(["condition", "tags.cell"]).reset_index(drop=True)
+    chosen = ps.drop_duplicates(["tags.cell", "condition"])[["tags.cell", "condition", "_group"]]
+    ps = ps.merge(chosen, on=["tags.cell", "condition", "_group"])
+    ps["_repeat"] = repeat_numbers(ps)
+    return ps.sort_values(["condition", "tags.cell", "_repeat"])\
+        .drop(columns=["_control", "_group", "_repeat"]).reset_index(drop=True)
 
 
 def is_diverged(reason: object) -> bool:

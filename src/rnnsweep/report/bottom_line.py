@@ -65,8 +65,13 @@ def _changes(ev: Evidence, summ: pd.DataFrame, cond: str, cells: list[str]) -> l
         if isinstance(conv, (bool, np.bool_)) and not conv:
             out.append(f"{cell}: best trial peaked in the last 10 % of its step budget "
                        f"({r['converged_hint']})")
-        if r.get("complete", 0) < 10:
-            out.append(f"{cell}: only {r.get('complete', 0)} complete trials (search.n_trials)")
+        # Per search: k independent searches (search.repeats) are k short searches, not one
+        # long one, and the summary's counts are their sums.
+        searches = int(r.get("searches", 1) or 1)
+        per_search = r.get("complete", 0) / searches
+        if per_search < 10:
+            each = "" if searches == 1 else " per search"
+            out.append(f"{cell}: only {per_search:g} complete trials{each} (search.n_trials)")
         if r.get("reeval_failed", 0):
             out.append(f"{cell}: {r['reeval_failed']} failed re-evaluation seed(s) left out")
     return out

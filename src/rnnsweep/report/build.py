@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from rnnsweep.data.fitted_baselines import LABELS, MODELS, WINDOW, fitted_key
-from rnnsweep.report import figures, published, tables
+from rnnsweep.report import figures, published, tables, tuning
 from rnnsweep.report.bookkeeping import finite
 from rnnsweep.report.bottom_line import bottom_line, bottom_line_text
 from rnnsweep.report.claim_types import Claim
@@ -20,7 +20,7 @@ from rnnsweep.report.collect import Sweep
 from rnnsweep.report.curves import curve_points, curves_table
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.importance import MIN_TRIALS, importances
-from rnnsweep.report.render import Document, to_html, to_markdown
+from rnnsweep.report.render import Document, save_csv, save_text, to_html, to_markdown
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.tables import fmt, pm
 
@@ -128,10 +128,53 @@ def init_text(sweep: Sweep) -> str:
     return "Initialisation (a condition of every verdict): " + "; ".join(parts) + "."
 
 
+class ReportWriteError(Exception):
+    """A file of the report could not be written (a full or read-only disk); the message
+    names it. Nothing was replaced: the folder holds the previous report, if any."""
+
+
 def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
-    """Write every file of the report into out_dir (replaced as a whole); returns the paths."""
+    """Write every file of the report into out_dir (replaced as a whole); returns the paths.
+
+    The files go to out_dir.partial first and replace out_dir only once all are written, so a
+    failed build (a disk that fills) never leaves a half-written report that looks complete;
+    the partial folder is removed, giving back the space it took, and ReportWriteError names
+    the file that could not be written. A rerun writes the whole report."""
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_files(sweep, rcfg, tmp)
+        _swap(tmp, out_dir)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        failed = Path(err.filename) if err.filename else None
+        if failed is not None and failed.is_relative_to(tmp):
+            failed = out_dir / failed.relative_to(tmp)  # the file as the user will look for it
+        if failed is None or not failed.is_relative_to(out_dir.parent):
+            raise  # not a file of the report: an error of its own
+        raise ReportWriteError(f"could not write {failed}: {err.strerror or err}") from err
+    return {"dir": out_dir, "md": out_dir / "report.md", "html": out_dir / "report.html",
+            "metrics": out_dir / "metrics.json"}
+
+
+def _swap(tmp: Path, out_dir: Path) -> None:
+    """tmp becomes out_dir; the previous report is set aside first and put back if the
+    rename fails, so it is deleted only once the new one is in place."""
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    try:
+        tmp.rename(out_dir)
+    except OSError:
+        if old.exists():
+            old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_files(sweep: Sweep, rcfg: dict, tmp: Path) -> None:
+    """Every file of the report, into the folder tmp (made here)."""
     (tmp / "figures").mkdir(parents=True)
     (tmp / "tables").mkdir()
     fig_dir, tab_dir = tmp / "figures", tmp / "tables"
@@ -189,6 +232,7 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
         doc.para("Not converged (the budget may have decided, not the cell): "
                  + "; ".join(f"{r['cell']} / {r['condition']} ({r['converged_hint']})"
                              for _, r in late.iterrows()) + ".")
+    tuning.section(doc, sweep, test_metric, tab_dir)  # only with search.repeats > 1
 
     doc.heading("2. Overfitting probe")
     doc.para("Eval-mode gap at the best validation and validation loss, small vs large data, per "
@@ -254,7 +298,7 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     curve_groups = curve_points(Evidence(sweep), settings)
     if curve_groups:  # data.size given as curve points (rnnsweep.data.sizes)
         table = curves_table(Evidence(sweep), settings, int(rcfg.get("seed", 0)))
-        table.to_csv(tab_dir / "data_size_curves.csv", index=False)
+        save_csv(table, tab_dir / "data_size_curves.csv")
         doc.para("Learning curves in data size: per cell, the exponent b of a power law "
                  "test loss ~ n^b (least squares on the mean log loss per size against log n, "
                  f"each size weighed alike; {1 - settings.alpha:.0%} t interval), the "
@@ -268,7 +312,7 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     for axis in sweep.axes:
         if axis.removeprefix("tags.data.") in rcfg["length_keys"]:
             lengths = tables.by_length(sweep, axis, test_metric)
-            lengths.to_csv(tab_dir / "by_length.csv", index=False)
+            save_csv(lengths, tab_dir / "by_length.csv")
             doc.image(figures.by_length(lengths, axis.removeprefix("tags."), test_metric,
                                         fig_dir), "test metric against sequence length")
     claims_df = pd.DataFrame([{"claim": c.claim, "verdict": c.verdict, "evidence": c.evidence,
@@ -290,18 +334,14 @@ def build(sweep: Sweep, rcfg: dict, out_dir: Path) -> dict[str, Path]:
     doc.table(claims_df)
     published.section(doc, sweep, imp, tab_dir)  # only for a paper profile's sweep
 
-    summ.to_csv(tab_dir / "summary.csv", index=False)
-    curves.to_csv(tmp / "expected_best.csv", index=False)
-    imp.to_csv(tab_dir / "importance.csv", index=False)
-    claims_df.to_csv(tab_dir / "claims.csv", index=False)
-    answers.to_csv(tab_dir / "bottom_line.csv", index=False)
-    sweep.trials.drop(columns=[c for c in sweep.trials.columns if c.startswith("tags.repro")])\
-        .to_csv(tab_dir / "trials.csv", index=False)
-    (tmp / "metrics.json").write_text(json.dumps(metrics_json(summ, claims), indent=2) + "\n")
-    (tmp / "report.md").write_text(to_markdown(doc, tmp))
-    (tmp / "report.html").write_text(to_html(doc, f"{sweep.experiment} {sweep.sweep_id}"))
-    # Swap in the finished folder: a failed build never leaves a half-written report.
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return {"dir": out_dir, "md": out_dir / "report.md", "html": out_dir / "report.html",
-            "metrics": out_dir / "metrics.json"}
+    save_csv(summ, tab_dir / "summary.csv")
+    save_csv(curves, tmp / "expected_best.csv")
+    save_csv(imp, tab_dir / "importance.csv")
+    save_csv(claims_df, tab_dir / "claims.csv")
+    save_csv(answers, tab_dir / "bottom_line.csv")
+    save_csv(sweep.trials.drop(columns=[c for c in sweep.trials.columns
+                                        if c.startswith("tags.repro")]),
+             tab_dir / "trials.csv")
+    save_text(tmp / "metrics.json", json.dumps(metrics_json(summ, claims), indent=2) + "\n")
+    save_text(tmp / "report.md", to_markdown(doc, tmp))
+    save_text(tmp / "report.html", to_html(doc, f"{sweep.experiment} {sweep.sweep_id}"))

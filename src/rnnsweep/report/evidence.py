@@ -1,7 +1,10 @@
 """The numbers the claims and the bottom line stand on, read once per sweep.
 
-One study per cell and condition (bookkeeping.primary_parents), and only the finished
-re-evaluations of its current best configuration; failed seeds are counted alongside.
+One search per cell and condition (bookkeeping.primary_parents), and only the finished
+re-evaluations of its current best configuration; failed seeds are counted alongside. A
+search run as several independent repeats (search.repeats) is several studies: a cell's
+values pool the re-evaluation seeds of every repeat's best configuration, so their spread
+covers the tuning (which configuration a search picks) as well as the seeds.
 """
 
 from __future__ import annotations
@@ -27,25 +30,54 @@ class Evidence:
             self.parents[self.parents["condition"] == condition]
         return sorted(set(ps["tags.cell"])) if len(ps) else []
 
-    def parent(self, cell: str, condition: str) -> pd.Series | None:
-        rows = self.parents[(self.parents["tags.cell"] == cell)
+    def studies(self, cell: str, condition: str) -> pd.DataFrame:
+        """The cell's studies of the condition: one, or one per independent repeat of its
+        search (search.repeats), in repeat order."""
+        return self.parents[(self.parents["tags.cell"] == cell)
                             & (self.parents["condition"] == condition)]
+
+    def parent(self, cell: str, condition: str) -> pd.Series | None:
+        """The cell's first study of the condition (repeat 0 where there are several)."""
+        rows = self.studies(cell, condition)
         return rows.iloc[0] if len(rows) else None
 
     def values(self, cell: str, condition: str, column: str) -> list[float]:
-        """Finite values of `column` over the finished seeds of the study's current best."""
-        p = self.parent(cell, condition)
-        if p is None or self.reevals.empty or column not in self.reevals.columns:
+        """Finite values of `column` over the finished seeds of the current best of each of
+        the cell's studies of the condition (every repeat's; study by study)."""
+        ids = list(self.studies(cell, condition)["run_id"])
+        if not ids or self.reevals.empty or column not in self.reevals.columns:
             return []
-        rows = self.reevals[(self.reevals["tags.mlflow.parentRunId"] == p["run_id"])
-                            & self.reevals["ok"]]
-        v = pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
-        return v[np.isfinite(v)].tolist()
+        out: list[float] = []
+        for run_id in ids:
+            rows = self.reevals[(self.reevals["tags.mlflow.parentRunId"] == run_id)
+                                & self.reevals["ok"]]
+            v = pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
+            out += v[np.isfinite(v)].tolist()
+        return out
 
     def seeds(self, cell: str, condition: str) -> tuple[int, int, list[str]]:
-        """(finished, failed or killed, reasons) re-evaluation seeds of the current best."""
-        p = self.parent(cell, condition)
-        return (0, 0, []) if p is None else seed_counts(self.reevals, p["run_id"])
+        """(finished, failed or killed, reasons) re-evaluation seeds of the current best,
+        summed over the cell's studies of the condition."""
+        done, bad, reasons = 0, 0, []
+        for run_id in self.studies(cell, condition)["run_id"]:
+            d, b, r = seed_counts(self.reevals, run_id)
+            done, bad, reasons = done + d, bad + b, reasons + r
+        return done, bad, reasons
+
+    def repeats(self, condition: str | None = None) -> int:
+        """The most independent searches any cell has in the condition (all: None)."""
+        ps = self.parents if condition is None else \
+            self.parents[self.parents["condition"] == condition]
+        if ps.empty:
+            return 0
+        return int(ps.groupby(["tags.cell", "condition"]).size().max())
+
+    def pooled_text(self) -> str:
+        """'' with one search per cell and condition; else what a cell's seeds pool."""
+        k = self.repeats()
+        return "" if k <= 1 else (f"; each cell's seeds pool the best configurations of up to "
+                                  f"{k} independent searches (search.repeats), so the spread "
+                                  "includes the tuning's")
 
     def failed_text(self, cells: list[str], condition: str) -> str:
         """'' or '; failed seeds left out: lstm 1 (NaN loss)' — never dropped silently."""

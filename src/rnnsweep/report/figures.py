@@ -14,14 +14,18 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from rnnsweep.report.collect import Sweep  # noqa: E402
+from rnnsweep.report.render import writing  # noqa: E402
 
 CELL_COLORS = {"lstm": "tab:blue", "gru": "tab:orange", "rnn": "tab:green"}
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        with writing(path):
+            fig.savefig(path, dpi=90)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -161,7 +161,7 @@ def comparable_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         scale = "log ratio" if key.band.scale == "log" else "difference"
         evidence = (f"{key.band.quantity} ({b_cell} vs {a_cell}, {scale}) over re-evaluation "
                     f"seeds, equivalent within {s.margin_text()}, intervals at "
-                    f"{_pct(alpha / k)} (alpha {alpha:.3g} / {k} conditions): "
+                    f"{_pct(alpha / k)} (alpha {alpha:.3g} / {k} conditions){ev.pooled_text()}: "
                     + "; ".join(parts + notes))
         if verdict == INCONCLUSIVE:
             mde = c.mde(alpha / k, s.power)
@@ -265,9 +265,12 @@ def tuned_text(ev: Evidence) -> str:
     tuned = sorted(ev.sweep.space)
     if set(tuned) <= {"lr"}:
         return "controlled: the same architecture and dropout for every cell and size, only "\
-               "the learning rate tuned"
+               "the learning rate tuned" + ev.pooled_text()
+    # With repeats, each search's choice is one of several: the table "Tuned optimum across
+    # independent searches" lists them; the gaps pool all of them.
     return (f"tuned per study: {', '.join(tuned)}, so the gaps mix the cell with what each "
-            "search chose; experiment=controlled tunes the learning rate alone")
+            "search chose; experiment=controlled tunes the learning rate alone"
+            + ev.pooled_text())
 
 
 def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:

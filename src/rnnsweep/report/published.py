@@ -52,7 +52,7 @@ from rnnsweep.report.published_checks import (
     holm,
     rank_rows,
 )
-from rnnsweep.report.render import Document
+from rnnsweep.report.render import Document, save_csv
 from rnnsweep.report.tables import fmt
 
 # The repository's published/ folder (src/rnnsweep/report/ -> repo root).
@@ -360,5 +360,5 @@ def section(doc: Document, sweep: Sweep, imp: pd.DataFrame, tab_dir: Path) -> pd
     diffs = load_differences().get(base, [])
     if diffs:
         doc.para("Protocol differences from the paper: " + "; ".join(diffs) + ".")
-    result.to_csv(tab_dir / "published.csv", index=False)
+    save_csv(result, tab_dir / "published.csv")
     return result

@@ -9,10 +9,35 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[Path]:
+    """Write `path` in the block; an OSError names it. A full disk fails the write or the
+    close (ENOSPC, or EFBIG past a file size limit) with an error that names no file, and
+    the report's one error line must say which file could not be written."""
+    try:
+        yield path
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise
+
+
+def save_csv(df: pd.DataFrame, path: Path) -> None:
+    with writing(path):
+        df.to_csv(path, index=False)
+
+
+def save_text(path: Path, text: str) -> None:
+    with writing(path):
+        path.write_text(text)
 
 
 @dataclass

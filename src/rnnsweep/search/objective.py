@@ -67,6 +67,9 @@ def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
 class StudyContext:
     """Everything a trial needs that does not change between trials."""
 
+    # The job's typed config; for an independent repeat r > 0 of the search its `seed` is the
+    # repeat's study seed (rnnsweep.search.repeats.with_study_seed), which trial and
+    # re-evaluation seeds count from.
     cfg: DictConfig
     datamodule: TensorDataModule
     tracker: Tracker
@@ -83,14 +86,17 @@ def reproduce_command(ctx: StudyContext, values: dict[str, Any], seed: int) -> s
     overrides, the sampled values, the seed and the thread count the trial ran with (torch
     sums in a different order with another number of threads)."""
     parts = ["python", "train.py", "search=none", *ctx.job_overrides]
-    parts = [p for p in parts if not p.startswith(("trainer.num_threads=", "seed="))]
+    # search.repeat names a study; the single run's own seed says which repeat it retrains.
+    parts = [p for p in parts
+             if not p.startswith(("trainer.num_threads=", "seed=", "search.repeat="))]
     parts += search_space.overrides(ctx.cfg.search.space, values)
     parts += [f"seed={seed}", f"trainer.num_threads={resolve_num_threads(ctx.cfg)}"]
     return redact(" ".join(shlex.quote(p) for p in parts))
 
 
 def trial_seed(cfg: DictConfig, trial_number: int) -> int:
-    # Same trial number -> same seed in every cell's study: the comparison stays paired.
+    # Same trial number -> same seed in every cell's study (of the same search.repeat: cfg is
+    # the StudyContext's, whose seed is the repeat's): the comparison stays paired.
     return int(cfg.seed) + trial_number
 
 

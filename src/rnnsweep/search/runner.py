@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rnnsweep.locks import store_lock
 from rnnsweep.provenance import log_split
-from rnnsweep.run_lifecycle import add_to_totals
+from rnnsweep.run_lifecycle import add_to_totals, end_quietly
 from rnnsweep.search import space as search_space
 from rnnsweep.search.fair_pruner import sampler_trials_complete
 from rnnsweep.search.objective import (
@@ -94,13 +94,22 @@ def find_or_create_parent(
     """
     with store_lock(cfg.search.storage, f"mlflow-parent:{experiment}:{name}"):
         parent = tracker.find_parent(experiment, name)
-        if parent is None:
+        created = parent is None
+        if created:
             parent = tracker.start_run(
                 experiment, name, {**tags, "study_name": name, "role": PARENT_ROLE}
             )
-            tracker.log_config(parent, cfg)
-            if tracker.job_split:  # data=file: the rows of each split, to reuse them
-                log_split(tracker, parent, tracker.job_split)
+        # A found parent may lack its files: a full artifact store stopped the job that made it.
+        if created or "config.yaml" not in {a.path for a in tracker.client.list_artifacts(parent)}:
+            try:
+                if tracker.job_split:  # data=file: the rows of each split, to reuse them
+                    log_split(tracker, parent, tracker.job_split)
+                tracker.log_config(parent, cfg)  # last: it says the others are there
+            except BaseException:
+                if created:  # not left RUNNING; the rerun finds it and logs them again
+                    end_quietly(tracker, parent, "FAILED")
+                raise
+        if created:
             return parent
     tracker.reopen(parent)  # the caller tags it with this sweep's id
     return parent

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.report.sequential import SeedPlan, decide, seed_plan
 from rnnsweep.report.settings import Settings
+from rnnsweep.search.repeats import REPEAT_TAG, search_group
 from rnnsweep.tracking import tag_filter
 
 log = logging.getLogger(__name__)
@@ -44,25 +45,43 @@ def _values(client, parent, metric: str) -> list[float]:  # noqa: ANN001 (MLflow
     return [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
 
 
+def _per_repeats(plan: SeedPlan, repeats: int) -> SeedPlan:
+    """The plan in seeds per cell when each cell pools `repeats` independent searches
+    (search.repeats), each re-evaluated with the plan's seeds per study."""
+    return plan if repeats <= 1 else SeedPlan(tuple(repeats * n for n in plan.looks),
+                                              plan.alpha)
+
+
 def pending_studies(client, parents: list, plan: SeedPlan, config: DictConfig) -> set[str]:  # noqa: ANN001
-    """Parent run ids of studies in an undecided pair whose plan still has a look left."""
+    """Parent run ids of studies in an undecided pair whose plan still has a look left.
+
+    One side of a pair is one search: its studies are the independent repeats of
+    search.repeats (one study without), pooled as the report pools them; each of them gets
+    the look's seeds."""
     settings = Settings.from_cfg(OmegaConf.to_container(config.report, resolve=False))  # type: ignore[arg-type]
     metric = settings.test_metric
-    groups: dict[tuple, list] = {}
+    groups: dict[tuple, dict[tuple[str, str], list]] = {}
     for p in parents:
-        groups.setdefault((p.info.experiment_id, _condition(p.data.tags)), []).append(p)
+        tags = p.data.tags
+        searches = groups.setdefault((p.info.experiment_id, _condition(tags)), {})
+        name = tags.get("study_name", p.info.run_id)
+        key = (tags["cell"], search_group(name, tags.get(REPEAT_TAG, "0")))
+        searches.setdefault(key, []).append(p)
     pending: set[str] = set()
-    for members in groups.values():
-        for a, b in combinations(sorted(members, key=lambda p: p.data.tags["cell"]), 2):
-            va, vb = _values(client, a, metric), _values(client, b, metric)
+    for searches in groups.values():
+        for a, b in combinations(sorted(searches), 2):
+            va = [v for p in searches[a] for v in _values(client, p, metric)]
+            vb = [v for p in searches[b] for v in _values(client, p, metric)]
+            first = searches[a][0]
             # The report's own equivalence band (a ratio by default), so a pair the report
             # will call equivalent stops getting seeds.
-            band = settings.band(va, vb, a.data.metrics.get("baseline_loss"),
-                                 a.data.metrics.get("baseline_acc"))
-            d = (decide(va, vb, plan, scale="raw") if isinstance(band, str) else
-                 decide(band.a, band.b, plan, scale=band.scale, margin=band.margin))
+            band = settings.band(va, vb, first.data.metrics.get("baseline_loss"),
+                                 first.data.metrics.get("baseline_acc"))
+            scaled = _per_repeats(plan, min(len(searches[a]), len(searches[b])))
+            d = (decide(va, vb, scaled, scale="raw") if isinstance(band, str) else
+                 decide(band.a, band.b, scaled, scale=band.scale, margin=band.margin))
             if not d.stop:
-                pending.update({a.info.run_id, b.info.run_id})
+                pending.update(p.info.run_id for p in searches[a] + searches[b])
     return pending
 
 

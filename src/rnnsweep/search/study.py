@@ -17,6 +17,7 @@ from rnnsweep.errors import ConfigError, StoreError, first_line, infrastructure_
 from rnnsweep.locks import store_lock
 from rnnsweep.redact import redact
 from rnnsweep.search.fair_pruner import guarantee_sampler_trials
+from rnnsweep.search.repeats import repeat_suffix, sampler_seed, search_repeat
 from rnnsweep.search.settings import (
     SETTINGS_ATTR,
     changed,
@@ -58,6 +59,10 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         # Wait for the write lock instead of failing with "database is locked".
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
+    else:
+        # A server restarted between two queries (PostgreSQL ends every session) leaves dead
+        # connections in the pool: test each before use, as MLflow does (Optuna: MySQL only).
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     retry = cfg.search.retry_failed_trials
     try:
         # Workers starting together on a fresh database would race on creating its tables;
@@ -91,10 +96,16 @@ def storage_error(cfg: DictConfig, err: BaseException) -> StoreError | None:
 
 
 def make_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
-    """search.sampler (conf/search/sampler/*.yaml or any `_target_`), built by Hydra."""
+    """search.sampler (conf/search/sampler/*.yaml or any `_target_`), built by Hydra; a
+    repeat r > 0 (search.repeat) draws from its own seed, derived from the sampler's and r."""
+    node = cfg.search.sampler
+    repeat = search_repeat(cfg)
+    # A sampler without a seed (a user's class) is not seeded for repeat 0 either.
+    seeded = bool(repeat) and node.get("seed") is not None
+    extra = {"seed": sampler_seed(int(node.seed), repeat)} if seeded else {}
     with warnings.catch_warnings():  # GPSampler, QMCSampler: stable, still flagged
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return build(cfg.search.sampler)
+        return build(node, **extra)
 
 
 def sampler_label(cfg: DictConfig) -> str:
@@ -149,9 +160,10 @@ def settings_suffix(cfg: DictConfig, base: str, storage: optuna.storages.BaseSto
 
 def full_study_name(cfg: DictConfig, condition: dict[str, str],
                     storage: optuna.storages.BaseStorage | None) -> str:
-    """The study a job runs: task, size, cell and data; a settings suffix in new_study mode;
-    -matched for parameter-matched studies (last, as the report reads it)."""
-    base = study_name(condition, cfg.cell.name)
+    """The study a job runs: task, size, cell and data; -r<k> for an independent repeat
+    k > 0 of the search (search.repeat; repeat 0 keeps the plain name); a settings suffix in
+    new_study mode; -matched for parameter-matched studies (last, as the report reads it)."""
+    base = study_name(condition, cfg.cell.name) + repeat_suffix(search_repeat(cfg))
     matched = matched_suffix(cfg)
     suffix = settings_suffix(cfg, base + matched, storage) if storage is not None else ""
     return base + suffix + matched
@@ -238,8 +250,9 @@ def preflight_job(cfg: DictConfig) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _engine(url: str) -> sqlalchemy.engine.Engine:
-    args = {"timeout": 120} if url.startswith("sqlite") else {}
-    return sqlalchemy.create_engine(url, connect_args=args)
+    if url.startswith("sqlite"):
+        return sqlalchemy.create_engine(url, connect_args={"timeout": 120})
+    return sqlalchemy.create_engine(url, pool_pre_ping=True)  # as make_storage's, for restarts
 
 
 def fail_silent_trials(study: optuna.Study, cfg: DictConfig) -> list[int]:
