@@ -138,16 +138,18 @@ def _faults_then_rerun(project: Path, stack: Stack, n_faults: int, stores: tuple
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     for k in range(n_faults):
-        # A run that rides the fault out finishes its study: the next one asks for more
-        # trials (search.n_trials is not a fixed setting), so that it has a trial to hit.
-        n_trials = 3 + 2 * k
         before = finished_snapshot(stack.storage) if k else {}
+        # A run that rides the fault out finishes its study: each run asks for 4 trials more
+        # than are finished (search.n_trials is not a fixed setting), so that the fault
+        # finds it working.
+        n_trials = 4 + sum(len(trials) for trials in before.values())
         seen = _all_trial_ids(stack.storage) if k else set()
         proc, err = _start(project, stack, f"run{k}", n_trials)
         _wait_for_new_trial(proc, stack.storage, seen)
-        delay = rng.uniform(0.0, 4.0)
+        delay = rng.uniform(0.0, 3.0)
         what = f"seed {seed}, fault {k + 1} at {delay:.2f} s into a trial"
         time.sleep(delay)
+        assert proc.poll() is None, f"{what}: the run ended before the fault"
         fault()
         hit, ended = time.monotonic(), None
         while time.monotonic() - hit < DOWN_SECONDS:
