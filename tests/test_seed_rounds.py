@@ -46,3 +46,76 @@ def test_undecided_pairs_get_another_round_of_seeds(project):
     assert len(seeds["lstm"]) == len(seeds["gru"]) == expected
     if expected == 4:
         assert "undecided cell comparisons: 2 studies get 4" in proc.stderr + proc.stdout
+
+
+class _FakeClient:
+    """Two studies, each with `done` finished re-evaluation runs of `seconds` each."""
+
+    def __init__(self, done: int, seconds: float) -> None:
+        from types import SimpleNamespace as NS
+
+        self.parents = [NS(info=NS(run_id=f"p{i}", experiment_id="1"),
+                           data=NS(tags={"best_trial_number": "0", "cell": cell}, metrics={}))
+                        for i, cell in enumerate(("lstm", "gru"))]
+        self.runs = [NS(info=NS(start_time=0, end_time=int(seconds * 1000)), data=NS(metrics={}))
+                     for _ in range(done)]
+
+    def search_experiments(self):
+        from types import SimpleNamespace as NS
+
+        return [NS(experiment_id="1")]
+
+    def search_runs(self, ids, filter_string, max_results=1000):
+        return self.parents if "'study'" in filter_string else self.runs
+
+
+def _rounds_config(minutes):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({
+        "search": {"name": "tpe", "reeval_seeds": 3, "reeval_max_seeds": 7,
+                   "reeval_seed_step": 2, "seed_rounds_minutes": minutes},
+        "report": {"alpha": 0.05}, "tracking": {"uri": "sqlite:///unused.db", "sweep_id": "s"}})
+
+
+@pytest.mark.parametrize("minutes, started_ago, rounds", [
+    (None, 0, 2),     # no budget: every look of the plan (5, then 7 seeds)
+    (10, 0, 2),       # 10 min left; a round of 2 studies x 2 seeds x 30 s = 120 s fits
+    (10, 500, 0),     # 100 s left: the first round (120 s) would end past the budget
+    (10, 370, 1),     # 230 s left: one round fits, the next (its 120 s) does not
+])
+def test_seed_rounds_start_only_while_they_fit_the_time_budget(monkeypatch, minutes,
+                                                               started_ago, rounds):
+    import time
+
+    import mlflow.tracking
+
+    from rnnsweep.search import seed_rounds
+
+    client = _FakeClient(done=3, seconds=30.0)
+    clock = [1_000_000.0]
+    added = []
+
+    def add_seeds(client_, parent, config, look):  # a round: its seeds take their time
+        added.append((parent.info.run_id, look))
+        clock[0] += 2 * 30.0 * (look - len(client.runs)) / 2  # this study's share
+        if parent is client.parents[-1]:
+            client.runs.extend(client.runs[:look - len(client.runs)])
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", lambda tracking_uri: client)
+    monkeypatch.setattr(seed_rounds, "pending_studies",
+                        lambda c, parents, plan, config: {p.info.run_id for p in parents})
+    monkeypatch.setattr(seed_rounds, "add_seeds", add_seeds)
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    started = clock[0] - started_ago
+    assert seed_rounds.run_seed_rounds(_rounds_config(minutes), started) == rounds
+    assert [look for _, look in added] == [5, 5, 7, 7][:2 * rounds]
+
+
+def test_a_rounds_estimate_is_the_lacking_seeds_times_each_studys_mean_run():
+    from rnnsweep.search.seed_rounds import round_seconds
+
+    client = _FakeClient(done=3, seconds=30.0)
+    assert round_seconds(client, client.parents, 5) == pytest.approx(2 * 2 * 30.0)
+    assert round_seconds(client, client.parents, 3) == 0.0
+    assert round_seconds(_FakeClient(done=0, seconds=30.0), client.parents, 5) == 0.0

@@ -124,6 +124,9 @@ class SearchConfig:
     # round up to reeval_max_seeds (rnnsweep.search.seed_rounds); = reeval_seeds: no rounds.
     reeval_max_seeds: int = 9
     reeval_seed_step: int = 2
+    # Wall-time budget of the seed rounds, from the sweep's start (default in
+    # conf/search/tpe.yaml; null: none).
+    seed_rounds_minutes: float | None = "???"  # type: ignore[assignment]
     match_params: bool = False
     # Seed a new study with another study's best configurations (rnnsweep.search.warm_start).
     warm_start_from: str | None = None
@@ -353,6 +356,9 @@ def validate(cfg: DictConfig) -> None:
                 "must be an integer >= 1")
         require(s.reeval_seed_step >= 1, "search.reeval_seed_step", s.reeval_seed_step,
                  "must be >= 1")
+        require(s.seed_rounds_minutes is None or s.seed_rounds_minutes > 0,
+                "search.seed_rounds_minutes", s.seed_rounds_minutes,
+                "must be > 0 (minutes from the sweep's start) or null (no limit)")
         require(s.heartbeat_interval >= 1, "search.heartbeat_interval", s.heartbeat_interval,
                  "must be an integer >= 1 (seconds)")
         require(s.heartbeat_grace_period > s.heartbeat_interval, "search.heartbeat_grace_period",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,6 +237,11 @@ def print_summary(
 class SweepSummary(Callback):
     """Hydra callback (conf/config.yaml: hydra.callbacks) printing the table after `-m`."""
 
+    sweep_started: float | None = None  # time.time() at the sweep's start: the rounds' budget
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_started = time.time()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.search.name == "none":
             return
@@ -243,7 +249,7 @@ class SweepSummary(Callback):
         from rnnsweep.search.seed_rounds import run_seed_rounds
 
         try:
-            run_seed_rounds(config)
+            run_seed_rounds(config, self.sweep_started)
         except Exception as err:  # the studies are finished and kept; say why seeds stopped
             log.error("sequential re-evaluation seeds stopped: %s",
                       redact(str(err).splitlines()[0] if str(err) else type(err).__name__))

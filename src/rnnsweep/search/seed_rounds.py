@@ -1,5 +1,6 @@
 """Sequential re-evaluation seeds: after a sweep's studies, add seeds in rounds while the
-cells' comparison is undecided, up to `search.reeval_max_seeds`.
+cells' comparison is undecided, up to `search.reeval_max_seeds` and within the sweep's time
+budget `search.seed_rounds_minutes` (a round starts only when its estimate fits).
 
 What is compared: per experiment and data condition, every pair of cells on the report's test
 metric over the re-evaluation seeds of each study's current best configuration (the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from itertools import combinations
 from pathlib import Path
 
@@ -34,15 +36,34 @@ def _condition(tags: dict[str, str]) -> tuple:
                                            if k.startswith("data.")))
 
 
-def _values(client, parent, metric: str) -> list[float]:  # noqa: ANN001 (MLflow objects)
+def _reeval_runs(client, parent) -> list:  # noqa: ANN001 (MLflow objects)
+    """The finished re-evaluation runs of the study's current best configuration."""
     best = parent.data.tags.get("best_trial_number")
-    runs = client.search_runs(
+    return client.search_runs(
         [parent.info.experiment_id],
         tag_filter({"mlflow.parentRunId": parent.info.run_id, "role": "reeval",
                     "best_trial_number": best}, status="FINISHED")[0],
         max_results=1000,
     )
-    return [r.data.metrics[metric] for r in runs if metric in r.data.metrics]
+
+
+def _values(client, parent, metric: str) -> list[float]:  # noqa: ANN001 (MLflow objects)
+    return [r.data.metrics[metric] for r in _reeval_runs(client, parent)
+            if metric in r.data.metrics]
+
+
+def round_seconds(client, parents: list, look: int) -> float:  # noqa: ANN001
+    """Estimated wall time of a round bringing `parents` to `look` seeds each: per study, the
+    seeds it lacks times the mean wall time of its finished re-evaluation runs (a round runs
+    them one after another in the sweep's process). A study with none finished counts 0."""
+    total = 0.0
+    for parent in parents:
+        runs = _reeval_runs(client, parent)
+        spans = [(r.info.end_time - r.info.start_time) / 1000 for r in runs
+                 if r.info.end_time is not None and r.info.start_time is not None]
+        if spans:
+            total += max(0, look - len(runs)) * sum(spans) / len(spans)
+    return total
 
 
 def _per_repeats(plan: SeedPlan, repeats: int) -> SeedPlan:
@@ -122,9 +143,11 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
         reevaluate(study, ctx)
 
 
-def run_seed_rounds(config: DictConfig) -> int:
-    """Add seeds look by look until every pair is decided or the plan ends; returns the
-    number of rounds run."""
+def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> int:
+    """Add seeds look by look until every pair is decided, the plan ends, or the next round
+    would end past search.seed_rounds_minutes after `sweep_started` (time.time(); None: no
+    limit); returns the number of rounds run. Stopping at any look keeps the plan's error
+    rate: each look is tested at alpha / planned looks whether or not later looks happen."""
     from mlflow.tracking import MlflowClient
 
     from rnnsweep.tracking import tracking_uri
@@ -132,6 +155,9 @@ def run_seed_rounds(config: DictConfig) -> int:
     plan = seed_plan(config.search, float(config.report.alpha))
     if plan is None or config.search.name == "none":
         return 0
+    minutes = OmegaConf.select(config, "search.seed_rounds_minutes", default=None)
+    deadline = None if minutes is None or sweep_started is None else (
+        sweep_started + 60 * float(minutes))
     client = MlflowClient(tracking_uri=tracking_uri(config))
     ids = [e.experiment_id for e in client.search_experiments()]
     rounds = 0
@@ -142,10 +168,18 @@ def run_seed_rounds(config: DictConfig) -> int:
         pending = pending_studies(client, parents, plan, config)
         if not pending:
             break
+        todo = [p for p in parents if p.info.run_id in pending]
+        if deadline is not None:
+            estimate = round_seconds(client, todo, look)
+            if time.time() + estimate > deadline:
+                log.warning("undecided cell comparisons left undecided: a round giving %d "
+                            "studies %d re-evaluation seeds (about %.0f s) would end past "
+                            "search.seed_rounds_minutes=%s after the sweep's start", len(todo),
+                            look, estimate, minutes)
+                break
         rounds += 1
         log.info("undecided cell comparisons: %d studies get %d re-evaluation seeds "
                  "(search.reeval_max_seeds=%d)", len(pending), look, plan.looks[-1])
-        for parent in parents:
-            if parent.info.run_id in pending:
-                add_seeds(client, parent, config, look)
+        for parent in todo:
+            add_seeds(client, parent, config, look)
     return rounds
