@@ -239,7 +239,8 @@ def _write_files(sweep: Sweep, rcfg: dict, tmp: Path) -> None:
              "cell (re-evaluation mean ± sd); val_rise = last validation loss minus the best "
              "one: how far validation loss rose past its minimum before training stopped. "
              "The overfitting claim tests the interaction (gap small - large, LSTM vs GRU).")
-    doc.image(figures.overfitting(summ, fig_dir), "gap and validation value per cell and size")
+    doc.image(figures.overfitting(summ, fig_dir, metric),
+              "gap and validation value per cell and size")
     doc.table(pd.DataFrame({"cell": summ["cell"], "data": summ["condition"],
                             "eval gap at best": [pm(m, d) for m, d in zip(
                                 summ["gap_eval_mean"], summ["gap_eval_sd"], strict=True)],
@@ -289,7 +290,8 @@ def _write_files(sweep: Sweep, rcfg: dict, tmp: Path) -> None:
     doc.image(figures.slices(sweep, fig_dir), "objective against each hyperparameter")
 
     doc.heading("5. Cost")
-    doc.para("Parameters, seconds per epoch and peak training memory against the hidden size, "
+    doc.para("Parameters, milliseconds per optimiser step and peak training memory against the "
+             "hidden size, "
              f"every trial. Measured on: {'; '.join(backends)}. On CPU, peak memory is the bytes "
              "of tensors saved for backward in one training step; on CUDA, the allocator's peak.")
     doc.image(figures.cost(sweep.trials, "; ".join(backends), fig_dir), "cost vs hidden size")

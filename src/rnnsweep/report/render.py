@@ -89,11 +89,24 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
+# The page never scrolls sideways: a table wider than the text column (the summary has ~20
+# columns) scrolls inside its own box, figures shrink to the column, long unbroken words
+# (study names, paths) break. Figures are scaled, never cropped (height follows width).
+STYLE = (
+    "body{font-family:sans-serif;max-width:70em;margin:auto;padding:0 1em;"
+    "overflow-wrap:break-word}"
+    ".table-scroll{overflow-x:auto;max-width:100%;margin:1em 0}"
+    "table{border-collapse:collapse;font-size:90%}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}"
+    "th{text-align:left;vertical-align:bottom}"
+    "figure{margin:1em 0}img{max-width:100%;height:auto}"
+)
+
+
 def to_html(doc: Document, title: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             "</title><style>body{font-family:sans-serif;max-width:70em;margin:auto}"
-             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;"
-             "padding:2px 6px}img{max-width:100%}</style></head><body>"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"]
     for kind, value in doc.blocks:
         if kind == "h":
             level, text = value  # type: ignore[misc]
@@ -101,7 +114,9 @@ def to_html(doc: Document, title: str) -> str:
         elif kind == "p":
             parts.append(f"<p>{_inline(str(value))}</p>")
         elif kind == "table":
-            parts.append(value.to_html(index=False, escape=True))  # type: ignore[union-attr]
+            parts.append("<div class='table-scroll'>"
+                         + value.to_html(index=False, escape=True)  # type: ignore[union-attr]
+                         + "</div>")
         else:
             path, caption = value  # type: ignore[misc]
             data = base64.b64encode(Path(path).read_bytes()).decode()
