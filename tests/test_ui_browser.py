@@ -73,14 +73,19 @@ def test_a_missing_browser_fails_under_ci_instead_of_skipping(monkeypatch, ci: s
 
 
 def test_ci_installs_the_browser_and_playwright_before_the_tests() -> None:
-    """.ci/run marks the run as CI and runs `make test`, whose prerequisites install the
-    locked Python packages (Playwright among them) and Debian's chromium."""
+    """.ci/run marks the run as CI and runs `make test`, then `make test-faults`, whose
+    prerequisites install the locked Python packages (Playwright among them) and Debian's
+    chromium and PostgreSQL."""
     run = (ROOT / ".ci" / "run").read_text()
-    assert "export CI=true" in run and run.rstrip().endswith("make test")
+    commands = [line.strip() for line in run.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert "export CI=true" in commands
+    assert commands[-2:] == ["make test", "make test-faults"], commands
     make = (ROOT / "Makefile").read_text()
-    (prereqs,) = [line.split(":", 1)[1].split() for line in make.splitlines()
-                  if line.startswith("test:")]
-    assert {"setup", "system-packages"} <= set(prereqs)
+    for target in ("test", "test-faults"):
+        (prereqs,) = [line.split(":", 1)[1].split() for line in make.splitlines()
+                      if line.startswith(f"{target}:")]
+        assert {"setup", "system-packages"} <= set(prereqs), target
     assert "./scripts/install-system-packages.sh" in make
     script = (ROOT / "scripts" / "install-system-packages.sh").read_text()
     assert "command -v chromium" in script and "missing+=(chromium)" in script
