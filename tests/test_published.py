@@ -83,7 +83,9 @@ def test_profile_composes_and_validates(profile, smoke, tmp_path, monkeypatch):
         assert typed.search.sampler._target_.endswith("RandomSampler")
         assert typed.search.pruner._target_.endswith("NopPruner")
     if profile == "hochreiter1997" and not smoke:
-        assert sweep_params["data.seq_len"] == "50,100,200"
+        # The published lengths that fit: T=100 and T=500 (T=1,000 does not).
+        assert sweep_params["data.seq_len"] == "100,500"
+        assert typed.trainer.max_steps * typed.data.batch_size > 209_000
 
 
 def _sweep(runs: list[dict], space: dict | None = None,
@@ -394,3 +396,52 @@ def test_a_comparison_names_the_cells_whose_budget_may_have_decided_it():
     out = published.compare_rows(with_best_steps(1200.0), _rows("weiss2018", "test_count_beyond"),
                                  pd.DataFrame())
     assert not any("not converged" in e for e in out["evidence"])
+
+
+def test_a_direction_row_plans_the_seeds_that_would_detect_the_published_gap():
+    """chung2014 publishes rnn 9.19 against gru 8.54: the row says from how many seeds per cell
+    a one-sided Welch test at Holm's strictest level would detect a 0.65 gap with 80 % power
+    given the seeds' spreads. With equal spreads it agrees with the exact power of the
+    two-sample t test (noncentral t) within one seed; a noisier cell needs more seeds."""
+    from scipy import stats
+
+    def exact_seeds(gap: float, sd: float, alpha: float, power: float = 0.8) -> int:
+        for n in range(2, 200):
+            df = 2 * n - 2
+            nc = gap / (sd * math.sqrt(2 / n))
+            if stats.nct.sf(stats.t.ppf(1 - alpha, df), df, nc) >= power:
+                return n
+        raise AssertionError("not within 200 seeds")
+
+    def rows_with(rnn: list[float], gru: list[float]) -> pd.DataFrame:
+        runs = [{"tags.cell": c, "condition": "large", "metrics.test_loss": v}
+                for c, vs in {"rnn": rnn, "gru": gru, "lstm": [8.6, 8.7, 8.8]}.items()
+                for v in vs]
+        return published.compare_rows(_sweep(runs), _rows("chung2014"), pd.DataFrame())
+
+    out = rows_with([9.0, 9.3, 9.6], [8.4, 8.7, 9.0])  # sd 0.3 in both
+    gru_row = out[out["result"].str.startswith("gru")]["evidence"].iloc[0]
+    m = int(gru_row.split("Holm level ")[1].split(" of ")[1].split(" ")[0])
+    assert "a gap as large as the published one (0.65) is detectable at 80% power" in gru_row
+    planned = int(gru_row.split("detectable at 80% power")[1].split("from ")[1].split(" ")[0])
+    assert abs(planned - exact_seeds(0.65, 0.3, 0.05 / m)) <= 1
+    noisy = rows_with([8.0, 9.3, 10.6], [8.4, 8.7, 9.0])
+    gru_noisy = noisy[noisy["result"].str.startswith("gru")]["evidence"].iloc[0]
+    more = int(gru_noisy.split("detectable at 80% power")[1].split("from ")[1].split(" ")[0])
+    assert more > planned
+
+
+def test_a_direction_row_says_how_much_of_each_search_finished():
+    """The row names each compared cell's complete trials and how many of them the sampler's
+    model proposed (fair_pruner), so an unequal search shows beside the verdict."""
+    runs = _weiss_runs([300, 320], [100, 110])
+    sweep = _sweep(runs)
+    sweep.parents = pd.DataFrame([
+        {"condition": "large", "tags.profile": "x", "tags.cell": c, "run_id": f"p-{c}",
+         "metrics.n_complete": done, "metrics.n_sampler_complete": own,
+         "metrics.n_pruned": pruned, "metrics.n_failed": 0.0}
+        for c, done, own, pruned in (("lstm", 6.0, 2.0, 2.0), ("gru", 4.0, 0.0, 4.0))])
+    out = published.compare_rows(sweep, _rows("weiss2018", "test_count_beyond"), pd.DataFrame())
+    assert ("searches: lstm 6 complete of 8 trials (2 proposed by the sampler's model), "
+            "gru 4 complete of 8 trials (0 proposed by the sampler's model)") in \
+        out["evidence"].iloc[0]

@@ -205,8 +205,13 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
         base = {"paper": row["paper"], "result": f"{row['cell']}: {row['quantity']}",
                 "setting": row["setting"], "published": _published_text(row)}
         if kind in ("above", "below"):
+            gaps = _published_gaps(row, rows)
             for cond in conditions:
-                out.append(_direction_row(base, row, kind, arg, cond, runs, late, tests))
+                line = _direction_row(base, row, kind, arg, cond, runs, late, tests)
+                searched = search_text(sweep, cond, _cells_of(row, arg))
+                kind_, parts, extra = line["_pending"]
+                line["_pending"] = (kind_, parts, [e for e in (*extra, searched) if e], gaps)
+                out.append(line)
         elif kind == "solves":
             out.extend(_solves_rows(base, row, arg, sweep, runs, conditions, batch))
         elif kind == "rank":
@@ -248,8 +253,46 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
             "_pending": (kind, parts, [e for e in (*extra, magnitude) if e])}
 
 
+def _cells_of(row: pd.Series, arg: str) -> list[str]:
+    return [str(row["cell"]), *(o.split(":")[-1] for o in arg.split(";"))]
+
+
+def _published_gaps(row: pd.Series, rows: pd.DataFrame) -> dict[str, float]:
+    """other cell -> |published value of this row - the other cell's published value| for the
+    same metric (the effect the paper reports), where the paper gives both."""
+    out = {}
+    for other in _cells_of(row, str(row["expect"]).partition(":")[2])[1:]:
+        same = rows[(rows["cell"] == other) & (rows["metric"] == row["metric"])
+                    & (rows["relation"] == "=")]
+        if len(same) and row["relation"] == "=":
+            out[other] = abs(float(row["value"]) - float(same["value"].iloc[0]))
+    return out
+
+
+def search_text(sweep: Sweep, cond: str, cells: list[str]) -> str:
+    """'searches: gru 8 complete of 8 trials (4 proposed by the sampler's model), …': how much
+    of each compared cell's search finished (fair_pruner), per study of the condition."""
+    parts: list[str] = []
+    if not {"tags.cell", "condition"} <= set(sweep.parents.columns):
+        return ""
+    for cell in cells:
+        studies = sweep.parents[(sweep.parents["tags.cell"] == cell)
+                                & (sweep.parents["condition"] == cond)]
+        for _, p in studies.iterrows():
+            n = {k: pd.to_numeric(p.get(f"metrics.{k}"), errors="coerce")
+                 for k in ("n_complete", "n_sampler_complete", "n_pruned", "n_failed")}
+            if pd.isna(n["n_complete"]):
+                continue
+            total = int(sum(n[k] for k in ("n_complete", "n_pruned", "n_failed")
+                            if pd.notna(n[k])))
+            own = ("" if pd.isna(n["n_sampler_complete"]) else
+                   f" ({int(n['n_sampler_complete'])} proposed by the sampler's model)")
+            parts.append(f"{cell} {int(n['n_complete'])} complete of {total} trials{own}")
+    return "searches: " + ", ".join(parts) if parts else ""
+
+
 def _finish_direction(pending: tuple, levels: dict[tuple, float]) -> dict:
-    kind, parts, extra = pending
+    kind, parts, extra, gaps = pending
     verdicts, evidence = [], []
     for other, c, theirs in parts:
         if c is None:
@@ -257,7 +300,8 @@ def _finish_direction(pending: tuple, levels: dict[tuple, float]) -> dict:
             evidence.append(f"{other}: not measured")
             continue
         verdicts.append(direction_verdict(c, levels))
-        evidence.append(direction_text(kind, other, c, levels, _ours(theirs).split(" (")[0]))
+        evidence.append(direction_text(kind, other, c, levels, _ours(theirs).split(" (")[0],
+                                       gaps.get(other)))
     verdict = next(v for v in (NOT_MEASURED, NOT_REPRODUCED, NOT_SIGNIFICANT, REPRODUCED)
                    if v in verdicts)
     return {"verdict": verdict, "evidence": "; ".join(evidence + extra)}
