@@ -136,7 +136,9 @@ def screenshots(report_html: Path, shots: Path) -> list[str]:
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(report_html.as_uri())
         for i, img in enumerate(page.query_selector_all("img")):
-            name = re.sub(r"[^a-z0-9_]+", "_", Path(img.get_attribute("src") or f"{i}").stem)
+            # Figures are embedded (data: URIs): name each by its alt text.
+            alt = (img.get_attribute("alt") or "figure").lower()
+            name = re.sub(r"[^a-z0-9]+", "_", alt).strip("_")[:60]
             target = shots / f"{i:02d}_{name}.png"
             img.screenshot(path=str(target))
             saved.append(str(target))
