@@ -84,17 +84,31 @@ def test_the_metric_is_checked_against_what_the_task_logs(preflight, project, ta
     assert logged in message
 
 
-def test_the_metric_names_match_what_the_module_logs():
-    """search.metric's allowed names are the keys on_validation_epoch_end logs."""
-    import inspect
+@pytest.mark.parametrize("loss", ["mse", "bce", "ce"])
+def test_the_metric_names_match_what_the_module_logs(loss):
+    """search.metric's allowed names are exactly the validation values a real fit of the
+    LightningModule logs for the task's loss kind (beside the training-side ones)."""
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader
 
+    from rnnsweep.cost import example_batch
     from rnnsweep.data.base import TaskSpec
     from rnnsweep.lit_module import RecurrentLitModule, validation_metrics
+    from rnnsweep.model import SequenceModel
 
-    source = inspect.getsource(RecurrentLitModule.on_validation_epoch_end)
-    for loss in ("mse", "bce", "ce"):
-        for name in validation_metrics(TaskSpec(2, 2, loss)):
-            assert f'"{name}"' in source or f"{name}=" in source or f'["{name}"]' in source
+    spec = TaskSpec(input_size=2, output_size=3, loss=loss, per_step=loss == "bce")
+    batch = example_batch(spec, 4, 5, torch.device("cpu"))
+    loader = DataLoader([batch], batch_size=None)
+    module = RecurrentLitModule(SequenceModel("gru", spec, hidden_size=4),
+                                optimizer=torch.optim.Adam)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
+    logged = {k for k in trainer.callback_metrics if k.startswith("val_")}
+    assert logged == set(validation_metrics(spec))
+    assert len(validation_metrics(spec)) == (2 if loss == "ce" else 3)
 
 
 @pytest.mark.parametrize(("argv", "key"), [

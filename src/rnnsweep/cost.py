@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from scipy import stats
 
 from rnnsweep.cells import CellSpec, cell_name, recurrent_flops
@@ -65,6 +64,7 @@ from rnnsweep.cost_memory import (
     unit_label,
 )
 from rnnsweep.data.base import TaskSpec
+from rnnsweep.losses import loss_kind
 from rnnsweep.measure import rnn_backend
 from rnnsweep.model import SequenceModel, count_parameters
 
@@ -194,15 +194,10 @@ def example_batch(spec: TaskSpec, batch_size: int, seq_len: int,
                   device: torch.device, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Random inputs and targets of the task's shapes (costs do not depend on the values)."""
     gen = torch.Generator().manual_seed(seed)
-    b, t, o = batch_size, seq_len, spec.output_size
+    b, t = batch_size, seq_len
     x = torch.rand(b, t, spec.input_size, generator=gen)
     lead = (b, t) if spec.per_step else (b,)
-    if spec.loss == "ce":
-        y = torch.randint(0, o, lead, generator=gen)
-    elif spec.loss == "bce":
-        y = (torch.rand(*lead, o, generator=gen) > 0.5).float()
-    else:
-        y = torch.rand(*lead, generator=gen) if o == 1 else torch.rand(*lead, o, generator=gen)
+    y = loss_kind(spec.loss).random_target(lead, spec, gen)
     lengths = torch.full((b,), t, dtype=torch.long)
     return tuple(v.to(device) for v in (x, y, lengths))
 
@@ -213,11 +208,8 @@ def task_loss(spec: TaskSpec, out: torch.Tensor, y: torch.Tensor,
     if spec.per_step:
         mask = torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None]
         out, y = out[mask], y[mask]
-    if spec.loss == "mse":
-        return F.mse_loss(out.reshape(y.shape), y)
-    if spec.loss == "bce":
-        return F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(-1).mean()
-    return F.cross_entropy(out, y)
+    kind = loss_kind(spec.loss)
+    return kind.loss(kind.prepare(out, y), y)
 
 
 class TrainingStep:

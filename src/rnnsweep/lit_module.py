@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterable
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
-from torchmetrics import MeanMetric, MeanSquaredError, SumMetric
+from torchmetrics import MeanMetric
 
 from rnnsweep.data.base import TaskSpec
+from rnnsweep.losses import loss_kind
 from rnnsweep.model import SequenceModel
 
 # Built by Hydra from `optim` / `scheduler` (`_partial_: true`): called with the parameters
@@ -22,8 +22,7 @@ def validation_metrics(spec: TaskSpec) -> tuple[str, ...]:
     """The validation values RecurrentLitModule logs for a task (what search.metric may
     name); on_validation_epoch_end logs these and the training-side train_loss,
     train_loss_eval and gap."""
-    extra = {"mse": ("val_mse",), "bce": ("val_frame_acc",)}.get(spec.loss, ())
-    return ("val_loss", "val_acc", *extra)
+    return loss_kind(spec.loss).metric_names("val")
 
 
 def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
@@ -36,10 +35,6 @@ def sequence_weights(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     weighted by them gives every sequence the same weight, whatever its length."""
     mask = step_mask(lengths, seq_len)
     return mask / (lengths[:, None].to(torch.float32) * len(lengths))
-
-
-def _reduce(per_item: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    return per_item.mean() if weights is None else (per_item * weights).sum()
 
 
 def trim_padding(batch: tuple[torch.Tensor, ...],
@@ -80,12 +75,9 @@ class RecurrentLitModule(pl.LightningModule):
         self.train_loss, self.train_loss_eval = MeanMetric(), MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
-        # torchmetrics' MSE for regression tasks, reported beside the generic loss.
-        self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
-        # Multi-label (bce) tasks: frame-level accuracy TP / (TP + FP + FN) over all real
-        # frames (Bay et al. 2009, as reported by Boulanger-Lewandowski et al. 2012).
-        self.val_tp, self.val_err = SumMetric(), SumMetric()
-        self.test_tp, self.test_err = SumMetric(), SumMetric()
+        # The loss kind's own metric beside loss and accuracy (MSE, frame accuracy), if any.
+        self.kind = loss_kind(net.spec.loss)
+        self.val_extra, self.test_extra = self.kind.extra_metric(), self.kind.extra_metric()
 
     def transfer_batch_to_device(
         self, batch: object, device: torch.device, dataloader_idx: int
@@ -106,29 +98,14 @@ class RecurrentLitModule(pl.LightningModule):
         """Return (mean loss, per-item hits, predictions, targets) over real steps only."""
         x, y, lengths = trim_padding(batch, self.spec)
         out = self(x, lengths)
-        kind = self.spec.loss
         weights = None
         if self.spec.per_step:
             mask = step_mask(lengths, x.shape[1])
             if self.per_sequence:
                 weights = sequence_weights(lengths, x.shape[1])[mask]
             out, y = out[mask], y[mask]
-        if kind == "mse":
-            out = out.reshape(y.shape)
-            loss = F.mse_loss(out, y) if weights is None else \
-                _reduce(((out - y) ** 2).reshape(len(y), -1).mean(-1), weights)
-            hits = ((out - y).abs() < self.spec.acc_tolerance).all(dim=-1).float()
-        elif kind == "bce":
-            # Negative log-likelihood per step, summed over outputs (Chung et al. 2014).
-            loss = _reduce(F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(-1),
-                           weights)
-            hits = ((out > 0).float() == y).all(dim=-1).float()
-        elif kind == "ce":
-            loss = _reduce(F.cross_entropy(out, y, reduction="none"), weights)
-            hits = (out.argmax(-1) == y).float()
-        else:
-            raise ValueError(f"unknown loss kind {kind!r}")
-        return loss, hits, out, y
+        out = self.kind.prepare(out, y)
+        return self.kind.loss(out, y, weights), self.kind.hits(out, y, self.spec), out, y
 
     def _weight(self, batch: tuple[torch.Tensor, ...], hits: torch.Tensor) -> int:
         """A batch's share in an epoch mean: its sequences when each sequence weighs the
@@ -149,28 +126,15 @@ class RecurrentLitModule(pl.LightningModule):
             return
         self.val_loss.update(loss, weight=self._weight(batch, hits))
         self.val_acc.update(hits)
-        if self.spec.loss == "mse":
-            self.val_mse.update(out, y)
-        elif self.spec.loss == "bce":
-            self._update_frame_counts(out, y, self.val_tp, self.val_err)
+        if self.val_extra is not None:
+            self.val_extra.update(out, y)
 
     def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         loss, hits, out, y = self._loss_and_hits(batch)
         self.test_loss.update(loss, weight=self._weight(batch, hits))
         self.test_acc.update(hits)
-        if self.spec.loss == "mse":
-            self.test_mse.update(out, y)
-        elif self.spec.loss == "bce":
-            self._update_frame_counts(out, y, self.test_tp, self.test_err)
-
-    @staticmethod
-    def _update_frame_counts(
-        out: torch.Tensor, y: torch.Tensor, tp: SumMetric, err: SumMetric
-    ) -> None:
-        pred = out > 0
-        truth = y > 0.5
-        tp.update((pred & truth).sum())
-        err.update((pred ^ truth).sum())  # false positives + false negatives
+        if self.test_extra is not None:
+            self.test_extra.update(out, y)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -182,24 +146,22 @@ class RecurrentLitModule(pl.LightningModule):
             metrics.update(train_loss_eval=train_eval, gap=val_loss - train_eval)
         if self.train_loss.update_count > 0:
             metrics["train_loss"] = self.train_loss.compute()
-        if self.spec.loss == "mse":
-            metrics["val_mse"] = self.val_mse.compute()
-        elif self.spec.loss == "bce":
-            metrics["val_frame_acc"] = _frame_acc(self.val_tp, self.val_err)
+        if self.val_extra is not None:
+            metrics[f"val_{self.kind.extra}"] = self.val_extra.compute()
         self.log_dict(metrics, on_epoch=True, prog_bar=True)
         for m in (self.train_loss, self.train_loss_eval, self.val_loss, self.val_acc,
-                  self.val_mse, self.val_tp, self.val_err):
-            m.reset()
+                  self.val_extra):
+            if m is not None:
+                m.reset()
 
     def on_test_epoch_end(self) -> None:
         metrics = {"test_loss": self.test_loss.compute(), "test_acc": self.test_acc.compute()}
-        if self.spec.loss == "mse":
-            metrics["test_mse"] = self.test_mse.compute()
-        elif self.spec.loss == "bce":
-            metrics["test_frame_acc"] = _frame_acc(self.test_tp, self.test_err)
+        if self.test_extra is not None:
+            metrics[f"test_{self.kind.extra}"] = self.test_extra.compute()
         self.log_dict(metrics, on_epoch=True)
-        for m in (self.test_loss, self.test_acc, self.test_mse, self.test_tp, self.test_err):
-            m.reset()
+        for m in (self.test_loss, self.test_acc, self.test_extra):
+            if m is not None:
+                m.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         optimizer = self.optimizer(self.parameters())
@@ -210,8 +172,3 @@ class RecurrentLitModule(pl.LightningModule):
                 "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"}}
 
 
-def _frame_acc(tp: SumMetric, err: SumMetric) -> torch.Tensor:
-    hits = tp.compute()
-    total = hits + err.compute()
-    # No note predicted and none sounding: every frame was right.
-    return torch.where(total > 0, hits / total.clamp(min=1), torch.ones_like(total))

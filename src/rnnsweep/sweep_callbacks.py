@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 STUDY_ROLE = "study"
 
 
+def headline_metric(loss_kind: str) -> str:
+    """The test metric a loss kind's headline reads; test_loss for an unknown kind."""
+    from rnnsweep.losses import LOSS_KINDS  # torch: imported once a sweep has run
+
+    known = LOSS_KINDS.get(loss_kind)
+    return known.headline if known else "test_loss"
+
+
 @dataclass
 class StudyRow:
     task: str
@@ -58,6 +66,11 @@ class StudyRow:
     # Which independent search of the cell and size (search.repeats; tag search_repeat).
     repeat: int = 0
 
+    @property
+    def headline_metric(self) -> str:
+        """The test metric the headline reads: the loss kind's (test_acc for classes)."""
+        return headline_metric(self.loss_kind)
+
 
 def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
     """Every study parent run tagged with this sweep id, in any experiment."""
@@ -79,7 +92,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
     for run in runs:
         tags, metrics, info = run.data.tags, run.data.metrics, run.info
         kind = tags.get("loss_kind", "")
-        test_metric = "test_acc" if kind == "ce" else "test_loss"
+        test_metric = headline_metric(kind)
         headline = f"reeval_{test_metric}_mean"
         rows.append(StudyRow(
             task=tags.get("task", "?"),
@@ -99,7 +112,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             majority_acc=metrics.get("baseline_acc"),
             reeval_test=metrics.get(headline),
             reeval_n=int(metrics.get("reeval_n", 0)),
-            fitted=best_fitted(metrics, test_metric, maximize=kind == "ce"),
+            fitted=best_fitted(metrics, test_metric, maximize=test_metric.endswith("_acc")),
             experiment=names.get(info.experiment_id, tags.get("task", "?")),
             repeat=int(tags.get("search_repeat") or 0),
         ))
@@ -141,7 +154,7 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
         table.add_column(name)
     table.add_column(f"best trial {metric}", justify="right")
     table.add_column("trivial loss (val)", justify="right")
-    classification = any(r.loss_kind == "ce" for r in rows)
+    classification = any(r.headline_metric == "test_acc" for r in rows)
     table.add_column("test acc, re-eval (majority)" if classification else "test loss, re-eval",
                      justify="right", no_wrap=True)
     table.add_column("best hyperparameters", no_wrap=True)
@@ -187,7 +200,7 @@ def fitted_lines(rows: list[StudyRow]) -> list[str]:
         if fitted is None:
             continue
         model, value = fitted
-        maximize = members[0].loss_kind == "ce"  # the test column: accuracy, else loss
+        maximize = members[0].headline_metric == "test_acc"  # accuracy, else a loss
         tests = [r.reeval_test for r in members if r.reeval_test is not None]
         beaten = any(t > value if maximize else t < value for t in tests)
         verdict = ("" if not tests else ", a cell beats it" if beaten

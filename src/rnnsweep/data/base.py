@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from rnnsweep.errors import ConfigError, DataError
+from rnnsweep.losses import loss_kind
 
 # Stream ids under a run's seed: initialisation/dropout come from torch's global seed;
 # the data order from its own child stream, so neither shifts the other.
@@ -63,7 +63,9 @@ class TaskSpec:
 
     input_size: int
     output_size: int
-    loss: str  # "mse" (regression), "bce" (multi-label sigmoid), "ce" (classification)
+    # The loss kind (rnnsweep.losses): "mse" (regression), "bce" (multi-label sigmoid),
+    # "ce" (classification).
+    loss: str
     per_step: bool = False  # predict at every step (True) or once per sequence (False)
     variable_length: bool = False  # batches carry real lengths; padding must be masked
     acc_tolerance: float = 0.04  # regression: a prediction is correct when |error| < tolerance
@@ -214,23 +216,8 @@ class TensorDataModule(pl.LightningDataModule):
         _, y_va, len_va = self.val_set.tensors
         if self.spec.per_step:
             y_tr, y_va = _real_steps(y_tr, len_tr), _real_steps(y_va, len_va)
-        kind = self.spec.loss
-        if kind == "mse":
-            mean = y_tr.float().mean(0, keepdim=True)
-            loss = F.mse_loss(mean.expand_as(y_va), y_va)
-            acc = ((mean - y_va).abs() < self.spec.acc_tolerance).all(-1).float().mean()
-        elif kind == "bce":
-            p = y_tr.float().mean(0, keepdim=True).clamp(1e-6, 1 - 1e-6)
-            logits = torch.log(p / (1 - p)).expand_as(y_va)
-            loss = F.binary_cross_entropy_with_logits(logits, y_va, reduction="none").sum(-1)
-            loss = loss.mean()
-            acc = ((p > 0.5).float() == y_va).all(-1).float().mean()
-        else:
-            counts = torch.bincount(y_tr, minlength=self.spec.output_size).float()
-            prior = (counts / counts.sum()).clamp(min=1e-6)
-            loss = F.nll_loss(torch.log(prior).expand(len(y_va), -1), y_va)
-            acc = (y_va == counts.argmax()).float().mean()
-        return {"baseline_loss": float(loss), "baseline_acc": float(acc)}
+        loss, acc = loss_kind(self.spec.loss).trivial(y_tr, y_va, self.spec)
+        return {"baseline_loss": loss, "baseline_acc": acc}
 
     def fitted_baselines(self) -> dict[str, float]:
         """Non-recurrent models (a linear model, 1-NN) fitted on the training set and scored

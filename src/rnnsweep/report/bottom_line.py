@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from rnnsweep.data.fitted_baselines import LABELS, MODELS, best_fitted, fitted_key
+from rnnsweep.losses import LOSS_KINDS
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.sequential import seeds_to_decide
 from rnnsweep.report.settings import Settings
@@ -156,10 +157,12 @@ def _with(answer: str, note: str) -> str:
     return f"{answer}; {note}" if note else answer
 
 
-def _loss_kind(ev: Evidence, cond: str) -> str:
+def _headline_metric(ev: Evidence, cond: str) -> str | None:
+    """The test metric the condition's loss kind leads with (test_acc for classification)."""
     ps = ev.parents[ev.parents["condition"] == cond]
     kinds = set(ps["tags.loss_kind"].dropna()) if "tags.loss_kind" in ps else set()
-    return kinds.pop() if len(kinds) == 1 else ""
+    known = LOSS_KINDS.get(kinds.pop()) if len(kinds) == 1 else None
+    return known.headline if known else None
 
 
 def fitted_note(ev: Evidence, s: Settings, cond: str, cells: list[str]) -> str:
@@ -168,7 +171,7 @@ def fitted_note(ev: Evidence, s: Settings, cond: str, cells: list[str]) -> str:
     deterministic figure (test set), on the test metric, and for classification also on
     test accuracy, the number a newcomer reads first."""
     checks = [(s.test_metric, s.maximize)]
-    if _loss_kind(ev, cond) == "ce" and s.test_metric != "test_acc":
+    if _headline_metric(ev, cond) == "test_acc" and s.test_metric != "test_acc":
         checks.append(("test_acc", True))
     lost = []
     for metric, maximize in checks:
