@@ -58,6 +58,7 @@ HOSTILE = {
     "unclosed quote": "python train.py 'search=none",
     "a study": LEGIT.replace("search=none", "search=tpe"),
     "search.name": f"{LEGIT} search.name=tpe",
+    "search.study": f"{LEGIT} search.study=true",
     "hidden_size differs": LEGIT.replace("model.hidden_size=8", "model.hidden_size=9"),
     "lr differs": LEGIT.replace("optim.lr=0.001", "optim.lr=0.5"),
     "seed differs": LEGIT.replace("seed=0", "seed=7"),

@@ -344,7 +344,7 @@ def preflight_stores(cfg: DictConfig) -> None:
 
     env = os.environ.get("MLFLOW_TRACKING_URI")
     tracking = [(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")]
-    stores = tracking if cfg.search.name == "none" else [(cfg.search.storage, "search.storage"),
+    stores = tracking if not cfg.search.study else [(cfg.search.storage, "search.storage"),
                                                          *tracking]
     for url, key in stores:
         problem = userinfo_problem(url)

@@ -52,7 +52,7 @@ def machine_memory() -> int:
 
 def _largest(cfg: DictConfig, path: str, value: Any) -> tuple[Any, str]:
     """The largest value `path` takes in the job: its space's top when searched."""
-    for name, p in cfg.search.space.items() if cfg.search.name != "none" else ():
+    for name, p in cfg.search.space.items() if cfg.search.study else ():
         if p.path == path:
             if p.type == "categorical":
                 numbers = [c for c in p.choices if isinstance(c, (int, float))]
@@ -88,7 +88,7 @@ def check_memory(cfg: DictConfig, datamodule: Any, available: int | None = None)
     spec = datamodule.spec
     layers, _ = _largest(cfg, "model.num_layers", cfg.model.num_layers)
     if cfg.model.param_budget is not None or (cfg.search.match_params
-                                              and cfg.search.name != "none"):
+                                              and cfg.search.study):
         budget, key = _largest(cfg, "model.param_budget", cfg.model.param_budget)
         hidden = hidden_size_for_budget(cfg.cell, spec, int(budget), int(layers))
         shown = f"{key}={budget}"

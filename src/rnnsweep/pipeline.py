@@ -119,7 +119,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     condition = datamodule.condition()
     tags = condition_tags(cfg, condition)
     overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]
-    if cfg.search.name == "none":
+    if not cfg.search.study:
         return run_single(cfg, datamodule, tracker, experiment, tags)
 
     try:

@@ -225,7 +225,9 @@ def check_against_params(conf_dir: Path, cfg: Any, params: Mapping[str, str]) ->
     could remap `search.space.*.path` to dodge the check, never the project's files)."""
     from omegaconf import OmegaConf
 
-    if OmegaConf.select(cfg, "search.name") != "none":
+    # search.study decides whether a study starts; the name must be none's as well.
+    if OmegaConf.select(cfg, "search.name") != "none" or \
+            OmegaConf.select(cfg, "search.study", default=True) is not False:
         raise RefusedTag("the tag does not make a single run (search=none); a tag never "
                          "starts a study")
     pairs = sampled_paths(compose_config(conf_dir)) | sampled_paths(cfg)

@@ -99,6 +99,9 @@ class ParamSpace:
 @dataclass
 class SearchConfig:
     name: str = "???"
+    # false: no study, one model trained with the values given (search=none). Set in
+    # conf/search/tpe.yaml and none.yaml; a stored config from before the key was a study's.
+    study: bool = True
     # conf/search/sampler/*.yaml and conf/search/pruner/*.yaml: Optuna classes by _target_.
     sampler: dict[str, Any] = field(default_factory=dict)
     pruner: dict[str, Any] = field(default_factory=dict)
@@ -326,7 +329,7 @@ def validate(cfg: DictConfig) -> None:
         "trainer.early_stopping_patience", t.early_stopping_patience, "must be >= 1",
     )
     s = cfg.search
-    if s.name != "none":
+    if s.study:
         require(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be an integer >= 1")
         require(s.n_startup_trials >= 0, "search.n_startup_trials", s.n_startup_trials,
                  "must be an integer >= 0")

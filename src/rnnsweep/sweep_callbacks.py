@@ -256,7 +256,7 @@ class SweepSummary(Callback):
         self.sweep_started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.search.name == "none":
+        if not config.search.study:
             return
         uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
         from rnnsweep.search.seed_rounds import run_seed_rounds

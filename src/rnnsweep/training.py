@@ -216,7 +216,7 @@ def run_params(cfg: DictConfig, datamodule: TensorDataModule) -> dict[str, str |
 def show_batch_progress(cfg: DictConfig) -> bool:
     """trainer.progress_bar, where null means: only for a single run (search=none)."""
     if cfg.trainer.progress_bar is None:
-        return cfg.search.name == "none"
+        return not cfg.search.study
     return bool(cfg.trainer.progress_bar)
 
 

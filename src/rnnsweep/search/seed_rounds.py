@@ -153,7 +153,7 @@ def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> i
     from rnnsweep.tracking import tracking_uri
 
     plan = seed_plan(config.search, float(config.report.alpha))
-    if plan is None or config.search.name == "none":
+    if plan is None or not config.search.study:
         return 0
     minutes = OmegaConf.select(config, "search.seed_rounds_minutes", default=None)
     deadline = None if minutes is None or sweep_started is None else (

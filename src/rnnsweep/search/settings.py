@@ -42,7 +42,7 @@ def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
 
 def sampled_keys(cfg: DictConfig) -> set[str]:
     """The config paths the study's search space sets per trial."""
-    if cfg.search.name == "none":
+    if not cfg.search.study:
         return set()
     keys = {str(p.path) for p in cfg.search.space.values()}
     if "model.param_budget" in keys:  # the budget decides the hidden size

@@ -47,7 +47,7 @@ def match_params(cfg: DictConfig) -> DictConfig:
     replaced by `search.budget`, a range of parameter counts; each cell derives its hidden
     size from the sampled budget, so cells are compared at equal parameter counts."""
     s = cfg.search
-    if not s.match_params or s.name == "none":
+    if not s.match_params or not s.study:
         return cfg
     kept = {k: v for k, v in s.space.items() if v.path != "model.hidden_size"}
     s.space = {**kept, "param_budget": s.budget}

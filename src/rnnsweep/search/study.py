@@ -239,7 +239,7 @@ def preflight_job(cfg: DictConfig) -> None:
     """The storage of one validated job answers, and its existing study (if any) fits."""
     from rnnsweep.data import build_datamodule
 
-    if cfg.search.name == "none":
+    if not cfg.search.study:
         return
     try:
         condition = build_datamodule(cfg.data).condition()
