@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+
 from rnnsweep.data.base import TaskSpec
 from rnnsweep.losses import LOSS_KINDS, FrameAccuracy, loss_kind
 
