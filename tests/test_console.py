@@ -198,7 +198,8 @@ def test_lightning_tips_dropped_device_line_once() -> None:
 @pytest.mark.parametrize(("search", "setting", "shown"), [
     ("none", None, True), ("tpe", None, False), ("tpe", True, True), ("none", False, False)])
 def test_batch_bar_only_for_single_runs(search: str, setting: bool | None, shown: bool) -> None:
-    cfg = OmegaConf.create({"search": {"name": search}, "trainer": {"progress_bar": setting}})
+    cfg = OmegaConf.create({"search": {"name": search, "study": search != "none"},
+                            "trainer": {"progress_bar": setting}})
     assert show_batch_progress(cfg) is shown
 
 
@@ -252,6 +253,28 @@ def test_help_lists_every_group_and_option(project: Path) -> None:
         assert len(shown[group]) == len(options), f"{group}: an option listed twice"
         if default is not None:
             assert shown[group][0] == default, f"{group}: the default is not listed first"
+
+
+def test_every_option_file_carries_its_help_line() -> None:
+    """--help reads each option's description from its own file (rnnsweep.help_text)."""
+    from rnnsweep.help_text import option_help
+
+    for group, (options, _) in conf_groups().items():
+        if group == "data_profile":  # listed by name only
+            continue
+        for name in options:
+            assert option_help(ROOT / "conf" / group / f"{name}.yaml"), f"{group}/{name}"
+
+
+def test_a_new_option_file_is_in_help_without_editing_anything_else(project: Path) -> None:
+    """A cell of one's own is its YAML file (and its module): --help lists it with its help
+    line, the group's default still first."""
+    (project / "conf" / "cell" / "mycell.yaml").write_text(
+        "# help: my own cell, for the test\nname: mycell\n_target_: torch.nn.GRU\n")
+    proc = run_train(project, "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "mycell      my own cell, for the test" in proc.stdout
+    assert help_groups(proc.stdout)["cell"][0] == "lstm"
 
 
 def test_reevaluation_is_announced_only_when_it_will_run() -> None:

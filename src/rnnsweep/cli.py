@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnsweep.errors import ConfigError, DataError, StoreError
+from rnnsweep.help_text import register as register_help
 from rnnsweep.redact import (
     redact,
     redact_files,
@@ -80,6 +81,7 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
     remember_environment()
     root = Path(entry_file).resolve().parent
     os.environ.setdefault("RNNSWEEP_ROOT", str(root))
+    register_help(root / "conf")  # --help lists each group's options from conf/
     # A SIGTERM while starting or between jobs ends the command with one line and 143; with
     # launcher workers it is forwarded to them (rnnsweep.signals; train.py installs it first).
     os.environ[SWEEP_PID_ENV] = str(os.getpid())
