@@ -73,7 +73,7 @@ def _rounds_config(minutes):
     from omegaconf import OmegaConf
 
     return OmegaConf.create({
-        "search": {"name": "tpe", "reeval_seeds": 3, "reeval_max_seeds": 7,
+        "search": {"name": "tpe", "study": True, "reeval_seeds": 3, "reeval_max_seeds": 7,
                    "reeval_seed_step": 2, "seed_rounds_minutes": minutes},
         "report": {"alpha": 0.05}, "tracking": {"uri": "sqlite:///unused.db", "sweep_id": "s"}})
 

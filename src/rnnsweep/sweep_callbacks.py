@@ -247,8 +247,11 @@ def print_summary(
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
-class SweepSummary(Callback):
-    """Hydra callback (conf/config.yaml: hydra.callbacks) printing the table after `-m`."""
+class SeedRounds(Callback):
+    """The stage after a `-m` sweep's studies (conf/config.yaml: hydra.callbacks): sequential
+    re-evaluation seeds while a pair of cells is undecided (rnnsweep.search.seed_rounds),
+    within search.seed_rounds_minutes of the sweep's start. It trains models; SweepSummary
+    only reads and prints what the studies and this stage left in MLflow."""
 
     sweep_started: float | None = None  # time.time() at the sweep's start: the rounds' budget
 
@@ -258,7 +261,6 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.search.study:
             return
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
         from rnnsweep.search.seed_rounds import run_seed_rounds
 
         try:
@@ -266,6 +268,15 @@ class SweepSummary(Callback):
         except Exception as err:  # the studies are finished and kept; say why seeds stopped
             log.error("sequential re-evaluation seeds stopped: %s",
                       redact(str(err).splitlines()[0] if str(err) else type(err).__name__))
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/config.yaml: hydra.callbacks) printing the table after `-m`."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.search.study:
+            return
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
         try:
             rows = read_sweep(uri, str(config.tracking.sweep_id), str(config.search.metric))
         except Exception as err:  # the sweep itself succeeded; the table is a convenience
