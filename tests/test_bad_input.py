@@ -30,8 +30,8 @@ def copy(tmp_path):
 def refused(project, monkeypatch, argv: list[str]) -> str:
     """The preflight's one-line refusal of a command line, in-process (train.py runs the
     preflight first and prints it as `error: ...`, exit 2: one subprocess case below)."""
-    from rnnsweep.cli import preflight
     from rnnsweep.errors import ConfigError
+    from rnnsweep.preflight import preflight
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
     with pytest.raises(ConfigError) as err:
@@ -193,7 +193,7 @@ def test_misspelt_cell_or_key_is_refused_before_torch_is_imported(project, argv,
 
 # -- a learning curve's sizes as a list (data.sizes=[...]) ------------------------------------
 def test_data_sizes_is_the_sweep_over_data_size():
-    from rnnsweep.cli import expand_sizes
+    from rnnsweep.overrides import expand_sizes
 
     assert expand_sizes(["-m", "cell=lstm,gru", "data.sizes=[0.1,0.25,1]"]) == [
         "-m", "cell=lstm,gru", "data.size=0.1,0.25,1"]
@@ -207,8 +207,8 @@ def test_data_sizes_is_the_sweep_over_data_size():
     (["-m", "data.sizes=[0.1,0.5]", "data.size=small"], "not both"),
 ])
 def test_a_bad_list_of_sizes_is_refused_in_one_line(argv, expected):
-    from rnnsweep.cli import expand_sizes
     from rnnsweep.errors import ConfigError
+    from rnnsweep.overrides import expand_sizes
 
     with pytest.raises(ConfigError, match="data.sizes") as err:
         expand_sizes(argv)
@@ -216,7 +216,7 @@ def test_a_bad_list_of_sizes_is_refused_in_one_line(argv, expected):
 
 
 def test_unsorted_or_repeated_sizes_in_the_list_are_refused(copy, monkeypatch):
-    from rnnsweep.cli import expand_sizes
+    from rnnsweep.overrides import expand_sizes
 
     for sizes, words in (("[0.5,0.1]", "increasing order"), ("[0.1,0.1]", "listed twice")):
         argv = expand_sizes(["-m", f"data.sizes={sizes}"])

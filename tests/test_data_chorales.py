@@ -109,7 +109,7 @@ def test_invalid_fractions_name_the_key():
 
 
 def test_preflight_stops_on_a_missing_cache_before_any_job(project, monkeypatch):
-    from rnnsweep.cli import preflight
+    from rnnsweep.preflight import preflight
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
     with pytest.raises(DataError, match="python -m rnnsweep.data.prepare_chorales"):

@@ -144,7 +144,7 @@ def test_relative_path_resolves_against_the_project_root(tmp_path, monkeypatch):
 def test_bad_file_stops_the_sweep_in_its_preflight(project, monkeypatch):
     """train.py's preflight (composes every job, builds its data module) rejects the file
     before any run or study exists; the relative path resolves against the project root."""
-    from rnnsweep.cli import preflight
+    from rnnsweep.preflight import preflight
 
     write_npz(project / "bad.npz", lengths=np.full(60, 99))
     monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
@@ -319,7 +319,7 @@ def test_the_early_probe_and_the_full_load_give_the_same_message(tmp_path, monke
     the same thing about the same file."""
     from omegaconf import OmegaConf
 
-    from rnnsweep.cli import check_data_file
+    from rnnsweep.preflight import check_data_file
 
     argv, _ = BAD_FILE_ARGS[case]
     _bad_files(tmp_path)
@@ -335,7 +335,7 @@ def test_the_early_probe_and_the_full_load_give_the_same_message(tmp_path, monke
 def test_the_early_probe_passes_good_files_and_skips_other_tasks(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from rnnsweep.cli import check_data_file
+    from rnnsweep.preflight import check_data_file
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     write_npz(tmp_path / "good.npz")

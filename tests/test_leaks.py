@@ -97,7 +97,7 @@ PASSWORD_CHARS = ["/", ":", "%2F", "#", "?", "%40", "%3A", "a", "Z", "9", "-", "
 def test_refused_storage_urls_give_one_masked_line_and_create_nothing(project, monkeypatch):
     """The preflight's errors for stores that do not answer (or URLs a store would misread),
     with generated passwords in each scheme: the password is never in the message."""
-    from rnnsweep.cli import preflight
+    from rnnsweep.preflight import preflight
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

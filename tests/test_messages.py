@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import ROOT, make_project_copy, run_train
 
-from rnnsweep.cli import preflight
 from rnnsweep.errors import ConfigError
+from rnnsweep.preflight import preflight
 
 CELLS = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "cell").glob("*.yaml")))
 

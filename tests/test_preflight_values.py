@@ -10,7 +10,7 @@ from conftest import run_train
 @pytest.fixture
 def preflight(project, monkeypatch):
     """The preflight of train.py, in-process, on a fresh project copy."""
-    from rnnsweep.cli import preflight as run_preflight
+    from rnnsweep.preflight import preflight as run_preflight
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(project))
 

@@ -14,8 +14,8 @@ from conftest import refused_before_heavy_imports, run_train
 from omegaconf import OmegaConf
 from store_checks import mlflow_url, optuna_url
 
-from rnnsweep.cli import expand_repeats
 from rnnsweep.errors import ConfigError
+from rnnsweep.overrides import expand_repeats
 from rnnsweep.report.bookkeeping import primary_parents
 from rnnsweep.report.collect import Sweep, condition_label
 from rnnsweep.report.evidence import Evidence

@@ -252,8 +252,8 @@ def validate(conf_dir: Path, overrides: list[str], params: Mapping[str, str]) ->
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from rnnsweep.cli import preflight
     from rnnsweep.errors import ConfigError, DataError
+    from rnnsweep.preflight import preflight
 
     try:
         cfg = compose_config(conf_dir, overrides)

@@ -1,5 +1,5 @@
 """Independent searches of one condition: `search.repeat` (which one a job runs) and the
-command line's `search.repeats=k` (rnnsweep.cli.expand_repeats: repeats 0 .. k-1).
+command line's `search.repeats=k` (rnnsweep.overrides.expand_repeats: repeats 0 .. k-1).
 
 One Optuna search of 6-12 trials picks one configuration; which one is itself a random
 draw (the sampler's seed, the trials' seeds). A verdict built on one search is conditional

@@ -1,0 +1,87 @@
+"""The whole sweep checked before anything runs.
+
+Hydra composes each job's config only when the job starts, so a bad value in the third job
+of a sweep would surface after two studies ran. The preflight composes and validates every
+job of the sweep first; nothing in Hydra or OmegaConf does that for range checks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnsweep.errors import ConfigError
+from rnnsweep.overrides import MULTIRUN_FLAGS, check_groups, describe, job_overrides
+from rnnsweep.redact import redact, remember, userinfo_problem
+
+
+def check_data_file(cfg: DictConfig) -> None:
+    """data=file: the file exists, has a supported type and opens as one (numpy only), so a
+    missing or wrong file is refused before the pipeline's imports; the full check of its
+    arrays runs when the data module is built (the second pass)."""
+    if OmegaConf.select(cfg, "data.task") != "file":
+        return
+    value = str(OmegaConf.select(cfg, "data.path", default="") or "")
+    if not value:
+        raise ConfigError("data.path is missing: data=file needs data.path=<file.npz|.csv>")
+    path = Path(value).expanduser()
+    if not path.is_absolute():  # as rnnsweep.data.paths.resolve_path does
+        path = Path(os.environ.get("RNNSWEEP_ROOT") or os.getcwd()) / path
+    from rnnsweep.data.file_loaders import probe_sequence_file
+
+    probe_sequence_file(path)
+
+
+def preflight(conf_dir: Path, argv: list[str]) -> int:
+    """Compose and validate every job; returns the number of jobs. Raises ConfigError.
+
+    Two passes: every job's groups and keys first, and its data file's existence and type,
+    with Hydra and numpy alone, so a misspelt cell or key or a missing file is refused before
+    the pipeline (torch, Lightning, MLflow, Optuna) is imported; then every job's values,
+    stores and data, which need it."""
+    multirun = bool(MULTIRUN_FLAGS & set(argv))
+    overrides = [a for a in argv if not a.startswith("-")]
+    user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    GlobalHydra.instance().clear()
+    job = user
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            try:
+                jobs = job_overrides(conf_dir, user, multirun)
+                for job in jobs:
+                    check_groups(conf_dir, job)
+                    check_data_file(compose("config", overrides=job))
+                from rnnsweep.pipeline import prepare
+
+                for job in jobs:
+                    cfg = prepare(compose("config", overrides=job))
+                    remember([cfg.search.storage, cfg.tracking.uri])
+                    preflight_stores(cfg)
+            except (HydraException, OmegaConfBaseException) as err:
+                raise ConfigError(describe(err, conf_dir, job)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return len(jobs)
+
+
+def preflight_stores(cfg: DictConfig) -> None:
+    """The study storage and tracking server answer, before any job creates anything."""
+    from rnnsweep.search.study import preflight_job
+    from rnnsweep.tracking import check_reachable
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    tracking = [(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")]
+    stores = tracking if not cfg.search.study else [(cfg.search.storage, "search.storage"),
+                                                         *tracking]
+    for url, key in stores:
+        problem = userinfo_problem(url)
+        if problem:
+            raise ConfigError(f"{key}={redact(url)}: {problem}")
+    preflight_job(cfg)
+    check_reachable(*tracking[0])
