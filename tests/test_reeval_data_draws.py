@@ -24,12 +24,13 @@ import torch
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep import reproduce
 from rnnsweep.data.base import draw_seed, order_seed
-from rnnsweep.data.registry import TASKS, build_datamodule
+from rnnsweep.data.registry import BUILT_IN, build_datamodule
 from rnnsweep.pipeline import typed_config
 from rnnsweep.search import reeval
 from rnnsweep.search import space as search_space
@@ -232,7 +233,7 @@ def test_the_off_switch_gives_every_seed_the_studys_data(
 def test_only_tasks_that_generate_their_data_draw_it(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Chorales and data=file read fixed data; a^n b^n has nothing random to draw.
-    assert {name: task.module.draws_data for name, task in TASKS.items()} == {
+    assert {name: get_class(target).draws_data for name, target in BUILT_IN.items()} == {
         "adding": True, "anbn": False, "chorales": False, "file": False}
     study = Study(root, "anbn", "data=anbn")
     study.reevaluate(monkeypatch)

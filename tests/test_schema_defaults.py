@@ -15,6 +15,10 @@ import yaml
 from conftest import ROOT
 
 from rnnsweep import schema
+from rnnsweep.data.adding import AddingDataConfig
+from rnnsweep.data.anbn import AnbnDataConfig
+from rnnsweep.data.chorales import ChoralesDataConfig
+from rnnsweep.data.file import FileDataConfig
 
 CONF = ROOT / "conf"
 # Each typed node and the YAML that sets its defaults (a file, and a node inside it).
@@ -27,6 +31,9 @@ SOURCES: dict[str, tuple[type, Path, tuple[str, ...]]] = {
                           ("cost_probe",)),
     "optim": (schema.OptimConfig, CONF / "optim" / "adam.yaml", ()),
     "tracking": (schema.TrackingConfig, CONF / "tracking" / "local.yaml", ()),
+    **{f"data={task}": (config, CONF / "data" / f"{task}.yaml", ())
+       for task, config in (("adding", AddingDataConfig), ("anbn", AnbnDataConfig),
+                            ("chorales", ChoralesDataConfig), ("file", FileDataConfig))},
 }
 
 

@@ -1,4 +1,4 @@
-"""Tasks as LightningDataModules, selected by `data.task`.
+"""Tasks as LightningDataModules, selected by `data._target_` (conf/data/<task>.yaml).
 
 The registry (and with it torch) loads on first use, so the preflight can import
 rnnsweep.data.file_loaders (numpy only) to refuse a bad file before torch is imported.

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import (
+    DataConfig,
     TaskSpec,
     TensorDataModule,
     check_data_seed,
@@ -20,7 +21,8 @@ from rnnsweep.errors import ConfigError
 
 
 @dataclass
-class AddingDataConfig:
+class AddingDataConfig(DataConfig):
+    _target_: str = "rnnsweep.data.adding.AddingDataModule"
     task: str = "adding"
     size: str = "small"
     seq_len: int = 50
@@ -73,6 +75,8 @@ def generate_adding(
 class AddingDataModule(TensorDataModule):
     """small and large draw training sets from one seed (small is a prefix of large) and
     share one fixed validation and one fixed test set, so only the training size differs."""
+
+    config = AddingDataConfig
 
     # Every split is a random draw from data.seed: a re-evaluation seed draws its own.
     draws_data = True

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed
+from rnnsweep.data.base import DataConfig, TaskSpec, TensorDataModule, check_data_seed
 from rnnsweep.errors import ConfigError, DataError
 from rnnsweep.lit_module import sequence_weights
 
@@ -58,7 +58,8 @@ class AnbnTaskSpec(TaskSpec):
 
 
 @dataclass
-class AnbnDataConfig:
+class AnbnDataConfig(DataConfig):
+    _target_: str = "rnnsweep.data.anbn.AnbnDataModule"
     task: str = "anbn"
     size: str = "small"
     n_min: int = 1
@@ -189,6 +190,9 @@ def accepts(net: nn.Module, n: int, threshold: float = 0.5) -> bool:
 
 
 class AnbnDataModule(TensorDataModule):
+
+    config = AnbnDataConfig
+    curves = False  # sizes are string lengths
     # Nothing to draw: a^n b^n has one string per n, and the splits are fixed ranges of n, so
     # data.seed changes no split and a re-evaluation seed keeps the study's data.
     draws_data = False

@@ -109,6 +109,20 @@ def find_leaks(
     return leaks
 
 
+@dataclass
+class DataConfig:
+    """The keys every task shares; a task's config dataclass extends it with its own.
+    conf/data/<task>.yaml holds the values (tests/test_schema_defaults.py checks these)."""
+
+    # The data module class (a TensorDataModule), as cells and optimisers name theirs.
+    _target_: str = "???"
+    task: str = "???"
+    # small | large, or a learning-curve point (rnnsweep.data.sizes) where the task allows.
+    size: str = "small"
+    seed: int = 1234
+    batch_size: int = 32
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Holds whole splits as tensors and serves them as index-sliced batches.
 
@@ -118,6 +132,10 @@ class TensorDataModule(pl.LightningDataModule):
     """
 
     spec: TaskSpec
+    # The task's typed config (a DataConfig), which `data` is checked against.
+    config: type = DataConfig
+    # data.size may be a learning-curve point (rnnsweep.data.sizes): a fraction or a count.
+    curves = True
     # True only where the user allowed copies across their own splits (data=file).
     allow_leaks = False
     # True where data.seed draws the sequences themselves (a task that generates its data):

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed, unique_indices
+from rnnsweep.data.base import (
+    DataConfig,
+    TaskSpec,
+    TensorDataModule,
+    check_data_seed,
+    unique_indices,
+)
 from rnnsweep.data.paths import resolve_path
 from rnnsweep.data.sizes import train_count
 from rnnsweep.errors import ConfigError, DataError
@@ -25,7 +31,8 @@ PREPARE_COMMAND = "python -m rnnsweep.data.prepare_chorales"
 
 
 @dataclass
-class ChoralesDataConfig:
+class ChoralesDataConfig(DataConfig):
+    _target_: str = "rnnsweep.data.chorales.ChoralesDataModule"
     task: str = "chorales"
     size: str = "small"
     cache: str = "data/cache/chorales.npz"
@@ -158,6 +165,8 @@ def next_frame_dataset(rolls: list[np.ndarray]) -> TensorDataset:
 
 class ChoralesDataModule(TensorDataModule):
     """Train/val/test chorales fixed by the seed; `small` trains on a prefix of the train set."""
+
+    config = ChoralesDataConfig
 
     def __init__(self, cfg: ChoralesDataConfig) -> None:
         super().__init__(batch_size=cfg.batch_size)

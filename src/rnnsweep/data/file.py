@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import TaskSpec, TensorDataModule, check_data_seed, unique_indices
+from rnnsweep.data.base import (
+    DataConfig,
+    TaskSpec,
+    TensorDataModule,
+    check_data_seed,
+    unique_indices,
+)
 from rnnsweep.data.comparability import check_learnable, check_split_sizes
 from rnnsweep.data.file_loaders import SequenceFile, check_splits, load_sequence_file
 from rnnsweep.data.paths import resolve_path
@@ -25,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FileDataConfig:
+class FileDataConfig(DataConfig):
+    _target_: str = "rnnsweep.data.file.FileDataModule"
     task: str = "file"
     size: str = "small"
     # .npz or .csv; a relative path resolves against the project root.
@@ -98,6 +105,8 @@ def auto_split(data: SequenceFile, val_fraction: float, test_fraction: float,
 
 class FileDataModule(TensorDataModule):
     """Reads and checks the file at construction, so a bad file fails the sweep's preflight."""
+
+    config = FileDataConfig
 
     def __init__(self, cfg: FileDataConfig) -> None:
         super().__init__(batch_size=cfg.batch_size)

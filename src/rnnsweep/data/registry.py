@@ -1,56 +1,62 @@
-"""Task name -> (config dataclass, DataModule). New tasks register here."""
+"""A task's data module from its config: `data._target_` names the TensorDataModule class, as
+cells and optimisers name theirs, and the class's `config` dataclass (a DataConfig) checks
+the rest of `data`. A task of one's own is its module and one YAML file in conf/data/."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnsweep.data.adding import AddingDataConfig, AddingDataModule
-from rnnsweep.data.anbn import AnbnDataConfig, AnbnDataModule
 from rnnsweep.data.base import TensorDataModule
-from rnnsweep.data.chorales import ChoralesDataConfig, ChoralesDataModule
-from rnnsweep.data.file import FileDataConfig, FileDataModule
 from rnnsweep.data.sizes import check_size
 from rnnsweep.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class Task:
-    config: type
-    module: Callable[[Any], TensorDataModule]
-    # data.size may be a learning-curve point (rnnsweep.data.sizes): a fraction or a count
-    curves: bool = True
-
-
-TASKS: dict[str, Task] = {
-    "adding": Task(AddingDataConfig, AddingDataModule),
-    "anbn": Task(AnbnDataConfig, AnbnDataModule, curves=False),  # sizes are string lengths
-    "chorales": Task(ChoralesDataConfig, ChoralesDataModule),
-    "file": Task(FileDataConfig, FileDataModule),
+# The shipped tasks' classes, for configs stored before data._target_ existed (they name
+# only their task) and for messages.
+BUILT_IN = {
+    "adding": "rnnsweep.data.adding.AddingDataModule",
+    "anbn": "rnnsweep.data.anbn.AnbnDataModule",
+    "chorales": "rnnsweep.data.chorales.ChoralesDataModule",
+    "file": "rnnsweep.data.file.FileDataModule",
 }
 
 
 def task_names() -> list[str]:
-    return sorted(TASKS)
+    return sorted(BUILT_IN)
+
+
+def module_class(cfg: DictConfig) -> type[TensorDataModule]:
+    """The data module class `data._target_` names (a stored config's task where it has
+    none); ConfigError naming the key otherwise."""
+    target = cfg.get("_target_") or BUILT_IN.get(str(cfg.get("task")))
+    if not target:
+        raise ConfigError(f"data.task={cfg.get('task')!r} has no data._target_: name its "
+                          f"TensorDataModule class, or pick data={'|'.join(task_names())}")
+    try:
+        cls = get_class(str(target))
+    except Exception:  # noqa: BLE001 (Hydra raises several kinds; one line says which key)
+        raise ConfigError(
+            f"data._target_={target!r} is invalid: not an importable class") from None
+    if not (isinstance(cls, type) and issubclass(cls, TensorDataModule)):
+        raise ConfigError(f"data._target_={target!r} is invalid: must be a subclass of "
+                          "rnnsweep.data.base.TensorDataModule")
+    return cls
 
 
 def data_config(cfg: DictConfig) -> Any:
-    """Check `data` against its task's dataclass and return the typed object."""
-    task = cfg.get("task")
-    if task not in TASKS:
-        raise ConfigError(f"data.task={task!r} is invalid: allowed: {', '.join(task_names())}")
+    """Check `data` against its data module's config dataclass and return the typed object."""
+    cls = module_class(cfg)
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(TASKS[task].config), cfg)
+        typed = OmegaConf.merge(OmegaConf.structured(cls.config), cfg)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "") or ""
         raise ConfigError(f"data.{key}: {str(err).splitlines()[0]}") from None
     obj = OmegaConf.to_object(typed)
-    check_size(str(obj.size), task, TASKS[task].curves)
+    check_size(str(obj.size), obj.task, cls.curves)
     for name in ("batch_size",):
         if getattr(obj, name) < 1:
             raise ConfigError(f"data.{name}={getattr(obj, name)} is invalid: must be >= 1")
@@ -66,8 +72,7 @@ def experiment_name(cfg: DictConfig) -> str:
 
 
 def build_datamodule(cfg: DictConfig) -> TensorDataModule:
-    typed = data_config(cfg)
-    return TASKS[typed.task].module(typed)
+    return module_class(cfg)(data_config(cfg))
 
 
 def build_with_seed(cfg: DictConfig, seed: int) -> TensorDataModule:
