@@ -36,7 +36,9 @@ PROFILES = {"weiss2018": "anbn", "chung2014": "chorales", "hochreiter1997": "add
 CACHE = Path("data") / "cache" / "chorales.npz"
 RESULTS = RESULTS_DIR / "papers.json"
 README = ROOT / "README.md"
+PERFORMANCE = ROOT / "docs" / "performance.md"
 START, END = "<!-- published:start -->", "<!-- published:end -->"
+TIME_START, TIME_END = "<!-- papers-time:start -->", "<!-- papers-time:end -->"
 
 
 def command_args(name: str) -> list[str]:
@@ -143,7 +145,25 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(results: dict[str, Any], readme: Path = README) -> None:
+def time_table(results: dict[str, Any]) -> str:
+    """docs/performance.md's block: wall and CPU time of each profile's sweep and report."""
+    lines = ["| profile | measured | wall | CPU | load (1 min) at start / end | machine |",
+             "|---|---|---|---|---|---|"]
+    for name, r in sorted(results.items()):
+        if not r.get("wall_s"):
+            continue
+        d = r.get("machine", {})
+        start = (d.get("load_avg_at_start") or [None])[0]
+        end = (r.get("load_avg_after") or [None])[0]
+        load = " / ".join("?" if v is None else f"{v:.1f}" for v in (start, end))
+        lines.append(f"| `{name}` | {r.get('measured_at', '?')[:10]} | "
+                     f"{r['wall_s'] / 60:.0f} min | {r.get('cpu_s', 0) / 60:.0f} min | {load} "
+                     f"| {d.get('cpu_model', '?')}, {d.get('cpu_cores', '?')} cores |")
+    return "\n".join(lines)
+
+
+def update_readme(results: dict[str, Any], readme: Path = README,
+                  performance: Path = PERFORMANCE) -> None:
     head = ("Written by `python -m benchmarks --only papers` (`make papers`) from "
             "benchmarks/results/papers.json. A verdict checks the published direction over "
             "seeds: a comparison of two cells is reproduced only when its one-sided Welch "
@@ -155,6 +175,8 @@ def update_readme(results: dict[str, Any], readme: Path = README) -> None:
             "at most 90 % of the trivial predictor's. Details and protocol differences are in "
             "each report's section 7.")
     replace_between(readme, START, END, "\n" + head + "\n\n" + markdown(results) + "\n")
+    if performance.exists() and TIME_START in performance.read_text():
+        replace_between(performance, TIME_START, TIME_END, "\n" + time_table(results) + "\n")
 
 
 def run(profiles: tuple[str, ...] = tuple(PROFILES), smoke: bool = False,
@@ -179,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"any of {', '.join(PROFILES)} (default: all)")
     parser.add_argument("--smoke", action="store_true", help="their *_smoke variants")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per profile")
+    parser.add_argument("--render", action="store_true",
+                        help="run nothing: rewrite the README and docs tables from papers.json")
     args = parser.parse_args(argv)
+    if args.render:
+        update_readme(load())
+        return 0
     bad = [p for p in args.profiles if p not in PROFILES]
     if bad:
         print(f"error: unknown profile {', '.join(bad)}: allowed {', '.join(PROFILES)}",

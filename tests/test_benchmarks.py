@@ -73,6 +73,30 @@ def test_readme_block_is_rewritten_between_markers_only(tmp_path: Path) -> None:
     assert "Measured on x," in text
 
 
+def test_paper_results_rewrite_the_readme_and_the_time_table(tmp_path: Path) -> None:
+    """papers.json's entries become the README's verdict table and docs/performance.md's
+    wall-time table (with CPU time and load), each between its markers only."""
+    from benchmarks import papers
+
+    readme, perf = tmp_path / "README.md", tmp_path / "performance.md"
+    readme.write_text(f"a\n{papers.START}\nold\n{papers.END}\nb\n")
+    perf.write_text(f"c\n{papers.TIME_START}\nold\n{papers.TIME_END}\nd\n")
+    table = ("paper,result,setting,published,condition,ours,verdict,evidence\n"
+             "P,lstm: q,s,1,large,2,not reproduced,e\n")
+    results = {"chung2014": {"profile": "chung2014", "measured_at": "2026-12-06T05:06:30Z",
+                             "wall_s": 2379.1, "cpu_s": 3220.6, "load_avg_after": [1.0, 1, 1],
+                             "machine": {"cpu_model": "x", "cpu_cores": 2,
+                                         "load_avg_at_start": [1.7, 1, 1]},
+                             "published_table": table}}
+    papers.update_readme(results, readme, perf)
+    text = readme.read_text()
+    assert text.startswith("a\n") and text.endswith("b\n") and "old" not in text
+    assert "| `chung2014` (2026-12-06, 2 cores, 40 min wall) | P: lstm: q [large] |" in text
+    times = perf.read_text()
+    assert times.startswith("c\n") and times.endswith("d\n") and "old" not in times
+    assert "| `chung2014` | 2026-12-06 | 40 min | 54 min | 1.7 / 1.0 | x, 2 cores |" in times
+
+
 def test_unknown_benchmark_name_is_rejected(capsys) -> None:
     assert main(["--only", "nope"]) == 2
     assert "--only nope is invalid" in capsys.readouterr().err
