@@ -141,7 +141,7 @@ def screenshots(report_html: Path, shots: Path) -> list[str]:
             name = re.sub(r"[^a-z0-9]+", "_", alt).strip("_")[:60]
             target = shots / f"{i:02d}_{name}.png"
             img.screenshot(path=str(target))
-            saved.append(str(target))
+            saved.append(target.name)  # names only: the folder is the caller's
         browser.close()
     return saved
 
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         sweep = timed([sys.executable, "train.py", "-m", "cell=lstm,gru", "data=file",
                        f"data.path={data}", *args.overrides], clone, env)
         out["sweep"] = {k: v for k, v in sweep.items() if k != "stdout"}
+        # The data file sat in a temporary folder outside the clone: keep its name only.
+        out["sweep"]["command"] = out["sweep"]["command"].replace(str(data), data.name)
         out["console_table"] = console_table(sweep["stdout"])
         report = timed([sys.executable, "-m", "rnnsweep.report"], clone, env)
         out["report"] = {k: v for k, v in report.items() if k != "stdout"}
