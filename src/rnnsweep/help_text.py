@@ -21,6 +21,8 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from rnnsweep.overrides import group_options
+
 CONF_ENV = "RNNSWEEP_CONF_DIR"
 NAME_COLUMN = 18  # where option names start; their help follows at NAME_COLUMN + 12
 HELP_LINE = re.compile(r"^#\s*help:\s*(.+?)\s*$", re.MULTILINE)
@@ -62,7 +64,7 @@ def default_option(conf: Path, group: str) -> str | None:
 
 def options(conf: Path, group: str) -> list[str]:
     """The group's options, its default first, then by name."""
-    names = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+    names = group_options(conf / group)
     first = default_option(conf, group)
     return ([first] if first in names else []) + [n for n in names if n != first]
 

@@ -181,6 +181,12 @@ LOSS_KINDS: dict[str, LossKind] = {
 }
 
 
+def headline_metric(name: str) -> str | None:
+    """The test metric the loss kind `name` leads with; None for an unknown name."""
+    known = LOSS_KINDS.get(name)
+    return known.headline if known else None
+
+
 def loss_kind(name: str) -> LossKind:
     """The loss kind a task spec's `loss` names; ValueError naming the allowed ones."""
     try:

@@ -144,7 +144,8 @@ def _check_curve_sizes(parsed: list) -> None:  # noqa: ANN001 - Hydra's Override
                               f"data.size={','.join(f'{p:g}' for p in sorted(points))}")
 
 
-def _group_options(group: Path) -> list[str]:
+def group_options(group: Path) -> list[str]:
+    """A config group folder's options: its YAML files' names, sorted."""
     return sorted(p.stem for p in group.glob("*.yaml"))
 
 
@@ -160,7 +161,7 @@ def check_groups(conf_dir: Path, overrides: list[str]) -> None:
         group = conf_dir / name
         if not eq or not name or not group.is_dir():
             continue
-        options = _group_options(group)
+        options = group_options(group)
         if not value.strip():
             raise ConfigError(f"{key}= is empty: allowed: {', '.join(options)}")
         given = value.strip().strip("'\"")
@@ -174,7 +175,7 @@ def _owning_options(conf_dir: Path, group: str, leaf: str) -> list[str]:
     """The options of config group `group` (data, search/sampler, ...) that have `leaf`:
     `data.path` without `data=file` is a key of another option, not a typo."""
     folder = conf_dir / group.replace(".", "/")
-    options = _group_options(folder) if group and folder.is_dir() else []
+    options = group_options(folder) if group and folder.is_dir() else []
     return [o for o in options if leaf in _yaml_keys(folder / f"{o}.yaml")]
 
 

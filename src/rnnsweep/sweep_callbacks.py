@@ -28,10 +28,9 @@ STUDY_ROLE = "study"
 
 def headline_metric(loss_kind: str) -> str:
     """The test metric a loss kind's headline reads; test_loss for an unknown kind."""
-    from rnnsweep.losses import LOSS_KINDS  # torch: imported once a sweep has run
+    from rnnsweep.losses import headline_metric as of_kind  # torch: once a sweep has run
 
-    known = LOSS_KINDS.get(loss_kind)
-    return known.headline if known else "test_loss"
+    return of_kind(loss_kind) or "test_loss"
 
 
 @dataclass
@@ -112,7 +111,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             majority_acc=metrics.get("baseline_acc"),
             reeval_test=metrics.get(headline),
             reeval_n=int(metrics.get("reeval_n", 0)),
-            fitted=best_fitted(metrics, test_metric, maximize=test_metric.endswith("_acc")),
+            fitted=best_fitted(metrics, test_metric, maximize=test_metric == "test_acc"),
             experiment=names.get(info.experiment_id, tags.get("task", "?")),
             repeat=int(tags.get("search_repeat") or 0),
         ))

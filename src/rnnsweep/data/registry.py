@@ -47,9 +47,8 @@ def module_class(cfg: DictConfig) -> type[TensorDataModule]:
     return cls
 
 
-def data_config(cfg: DictConfig) -> Any:
-    """Check `data` against its data module's config dataclass and return the typed object."""
-    cls = module_class(cfg)
+def data_config(cfg: DictConfig, cls: type[TensorDataModule]) -> Any:
+    """Check `data` against the data module's config dataclass; the typed object."""
     try:
         typed = OmegaConf.merge(OmegaConf.structured(cls.config), cfg)
     except OmegaConfBaseException as err:
@@ -72,7 +71,8 @@ def experiment_name(cfg: DictConfig) -> str:
 
 
 def build_datamodule(cfg: DictConfig) -> TensorDataModule:
-    return module_class(cfg)(data_config(cfg))
+    cls = module_class(cfg)
+    return cls(data_config(cfg, cls))
 
 
 def build_with_seed(cfg: DictConfig, seed: int) -> TensorDataModule:

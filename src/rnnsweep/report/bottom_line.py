@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from rnnsweep.data.fitted_baselines import LABELS, MODELS, best_fitted, fitted_key
-from rnnsweep.losses import LOSS_KINDS
+from rnnsweep.losses import headline_metric
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.sequential import seeds_to_decide
 from rnnsweep.report.settings import Settings
@@ -161,8 +161,7 @@ def _headline_metric(ev: Evidence, cond: str) -> str | None:
     """The test metric the condition's loss kind leads with (test_acc for classification)."""
     ps = ev.parents[ev.parents["condition"] == cond]
     kinds = set(ps["tags.loss_kind"].dropna()) if "tags.loss_kind" in ps else set()
-    known = LOSS_KINDS.get(kinds.pop()) if len(kinds) == 1 else None
-    return known.headline if known else None
+    return headline_metric(kinds.pop()) if len(kinds) == 1 else None
 
 
 def fitted_note(ev: Evidence, s: Settings, cond: str, cells: list[str]) -> str:

@@ -207,11 +207,8 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
         if kind in ("above", "below"):
             gaps = _published_gaps(row, rows)
             for cond in conditions:
-                line = _direction_row(base, row, kind, arg, cond, runs, late, tests)
-                searched = search_text(sweep, cond, _cells_of(row, arg))
-                kind_, parts, extra = line["_pending"]
-                line["_pending"] = (kind_, parts, [e for e in (*extra, searched) if e], gaps)
-                out.append(line)
+                out.append(_direction_row(base, row, kind, arg, cond, sweep, runs, late,
+                                          tests, gaps))
         elif kind == "solves":
             out.extend(_solves_rows(base, row, arg, sweep, runs, conditions, batch))
         elif kind == "rank":
@@ -227,10 +224,11 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
 
 
 def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
-                   runs: pd.DataFrame, late: set[tuple[str, str]],
-                   tests: list[Comparison]) -> dict:
+                   sweep: Sweep, runs: pd.DataFrame, late: set[tuple[str, str]],
+                   tests: list[Comparison], gaps: dict[str, float]) -> dict:
     """A row whose verdict waits for the Holm family; its comparisons join `tests`."""
-    compared = [o.split(":")[-1] for o in arg.split(";")]  # "gru;above:lstm"
+    cells = _cells_of(row, arg)
+    compared = cells[1:]
     mine = _values(runs, row["cell"], cond, row["metric"])
     parts = []
     for other in compared:
@@ -243,17 +241,19 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
         c = Comparison((hi_cell, lo_cell, cond, str(row["metric"])), hi, lo)
         tests.append(c)
         parts.append((other, c, theirs))
-    extra = [_also_text(row, cond, runs, [row["cell"], *compared])]
+    extra = [_also_text(row, cond, runs, cells)]
     magnitude = _magnitude(row, mine)
-    budget = [c for c in (row["cell"], *compared) if (c, cond) in late]
+    budget = [c for c in cells if (c, cond) in late]
     if budget:
         extra.append(f"not converged: {', '.join(budget)} (best validation in the last 10 % "
                      "of the step budget: the budget may have decided)")
+    searched = search_text(sweep, cond, cells)
     return {**base, "condition": cond, "ours": _ours(mine),
-            "_pending": (kind, parts, [e for e in (*extra, magnitude) if e])}
+            "_pending": (kind, parts, [e for e in (*extra, magnitude, searched) if e], gaps)}
 
 
 def _cells_of(row: pd.Series, arg: str) -> list[str]:
+    """The row's cell, then the cells it is compared with ("gru;above:lstm")."""
     return [str(row["cell"]), *(o.split(":")[-1] for o in arg.split(";"))]
 
 
