@@ -125,6 +125,16 @@ def test_convergence_flag_and_trainability() -> None:
     assert diagnostics.converged(late, p) is False
     early = make_sweep({("lstm", "small"): LSTM}, best_step=500)
     assert diagnostics.converged(early, early.parents.iloc[0]) is True
+    # A best in the last 10 % is converged when the curve had flattened there (a learning
+    # rate decaying to zero): the last 10 % won under 1 % of the improvement from 1.0 to 0.1.
+    best_id = p["tags.best_trial_run_id"]
+    late.curves[best_id] = {late.metric: [(100, 1.0), (800, 0.1005), (950, 0.1)]}
+    assert diagnostics.converged(late, p) is True
+    late.curves[best_id] = {late.metric: [(100, 1.0), (800, 0.2), (950, 0.1)]}
+    assert diagnostics.converged(late, p) is False
+    assert diagnostics.late_gain([(100, 0.5), (950, 0.9)], 900, minimize=False) == 1.0
+    assert diagnostics.late_gain([(100, 0.5), (800, 0.89), (950, 0.9)], 900,
+                                 minimize=False) == pytest.approx(0.025)
     no_budget = make_sweep({("lstm", "small"): LSTM})
     no_budget.trials = no_budget.trials.drop(columns="params.budget_steps")
     assert diagnostics.converged(no_budget, no_budget.parents.iloc[0]) is None

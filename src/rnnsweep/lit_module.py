@@ -65,12 +65,16 @@ class RecurrentLitModule(pl.LightningModule):
         net: SequenceModel,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
+        train_objective: str = "step_mean",
     ) -> None:
         super().__init__()
         self.net, self.spec = net, net.spec
         # A per-step task's spec may ask that each sequence weigh the same in the loss
         # (anbn's data.loss_weighting=string); otherwise every real step weighs the same.
         self.per_sequence = bool(getattr(net.spec, "per_sequence_loss", False))
+        # model.train_objective=sequence_sum trains on each sequence's summed loss (a
+        # per-sequence update's gradient); the logged losses stay per-step means.
+        self.sum_over_steps = train_objective == "sequence_sum" and net.spec.per_step
         self.optimizer, self.scheduler = optimizer, scheduler
         self.train_loss, self.train_loss_eval = MeanMetric(), MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -115,6 +119,11 @@ class RecurrentLitModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss, hits, _, _ = self._loss_and_hits(batch)
         self.train_loss.update(loss.detach(), weight=self._weight(batch, hits))
+        if self.sum_over_steps:
+            # The mean over real steps times the real steps per sequence: each sequence's sum,
+            # averaged over the batch's sequences.
+            lengths = batch[2]
+            return loss * lengths.sum() / len(lengths)
         return loss
 
     def validation_step(

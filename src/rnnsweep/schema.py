@@ -54,6 +54,10 @@ class ModelConfig:
     # The keep-the-state gate's bias at initialisation, for every gated cell alike (the cell
     # configs read it: LSTM forget_bias, GRU update_bias); None: PyTorch's default.
     keep_gate_bias: float | None = 1.0
+    # The training loss over a per-step task's real steps: "step_mean" (every step alike) or
+    # "sequence_sum" (each sequence's summed loss, averaged over sequences). Validation and
+    # test stay per-step means.
+    train_objective: str = "step_mean"
 
 
 @dataclass
@@ -307,6 +311,11 @@ def validate(cfg: DictConfig) -> None:
     require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
     if m.param_budget is not None:
         require(m.param_budget > 0, "model.param_budget", m.param_budget, "must be > 0")
+    check_choice("model.train_objective", m.train_objective, ("step_mean", "sequence_sum"))
+    if m.train_objective == "sequence_sum" and cfg.data.get("loss_weighting") == "string":
+        raise ConfigError("model.train_objective=sequence_sum and data.loss_weighting=string "
+                          "weigh sequences differently: keep one (model.train_objective="
+                          "step_mean with the string weighting)")
     require(cfg.optim.lr > 0, "optim.lr", cfg.optim.lr, "must be > 0")
     weight_decay = cfg.optim.get("weight_decay")
     require(weight_decay is None or weight_decay >= 0, "optim.weight_decay", weight_decay,

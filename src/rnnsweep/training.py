@@ -225,7 +225,8 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RecurrentLitM
     net = SequenceModel(cfg.cell, datamodule.spec, resolve_hidden_size(cfg, datamodule),
                         int(cfg.model.num_layers), float(cfg.model.dropout))
     scheduler = build(cfg.scheduler) if cfg.get("scheduler") is not None else None
-    return RecurrentLitModule(net, optimizer=build(cfg.optim), scheduler=scheduler)
+    return RecurrentLitModule(net, optimizer=build(cfg.optim), scheduler=scheduler,
+                              train_objective=cfg.model.train_objective)
 
 
 def _budget_kwargs(cfg: DictConfig) -> dict:

@@ -64,7 +64,7 @@ def _changes(ev: Evidence, summ: pd.DataFrame, cond: str, cells: list[str]) -> l
         r = row.iloc[0]
         conv = r.get("converged")
         if isinstance(conv, (bool, np.bool_)) and not conv:
-            out.append(f"{cell}: best trial peaked in the last 10 % of its step budget "
+            out.append(f"{cell}: best trial still improving in the last 10 % of its step budget "
                        f"({r['converged_hint']})")
         # Per search: k independent searches (search.repeats) are k short searches, not one
         # long one, and the summary's counts are their sums.

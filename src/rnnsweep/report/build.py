@@ -225,7 +225,9 @@ def _write_files(sweep: Sweep, rcfg: dict, tmp: Path) -> None:
              f"each, no seeds; 1-NN gives no loss for classification (one-hot probabilities) "
              f"(rnnsweep.data.fitted_baselines). Eval gap = validation - training loss, both "
              f"in eval mode, at the best validation. Converged: the best trial's best "
-             f"validation came before the last 10 % of its step budget.")
+             f"validation came before the last 10 % of its step budget, or that last 10 % "
+             f"gained under 1 % of its whole improvement (a decaying learning rate puts the "
+             f"best late by construction).")
     doc.table(_summary_view(summ, metric, test_metric))
     late = summ[summ["converged"].map(lambda v: v is False or v is np.False_)]
     if len(late):

@@ -1,7 +1,10 @@
 """What the budget and the sample allow: convergence of the best trial and trainability.
 
-- converged: the best trial's best validation came before the last 10 % of its step budget;
-  otherwise the budget, not the cell, may have decided the comparison (raise
+- converged: the best trial's validation curve had flattened before the end of its budget:
+  its best came before the last 10 % of the steps, or the last 10 % gained less than 1 % of
+  the run's whole improvement (first validation to best). The position alone flags every run
+  whose learning rate decays to zero at the end (cosine), where the best falls late by
+  construction; otherwise the budget, not the cell, may have decided (raise
   trainer.max_steps).
 - trainability (Collins et al. 2017): the share of a study's trials within 10 % of its best
   value, and the share that diverged (failed with a non-finite loss).
@@ -9,13 +12,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from rnnsweep.report.bookkeeping import finite, is_diverged
 from rnnsweep.report.collect import Sweep
 
-LATE_FRACTION = 0.1     # best step in the last 10 % of the budget: not converged
+LATE_FRACTION = 0.1     # the last 10 % of the budget ...
+LATE_GAIN = 0.01        # ... may still gain under 1 % of the run's whole improvement
 NEAR_BEST = 0.1         # within 10 % of the study's best value
 ENDED = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -53,7 +59,24 @@ def converged(sweep: Sweep, parent: pd.Series) -> bool | None:
             budget = finite(source.get("params.budget_steps"))
     if step is None or budget is None or budget <= 0:
         return None
-    return step < (1 - LATE_FRACTION) * budget
+    cutoff = (1 - LATE_FRACTION) * budget
+    if step < cutoff:
+        return True
+    curve = [(s, v) for s, v in sweep.curves.get(best["run_id"], {}).get(sweep.metric, [])
+             if math.isfinite(v)]
+    return late_gain(curve, cutoff, sweep.minimize) < LATE_GAIN if curve else False
+
+
+def late_gain(curve: list[tuple[int, float]], cutoff: float, minimize: bool) -> float:
+    """The share of a validation curve's whole improvement (first value to best) won at steps
+    >= cutoff; 1.0 when nothing came before the cutoff or the curve never improved."""
+    sign = 1.0 if minimize else -1.0
+    values = [sign * v for _, v in curve]
+    before = [sign * v for s, v in curve if s < cutoff]
+    total = values[0] - min(values)
+    if not before or total <= 0:
+        return 1.0
+    return (min(before) - min(values)) / total
 
 
 def trainability(sweep: Sweep, parent: pd.Series) -> dict[str, float | int | None]:

@@ -184,8 +184,8 @@ def _batch_size(sweep: Sweep) -> int | None:
 
 
 def unconverged(sweep: Sweep) -> set[tuple[str, str]]:
-    """(cell, condition) of the studies whose best trial peaked in the last 10 % of its step
-    budget (diagnostics.converged): there the budget, not the cell, may decide a comparison."""
+    """(cell, condition) of the studies whose best trial was still improving at the end of its
+    step budget (diagnostics.converged): there the budget, not the cell, may decide."""
     return {(str(p.get("tags.cell")), str(p["condition"])) for _, p in sweep.parents.iterrows()
             if diagnostics.converged(sweep, p) is False}
 
@@ -245,7 +245,7 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
     magnitude = _magnitude(row, mine)
     budget = [c for c in cells if (c, cond) in late]
     if budget:
-        extra.append(f"not converged: {', '.join(budget)} (best validation in the last 10 % "
+        extra.append(f"not converged: {', '.join(budget)} (still improving in the last 10 % "
                      "of the step budget: the budget may have decided)")
     searched = search_text(sweep, cond, cells)
     return {**base, "condition": cond, "ours": _ours(mine),
