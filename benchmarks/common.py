@@ -51,7 +51,7 @@ def temp_root(path: Path) -> Iterator[Path]:
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The typed, validated config train.py would build from these overrides."""
-    from rnnsweep.pipeline import prepare
+    from rnnsweep.job import prepare
 
     GlobalHydra.instance().clear()
     try:

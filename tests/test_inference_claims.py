@@ -363,7 +363,7 @@ def test_the_controlled_profile_tunes_the_learning_rate_alone() -> None:
     from conftest import ROOT
     from hydra import compose, initialize_config_dir
 
-    from rnnsweep.pipeline import typed_config
+    from rnnsweep.job import typed_config
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = typed_config(compose("config", overrides=["experiment=controlled",

@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 from rnnsweep.data import build_datamodule
 from rnnsweep.data.base import TaskSpec, TensorDataModule, order_seed
 from rnnsweep.errors import DataError
-from rnnsweep.pipeline import typed_config
+from rnnsweep.job import typed_config
 from rnnsweep.training import budget_steps, build_module, train_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -105,7 +105,7 @@ def test_commit_and_dirty_flag_of_a_checkout(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_every_run_records_its_three_splits_and_the_source(study) -> None:
     from rnnsweep.data import build_datamodule
-    from rnnsweep.pipeline import typed_config
+    from rnnsweep.job import typed_config
 
     project, client, parent, trials = study
     assert len(trials) == 2
@@ -145,8 +145,8 @@ def test_best_model_loads_and_scores_the_best_trials_test_loss(study, monkeypatc
     import lightning.pytorch as pl
 
     from rnnsweep.data import build_datamodule
+    from rnnsweep.job import typed_config
     from rnnsweep.model import SequenceModel
-    from rnnsweep.pipeline import typed_config
     from rnnsweep.training import build_module
 
     project, client, parent, trials = study

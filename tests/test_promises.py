@@ -150,7 +150,7 @@ def test_only_trials_that_failed_by_themselves_count_against_the_study(monkeypat
 # -- a real study context, trials with their training replaced --------------------------------
 
 def _smoke_config(*overrides: str):
-    from rnnsweep.pipeline import typed_config
+    from rnnsweep.job import typed_config
 
     GlobalHydra.instance().clear()
     try:
@@ -184,7 +184,7 @@ def empty_stores(tmp_path_factory):
 def make_ctx(tmp_path, monkeypatch, empty_stores):
     """make_ctx(*overrides): a smoke job's config, data, tracker and study, in tmp_path."""
     from rnnsweep.data import build_datamodule
-    from rnnsweep.pipeline import condition_tags, open_study_context
+    from rnnsweep.job import condition_tags, open_study_context
     from rnnsweep.tracking import Tracker
 
     shutil.copytree(empty_stores, tmp_path / "mlruns")

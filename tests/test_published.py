@@ -50,7 +50,7 @@ def test_data_file_has_the_columns_and_the_issue_figures():
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("smoke", [False, True])
 def test_profile_composes_and_validates(profile, smoke, tmp_path, monkeypatch):
-    from rnnsweep.pipeline import typed_config
+    from rnnsweep.job import typed_config
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     name = f"{profile}_smoke" if smoke else profile

@@ -166,7 +166,7 @@ def jobs_of(overrides: list[str], multirun: bool) -> list[list[str]]:
 def compose_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Compose and validate one job as train.py would, with the project root in tmp_path
     (holding a small data file for data=file data.path=...); returns the composed config."""
-    from rnnsweep.pipeline import prepare
+    from rnnsweep.job import prepare
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     rng = np.random.default_rng(0)

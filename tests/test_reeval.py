@@ -13,7 +13,7 @@ from conftest import ROOT, run_train
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from rnnsweep.pipeline import prepare
+from rnnsweep.job import prepare
 from rnnsweep.search.reeval import REEVAL_SEED_OFFSET
 from rnnsweep.search.space import matched_suffix
 

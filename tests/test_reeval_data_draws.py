@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnsweep import reproduce
 from rnnsweep.data.base import draw_seed, order_seed
 from rnnsweep.data.registry import BUILT_IN, build_datamodule
-from rnnsweep.pipeline import typed_config
+from rnnsweep.job import typed_config
 from rnnsweep.search import reeval
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext

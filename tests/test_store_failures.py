@@ -178,7 +178,7 @@ def study_ctx(tmp_path, monkeypatch, empty_stores):
     from hydra.core.global_hydra import GlobalHydra
 
     from rnnsweep.data import build_datamodule
-    from rnnsweep.pipeline import condition_tags, open_study_context, typed_config
+    from rnnsweep.job import condition_tags, open_study_context, typed_config
     from rnnsweep.tracking import Tracker
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))

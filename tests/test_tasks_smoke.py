@@ -125,7 +125,7 @@ def test_chorales_with_every_cell(inproc, monkeypatch):
     import mlflow.pytorch
 
     from rnnsweep.data import build_datamodule
-    from rnnsweep.pipeline import typed_config
+    from rnnsweep.job import typed_config
 
     project, sweep = inproc
     sweep("data=chorales")

@@ -22,7 +22,7 @@ def typed(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from rnnsweep.pipeline import typed_config
+    from rnnsweep.job import typed_config
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
 

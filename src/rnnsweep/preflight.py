@@ -57,7 +57,7 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
                 for job in jobs:
                     check_groups(conf_dir, job)
                     check_data_file(compose("config", overrides=job))
-                from rnnsweep.pipeline import prepare
+                from rnnsweep.job import prepare
 
                 for job in jobs:
                     cfg = prepare(compose("config", overrides=job))

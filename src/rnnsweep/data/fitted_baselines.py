@@ -28,7 +28,7 @@ test metric, so a report compares any of them key for key.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -129,35 +129,95 @@ def _varying(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return train[:, keep], test[:, keep]
 
 
-# -- scoring, as RecurrentLitModule._loss_and_hits -----------------------------------------
-def score(spec: TaskSpec, y: np.ndarray, pred: np.ndarray, proba: bool,
-          weights: np.ndarray | None = None) -> dict[str, float]:
-    """Test metrics of predictions `pred` for targets `y`.
+# -- one class per loss kind (rnnsweep.losses names them): scoring as
+# RecurrentLitModule._loss_and_hits does, the linear model, 1-NN and its duplicate vote ------
+class _Regression:
+    """mse: predictions are values; ridge regression; 1-NN averages duplicates' targets."""
 
-    mse: pred are values. ce: class probabilities (proba) or class indices. bce: output
-    probabilities (proba) or 0/1 predictions. Losses only from values or probabilities;
-    `weights` (summing to 1) weigh the loss's items, as the cells' per-sequence loss does;
-    accuracies stay per item, as the cells count them.
-    """
+    linear_gives_probabilities = False
 
-    def reduce(per_item: np.ndarray) -> float:
-        return float(per_item.mean() if weights is None else (per_item * weights).sum())
-
-    out: dict[str, float] = {}
-    if spec.loss == "mse":
+    def score(self, spec: TaskSpec, y: np.ndarray, pred: np.ndarray, proba: bool,
+              reduce: Callable[[np.ndarray], float]) -> dict[str, float]:
         y = y.astype(np.float64)
         pred = pred.reshape(y.shape)
         sq = (pred - y) ** 2
-        out["test_loss"] = reduce(sq.reshape(len(y), -1).mean(-1))
-        out["test_mse"] = float(sq.mean())
-        out["test_acc"] = float((np.abs(pred - y) < spec.acc_tolerance).all(-1).mean())
-    elif spec.loss == "ce":
+        return {"test_loss": reduce(sq.reshape(len(y), -1).mean(-1)),
+                "test_mse": float(sq.mean()),
+                "test_acc": float((np.abs(pred - y) < spec.acc_tolerance).all(-1).mean())}
+
+    def linear(self, spec: TaskSpec, x: np.ndarray, y: np.ndarray,
+               x_test: np.ndarray) -> np.ndarray:
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        # Ridge's penalty by leave-one-out on the training set alone (efficient GCV): with
+        # more features than a small training set supports, a fixed penalty overfits.
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+        return model.fit(x, y).predict(x_test).reshape(len(x_test), -1)
+
+    def vote(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, inverse = _distinct(x)
+        return rows, _mean_by(inverse, len(rows), y)
+
+    def nearest(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+        from sklearn.neighbors import KNeighborsRegressor
+
+        return KNeighborsRegressor(n_neighbors=1).fit(x, y).predict(x_test)
+
+
+class _Classes:
+    """ce: predictions are class probabilities (or indices); multinomial logistic
+    regression; 1-NN takes duplicates' majority class (a tie: the lower index)."""
+
+    linear_gives_probabilities = True
+
+    def score(self, spec: TaskSpec, y: np.ndarray, pred: np.ndarray, proba: bool,
+              reduce: Callable[[np.ndarray], float]) -> dict[str, float]:
+        out: dict[str, float] = {}
         labels = pred.argmax(-1) if proba else pred
         if proba:
             p = np.clip(pred[np.arange(len(y)), y], CLIP, 1.0)
             out["test_loss"] = reduce(-np.log(p))
         out["test_acc"] = float((labels == y).mean())
-    else:
+        return out
+
+    def linear(self, spec: TaskSpec, x: np.ndarray, y: np.ndarray,
+               x_test: np.ndarray) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        proba = np.zeros((len(x_test), spec.output_size))
+        classes = np.unique(y)
+        if len(classes) < 2:  # one class in training: it is every prediction
+            proba[:, classes] = 1.0
+            return proba
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        proba[:, classes] = model.fit(x, y).predict_proba(x_test)
+        return proba
+
+    def vote(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, inverse = _distinct(x)
+        counts = np.zeros((len(rows), int(y.max()) + 1))
+        np.add.at(counts, (inverse, y), 1)
+        return rows, counts.argmax(1)
+
+    def nearest(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return KNeighborsClassifier(n_neighbors=1).fit(x, y).predict(x_test)
+
+
+class _MultiLabel:
+    """bce: predictions are output probabilities (or 0/1); one logistic regression per
+    output; 1-NN takes duplicates' majority per output."""
+
+    linear_gives_probabilities = True
+
+    def score(self, spec: TaskSpec, y: np.ndarray, pred: np.ndarray, proba: bool,
+              reduce: Callable[[np.ndarray], float]) -> dict[str, float]:
+        out: dict[str, float] = {}
         hard = pred > 0.5 if proba else pred.astype(bool)
         truth = y > 0.5
         if proba:
@@ -168,41 +228,20 @@ def score(spec: TaskSpec, y: np.ndarray, pred: np.ndarray, proba: bool,
         tp, err = (hard & truth).sum(), (hard ^ truth).sum()
         # No note predicted and none sounding: every frame right (lit_module._frame_acc).
         out["test_frame_acc"] = float(tp / (tp + err)) if tp + err else 1.0
-    return out
+        return out
 
+    def linear(self, spec: TaskSpec, x: np.ndarray, y: np.ndarray,
+               x_test: np.ndarray) -> np.ndarray:
+        from sklearn.neural_network import MLPClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-# -- models --------------------------------------------------------------------------------
-def _linear(spec: TaskSpec, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
-    """Predicted values (mse) or probabilities (ce, bce) of the linear model."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression, RidgeCV
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if spec.loss == "mse":
-        # Ridge's penalty by leave-one-out on the training set alone (efficient GCV): with
-        # more features than a small training set supports, a fixed penalty overfits.
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-        return model.fit(x, y).predict(x_test).reshape(len(x_test), -1)
-    proba = np.zeros((len(x_test), spec.output_size))
-    with warnings.catch_warnings():
-        # A fit stopped at max_iter is still a fitted linear model: a slightly pessimistic
-        # reference, not an error the user could act on.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if spec.loss == "ce":
-            classes = np.unique(y)
-            if len(classes) < 2:  # one class in training: it is every prediction
-                proba[:, classes] = 1.0
-                return proba
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-            proba[:, classes] = model.fit(x, y).predict_proba(x_test)
-            return proba
-        # bce: one logistic regression per output (the L2 penalty of sklearn's default C=1),
+        # One logistic regression per output (the L2 penalty of sklearn's default C=1),
         # fitted jointly as one linear layer with sigmoid outputs (an MLP without hidden
         # layers): one L-BFGS run for all outputs, capped at BCE_MAX_ITER steps, which keeps
         # the chorales' fit near 1.5 s (small) and 5.5 s (large) on one core. An output
         # constant in training keeps its rate.
+        proba = np.zeros((len(x_test), spec.output_size))
         truth = y > 0.5
         rate = truth.mean(0)
         live = (rate > 0) & (rate < 1)
@@ -218,6 +257,48 @@ def _linear(spec: TaskSpec, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) ->
             proba[:, live] = p[:, 1:] if target.ndim == 1 else p
         return proba
 
+    def vote(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, inverse = _distinct(x)
+        return rows, (_mean_by(inverse, len(rows), y > 0.5) > 0.5).astype(np.int8)
+
+    def nearest(self, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+        from sklearn.neighbors import KNeighborsClassifier
+
+        single = y.shape[1] == 1  # one output: sklearn wants it as a 1-d target
+        pred = KNeighborsClassifier(n_neighbors=1).fit(x, y.ravel() if single else y)
+        return pred.predict(x_test).reshape(len(x_test), -1)
+
+
+# The numpy side of each loss kind, by the name TaskSpec.loss carries.
+KINDS = {"mse": _Regression(), "ce": _Classes(), "bce": _MultiLabel()}
+
+
+def _distinct(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows in first-seen order, and each row's index among them."""
+    first: dict[bytes, int] = {}
+    inverse = np.array([first.setdefault(r.tobytes(), len(first))
+                        for r in np.ascontiguousarray(x)], dtype=np.int64)
+    return x[np.unique(inverse, return_index=True)[1]], inverse
+
+
+def _mean_by(inverse: np.ndarray, n: int, y: np.ndarray) -> np.ndarray:
+    sums = np.zeros((n, *y.shape[1:]))
+    np.add.at(sums, inverse, y)
+    return sums / np.bincount(inverse).reshape(-1, *[1] * (y.ndim - 1))
+
+
+def score(spec: TaskSpec, y: np.ndarray, pred: np.ndarray, proba: bool,
+          weights: np.ndarray | None = None) -> dict[str, float]:
+    """Test metrics of predictions `pred` for targets `y` (values, probabilities when
+    `proba`, else class indices or 0/1 outputs). Losses only from values or probabilities;
+    `weights` (summing to 1) weigh the loss's items, as the cells' per-sequence loss does;
+    accuracies stay per item, as the cells count them."""
+
+    def reduce(per_item: np.ndarray) -> float:
+        return float(per_item.mean() if weights is None else (per_item * weights).sum())
+
+    return KINDS[spec.loss].score(spec, y, pred, proba, reduce)
+
 
 def vote_duplicates(x: np.ndarray, y: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray]:
     """One row per distinct input (first-seen order) with its duplicates' majority target
@@ -226,35 +307,27 @@ def vote_duplicates(x: np.ndarray, y: np.ndarray, loss: str) -> tuple[np.ndarray
     1-NN among exact duplicates with different targets otherwise picks one arbitrarily:
     on anbn every run of 8 b's is followed by b except at the end, and a tie broken
     towards the rare case made the 1-NN wrong at almost every step."""
-    first: dict[bytes, int] = {}
-    inverse = np.array([first.setdefault(r.tobytes(), len(first))
-                        for r in np.ascontiguousarray(x)], dtype=np.int64)
-    rows = x[np.unique(inverse, return_index=True)[1]]
-    if loss == "ce":
-        counts = np.zeros((len(rows), int(y.max()) + 1))
-        np.add.at(counts, (inverse, y), 1)
-        return rows, counts.argmax(1)  # a tie goes to the lower class index
-    sums = np.zeros((len(rows), *y.shape[1:]))
-    np.add.at(sums, inverse, y)
-    mean = sums / np.bincount(inverse).reshape(-1, *[1] * (y.ndim - 1))
-    return rows, (mean if loss == "mse" else (mean > 0.5).astype(np.int8))
+    return KINDS[loss].vote(x, y)
+
+
+def _linear(spec: TaskSpec, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """Predicted values (mse) or probabilities (ce, bce) of the linear model."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        # A fit stopped at max_iter is still a fitted linear model: a slightly pessimistic
+        # reference, not an error the user could act on.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return KINDS[spec.loss].linear(spec, x, y, x_test)
 
 
 def _nearest(spec: TaskSpec, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
     """1-NN predictions: values (mse), class indices (ce) or 0/1 outputs (bce)."""
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-
-    x, y = vote_duplicates(x, y if spec.loss != "bce" else y > 0.5, spec.loss)
+    x, y = vote_duplicates(x, y, spec.loss)
     if len(x) > KNN_MAX_TRAIN:
         rows = np.sort(np.random.default_rng(SEED).choice(len(x), KNN_MAX_TRAIN, replace=False))
         x, y = x[rows], y[rows]
-    if spec.loss == "mse":
-        return KNeighborsRegressor(n_neighbors=1).fit(x, y).predict(x_test)
-    if spec.loss == "ce":
-        return KNeighborsClassifier(n_neighbors=1).fit(x, y).predict(x_test)
-    single = y.shape[1] == 1  # one output: sklearn wants it as a 1-d target
-    pred = KNeighborsClassifier(n_neighbors=1).fit(x, y.ravel() if single else y)
-    return pred.predict(x_test).reshape(len(x_test), -1)
+    return KINDS[spec.loss].nearest(x, y, x_test)
 
 
 def fitted_baselines(dm: TensorDataModule) -> dict[str, float]:
@@ -273,7 +346,8 @@ def fitted_baselines(dm: TensorDataModule) -> dict[str, float]:
                if spec.per_step and getattr(spec, "per_sequence_loss", False) else None)
     out: dict[str, float] = {}
     linear = _linear(spec, lin_tr, y_tr, lin_te)
-    for metric, v in score(spec, y_te, linear, spec.loss != "mse", weights).items():
+    probabilities = KINDS[spec.loss].linear_gives_probabilities
+    for metric, v in score(spec, y_te, linear, probabilities, weights).items():
         out[fitted_key("linear", metric)] = v
     nearest = _nearest(spec, nn_tr, y_tr, nn_te)
     for metric, v in score(spec, y_te, nearest, False, weights).items():

@@ -122,7 +122,7 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept)."""
     from rnnsweep.data import build_datamodule
     from rnnsweep.data.registry import experiment_name
-    from rnnsweep.pipeline import condition_tags, open_study_context, typed_config
+    from rnnsweep.job import condition_tags, open_study_context, typed_config
     from rnnsweep.run_lifecycle import study_run
     from rnnsweep.search.reeval import reevaluate
     from rnnsweep.search.study import storage_error
