@@ -123,6 +123,30 @@ class DataConfig:
     batch_size: int = 32
 
 
+@dataclass
+class SplitDataConfig(DataConfig):
+    """A task that splits a fixed set of sequences (chorales, a user's file): the fractions
+    held out for validation and test, and the share of training that `small` keeps."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    # small trains on this fraction of the training split; large on all of it.
+    small_fraction: float = 0.25
+
+    def check_fractions(self) -> None:
+        for key in ("val_fraction", "test_fraction"):
+            v = getattr(self, key)
+            if not 0.0 < v < 1.0:
+                raise ConfigError(f"data.{key}={v} is invalid: must be in (0, 1)")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"data.val_fraction + data.test_fraction = "
+                f"{self.val_fraction + self.test_fraction} is invalid: must be < 1")
+        if not 0.0 < self.small_fraction <= 1.0:
+            raise ConfigError(f"data.small_fraction={self.small_fraction} is invalid: "
+                              "must be in (0, 1]")
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Holds whole splits as tensors and serves them as index-sliced batches.
 

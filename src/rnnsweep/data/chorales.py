@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import (
-    DataConfig,
+    SplitDataConfig,
     TaskSpec,
     TensorDataModule,
     check_data_seed,
@@ -31,33 +31,20 @@ PREPARE_COMMAND = "python -m rnnsweep.data.prepare_chorales"
 
 
 @dataclass
-class ChoralesDataConfig(DataConfig):
+class ChoralesDataConfig(SplitDataConfig):
+    """The split fractions count chorales (not frames): no chorale is split across sets."""
+
     _target_: str = "rnnsweep.data.chorales.ChoralesDataModule"
     task: str = "chorales"
     size: str = "small"
     cache: str = "data/cache/chorales.npz"
-    # Fractions of chorales (not frames) held out, so no chorale is split across sets.
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    small_fraction: float = 0.25
     # Use only the first N chorales of the cache (tests and smoke runs); null = all.
     max_chorales: int | None = None
     seed: int = 1234
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        for key in ("val_fraction", "test_fraction"):
-            v = getattr(self, key)
-            if not 0.0 < v < 1.0:
-                raise ConfigError(f"data.{key}={v} is invalid: must be in (0, 1)")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ConfigError(
-                f"data.val_fraction + data.test_fraction = "
-                f"{self.val_fraction + self.test_fraction} is invalid: must be < 1"
-            )
-        if not 0.0 < self.small_fraction <= 1.0:
-            raise ConfigError(f"data.small_fraction={self.small_fraction} is invalid: "
-                              "must be in (0, 1]")
+        self.check_fractions()
         if self.max_chorales is not None and self.max_chorales < 3:
             raise ConfigError(f"data.max_chorales={self.max_chorales} is invalid: "
                               "must be >= 3 (one chorale per split) or null")

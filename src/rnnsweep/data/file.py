@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import (
-    DataConfig,
+    SplitDataConfig,
     TaskSpec,
     TensorDataModule,
     check_data_seed,
@@ -31,17 +31,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FileDataConfig(DataConfig):
+class FileDataConfig(SplitDataConfig):
+    """val_fraction and test_fraction apply only when the file has no `split`: a seeded
+    70/15/15 split, stratified by class."""
+
     _target_: str = "rnnsweep.data.file.FileDataModule"
     task: str = "file"
     size: str = "small"
     # .npz or .csv; a relative path resolves against the project root.
     path: str = ""
-    # Used only when the file has no `split`: a seeded 70/15/15 split, stratified by class.
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    # small trains on this fraction of the training split; large on all of it.
-    small_fraction: float = 0.25
     seed: int = 1234
     batch_size: int = 32
     # Regression: a prediction counts as correct when |error| < tolerance (val_acc).
@@ -54,15 +52,7 @@ class FileDataConfig(DataConfig):
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError("data.path is missing: data=file needs data.path=<file.npz|.csv>")
-        for key in ("val_fraction", "test_fraction"):
-            v = getattr(self, key)
-            if not 0.0 < v < 1.0:
-                raise ConfigError(f"data.{key}={v} is invalid: must be in (0, 1)")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ConfigError("data.val_fraction + data.test_fraction is invalid: must be < 1")
-        if not 0.0 < self.small_fraction <= 1.0:
-            raise ConfigError(f"data.small_fraction={self.small_fraction} is invalid: "
-                              "must be in (0, 1]")
+        self.check_fractions()
         if self.acc_tolerance <= 0:
             raise ConfigError(f"data.acc_tolerance={self.acc_tolerance} is invalid: must be > 0")
         check_data_seed(self.seed)
