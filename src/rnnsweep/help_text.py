@@ -13,6 +13,7 @@ Hydra resolves the template in the process that prints the help, after
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import textwrap
@@ -72,8 +73,13 @@ def options(conf: Path, group: str) -> list[str]:
 def option_lines(group: str) -> str:
     """One line per option: its name and its help, indented under the group's heading."""
     conf = conf_dir()
-    if conf is None:
-        return ""
+    return "" if conf is None else _option_lines(conf, group)
+
+
+# Cached per process: Hydra resolves the help template with every config it composes (the
+# preflight composes one per job), and conf/ does not change while a command runs.
+@functools.cache
+def _option_lines(conf: Path, group: str) -> str:
     lines = []
     for name in options(conf, group):
         text = option_help(conf / group / f"{name}.yaml")
@@ -85,8 +91,11 @@ def option_lines(group: str) -> str:
 def name_lines(group: str) -> str:
     """The group's option names, wrapped, indented under the group's heading."""
     conf = conf_dir()
-    if conf is None:
-        return ""
+    return "" if conf is None else _name_lines(conf, group)
+
+
+@functools.cache
+def _name_lines(conf: Path, group: str) -> str:
     indent = " " * NAME_COLUMN
     return textwrap.fill(" ".join(options(conf, group)), width=90, initial_indent=indent,
                          subsequent_indent=indent)
