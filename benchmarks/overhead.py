@@ -74,7 +74,7 @@ def pipeline_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     datamodule = build_datamodule(cfg.data)
     tracker = Tracker(cfg)
     run_id = tracker.start_run("overhead", name="trial", tags={"role": "trial"})
-    study = open_study(cfg, f"overhead-{cfg.cell.name}", make_storage(cfg))
+    study = open_study(cfg, f"overhead-{cfg.cell.name}", make_storage(cfg.search))
     trial = study.ask()
 
     def log_validation(step: int, metrics: dict[str, float]) -> None:

@@ -101,8 +101,8 @@ def run_study(sampler: str, pruner: str, seed: int, step_budget: int, extra: lis
 
     cfg = compose_config(config_overrides(sampler, pruner, seed, extra))
     datamodule = datamodule if datamodule is not None else build_datamodule(cfg.data)
-    study = optuna.create_study(direction=cfg.search.direction, sampler=make_sampler(cfg),
-                                pruner=make_pruner(cfg))
+    study = optuna.create_study(direction=cfg.search.direction, sampler=make_sampler(cfg.search),
+                                pruner=make_pruner(cfg.search))
     for params in enqueue or []:
         study.enqueue_trial(params, skip_if_exists=True)
     log: list[TrialLog] = []

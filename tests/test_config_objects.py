@@ -34,14 +34,14 @@ def test_the_groups_list_exactly_these_options():
 @pytest.mark.parametrize("pruner", list(PRUNERS))
 def test_every_sampler_and_pruner_builds_and_runs_a_study(typed, sampler, pruner):
     cfg = typed(f"search/sampler={sampler}", f"search/pruner={pruner}")
-    built_sampler, built_pruner = make_sampler(cfg), make_pruner(cfg)
+    built_sampler, built_pruner = make_sampler(cfg.search), make_pruner(cfg.search)
     assert type(built_sampler) is SAMPLERS[sampler]
     # The configured pruner, held back until search.min_sampler_trials proposals complete.
     s = cfg.search
     assert isinstance(built_pruner, SamplerTrialsFirst)
     assert built_pruner.min_complete == min(s.min_sampler_trials, s.n_trials - s.n_startup_trials)
     assert type(built_pruner.pruner) is PRUNERS[pruner]
-    assert sampler_label(cfg) == sampler
+    assert sampler_label(cfg.search) == sampler
     study = optuna.create_study(sampler=built_sampler, pruner=built_pruner)
 
     def objective(trial: optuna.Trial) -> float:
@@ -61,12 +61,12 @@ def test_every_sampler_and_pruner_builds_and_runs_a_study(typed, sampler, pruner
 def test_sampler_and_pruner_settings_come_from_the_search_keys(typed):
     cfg = typed("search/pruner=hyperband", "search.pruner_warmup_steps=20",
                 "search.seed=7")
-    pruner = make_pruner(cfg).pruner
+    pruner = make_pruner(cfg.search).pruner
     assert pruner._min_resource == 20 and pruner._max_resource == cfg.trainer.max_steps
-    a = make_sampler(cfg).sample_independent(
+    a = make_sampler(cfg.search).sample_independent(
         optuna.create_study(), optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING),
         "x", optuna.distributions.FloatDistribution(0, 1))
-    b = make_sampler(cfg).sample_independent(
+    b = make_sampler(cfg.search).sample_independent(
         optuna.create_study(), optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING),
         "x", optuna.distributions.FloatDistribution(0, 1))
     assert a == b  # seeded from search.seed
@@ -78,10 +78,10 @@ def test_any_optuna_class_can_be_named_on_the_command_line(typed):
                 "search.pruner._target_=optuna.pruners.PercentilePruner",
                 "~search.pruner.n_startup_trials", "~search.pruner.n_warmup_steps",
                 "+search.pruner.percentile=25.0")
-    assert type(make_sampler(cfg)) is optuna.samplers.NSGAIISampler
-    pruner = make_pruner(cfg).pruner
+    assert type(make_sampler(cfg.search)) is optuna.samplers.NSGAIISampler
+    pruner = make_pruner(cfg.search).pruner
     assert type(pruner) is optuna.pruners.PercentilePruner and pruner._percentile == 25.0
-    assert sampler_label(cfg) == "nsgaii"
+    assert sampler_label(cfg.search) == "nsgaii"
 
 
 def test_a_trainer_argument_passes_through_without_code(typed):

@@ -174,7 +174,7 @@ def empty_stores(tmp_path_factory):
     try:
         cfg = _smoke_config()
         Tracker(cfg)
-        make_storage(cfg).remove_session()
+        make_storage(cfg.search).remove_session()
     finally:
         mp.undo()
     return root / "mlruns"

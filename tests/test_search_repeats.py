@@ -90,7 +90,7 @@ def test_search_group_strips_only_the_repeat_suffix():
 
 def _proposals(cfg) -> list[dict]:  # noqa: ANN001 - a typed config
     """Four trials of a fresh in-memory study with the config's sampler."""
-    study = optuna.create_study(sampler=make_sampler(cfg))
+    study = optuna.create_study(sampler=make_sampler(cfg.search))
     for _ in range(4):
         t = study.ask()
         t.suggest_float("lr", 1e-4, 1e-2, log=True)

@@ -274,13 +274,13 @@ def test_a_postgres_restart_between_two_queries_is_ridden_out():
         cfg = OmegaConf.create({"search": {
             "storage": f"{pg.url}/optuna", "heartbeat_interval": 10,
             "heartbeat_grace_period": 30, "retry_failed_trials": 1}})
-        storage = make_storage(cfg)
+        storage = make_storage(cfg.search)
         study = optuna.create_study(storage=storage, study_name="s")
         study.enqueue_trial({"x": 1.0})
-        fail_silent_trials(study, cfg)  # its own engine: a pooled connection too
+        fail_silent_trials(study, cfg.search)  # its own engine: a pooled connection too
         pg.stop()
         pg.start()
-        assert fail_silent_trials(study, cfg) == []
+        assert fail_silent_trials(study, cfg.search) == []
         trial = study.ask()
         study.tell(trial, trial.suggest_float("x", 0, 2))
         assert [t.value for t in study.get_trials()] == [1.0]

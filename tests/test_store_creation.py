@@ -55,7 +55,7 @@ def _optuna_works(cfg) -> None:
     """make_storage opens the store, and a study with one finished trial goes in."""
     from rnnsweep.search.study import make_storage
 
-    storage = make_storage(cfg)
+    storage = make_storage(cfg.search)
     try:
         study = optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
@@ -226,7 +226,7 @@ CREATE = {
     # rnnsweep's entry points: the schema is built in .<name>.creating-<pid>.
     ("mlflow", "rnnsweep"): "from rnnsweep.tracking import Tracker\ngo()\nTracker(cfg)",
     ("optuna", "rnnsweep"): "from rnnsweep.search.study import make_storage\ngo()\n"
-                            "make_storage(cfg)",
+                            "make_storage(cfg.search)",
 }
 # Tables of a complete schema: a kill waits for a random count at least 4 below it.
 N_TABLES = {"mlflow": 65, "optuna": 13}

@@ -193,7 +193,7 @@ def run_job(cfg: DictConfig) -> float | None:
     except StoreError as err:
         report_store_error(err)
     except Exception as err:
-        halt = storage_error(cfg, err)
+        halt = storage_error(cfg.search, err)
         if halt is not None:
             report_store_error(halt)
         # Hydra's own report would print the raw overrides, passwords included.

@@ -64,8 +64,8 @@ def open_study_context(
     independent search of the condition; not a condition itself: the report pools the
     repeats), and the trials and re-evaluations of repeat r > 0 train with the repeat's own
     seeds (ctx.cfg.seed is its study_seed, rnnsweep.search.repeats)."""
-    tags = {**tags, REPEAT_TAG: str(search_repeat(cfg))}
-    storage = make_storage(cfg)
+    tags = {**tags, REPEAT_TAG: str(search_repeat(cfg.search))}
+    storage = make_storage(cfg.search)
     name = full_study_name(cfg, datamodule.condition(), storage)
     study = open_study(cfg, name, storage)
     parent = find_or_create_parent(tracker, cfg, experiment, name, tags)
@@ -78,7 +78,7 @@ def open_study_context(
     tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id,
                               "fixed_settings": settings_text(settings),
                               "settings_hash": settings_hash(settings),
-                              **device, "search_sampler": sampler_label(cfg), **budget,
+                              **device, "search_sampler": sampler_label(cfg.search), **budget,
                               "warm_start": str(study.user_attrs.get(WARM_ATTR, OFF)),
                               "loss_kind": datamodule.spec.loss,
                               # A parent from before repeats existed gets it when reopened.

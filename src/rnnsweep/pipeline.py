@@ -47,11 +47,11 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
             study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags,
                                             overrides)
     except Exception as err:
-        halt = storage_error(cfg, err)
+        halt = storage_error(cfg.search, err)
         if halt is None:
             raise
         raise halt from err
-    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg, err)):
+    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg.search, err)):
         raise_pending()  # closes the parent as KILLED
         with study_progress(study, cfg) as progress:
             summary = run_study(study, ctx, progress=progress)

@@ -352,7 +352,7 @@ def validate(cfg: DictConfig) -> None:
                  s.pruner_warmup_steps, "must be an integer >= 0")
         require(0 <= s.seed < 2**32, "search.seed", s.seed,
                  f"must be an integer in [0, {2**32 - 1}] (the sampler's numpy seed)")
-        repeat = search_repeat(cfg)
+        repeat = search_repeat(cfg.search)
         top = (MAX_SEED - cfg.seed) // SEED_SPAN
         require(0 <= repeat <= top, "search.repeat", repeat,
                 f"must be an integer in [0, {top}] (repeat r trains with seeds from seed + "

@@ -130,7 +130,7 @@ class Objective:
     def _store_error(self, err: BaseException) -> StoreError | None:
         """err as a StoreError when it is the infrastructure's fault: a failure of the
         study storage (or a full or read-only disk) raised inside a trial."""
-        return storage_error(self.ctx.cfg, err)
+        return storage_error(self.ctx.cfg.search, err)
 
     def _abandon(self, trial: optuna.Trial, err: StoreError) -> None:
         """End the trial as interrupted (not counted, re-queued) when the study storage still

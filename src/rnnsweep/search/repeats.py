@@ -33,10 +33,10 @@ SEED_SPAN = 2_000_000
 SAMPLER_SEEDS = 2**32  # numpy's seed range, the samplers' RandomState
 
 
-def search_repeat(cfg: DictConfig) -> int:
-    """search.repeat (default in conf/search/tpe.yaml); 0 for a study's stored config from
-    before the key existed (a seed round reads it back)."""
-    return int(OmegaConf.select(cfg, "search.repeat", default=0) or 0)
+def search_repeat(search: DictConfig) -> int:
+    """The `search` node's repeat (default in conf/search/tpe.yaml); 0 for a study's stored
+    config from before the key existed (a seed round reads it back)."""
+    return int(OmegaConf.select(search, "repeat", default=0) or 0)
 
 
 def repeat_suffix(repeat: int) -> str:
@@ -59,7 +59,7 @@ def with_study_seed(cfg: DictConfig) -> DictConfig:
     re-evaluations read their seeds from (trial_seed, reeval_seeds). cfg itself for repeat
     0. Not the config stored with the study: its fixed settings keep the base seed, and
     a seed round that reads the stored config back derives the same seeds again."""
-    repeat = search_repeat(cfg)
+    repeat = search_repeat(cfg.search)
     if not repeat:
         return cfg
     shifted = copy.deepcopy(cfg)

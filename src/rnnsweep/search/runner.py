@@ -132,20 +132,20 @@ def close_orphan_runs(study: optuna.Study, ctx: StudyContext) -> int:
     return closed
 
 
-def _fail_stale(study: optuna.Study, cfg: DictConfig) -> None:
+def _fail_stale(study: optuna.Study, search: DictConfig) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    fail_silent_trials(study, cfg)
+    fail_silent_trials(study, search)
 
 
 def _optimize_until_done(study: optuna.Study, ctx: StudyContext, objective: Objective,
                          budget: FailureBudget, callbacks: list) -> None:
     cfg, n_trials = ctx.cfg, ctx.cfg.search.n_trials
-    _fail_stale(study, cfg)
+    _fail_stale(study, cfg.search)
     close_orphan_runs(study, ctx)  # left by a worker that died before this one started
     while budget.message is None:
-        _fail_stale(study, cfg)
+        _fail_stale(study, cfg.search)
         states = count_states(study)
         finished = sum(states[s] for s in FINISHED)
         if finished >= n_trials:
@@ -192,7 +192,7 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
     try:
         _optimize_until_done(study, ctx, objective, budget, callbacks)
     except Exception as err:  # Optuna's storage outside a trial: ask, stale checks, counts
-        halt = storage_error(cfg, err)
+        halt = storage_error(cfg.search, err)
         if halt is None:
             raise
         raise halt from err

@@ -138,7 +138,7 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     tags = condition_tags(cfg, datamodule.condition())
     with held():  # the reopened parent is closed by study_run, which raises a held signal
         study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
-    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg, err)):
+    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg.search, err)):
         raise_pending()
         reevaluate(study, ctx)
 

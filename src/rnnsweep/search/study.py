@@ -50,10 +50,11 @@ def retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback | None:
         return RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
-def make_storage(cfg: DictConfig) -> RDBStorage:
-    """RDB storage (SQLite by default, PostgreSQL for many machines) with heartbeats, so a
-    trial left RUNNING by a dead process is failed and re-queued by the next worker."""
-    url = cfg.search.storage
+def make_storage(search: DictConfig) -> RDBStorage:
+    """The `search` node's RDB storage (SQLite by default, PostgreSQL for many machines)
+    with heartbeats, so a trial left RUNNING by a dead process is failed and re-queued by
+    the next worker."""
+    url = search.storage
     kwargs: dict = {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,7 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
         # A server restarted between two queries (PostgreSQL ends every session) leaves dead
         # connections in the pool: test each before use, as MLflow does (Optuna: MySQL only).
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
-    retry = cfg.search.retry_failed_trials
+    retry = search.retry_failed_trials
     try:
         # Workers starting together on a fresh database would race on creating its tables;
         # a SQLite one is built whole in a temporary file first (rnnsweep.store_init).
@@ -71,8 +72,8 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
             ensure_sqlite_store(url, "search.storage", OPTUNA)
             return RDBStorage(
                 url,
-                heartbeat_interval=cfg.search.heartbeat_interval,
-                grace_period=cfg.search.heartbeat_grace_period,
+                heartbeat_interval=search.heartbeat_interval,
+                grace_period=search.heartbeat_grace_period,
                 heartbeat_stale_trial_callback=retry_callback(retry),
                 **kwargs,
             )
@@ -83,7 +84,7 @@ def make_storage(cfg: DictConfig) -> RDBStorage:
         raise ConfigError(f"search.storage={redact(url)}: cannot open storage: {reason}") from None
 
 
-def storage_error(cfg: DictConfig, err: BaseException) -> StoreError | None:
+def storage_error(search: DictConfig, err: BaseException) -> StoreError | None:
     """err as a StoreError when the study storage (or the disk) failed, else None: how an
     error raised by Optuna outside the Tracker is told from a trial's own failure."""
     cause = infrastructure_cause(err)
@@ -91,15 +92,15 @@ def storage_error(cfg: DictConfig, err: BaseException) -> StoreError | None:
         return None
     if isinstance(cause, StoreError):
         return cause
-    where = "disk" if isinstance(cause, OSError) else f"study storage {redact(cfg.search.storage)}"
+    where = "disk" if isinstance(cause, OSError) else f"study storage {redact(search.storage)}"
     return StoreError(where, first_line(cause))
 
 
-def make_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(search: DictConfig) -> optuna.samplers.BaseSampler:
     """search.sampler (conf/search/sampler/*.yaml or any `_target_`), built by Hydra; a
     repeat r > 0 (search.repeat) draws from its own seed, derived from the sampler's and r."""
-    node = cfg.search.sampler
-    repeat = search_repeat(cfg)
+    node = search.sampler
+    repeat = search_repeat(search)
     # A sampler without a seed (a user's class) is not seeded for repeat 0 either.
     seeded = bool(repeat) and node.get("seed") is not None
     extra = {"seed": sampler_seed(int(node.seed), repeat)} if seeded else {}
@@ -108,16 +109,16 @@ def make_sampler(cfg: DictConfig) -> optuna.samplers.BaseSampler:
         return build(node, **extra)
 
 
-def sampler_label(cfg: DictConfig) -> str:
+def sampler_label(search: DictConfig) -> str:
     """The sampler's short name (TPESampler: tpe), as parent runs tag it (search_sampler)."""
-    return class_name(cfg.search.sampler).removesuffix("Sampler").lower()
+    return class_name(search.sampler).removesuffix("Sampler").lower()
 
 
-def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+def make_pruner(search: DictConfig) -> optuna.pruners.BasePruner:
     """search.pruner, built by Hydra; pruners see values reported against the optimiser
     step, so their resources (warm-up, min_resource) count steps. It waits until
     search.min_sampler_trials model-proposed trials are complete (search/fair_pruner.py)."""
-    s = cfg.search
+    s = search
     return guarantee_sampler_trials(build(s.pruner), int(s.n_trials), int(s.n_startup_trials),
                                     int(s.min_sampler_trials))
 
@@ -126,8 +127,8 @@ def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(cfg),
-        pruner=make_pruner(cfg),
+        sampler=make_sampler(cfg.search),
+        pruner=make_pruner(cfg.search),
         direction=cfg.search.direction,
         load_if_exists=True,
     )
@@ -163,7 +164,7 @@ def full_study_name(cfg: DictConfig, condition: dict[str, str],
     """The study a job runs: task, size, cell and data; -r<k> for an independent repeat
     k > 0 of the search (search.repeat; repeat 0 keeps the plain name); a settings suffix in
     new_study mode; -matched for parameter-matched studies (last, as the report reads it)."""
-    base = study_name(condition, cfg.cell.name) + repeat_suffix(search_repeat(cfg))
+    base = study_name(condition, cfg.cell.name) + repeat_suffix(search_repeat(cfg.search))
     matched = matched_suffix(cfg)
     suffix = settings_suffix(cfg, base + matched, storage) if storage is not None else ""
     return base + suffix + matched
@@ -255,14 +256,14 @@ def _engine(url: str) -> sqlalchemy.engine.Engine:
     return sqlalchemy.create_engine(url, pool_pre_ping=True)  # as make_storage's, for restarts
 
 
-def fail_silent_trials(study: optuna.Study, cfg: DictConfig) -> list[int]:
+def fail_silent_trials(study: optuna.Study, search: DictConfig) -> list[int]:
     """Fail RUNNING trials that never recorded a heartbeat, once the grace period is over.
 
     Optuna only fails trials whose last heartbeat is old; a worker killed between creating
     a trial and its first heartbeat (milliseconds apart) would leave the trial RUNNING for
     ever and the study one trial short. Returns the numbers of the trials failed here.
     """
-    s = cfg.search
+    s = search
     grace = s.heartbeat_grace_period or 2 * s.heartbeat_interval
     cutoff = datetime.now() - timedelta(seconds=grace)  # Optuna stamps starts with now()
     sql = sqlalchemy.text(
