@@ -103,9 +103,11 @@ def save(results: dict[str, Any], path: Path = RESULTS) -> None:
     tmp.replace(path)
 
 
-def _cell(text: str, limit: int = 160) -> str:
+def _cell(text: str, limit: int | None = 160) -> str:
+    """A table cell; `limit` cuts long text (None: whole, for the evidence a verdict rests on:
+    its searches, seeds and convergence)."""
     text = text.replace("|", "/").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -134,7 +136,7 @@ def markdown(results: dict[str, Any]) -> str:
                 cond = f" [{row['condition']}]" if row.get("condition") else ""
                 lines.append(f"| {label} | {_cell(row['paper'] + ': ' + row['result'] + cond)} | "
                              f"{row['published']} | {_cell(row['ours'])} | {row['verdict']} | "
-                             f"{_cell(row['evidence'])} |")
+                             f"{_cell(row['evidence'], limit=None)} |")
     missing = [p for p in PROFILES if p not in results]
     if missing:
         notes.append("Full profile not yet run here: " + ", ".join(f"`{p}`" for p in missing)
