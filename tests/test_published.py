@@ -402,6 +402,31 @@ def test_a_comparison_names_the_cells_whose_budget_may_have_decided_it():
     assert not any("not converged" in e for e in out["evidence"])
 
 
+def test_a_solves_row_names_the_cells_still_improving_at_the_end(monkeypatch):
+    """hochreiter1997's rows: an LSTM that never solved T=100 while still improving at its
+    last step is not reproduced by its budget, and the row says so; the GRU converged."""
+    monkeypatch.setattr(published, "_batch_size", lambda sweep: 64)
+    monkeypatch.setattr(published, "_sequences_to_solve",
+                        lambda runs, batch: np.array([math.nan, math.nan]))
+    runs = [{"tags.cell": c, "condition": "large T=100", "metrics.test_acc": acc}
+            for c, acc in [("lstm", 0.3), ("lstm", 0.4), ("gru", 0.99), ("gru", 0.99)]]
+    sweep = _sweep(runs)
+    sweep.parents = pd.DataFrame([
+        {"condition": "large T=100", "tags.profile": "x", "tags.cell": c, "run_id": f"p-{c}",
+         "tags.best_trial_run_id": f"t-{c}"} for c in ("lstm", "gru")])
+    sweep.trials = pd.DataFrame([
+        {"run_id": f"t-{c}", "tags.mlflow.parentRunId": f"p-{c}", "metrics.best_step": 4950.0,
+         "params.budget_steps": "5000"} for c in ("lstm", "gru")])
+    # The LSTM's validation still fell steeply at the end; the GRU's had flattened.
+    sweep.curves = {"t-lstm": {sweep.metric: [(100, 0.17), (4400, 0.12), (4950, 0.05)]},
+                    "t-gru": {sweep.metric: [(100, 0.17), (4400, 1e-4), (4950, 9e-5)]}}
+    out = published.compare_rows(sweep, _rows("hochreiter1997").iloc[:1], pd.DataFrame())
+    assert out["verdict"].iloc[0] == published.NOT_REPRODUCED
+    evidence = out["evidence"].iloc[0]
+    assert "not converged: lstm (still improving in the last 10 %" in evidence
+    assert "gru" not in evidence.split("not converged:")[1]
+
+
 def test_a_direction_row_plans_the_seeds_that_would_detect_the_published_gap():
     """chung2014 publishes rnn 9.19 against gru 8.54: the row says from how many seeds per cell
     a one-sided Welch test at Holm's strictest level would detect a 0.65 gap with 80 % power

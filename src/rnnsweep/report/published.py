@@ -210,7 +210,7 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
                 out.append(_direction_row(base, row, kind, arg, cond, sweep, runs, late,
                                           tests, gaps))
         elif kind == "solves":
-            out.extend(_solves_rows(base, row, arg, sweep, runs, conditions, batch))
+            out.extend(_solves_rows(base, row, arg, sweep, runs, conditions, batch, late))
         elif kind == "rank":
             out.extend(rank_rows(base, row, imp, sweep))
     levels = holm(tests)
@@ -243,10 +243,9 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
         parts.append((other, c, theirs))
     extra = [_also_text(row, cond, runs, cells)]
     magnitude = _magnitude(row, mine)
-    budget = [c for c in cells if (c, cond) in late]
+    budget = budget_text(cells, cond, late)
     if budget:
-        extra.append(f"not converged: {', '.join(budget)} (still improving in the last 10 % "
-                     "of the step budget: the budget may have decided)")
+        extra.append(budget)
     searched = search_text(sweep, cond, cells)
     return {**base, "condition": cond, "ours": _ours(mine),
             "_pending": (kind, parts, [e for e in (*extra, magnitude, searched) if e], gaps)}
@@ -319,8 +318,17 @@ def _also_text(row: pd.Series, cond: str, runs: pd.DataFrame, cells: list[str]) 
     return "; ".join(parts)
 
 
+def budget_text(cells: list[str], cond: str, late: set[tuple[str, str]]) -> str:
+    """The cells of a row whose best trial was still improving at the end of its budget
+    ('' when none): there the budget, not the cell, may have decided the row."""
+    budget = [c for c in cells if (c, cond) in late]
+    return (f"not converged: {', '.join(budget)} (still improving in the last 10 % of the "
+            "step budget: the budget may have decided)") if budget else ""
+
+
 def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.DataFrame,
-                 conditions: list[str], batch: int | None) -> list[dict]:
+                 conditions: list[str], batch: int | None,
+                 late: set[tuple[str, str]]) -> list[dict]:
     length = arg.split("=", 1)[1]
     lengths = condition_lengths(sweep)
     conds = [c for c in conditions if lengths.get(c) == length]
@@ -336,7 +344,8 @@ def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.Da
         verdict = NOT_MEASURED if not acc.size else (
             REPRODUCED if float(np.mean(acc)) >= SOLVED_ACC else NOT_REPRODUCED)
         others = []  # every other cell's accuracy and sequences, as the paper's rows
-        for other in sorted(set(runs["tags.cell"]) - {row["cell"]}):
+        cells = [row["cell"], *sorted(set(runs["tags.cell"]) - {row["cell"]})]
+        for other in cells[1:]:
             oa = _values(runs, other, cond, "test_acc")
             if not oa.size:
                 continue
@@ -355,8 +364,9 @@ def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.Da
                              f"reached val acc {SOLVED_ACC}" if seqs.size else
                              "sequences to solve: n/a") + f"; test acc {_ours(acc)}",
                     "verdict": verdict,
-                    "evidence": f"solved = mean test acc >= {SOLVED_ACC}"
-                                + (f"; {', '.join(others)}" if others else "")})
+                    "evidence": "; ".join(e for e in (
+                        f"solved = mean test acc >= {SOLVED_ACC}", ", ".join(others),
+                        budget_text(cells, cond, late)) if e)})
     return out
 
 
