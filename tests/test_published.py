@@ -474,3 +474,10 @@ def test_a_direction_row_says_how_much_of_each_search_finished():
     assert ("searches: lstm 6 complete of 8 trials (2 proposed by the sampler's model), "
             "gru 4 complete of 8 trials (0 proposed by the sampler's model)") in \
         out["evidence"].iloc[0]
+    # A profile that runs the paper's one configuration has no search to weigh.
+    sweep.space = {"lr": {"type": "float", "low": 1e-2, "high": 1e-2},
+                   "hidden_size": {"type": "int", "low": 10, "high": 10}}
+    out = published.compare_rows(sweep, _rows("weiss2018", "test_count_beyond"), pd.DataFrame())
+    evidence = out["evidence"].iloc[0]
+    assert "no search: every cell runs the profile's one fixed configuration" in evidence
+    assert "searches:" not in evidence

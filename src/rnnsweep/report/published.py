@@ -274,6 +274,8 @@ def search_text(sweep: Sweep, cond: str, cells: list[str]) -> str:
     parts: list[str] = []
     if not {"tags.cell", "condition"} <= set(sweep.parents.columns):
         return ""
+    if fixed_space(sweep.space):  # the paper's one configuration: no search to compare
+        return "no search: every cell runs the profile's one fixed configuration"
     for cell in cells:
         studies = sweep.parents[(sweep.parents["tags.cell"] == cell)
                                 & (sweep.parents["condition"] == cond)]
