@@ -57,7 +57,7 @@ BAD = [
     ("optim._target_", "optim._target_=torch.nn.Linear",
      "must be a subclass of torch.optim.optimizer.Optimizer"),
     ("model", "model=64", "model is a section of keys (num_layers, hidden_size, dropout, "
-     "param_budget, keep_gate_bias)"),
+     "param_budget, keep_gate_bias, train_objective)"),
     ("search.space.lr", "search.space.lr=0.1", "section of keys (path, type, low, high"),
     ("search.space", "search.space=3", "named entries, each with keys (path, type"),
 ]
