@@ -60,10 +60,10 @@ def test_small_and_large_get_the_same_step_budget(task, tmp_path, chorale_cache)
     steps = {}
     for size in ("small", "large"):
         dm = build_datamodule(config(*over, f"data.size={size}").data)
-        steps[size] = budget_steps(config(*over, f"data.size={size}"), dm)
+        steps[size] = budget_steps(config(*over, f"data.size={size}").trainer, dm)
         # Counted in epochs, the budget follows the data: the documented alternative.
         epochs = budget_steps(config(*over, f"data.size={size}",
-                                     "trainer.budget_unit=epochs"), dm)
+                                     "trainer.budget_unit=epochs").trainer, dm)
         assert epochs == 20 * dm.batches_per_epoch()
     assert steps["small"] == steps["large"] == 30  # the smoke profile's trainer.max_steps
 

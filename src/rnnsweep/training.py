@@ -194,17 +194,18 @@ def resolve_hidden_size(cfg: DictConfig, datamodule: TensorDataModule) -> int:
     )
 
 
-def budget_steps(cfg: DictConfig, datamodule: TensorDataModule) -> int:
-    """The optimiser steps a run may take: trainer.max_steps, or epochs x batches."""
-    if cfg.trainer.budget_unit == "steps":
-        return int(cfg.trainer.max_steps)
-    return int(cfg.trainer.max_epochs) * datamodule.batches_per_epoch()
+def budget_steps(trainer: DictConfig, datamodule: TensorDataModule) -> int:
+    """The optimiser steps a run may take: the `trainer` node's max_steps, or epochs x
+    batches."""
+    if trainer.budget_unit == "steps":
+        return int(trainer.max_steps)
+    return int(trainer.max_epochs) * datamodule.batches_per_epoch()
 
 
 def run_params(cfg: DictConfig, datamodule: TensorDataModule) -> dict[str, str | int]:
     """What every run records beside its sampled values: budget, threads, initialisation."""
     return {
-        "budget_steps": budget_steps(cfg, datamodule),
+        "budget_steps": budget_steps(cfg.trainer, datamodule),
         "budget_unit": cfg.trainer.budget_unit,
         "val_check_steps": (cfg.trainer.val_check_steps if cfg.trainer.budget_unit == "steps"
                             else datamodule.batches_per_epoch()),
@@ -229,8 +230,8 @@ def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RecurrentLitM
                               train_objective=cfg.model.train_objective)
 
 
-def _budget_kwargs(cfg: DictConfig) -> dict:
-    t = cfg.trainer
+def _budget_kwargs(t: DictConfig) -> dict:
+    """Lightning's budget and validation cadence from the `trainer` node."""
     if t.budget_unit == "steps":
         # Validation every N optimiser steps counted across epoch boundaries.
         return {"max_steps": int(t.max_steps), "max_epochs": -1,
@@ -269,7 +270,7 @@ def train_model(
     trainer = build(
         cfg.trainer,
         skip=TRAINER_OWN_KEYS,
-        **_budget_kwargs(cfg),
+        **_budget_kwargs(cfg.trainer),
         callbacks=[memory, recorder, stopper, *extra, *progress_callbacks(cfg), *callbacks],
         logger=False,
         enable_checkpointing=False,
@@ -299,7 +300,7 @@ def train_model(
         best_step=recorder.best_step,
         gap_at_best=best.get("gap", math.nan),
         optimizer_steps=steps,
-        budget_steps=budget_steps(cfg, datamodule),
+        budget_steps=budget_steps(cfg.trainer, datamodule),
         seconds_per_step=recorder.train_seconds / steps if steps else math.nan,
         n_params=count_parameters(module.net),
         hidden_size=module.net.rnn.hidden_size,
