@@ -22,6 +22,9 @@ $(STAMP): requirements-torch.txt requirements.lock pyproject.toml
 		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) -r requirements-torch.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# The fused GRU/RNN's C++ step loops, compiled once per machine (optional: without a
+	# compiler the Python loops run); a process that finds no build compiles it itself.
+	$(PY) -c 'import sys; from rnnsweep.cells import native; sys.exit(native.main())'
 	touch $(STAMP)
 
 # Re-resolve requirements.lock from pyproject.toml (main and dev dependencies): exact pins with

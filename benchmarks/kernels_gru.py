@@ -88,21 +88,24 @@ def ratio(times: dict[str, list[float]], num: str, den: str) -> float:
 
 def measure_pair(shape: tuple[int, ...], reps: int, cell: str, torch_cls: type[nn.Module],
                  fused_cls: type[nn.Module]) -> dict[str, Any]:
-    """nn.LSTM, torch's own `torch_cls` and rnnsweep's `fused_cls` (kernel=auto) at one
-    shape; keys nn_<cell> and fused_<cell>, with their ratios to the LSTM and to each other."""
+    """nn.LSTM, torch's own `torch_cls` and rnnsweep's `fused_cls` with its C++ step loop
+    (kernel=auto) and its Python loop (kernel=python) at one shape; keys nn_<cell>,
+    fused_<cell> and pyloop_<cell>, with their ratios to the LSTM and to each other."""
     batch, steps, inp, hidden, layers = shape
     torch.manual_seed(0)
     x, y = torch.randn(batch, steps, inp), torch.randn(batch, 1)
-    plain, fused = f"nn_{cell}", f"fused_{cell}"
+    plain, fused, pyloop = f"nn_{cell}", f"fused_{cell}", f"pyloop_{cell}"
     cells = {"lstm": nn.LSTM(inp, hidden, layers, batch_first=True),
              plain: torch_cls(inp, hidden, layers, batch_first=True),
-             fused: fused_cls(inp, hidden, layers, kernel="auto")}
+             fused: fused_cls(inp, hidden, layers, kernel="auto"),
+             pyloop: fused_cls(inp, hidden, layers, kernel="python")}
     times = interleaved({k: train_step(m, x, y, hidden) for k, m in cells.items()}, reps)
     return {"shape": dict(zip(("batch", "steps", "input", "hidden", "layers"), shape,
                               strict=True)),
             "kernel": {k: graph_kernel(m, x) for k, m in cells.items()},
             "cpu_s_per_step": {k: summary(v) for k, v in times.items()},
             f"{fused}/lstm": ratio(times, fused, "lstm"),
+            f"{pyloop}/lstm": ratio(times, pyloop, "lstm"),
             f"{plain}/lstm": ratio(times, plain, "lstm"),
             f"{plain}/{fused}": ratio(times, plain, fused)}
 
@@ -140,32 +143,34 @@ def run(reps: int = 15) -> dict[str, Any]:
         print(f"# {info['cpu_model']}, {info['cpu_cores']} cores, torch {info['torch']}, "
               f"load at start {info['load_avg_at_start'][0]:.2f}; median [min-max] of "
               f"{reps} interleaved blocks")
-        head = (f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'nn.GRU':>22} {'fused GRU':>22} "
-                f"{'fused/LSTM':>10} {'nnGRU/LSTM':>10}")
+        head = (f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'nn.GRU':>22} {'fused, Python loop':>22} "
+                f"{'fused, C++ loop':>22} {'C++/LSTM':>9} {'Py/LSTM':>8} {'nnGRU/LSTM':>10}")
         print(head)
         for shape in SHAPES:
             row = measure_pair(shape, reps, "gru", nn.GRU, GRU)
             result["shapes"].append(row)
             t = row["cpu_s_per_step"]
             print(f"{','.join(map(str, shape)):<16} {ms(t['lstm']):>22} {ms(t['nn_gru']):>22} "
-                  f"{ms(t['fused_gru']):>22} {row['fused_gru/lstm']:>10.2f} "
+                  f"{ms(t['pyloop_gru']):>22} {ms(t['fused_gru']):>22} "
+                  f"{row['fused_gru/lstm']:>9.2f} {row['pyloop_gru/lstm']:>8.2f} "
                   f"{row['nn_gru/lstm']:>10.2f}", flush=True)
         kernels = result["shapes"][0]["kernel"]
         print(f"# kernels: nn.LSTM {kernels['lstm']}; nn.GRU {kernels['nn_gru']}; "
-              f"fused GRU {kernels['fused_gru']}")
+              f"{kernels['pyloop_gru']}; {kernels['fused_gru']}")
         fused = [r["fused_gru/lstm"] for r in result["shapes"]]
         for target in (0.8, 1.0):
             print(f"# fused GRU <= {target}x LSTM: {sum(f <= target for f in fused)} of "
                   f"{len(fused)} shapes")
         print("\n# tanh RNN: nn.RNN (ATen per-step ops) and rnnsweep's fused one")
-        print(f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'nn.RNN':>22} {'fused RNN':>22} "
-              f"{'fused/LSTM':>10} {'nnRNN/LSTM':>10}")
+        print(f"{'B,T,F,H,L':<16} {'nn.LSTM':>22} {'nn.RNN':>22} {'fused, Python loop':>22} "
+              f"{'fused, C++ loop':>22} {'C++/LSTM':>9} {'Py/LSTM':>8} {'nnRNN/LSTM':>10}")
         for shape in RNN_SHAPES:
             row = measure_pair(shape, reps, "rnn", nn.RNN, RNN)
             result["rnn"].append(row)
             t = row["cpu_s_per_step"]
             print(f"{','.join(map(str, shape)):<16} {ms(t['lstm']):>22} {ms(t['nn_rnn']):>22} "
-                  f"{ms(t['fused_rnn']):>22} {row['fused_rnn/lstm']:>10.2f} "
+                  f"{ms(t['pyloop_rnn']):>22} {ms(t['fused_rnn']):>22} "
+                  f"{row['fused_rnn/lstm']:>9.2f} {row['pyloop_rnn/lstm']:>8.2f} "
                   f"{row['nn_rnn/lstm']:>10.2f}", flush=True)
         print("\n# minGRU (src/rnnsweep/cells/mingru.py): only a parallel form exists (log-space "
               "scan over all steps); no sequential form to time")

@@ -7,8 +7,9 @@ the data module's own first training batches. Variants, interleaved round by rou
 - `packed`: variable-length batches packed (the path before padded batches; only for tasks
   with variable lengths);
 - `padded`: the path training runs now (padded, cut to the batch's longest sequence);
-- for the GRU (and tanh RNN) when their class has a `kernel` key: `kernel=torch` beside the
-  default `auto`, so the fused CPU kernel is compared with torch's own per-step path.
+- for the GRU (and tanh RNN) when their class has a `kernel` key: `kernel=python` (the fused
+  kernel's Python step loop) and `kernel=torch` (torch's own per-step path) beside the
+  default `auto` (the fused kernel's C++ step loop).
 One step = LightningModule.training_step (loss over real steps), backward, Adam step; one
 torch thread; CPU seconds of this process (robust to a busy neighbour), median over rounds.
 The kernel each variant ran is read from its autograd graph and printed beside it.
@@ -63,7 +64,7 @@ def _has_kernel_key(cell: str) -> bool:
 def variants(variable_length: bool) -> list[Variant]:
     out = []
     for cell in CELLS:
-        kernels = ["auto", "torch"] if _has_kernel_key(cell) else [None]
+        kernels = ["auto", "python", "torch"] if _has_kernel_key(cell) else [None]
         for kernel in kernels:
             suffix = "" if kernel in (None, "auto") else f" kernel={kernel}"
             out.append(Variant(f"{cell} padded{suffix}", cell, False, kernel))

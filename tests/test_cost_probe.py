@@ -578,8 +578,9 @@ def test_the_probe_times_the_kernel_a_training_step_runs(cell):
                    cells=["lstm", cell] if cell != "lstm" else ["lstm"], rounds=1,
                    steps_per_round=1, warmup_steps=1, min_rounds=1)
     assert result.sizes[0].cells[cell].kernel == trained
-    expected = {"lstm": "oneDNN (fused RNN kernel)", "gru": "rnnsweep fused GRU (CPU)",
-                "rnn": "rnnsweep fused tanh RNN (CPU)"}
+    expected = {"lstm": "oneDNN (fused RNN kernel)",
+                "gru": "rnnsweep fused GRU (CPU, C++ loop)",
+                "rnn": "rnnsweep fused tanh RNN (CPU, C++ loop)"}
     assert trained == expected[cell]
     # Equal kernels: ATen's per-step loop, whatever the cell trains with.
     assert result.sizes[0].equal_cells[cell].kernel == "ATen (per-step kernels)"

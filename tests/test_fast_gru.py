@@ -5,17 +5,37 @@ fused tanh RNN against nn.RNN."""
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnsweep.cells import GRU, RNN, build_cell, cell_keys, fast_gru
+from rnnsweep.cells import GRU, RNN, build_cell, cell_keys, fast_gru, native
 from rnnsweep.model import init_description
 
-FUSED = fast_gru.KERNEL_NAME
+# The step loops each test compares with torch: C++ for float32 (kernel auto), Python for
+# float32 (kernel python) and for float64 (kernel auto: the C++ loops are float32 only).
+LOOPS = [(torch.float32, "auto", 1e-5), (torch.float32, "python", 1e-5),
+         (torch.float64, "auto", 1e-10)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _native_loops_built():
+    """The C++ loops must load wherever a compiler is (CI: always); elsewhere the auto cases
+    run the Python loops and say so in their kernel name."""
+    if native.ops() is None and (os.environ.get("CI") or shutil.which("c++")):
+        pytest.fail(f"rnnsweep's C++ loops did not load: {native.status()}")
+
+
+def _expected_kernel(cell: type, dtype: torch.dtype, kernel: str) -> str:
+    native_loop = kernel == "auto" and dtype == torch.float32 and native.ops() is not None
+    if cell is GRU:
+        return fast_gru.KERNEL_NAME if native_loop else fast_gru.PY_KERNEL_NAME
+    return fast_gru.RNN_KERNEL_NAME if native_loop else fast_gru.PY_RNN_KERNEL_NAME
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +49,9 @@ def _one_thread():
 
 
 def _pair(inp: int, hidden: int, layers: int, dropout: float = 0.0,
-          dtype: torch.dtype = torch.float32, cell: type = GRU) -> tuple[nn.RNNBase, nn.RNNBase]:
-    fast = cell(inp, hidden, layers, dropout).to(dtype)
+          dtype: torch.dtype = torch.float32, cell: type = GRU, kernel: str = "auto"
+          ) -> tuple[nn.RNNBase, nn.RNNBase]:
+    fast = cell(inp, hidden, layers, dropout, kernel=kernel).to(dtype)
     torch_cell = nn.GRU if cell is GRU else nn.RNN
     ref = torch_cell(inp, hidden, layers, batch_first=True, dropout=fast.dropout).to(dtype)
     ref.load_state_dict(fast.state_dict())
@@ -61,13 +82,13 @@ def _cases(n: int, seed: int) -> list[tuple[int, int, int, int, int]]:
              rng.randint(1, 17)) for _ in range(n)]
 
 
-@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-def test_outputs_state_and_every_gradient_match_nn_gru(dtype, tol):
+@pytest.mark.parametrize(("dtype", "kernel", "tol"), LOOPS)
+def test_outputs_state_and_every_gradient_match_nn_gru(dtype, kernel, tol):
     torch.manual_seed(0)
     for inp, hidden, layers, steps, batch in _cases(20, seed=1):
-        fast, ref = _pair(inp, hidden, layers, dtype=dtype)
+        fast, ref = _pair(inp, hidden, layers, dtype=dtype, kernel=kernel)
         x = torch.randn(batch, steps, inp, dtype=dtype)
-        assert fast.kernel_name(x) == FUSED
+        assert fast.kernel_name(x) == _expected_kernel(GRU, dtype, kernel)
         g_out = torch.randn(batch, steps, hidden, dtype=dtype)
         g_h = torch.randn(layers, batch, hidden, dtype=dtype)
         got, want = _run(fast, x, g_out, g_h), _run(ref, x, g_out, g_h)
@@ -90,8 +111,9 @@ def test_backward_in_chunks_of_steps_matches(monkeypatch, chunk_bytes):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
-def test_dropout_draws_nn_grus_masks_between_layers_only():
-    fast, ref = _pair(4, 6, 3, dropout=0.5)
+@pytest.mark.parametrize("kernel", ["auto", "python"])
+def test_dropout_draws_nn_grus_masks_between_layers_only(kernel):
+    fast, ref = _pair(4, 6, 3, dropout=0.5, kernel=kernel)
     x = torch.randn(8, 11, 4)
     g_out, g_h = torch.randn(8, 11, 6), torch.randn(3, 8, 6)
     torch.manual_seed(7)
@@ -146,13 +168,14 @@ def test_kernel_torch_runs_nn_grus_own_path_with_the_same_result():
         return seen
 
     out_auto, out_torch = auto(x)[0], torch_path(x)[0]
-    assert any("FusedGRULayer" in n for n in graph(out_auto))
-    assert not any("FusedGRULayer" in n for n in graph(out_torch))
+    assert any("GRULayer" in n for n in graph(out_auto))  # Native- or FusedGRULayer
+    assert not any("GRULayer" in n for n in graph(out_torch))
     torch.testing.assert_close(out_auto, out_torch, atol=1e-5, rtol=1e-5)
 
 
 def test_a_bad_kernel_is_refused_naming_the_key_and_the_allowed_values():
-    with pytest.raises(ValueError, match=r"kernel='fast' is invalid: allowed: auto, torch"):
+    with pytest.raises(ValueError,
+                       match=r"kernel='fast' is invalid: allowed: auto, python, torch"):
         GRU(2, 4, kernel="fast")
 
 
@@ -185,13 +208,13 @@ def test_the_kernel_key_is_a_cell_key_but_not_part_of_the_init_description():
     assert "kernel" not in init_description(cell)
 
 
-@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-def test_fused_tanh_rnn_matches_nn_rnn(dtype, tol):
+@pytest.mark.parametrize(("dtype", "kernel", "tol"), LOOPS)
+def test_fused_tanh_rnn_matches_nn_rnn(dtype, kernel, tol):
     torch.manual_seed(5)
     for inp, hidden, layers, steps, batch in _cases(20, seed=2):
-        fast, ref = _pair(inp, hidden, layers, dtype=dtype, cell=RNN)
+        fast, ref = _pair(inp, hidden, layers, dtype=dtype, cell=RNN, kernel=kernel)
         x = torch.randn(batch, steps, inp, dtype=dtype)
-        assert fast.kernel_name(x) == fast_gru.RNN_KERNEL_NAME
+        assert fast.kernel_name(x) == _expected_kernel(RNN, dtype, kernel)
         g_out = torch.randn(batch, steps, hidden, dtype=dtype)
         g_h = torch.randn(layers, batch, hidden, dtype=dtype)
         for a, b in zip(_run(fast, x, g_out, g_h), _run(ref, x, g_out, g_h), strict=True):
@@ -202,8 +225,9 @@ def test_fused_tanh_rnn_matches_nn_rnn(dtype, tol):
     assert fast.bias_ih_l0.grad.data_ptr() != fast.bias_hh_l0.grad.data_ptr()
 
 
-def test_fused_tanh_rnn_dropout_fallbacks_and_kernel_key():
-    fast, ref = _pair(3, 5, 2, dropout=0.3, cell=RNN)
+@pytest.mark.parametrize("kernel", ["auto", "python"])
+def test_fused_tanh_rnn_dropout_fallbacks_and_kernel_key(kernel):
+    fast, ref = _pair(3, 5, 2, dropout=0.3, cell=RNN, kernel=kernel)
     x = torch.randn(4, 7, 3)
     torch.manual_seed(9)
     got = fast.train()(x)
@@ -214,5 +238,35 @@ def test_fused_tanh_rnn_dropout_fallbacks_and_kernel_key():
     h0 = torch.randn(2, 4, 5)
     assert fast.kernel_name(x, h0) == "torch nn.RNN"
     assert RNN(3, 5, kernel="torch").kernel_name(x) == "torch nn.RNN"
-    with pytest.raises(ValueError, match=r"kernel='cuda' is invalid: allowed: auto, torch"):
+    with pytest.raises(ValueError,
+                       match=r"kernel='cuda' is invalid: allowed: auto, python, torch"):
         RNN(3, 5, kernel="cuda")
+
+
+def test_without_the_native_library_the_python_loops_run_and_say_so(monkeypatch):
+    monkeypatch.setattr(native, "ops", lambda: None)
+    torch.manual_seed(6)
+    fast, ref = _pair(3, 5, 2)
+    x = torch.randn(4, 7, 3)
+    assert fast.kernel_name(x) == fast_gru.PY_KERNEL_NAME
+    assert type(fast(x)[0].grad_fn.next_functions[0][0]).__name__ == "FusedGRULayerBackward"
+    torch.testing.assert_close(fast(x)[0], ref(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_failing_compiler_raises_its_message_and_builds_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNNSWEEP_NATIVE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    with pytest.raises(RuntimeError, match="false failed"):
+        native.build()
+    assert not list(tmp_path.glob("*.so"))
+    # The command line reports it and leaves setup alone (the Python loops run instead).
+    assert native.main([]) == 0
+
+
+def test_the_cached_library_is_keyed_by_source_compiler_and_torch(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNNSWEEP_NATIVE_DIR", str(tmp_path))
+    path = native.library_path("c++")
+    assert path.parent == tmp_path and path.name.startswith("rnnsweep_native-")
+    assert native.library_path("clang++") != path
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert native.library_path("c++") != path

@@ -13,6 +13,7 @@ from conftest import ROOT, run_train
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from rnnsweep.cells import fast_gru
 from rnnsweep.job import prepare
 from rnnsweep.search.reeval import REEVAL_SEED_OFFSET
 from rnnsweep.search.space import matched_suffix
@@ -69,8 +70,7 @@ def test_reeval_runs_per_study(smoke_sweep: Path) -> None:
             assert r.data.tags["backend"] == p.data.tags["backend"]
         assert p.data.tags["device"] == "cpu"
         assert p.data.tags["backend"] in {"oneDNN (fused RNN kernel)", "ATen (per-step kernels)",
-                                          "rnnsweep fused GRU (CPU)",
-                                          "rnnsweep fused tanh RNN (CPU)"}
+                                          *fast_gru.KERNEL_NAMES.values()}
 
 
 @pytest.mark.slow

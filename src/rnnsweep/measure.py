@@ -122,10 +122,9 @@ def graph_backend(out: torch.Tensor) -> str:
 
     names = _grad_fn_names(out)
     # rnnsweep's own fused CPU layers (autograd Functions: node "<class>Backward").
-    if any(n.startswith(fast_gru.FusedGRULayer.__name__) for n in names):
-        return fast_gru.KERNEL_NAME
-    if any(n.startswith(fast_gru.FusedRNNTanhLayer.__name__) for n in names):
-        return fast_gru.RNN_KERNEL_NAME
+    for layer, name in fast_gru.KERNEL_NAMES.items():
+        if any(n == f"{layer.__name__}Backward" for n in names):
+            return name
     if any("Cudnn" in n for n in names):
         return f"cuDNN {torch.backends.cudnn.version()}"
     if any("Mkldnn" in n for n in names):

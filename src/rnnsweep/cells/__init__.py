@@ -39,8 +39,10 @@ DEFAULT_GATE_BLOCKS = 4
 # Constructor keys that choose how a cell computes, not what: left out of the `init` param.
 NON_INIT_KEYS = ("kernel",)
 # A cell's `kernel` key: "auto", a fused kernel where rnnsweep has one (the GRU and the tanh
-# RNN on a CPU) and torch's own elsewhere (cuDNN on a GPU); "torch", always torch's own.
-KERNELS = ("auto", "torch")
+# RNN on a CPU; its C++ step loop where it builds, else its Python loop) and torch's own
+# elsewhere (cuDNN on a GPU); "python", the fused kernel with its Python loop; "torch",
+# always torch's own.
+KERNELS = ("auto", "python", "torch")
 
 
 def init_gate_bias(rnn: nn.RNNBase, block: int, value: float) -> None:
@@ -55,11 +57,12 @@ def init_gate_bias(rnn: nn.RNNBase, block: int, value: float) -> None:
 class FusedCPUKernel:
     """For an nn.RNNBase cell with a fused CPU kernel (rnnsweep.cells.fast_gru, the same
     function as torch's): `kernel="auto"` runs it for a plain (batch, steps, input) tensor
-    on the CPU with no initial state, where torch itself runs a loop of per-step cells;
+    on the CPU with no initial state, where torch itself runs a loop of per-step cells
+    (with its C++ step loop where that builds; `kernel="python"`: its Python loop);
     anything else (a packed batch, an initial state, a GPU) runs torch's own, as does
     `kernel="torch"` always. Parameters and state_dict stay torch's either way."""
 
-    fused_kernel_name = ""
+    fused_cell = ""  # fast_gru's name for the cell: "gru" or "rnn_tanh"
     torch_kernel_name = ""
     kernel = "auto"  # an instance attribute set by the constructor; this for old pickles
 
@@ -69,15 +72,10 @@ class FusedCPUKernel:
             raise ValueError(f"kernel={kernel!r} is invalid: allowed: {', '.join(KERNELS)}")
         return kernel
 
-    @staticmethod
-    def fused_forward(x: torch.Tensor, weights: list, dropout: float, training: bool
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
     def uses_fused_kernel(self: Any, x: Any, hx: torch.Tensor | None = None) -> bool:
         """Whether forward(x, hx) runs the fused CPU kernel."""
         w = self.weight_ih_l0
-        return (self.kernel == "auto" and hx is None and type(x) is torch.Tensor
+        return (self.kernel != "torch" and hx is None and type(x) is torch.Tensor
                 and x.device.type == "cpu" and x.dim() == 3 and x.shape[1] > 0
                 and x.shape[2] == self.input_size and x.dtype == w.dtype
                 and w.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
@@ -86,15 +84,18 @@ class FusedCPUKernel:
 
     def kernel_name(self, x: Any, hx: torch.Tensor | None = None) -> str:
         """The kernel forward(x, hx) runs, for reports."""
-        return self.fused_kernel_name if self.uses_fused_kernel(x, hx) \
-            else self.torch_kernel_name
+        if not self.uses_fused_kernel(x, hx):
+            return self.torch_kernel_name
+        layer = fast_gru.layer_for(self.fused_cell, x.dtype, self.kernel == "auto")
+        return fast_gru.KERNEL_NAMES[layer]
 
     def forward(self: Any, input: Any, hx: torch.Tensor | None = None) -> tuple[Any, Any]:
         if not self.uses_fused_kernel(input, hx):
             return super().forward(input, hx)
         # _flat_weights: (w_ih, w_hh, b_ih, b_hh) per layer, what torch's own kernels read.
         weights = [self._flat_weights[4 * k: 4 * k + 4] for k in range(self.num_layers)]
-        return self.fused_forward(input, weights, self.dropout, self.training)
+        forward = fast_gru.gru_forward if self.fused_cell == "gru" else fast_gru.rnn_tanh_forward
+        return forward(input, weights, self.dropout, self.training, self.kernel == "auto")
 
 
 class RNN(FusedCPUKernel, nn.RNN):
@@ -102,9 +103,8 @@ class RNN(FusedCPUKernel, nn.RNN):
     `kernel`: see FusedCPUKernel."""
 
     gate_blocks = 1
-    fused_kernel_name = fast_gru.RNN_KERNEL_NAME
+    fused_cell = "rnn_tanh"
     torch_kernel_name = "torch nn.RNN"
-    fused_forward = staticmethod(fast_gru.rnn_tanh_forward)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  dropout: float = 0.0, kernel: str = "auto") -> None:
@@ -134,9 +134,8 @@ class GRU(FusedCPUKernel, nn.GRU):
     `kernel`: see FusedCPUKernel."""
 
     gate_blocks = 3
-    fused_kernel_name = fast_gru.KERNEL_NAME
+    fused_cell = "gru"
     torch_kernel_name = "torch nn.GRU"
-    fused_forward = staticmethod(fast_gru.gru_forward)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  dropout: float = 0.0, update_bias: float | None = None,

@@ -14,11 +14,12 @@ Here each layer is one ``torch.autograd.Function`` that records nothing per step
   gradient is one matmul or one sum over all steps after the loop.
 
 Eager PyTorch costs a few microseconds per op (and per view) whatever its size, so the
-per-step op count, not the arithmetic, bounds the speed at small hidden sizes; buffers are
-laid out so that no step needs a copy and every matmul operand is a plain strided matrix.
-Measured by benchmarks/kernels_gru.py (benchmarks/results/kernels_gru.json: 2-core Xeon, one
-thread, a training step with Adam): 1.2-2.9x faster than nn.GRU, 0.79-1.32x an nn.LSTM step
-(slowest at H=16); the tanh RNN 1.4-1.6x faster than nn.RNN.
+per-step op count, not the arithmetic, bounds the speed of these Python loops at small
+hidden sizes. The same loops in C++ (fused_rnn.cpp, built once per machine by
+rnnsweep.cells.native) take one GEMM and one vectorised pass over the gates a step, forward
+and backward; the layers run them for float32 where the library loads, the Python loops
+otherwise (`native_loop=False`, or a cell's `kernel: python`). Figures:
+`python -m benchmarks.kernels_gru` (benchmarks/results/kernels_gru.json).
 
 Gates follow torch (r, z, n) with nn.GRU's weights and biases:
     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
@@ -35,33 +36,78 @@ from typing import Any
 
 import torch
 
-KERNEL_NAME = "rnnsweep fused GRU (CPU)"
-RNN_KERNEL_NAME = "rnnsweep fused tanh RNN (CPU)"
+from rnnsweep.cells import native
+
+# Names the reports give each kernel (rnnsweep.measure.graph_backend reads them).
+KERNEL_NAME = "rnnsweep fused GRU (CPU, C++ loop)"
+PY_KERNEL_NAME = "rnnsweep fused GRU (CPU, Python loop)"
+RNN_KERNEL_NAME = "rnnsweep fused tanh RNN (CPU, C++ loop)"
+PY_RNN_KERNEL_NAME = "rnnsweep fused tanh RNN (CPU, Python loop)"
 # Bytes the backward's coefficient pass may touch per chunk of steps: under an L2 cache, so
 # the loop finds them there (one pass over all steps at once spilled to L3: ~5% slower
 # steps at T=60).
 _CHUNK_BYTES = 3 << 19
 
 
+def _gru_inputs(x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loop's buffers with every step's input side filled in: s (T, B, 3H) holds
+    [r and z pre-activations | W_hn h + b_hn] (b_hn so far; each step's addmm adds
+    h @ W_hh^T to all three blocks at once), n (T, B, H) the n block's input side
+    W_in x + b_in (outside the reset gate), out (T, B, H) empty for h_t."""
+    steps, batch, inp = x.shape
+    hidden = b_hh.shape[0] // 3
+    h2, h3 = 2 * hidden, 3 * hidden
+    x2 = x.reshape(steps * batch, inp)
+    s = x.new_empty(steps, batch, h3)
+    s2 = s.view(steps * batch, h3)
+    torch.addmm(b_ih[:h2] + b_hh[:h2], x2, w_ih[:h2].t(), out=s2[:, :h2])
+    s2[:, h2:] = b_hh[h2:]
+    n = torch.addmm(b_ih[h2:], x2, w_ih[h2:].t()).view(steps, batch, hidden)
+    return s, n, x.new_empty(steps, batch, hidden)
+
+
+def _gru_weight_grads(ctx: Any, d: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """Every input, weight and bias gradient from d (T, B, 4H), the gradients at each step's
+    [W_hn h + b_hn | r | z | W_in x + b_in] pre-activations: one matmul or sum each.
+    d[..., :3H] is the gradient at W_hh h + b_hh (rows permuted to n, r, z) and d[..., H:]
+    the one at W_ih x + b_ih, both plain strided matrices."""
+    x, w_ih, w_hh, s, n, out = ctx.saved_tensors
+    steps, batch, hidden = out.shape
+    h3 = 3 * hidden
+    d2 = d.view(steps * batch, 4 * hidden)
+    d_hh, d_ih = d2[:, :h3], d2[:, hidden:]
+    need = ctx.needs_input_grad
+    grad_x = (d_ih @ w_ih).view_as(x) if need[0] else None
+    # (x^T d)^T rather than d^T x: several times faster for a narrow x (gemm's shapes).
+    grad_w_ih = (x.reshape(steps * batch, -1).t() @ d_ih).t().contiguous() \
+        if need[1] else None
+    grad_w_hh = None
+    if need[2]:
+        g = d_hh[batch:].t() @ out[:-1].reshape(-1, hidden)  # s_0 has no W_hh term
+        grad_w_hh = torch.cat([g[hidden:], g[:hidden]])
+    sums = d2.sum(0)  # both biases' gradients from one pass
+    grad_b_ih = sums[hidden:] if need[3] else None
+    grad_b_hh = torch.cat([sums[hidden:h3], sums[:hidden]]) if need[4] else None
+    return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+
+
+def _w_hh_permuted(w_hh: torch.Tensor) -> torch.Tensor:
+    """W_hh's rows as (n, r, z), the order of d's first three blocks."""
+    h2 = 2 * w_hh.shape[1]
+    return torch.cat([w_hh[h2:], w_hh[:h2]])
+
+
 class FusedGRULayer(torch.autograd.Function):
-    """One unidirectional GRU layer from a zero state: x (T, B, I) -> outputs (T, B, H)."""
+    """One unidirectional GRU layer from a zero state: x (T, B, I) -> outputs (T, B, H);
+    its step loops in Python (any float dtype)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                 b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        steps, batch, inp = x.shape
-        hidden = w_hh.shape[1]
-        h2, h3 = 2 * hidden, 3 * hidden
-        x2 = x.reshape(steps * batch, inp)
-        # s_t = [r and z pre-activations | W_hn h + b_hn]: the input side fills it for all
-        # steps, then one addmm a step adds h @ W_hh^T to all three blocks at once. The
-        # n block's input side (W_in x + b_in, outside the reset gate) goes to `n`.
-        s = x.new_empty(steps, batch, h3)
-        s2 = s.view(steps * batch, h3)
-        torch.addmm(b_ih[:h2] + b_hh[:h2], x2, w_ih[:h2].t(), out=s2[:, :h2])
-        s2[:, h2:] = b_hh[h2:]
-        n = torch.addmm(b_ih[h2:], x2, w_ih[h2:].t()).view(steps, batch, hidden)
-        out = x.new_empty(steps, batch, hidden)
+        s, n, out = _gru_inputs(x, w_ih, b_ih, b_hh)
+        steps, batch, hidden = out.shape
+        h2 = 2 * hidden
         w_hh_t = w_hh.t()
         # Views made up front: slicing inside the loop costs more than the small ops.
         s_steps, rz_steps = s.unbind(0), s[..., :h2].unbind(0)
@@ -90,8 +136,6 @@ class FusedGRULayer(torch.autograd.Function):
         h2, h3 = 2 * hidden, 3 * hidden
         r, z, gh_n = s[..., :hidden], s[..., hidden:h2], s[..., h2:]
         # d[t] = dh_t * coef[t], blocks (g, r, z, i): g = W_hn h + b_hn, i = W_in x + b_in.
-        # d[:, :, :3] is then the gradient at W_hh h + b_hh (rows permuted to g, r, z) and
-        # d[:, :, 1:] the one at W_ih x + b_ih, both plain strided matrices.
         #   c_i = (1-z)(1-n^2), c_g = c_i r, c_r = c_g gh_n (1-r), c_z = (h_t-n)(1-z)
         # (h_t - n = z (h_{t-1} - n), so c_z = z(1-z)(h_{t-1} - n) needs no shifted copy).
         d = out.new_empty(steps, batch, 4, hidden)
@@ -108,7 +152,7 @@ class FusedGRULayer(torch.autograd.Function):
             c_z.addcmul_(c_z, z_, value=-1)
 
         chunk = max(1, _CHUNK_BYTES // (9 * batch * hidden * out.element_size()))
-        w_hh_perm = torch.cat([w_hh[h2:], w_hh[:h2]])
+        w_hh_perm = _w_hh_permuted(w_hh)
         dh = torch.empty_like(out)  # the full gradient at each step's output
         dh[-1] = grad_out[-1]
         dh_steps, dh_col, g_steps = dh.unbind(0), dh.unsqueeze(2).unbind(0), grad_out.unbind(0)
@@ -125,34 +169,65 @@ class FusedGRULayer(torch.autograd.Function):
                 dh_prev = dh_steps[t - 1]
                 addcmul(g_steps[t - 1], dh_steps[t], z_steps[t], out=dh_prev)
                 addmm(dh_prev, d_hh_steps[t], w_hh_perm, out=dh_prev)
-        d2 = d.view(steps * batch, 4 * hidden)
-        d_hh, d_ih = d2[:, :h3], d2[:, hidden:]
-        need = ctx.needs_input_grad
-        grad_x = (d_ih @ w_ih).view_as(x) if need[0] else None
-        # (x^T d)^T rather than d^T x: several times faster for a narrow x (gemm's shapes).
-        grad_w_ih = (x.reshape(steps * batch, -1).t() @ d_ih).t().contiguous() \
-            if need[1] else None
-        grad_w_hh = None
-        if need[2]:
-            g = d_hh[batch:].t() @ out[:-1].reshape(-1, hidden)  # s_0 has no W_hh term
-            grad_w_hh = torch.cat([g[hidden:], g[:hidden]])
-        sums = d2.sum(0)  # both biases' gradients from one pass
-        grad_b_ih = sums[hidden:] if need[3] else None
-        grad_b_hh = torch.cat([sums[hidden:h3], sums[:hidden]]) if need[4] else None
-        return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+        return _gru_weight_grads(ctx, d)
 
 
-class FusedRNNTanhLayer(torch.autograd.Function):
-    """One unidirectional tanh RNN layer from a zero state: x (T, B, I) -> outputs (T, B, H).
-    2 ops a step forward (addmm, tanh), 2 backward (multiply by 1 - h^2, addmm)."""
+class NativeGRULayer(torch.autograd.Function):
+    """FusedGRULayer with its step loops in C++ (rnnsweep.cells.native; float32): one GEMM
+    and one vectorised pass over the gates a step, forward and backward."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                 b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        steps, batch, inp = x.shape
-        hidden = w_hh.shape[0]
-        out = torch.addmm(b_ih + b_hh, x.reshape(steps * batch, inp), w_ih.t())
-        out = out.view(steps, batch, hidden)
+        s, n, out = _gru_inputs(x, w_ih, b_ih, b_hh)
+        native.ops().gru_forward(s, n, out, w_hh.t())
+        ctx.save_for_backward(x, w_ih, w_hh, s, n, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _, _, w_hh, s, n, out = ctx.saved_tensors
+        steps, batch, hidden = out.shape
+        d = out.new_empty(steps, batch, 4 * hidden)
+        native.ops().gru_backward(s, n, out, grad_out.contiguous(), d, _w_hh_permuted(w_hh))
+        return _gru_weight_grads(ctx, d)
+
+
+def _rnn_inputs(x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor,
+                b_hh: torch.Tensor) -> torch.Tensor:
+    """Every step's input side W_ih x + b_ih + b_hh (T, B, H), the buffer that becomes h_t."""
+    steps, batch, inp = x.shape
+    out = torch.addmm(b_ih + b_hh, x.reshape(steps * batch, inp), w_ih.t())
+    return out.view(steps, batch, -1)
+
+
+def _rnn_weight_grads(ctx: Any, d: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """Every input, weight and bias gradient from d (T, B, H), the gradients at each step's
+    pre-activation."""
+    x, w_ih, w_hh, out = ctx.saved_tensors
+    steps, batch, hidden = out.shape
+    d2 = d.view(steps * batch, hidden)
+    need = ctx.needs_input_grad
+    grad_x = (d2 @ w_ih).view_as(x) if need[0] else None
+    grad_w_ih = (x.reshape(steps * batch, -1).t() @ d2).t().contiguous() \
+        if need[1] else None
+    grad_w_hh = d2[batch:].t() @ out[:-1].reshape(-1, hidden) if need[2] else None
+    grad_b = d2.sum(0)
+    # Two tensors: autograd may keep a returned gradient as .grad, and the biases' must
+    # not share storage.
+    return (grad_x, grad_w_ih, grad_w_hh, grad_b if need[3] else None,
+            grad_b.clone() if need[4] else None)
+
+
+class FusedRNNTanhLayer(torch.autograd.Function):
+    """One unidirectional tanh RNN layer from a zero state: x (T, B, I) -> outputs (T, B, H).
+    2 ops a step forward (addmm, tanh), 2 backward (multiply by 1 - h^2, addmm); its step
+    loops in Python (any float dtype)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+                b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+        out = _rnn_inputs(x, w_ih, b_ih, b_hh)
         w_hh_t = w_hh.t()
         addmm, tanh = torch.addmm, torch.tanh
         h = None
@@ -165,8 +240,8 @@ class FusedRNNTanhLayer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, w_ih, w_hh, out = ctx.saved_tensors
-        steps, batch, hidden = out.shape
+        _, _, w_hh, out = ctx.saved_tensors
+        steps = out.shape[0]
         d = torch.addcmul(out.new_ones(()), out, out, value=-1)  # tanh' = 1 - h^2, then d
         dh = torch.empty_like(out)
         dh[-1] = grad_out[-1]
@@ -177,24 +252,51 @@ class FusedRNNTanhLayer(torch.autograd.Function):
             mul(d_t, dh_steps[t], out=d_t)
             if t:
                 addmm(g_steps[t - 1], d_t, w_hh, out=dh_steps[t - 1])
-        d2 = d.view(steps * batch, hidden)
-        need = ctx.needs_input_grad
-        grad_x = (d2 @ w_ih).view_as(x) if need[0] else None
-        grad_w_ih = (x.reshape(steps * batch, -1).t() @ d2).t().contiguous() \
-            if need[1] else None
-        grad_w_hh = d2[batch:].t() @ out[:-1].reshape(-1, hidden) if need[2] else None
-        grad_b = d2.sum(0)
-        # Two tensors: autograd may keep a returned gradient as .grad, and the biases' must
-        # not share storage.
-        return (grad_x, grad_w_ih, grad_w_hh, grad_b if need[3] else None,
-                grad_b.clone() if need[4] else None)
+        return _rnn_weight_grads(ctx, d)
 
 
-def _stack(layer: type[torch.autograd.Function], x: torch.Tensor,
-           weights: Sequence[Sequence[torch.Tensor]], dropout: float, training: bool
+class NativeRNNTanhLayer(torch.autograd.Function):
+    """FusedRNNTanhLayer with its step loops in C++ (rnnsweep.cells.native; float32)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+                b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+        out = _rnn_inputs(x, w_ih, b_ih, b_hh)
+        native.ops().rnn_tanh_forward(out, w_hh.t())
+        ctx.save_for_backward(x, w_ih, w_hh, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _, _, w_hh, out = ctx.saved_tensors
+        d = torch.empty_like(out)
+        native.ops().rnn_tanh_backward(out, grad_out.contiguous(), d, w_hh)
+        return _rnn_weight_grads(ctx, d)
+
+
+# Each cell's layer with its Python loop and with its C++ loop.
+_LAYERS = {"gru": (FusedGRULayer, NativeGRULayer),
+           "rnn_tanh": (FusedRNNTanhLayer, NativeRNNTanhLayer)}
+KERNEL_NAMES = {FusedGRULayer: PY_KERNEL_NAME, NativeGRULayer: KERNEL_NAME,
+                FusedRNNTanhLayer: PY_RNN_KERNEL_NAME, NativeRNNTanhLayer: RNN_KERNEL_NAME}
+
+
+def layer_for(cell: str, dtype: torch.dtype, native_loop: bool = True
+              ) -> type[torch.autograd.Function]:
+    """The layer that runs `cell` ("gru" or "rnn_tanh"): the C++ loop for float32 when
+    `native_loop` and the library loads (rnnsweep.cells.native), else the Python loop."""
+    python_loop, cpp_loop = _LAYERS[cell]
+    if native_loop and dtype == torch.float32 and native.ops() is not None:
+        return cpp_loop
+    return python_loop
+
+
+def _stack(cell: str, x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
+           dropout: float, training: bool, native_loop: bool
            ) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dim() != 3 or x.shape[1] == 0:
         raise ValueError(f"x must be (batch, steps >= 1, input); got {tuple(x.shape)}")
+    layer = layer_for(cell, x.dtype, native_loop)
     layer_in = x.transpose(0, 1).contiguous()
     last_steps = []
     for i, params in enumerate(weights):
@@ -206,22 +308,23 @@ def _stack(layer: type[torch.autograd.Function], x: torch.Tensor,
 
 
 def gru_forward(x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
-                dropout: float = 0.0, training: bool = False
+                dropout: float = 0.0, training: bool = False, native_loop: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """nn.GRU(batch_first=True)'s forward from a zero initial state.
 
     `x` is (batch, steps, input); `weights` holds (w_ih, w_hh, b_ih, b_hh) per layer in
     nn.GRU's layout. Dropout with probability `dropout` applies to every layer's outputs but
-    the last's, in training only. Returns outputs (batch, steps, hidden), a transposed view
-    of time-major storage (values as nn.GRU's; call .contiguous() before .view), and h_n
-    (layers, batch, hidden).
+    the last's, in training only. `native_loop`: the C++ step loops where they load (see
+    layer_for), else the Python ones. Returns outputs (batch, steps, hidden), a transposed
+    view of time-major storage (values as nn.GRU's; call .contiguous() before .view), and
+    h_n (layers, batch, hidden).
     """
-    return _stack(FusedGRULayer, x, weights, dropout, training)
+    return _stack("gru", x, weights, dropout, training, native_loop)
 
 
 def rnn_tanh_forward(x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
-                     dropout: float = 0.0, training: bool = False
+                     dropout: float = 0.0, training: bool = False, native_loop: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """nn.RNN(nonlinearity="tanh", batch_first=True)'s forward from a zero initial state;
     arguments and results as gru_forward's."""
-    return _stack(FusedRNNTanhLayer, x, weights, dropout, training)
+    return _stack("rnn_tanh", x, weights, dropout, training, native_loop)
