@@ -20,7 +20,7 @@ from typing import Any
 from benchmarks.common import machine
 from rnnsweep.cost import ProbeResult, Size, as_dict, probe
 from rnnsweep.cost_memory import MODE_TEXT
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 
 ADDING = TaskSpec(input_size=2, output_size=1, loss="mse")
 SIZES = (Size(32, 1), Size(64, 1), Size(128, 2))

@@ -41,7 +41,7 @@ from rnnsweep.cost_memory import (
     equal_kernel_cell,
     kernel_mode,
 )
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.model import total_parameters
 from rnnsweep.report.claim_types import CLAIM_TEXTS, NOT_MEASURED
 from rnnsweep.report.collect import Sweep

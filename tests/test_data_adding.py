@@ -85,7 +85,8 @@ def test_the_eval_mode_training_subset_is_a_fixed_random_draw():
     draw over the whole training split, the same in every data module built alike."""
     from torch.utils.data import TensorDataset
 
-    from rnnsweep.data.base import TaskSpec, TensorDataModule
+    from rnnsweep.data.base import TensorDataModule
+    from rnnsweep.data.spec import TaskSpec
 
     class Ordered(TensorDataModule):
         spec = TaskSpec(input_size=1, output_size=1, loss="mse")

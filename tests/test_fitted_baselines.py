@@ -15,7 +15,7 @@ from rich.console import Console
 from torch.utils.data import TensorDataset
 
 from rnnsweep.data.adding import AddingDataConfig, AddingDataModule
-from rnnsweep.data.base import TaskSpec, TensorDataModule
+from rnnsweep.data.base import TensorDataModule
 from rnnsweep.data.fitted_baselines import (
     best_fitted,
     fitted_baselines,
@@ -25,6 +25,7 @@ from rnnsweep.data.fitted_baselines import (
     step_windows,
     vote_duplicates,
 )
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.report.bottom_line import bottom_line
 from rnnsweep.report.collect import Sweep, condition_label
 from rnnsweep.report.evidence import Evidence

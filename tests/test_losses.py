@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.losses import LOSS_KINDS, FrameAccuracy, loss_kind
 
 GEN = torch.Generator().manual_seed(0)

@@ -17,7 +17,8 @@ from store_checks import all_runs, mlflow_url, start_train
 from torch.utils.data import TensorDataset
 
 from rnnsweep.data import build_datamodule
-from rnnsweep.data.base import TaskSpec, TensorDataModule, order_seed
+from rnnsweep.data.base import TensorDataModule, order_seed
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import DataError
 from rnnsweep.job import typed_config
 from rnnsweep.training import budget_steps, build_module, train_model

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rnnsweep.cells import recurrent_parameters
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError
 from rnnsweep.model import (
     SequenceModel,

@@ -93,7 +93,7 @@ def test_the_metric_names_match_what_the_module_logs(loss):
     from torch.utils.data import DataLoader
 
     from rnnsweep.cost import example_batch
-    from rnnsweep.data.base import TaskSpec
+    from rnnsweep.data.spec import TaskSpec
     from rnnsweep.lit_module import RecurrentLitModule, validation_metrics
     from rnnsweep.model import SequenceModel
 
@@ -126,7 +126,7 @@ def test_a_model_larger_than_the_machine_is_refused(preflight, project, argv, ke
 
 
 def test_the_memory_estimate_counts_weights_state_and_activations():
-    from rnnsweep.data.base import TaskSpec
+    from rnnsweep.data.spec import TaskSpec
     from rnnsweep.limits import estimate_bytes
     from rnnsweep.model import total_parameters
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError
 from rnnsweep.lit_module import RecurrentLitModule
 from rnnsweep.model import SequenceModel

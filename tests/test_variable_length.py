@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnnsweep import cost
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.lit_module import RecurrentLitModule, trim_padding
 from rnnsweep.measure import rnn_backend
 from rnnsweep.model import SequenceModel

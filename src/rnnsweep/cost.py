@@ -63,7 +63,7 @@ from rnnsweep.cost_memory import (
     nbytes,
     unit_label,
 )
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.losses import loss_kind
 from rnnsweep.measure import rnn_backend
 from rnnsweep.model import SequenceModel, count_parameters

@@ -19,19 +19,16 @@ choice, not the cell's need: it is read from those nodes' saved `result3` and sh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import lightning.pytorch as pl
 import torch
 
 from rnnsweep.cells import CellSpec, FusedCPUKernel, cell_config
 from rnnsweep.measure import PeakMemory, _storage_key
-
-if TYPE_CHECKING:
-    from rnnsweep.cost import TrainingStep
 
 AS_RUN, EQUAL = "as_run", "equal_kernels"
 MODE_TEXT = {
@@ -125,7 +122,23 @@ def kernel_workspace_bytes(out: torch.Tensor) -> int:
     return sum(found.values())
 
 
-def measure_memory(step: TrainingStep) -> Memory:
+class MeasuredStep(Protocol):
+    """What measure_memory reads of a training step (rnnsweep.cost.TrainingStep is one):
+    calling it runs the step, with a hook between the loss and its backward."""
+
+    net: torch.nn.Module
+    batch: tuple[torch.Tensor, ...]
+    grad_bytes: int
+
+    def __call__(self, before_backward: Callable[[torch.Tensor], None] | None = None
+                 ) -> None: ...
+
+    def param_bytes(self) -> int: ...
+
+    def optimizer_bytes(self) -> int: ...
+
+
+def measure_memory(step: MeasuredStep) -> Memory:
     """One (untimed) step with the accounting on; call after warm-up so Adam state exists,
     and under the kernel mode being measured (rnnsweep.cost.kernel_mode)."""
     device = next(step.net.parameters()).device

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torchmetrics import MeanMetric
 
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.losses import loss_kind
 from rnnsweep.model import SequenceModel
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnsweep.cells import CellSpec, build_cell, cell_keys, cell_name, recurrent_parameters
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 
 
 class SequenceModel(nn.Module):

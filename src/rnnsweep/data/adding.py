@@ -10,13 +10,13 @@ from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import (
     DataConfig,
-    TaskSpec,
     TensorDataModule,
     check_data_seed,
     full_lengths,
     split_seeds,
 )
 from rnnsweep.data.sizes import train_count
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError
 
 

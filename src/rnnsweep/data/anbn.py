@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from rnnsweep.data.base import DataConfig, TaskSpec, TensorDataModule, check_data_seed
+from rnnsweep.data.base import DataConfig, TensorDataModule, check_data_seed
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError, DataError
 from rnnsweep.lit_module import sequence_weights
 

@@ -1,4 +1,4 @@
-"""What every task shares: its output contract (TaskSpec), tensor-backed loaders, the
+"""What every task shares: tensor-backed loaders (its output contract: data.spec.TaskSpec), the
 content-hash leak check, the trivial predictor's loss and the run's data-order stream."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError, DataError
 from rnnsweep.losses import loss_kind
 
@@ -55,20 +56,6 @@ def split_seeds(data_seed: int, n: int) -> list[int]:
     """n independent generator seeds for data generation (SeedSequence.spawn): neighbouring
     data seeds share no values, unlike seed, seed + 1, seed + 2."""
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(data_seed).spawn(n)]
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """How the model's head and loss must look for a task."""
-
-    input_size: int
-    output_size: int
-    # The loss kind (rnnsweep.losses): "mse" (regression), "bce" (multi-label sigmoid),
-    # "ce" (classification).
-    loss: str
-    per_step: bool = False  # predict at every step (True) or once per sequence (False)
-    variable_length: bool = False  # batches carry real lengths; padding must be masked
-    acc_tolerance: float = 0.04  # regression: a prediction is correct when |error| < tolerance
 
 
 def sequence_hashes(ds: TensorDataset, per_step: bool) -> list[str]:

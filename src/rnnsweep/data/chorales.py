@@ -16,13 +16,13 @@ from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import (
     SplitDataConfig,
-    TaskSpec,
     TensorDataModule,
     check_data_seed,
     unique_indices,
 )
 from rnnsweep.data.paths import resolve_path
 from rnnsweep.data.sizes import train_count
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError, DataError
 
 N_KEYS = 88

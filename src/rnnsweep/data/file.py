@@ -16,7 +16,6 @@ from torch.utils.data import TensorDataset
 
 from rnnsweep.data.base import (
     SplitDataConfig,
-    TaskSpec,
     TensorDataModule,
     check_data_seed,
     unique_indices,
@@ -25,6 +24,7 @@ from rnnsweep.data.comparability import check_learnable, check_split_sizes
 from rnnsweep.data.file_loaders import SequenceFile, check_splits, load_sequence_file
 from rnnsweep.data.paths import resolve_path
 from rnnsweep.data.sizes import train_count
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -29,12 +29,25 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from rnnsweep.data.base import TaskSpec, TensorDataModule
+    from torch.utils.data import TensorDataset
+
+    from rnnsweep.data.spec import TaskSpec
+
+
+class SplitTask(Protocol):
+    """What fitted_baselines reads of a data module (any TensorDataModule): its spec and,
+    after setup(), its training and test sets of (x, y, lengths)."""
+
+    spec: TaskSpec
+    train_set: TensorDataset | None
+    test_set: TensorDataset | None
+
+    def setup(self, stage: str | None = None) -> None: ...
 
 PREFIX = "fitted_"
 MODELS = ("linear", "1nn")
@@ -330,7 +343,7 @@ def _nearest(spec: TaskSpec, x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -
     return KINDS[spec.loss].nearest(x, y, x_test)
 
 
-def fitted_baselines(dm: TensorDataModule) -> dict[str, float]:
+def fitted_baselines(dm: SplitTask) -> dict[str, float]:
     """fitted_<model>_<test metric> for `linear` and `1nn` on the datamodule's own split:
     fitted on train_set, scored on test_set (see the module docstring)."""
     dm.setup()

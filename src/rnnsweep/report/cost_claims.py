@@ -39,7 +39,7 @@ from rnnsweep.cost import (
     probe,
 )
 from rnnsweep.cost_memory import AS_RUN, EQUAL, MODE_TEXT, Memory
-from rnnsweep.data.base import TaskSpec
+from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError
 from rnnsweep.model import hidden_size_for_budget, total_parameters
 from rnnsweep.report.claim_types import (
