@@ -94,8 +94,8 @@ class FusedCPUKernel:
             return super().forward(input, hx)
         # _flat_weights: (w_ih, w_hh, b_ih, b_hh) per layer, what torch's own kernels read.
         weights = [self._flat_weights[4 * k: 4 * k + 4] for k in range(self.num_layers)]
-        forward = fast_gru.gru_forward if self.fused_cell == "gru" else fast_gru.rnn_tanh_forward
-        return forward(input, weights, self.dropout, self.training, self.kernel == "auto")
+        return fast_gru.forward_layers(self.fused_cell, input, weights, self.dropout,
+                                       self.training, self.kernel == "auto")
 
 
 class RNN(FusedCPUKernel, nn.RNN):

@@ -291,9 +291,10 @@ def layer_for(cell: str, dtype: torch.dtype, native_loop: bool = True
     return python_loop
 
 
-def _stack(cell: str, x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
-           dropout: float, training: bool, native_loop: bool
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_layers(cell: str, x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
+                   dropout: float, training: bool, native_loop: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stacked layers of `cell` ("gru" or "rnn_tanh"); see gru_forward."""
     if x.dim() != 3 or x.shape[1] == 0:
         raise ValueError(f"x must be (batch, steps >= 1, input); got {tuple(x.shape)}")
     layer = layer_for(cell, x.dtype, native_loop)
@@ -319,7 +320,7 @@ def gru_forward(x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
     view of time-major storage (values as nn.GRU's; call .contiguous() before .view), and
     h_n (layers, batch, hidden).
     """
-    return _stack("gru", x, weights, dropout, training, native_loop)
+    return forward_layers("gru", x, weights, dropout, training, native_loop)
 
 
 def rnn_tanh_forward(x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
@@ -327,4 +328,4 @@ def rnn_tanh_forward(x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """nn.RNN(nonlinearity="tanh", batch_first=True)'s forward from a zero initial state;
     arguments and results as gru_forward's."""
-    return _stack("rnn_tanh", x, weights, dropout, training, native_loop)
+    return forward_layers("rnn_tanh", x, weights, dropout, training, native_loop)
