@@ -27,9 +27,11 @@ RCFG = {"alpha": 0.05, "test_metric": "test_loss", "equivalence_margin": 0.1,
 
 
 def make_sweep(studies: dict, baseline: float | None = 0.17, axis: str | None = None,
-               extra_reevals: list[dict] | None = None) -> Sweep:
+               extra_reevals: list[dict] | None = None, seeded: bool = False) -> Sweep:
     """studies: {(cell, size[, length]): {"test_loss": [...], "gap_at_best": [...], ...}};
-    one parent per key, its current best is trial 7, one finished re-evaluation per value."""
+    one parent per key, its current best is trial 7, one finished re-evaluation per value
+    (seeded: the i-th value of every study is re-evaluation seed 1000000 + i, as a sweep tags
+    them, so the cells' values pair by seed)."""
     parents, reevals = [], []
     for key, metrics in studies.items():
         cell, size = key[0], key[1]
@@ -50,6 +52,8 @@ def make_sweep(studies: dict, baseline: float | None = 0.17, axis: str | None = 
             if axis:
                 r[f"tags.data.{axis}"] = str(key[2])
             r.update({f"metrics.{k}": v[i] for k, v in metrics.items()})
+            if seeded:
+                r["tags.reeval_seed"] = str(1_000_000 + i)
             reevals.append(r)
     reevals += extra_reevals or []
     p, r = pd.DataFrame(parents), pd.DataFrame(reevals)
@@ -134,14 +138,14 @@ def test_reevaluations_of_an_older_best_are_not_pooled() -> None:
     assert Evidence(sweep).values("gru", "small", "metrics.test_loss") == L
 
 
-def _gap_sweep(lstm_small: list[float], gru_small: list[float]) -> Sweep:
+def _gap_sweep(lstm_small: list[float], gru_small: list[float], seeded: bool = False) -> Sweep:
     base = [0.010, 0.012, 0.008, 0.011]
     return make_sweep({
         ("lstm", "small"): {"gap_at_best": lstm_small, "test_loss": L[:4]},
         ("lstm", "large"): {"gap_at_best": base, "test_loss": L[:4]},
         ("gru", "small"): {"gap_at_best": gru_small, "test_loss": L[:4]},
         ("gru", "large"): {"gap_at_best": base, "test_loss": L[:4]},
-    })
+    }, seeded=seeded)
 
 
 def test_overfitting_is_an_interaction() -> None:
@@ -279,15 +283,18 @@ def test_overfitting_uses_only_sizes_where_both_cells_learned() -> None:
     assert c.verdict == NO_ANSWER and "gru on small" in c.evidence
 
 
-def _lengths(values: dict[int, tuple[float, float]], baseline: float = 0.17) -> Sweep:
-    """{T: (lstm mean, gru mean)} with a 5 % spread over 5 seeds."""
+def _lengths(values: dict[int, tuple[float, float]], baseline: float = 0.17,
+             draw_sd: float = 0.0, seeded: bool = False) -> Sweep:
+    """{T: (lstm mean, gru mean)} with a 5 % spread over 5 seeds; draw_sd: each seed's data
+    draw moves both cells' losses alike (log scale)."""
     rng = np.random.default_rng(1)
     studies = {}
     for length, (lstm, gru) in values.items():
+        draw = rng.normal(0, draw_sd, 5)
         for cell, m in (("lstm", lstm), ("gru", gru)):
             studies[(cell, "small", length)] = {
-                "test_loss": (m * np.exp(rng.normal(0, 0.05, 5))).tolist()}
-    return make_sweep(studies, baseline=baseline, axis="T")
+                "test_loss": (m * np.exp(draw + rng.normal(0, 0.05, 5))).tolist()}
+    return make_sweep(studies, baseline=baseline, axis="T", seeded=seeded)
 
 
 def test_long_range_is_never_supported_where_the_lstm_is_never_better() -> None:
@@ -371,3 +378,52 @@ def test_the_controlled_profile_tunes_the_learning_rate_alone() -> None:
     assert list(cfg.search.space) == ["lr"]
     assert (cfg.model.num_layers, cfg.model.hidden_size, cfg.model.dropout) == (1, 64, 0.2)
     assert cfg.data.noise_sd == 0.3 and cfg.data.n_train_small == 200  # the default's data
+
+
+# -- seeds pair: seed k of every cell and size shares k's data draw ------------------------
+DRAW = np.array([0.0, 0.5, -0.4, 0.3, -0.2, 0.6, -0.5])  # log-scale effect of seed k's draw
+
+
+def test_comparable_pairs_seeds_that_share_their_data_draw() -> None:
+    lstm = list(0.1 * np.exp(DRAW))
+    gru = list(0.1 * 1.03 * np.exp(DRAW + [0.01, -0.01, 0.02, 0.0, -0.02, 0.01, 0.0]))
+    studies = {("lstm", "small"): {"test_loss": lstm}, ("gru", "small"): {"test_loss": gru}}
+    unpaired = comparable_claim(Evidence(make_sweep(studies)), Settings())
+    paired = comparable_claim(Evidence(make_sweep(studies, seeded=True)), Settings())
+    # the draws' spread swamps Welch's interval; the differences on matched seeds do not
+    assert unpaired.verdict == INCONCLUSIVE
+    assert paired.verdict == SUPPORTED and "paired t-test over seeds" in paired.evidence
+    assert "n=7 pairs" in paired.evidence
+    assert paired.effect == pytest.approx(np.mean(np.log(np.array(gru) / lstm)))
+
+
+def test_seeds_without_a_partner_are_left_out_and_said() -> None:
+    sweep = make_sweep({("lstm", "small"): {"test_loss": list(0.1 * np.exp(DRAW))},
+                        ("gru", "small"): {"test_loss": list(0.1 * np.exp(DRAW[:5]))}},
+                       seeded=True)
+    ev = Evidence(sweep)
+    a, b, unmatched = ev.paired(("lstm", "gru"), "small", "metrics.test_loss")
+    assert a == pytest.approx(b) and len(a) == 5 and unmatched == 2
+    claim = comparable_claim(ev, Settings())
+    assert "2 seed(s) without a partner in the other cell left out" in claim.evidence
+
+
+def test_overfitting_pairs_seeds_at_each_size() -> None:
+    # the gaps move with each seed's draw, alike for both cells: Welch cannot tell, the
+    # per-seed cell differences can (the LSTM's small-data gap 0.03 above the GRU's each time)
+    gru_small = [0.02, 0.10, 0.03, 0.09]
+    lstm_small = [v + 0.030 + e for v, e in zip(gru_small, [0.001, -0.001, 0.0005, -0.0005],
+                                                   strict=True)]
+    assert overfits_claim(Evidence(_gap_sweep(lstm_small, gru_small)), S).verdict \
+        == INCONCLUSIVE
+    paired = overfits_claim(Evidence(_gap_sweep(lstm_small, gru_small, seeded=True)), S)
+    assert paired.verdict == SUPPORTED and paired.effect == pytest.approx(0.030)
+    assert "paired by seed at each size" in paired.evidence
+
+
+def test_long_range_pairs_seeds_at_each_length() -> None:
+    growing = {10: (0.02, 0.02), 20: (0.02, 0.03), 40: (0.03, 0.06)}
+    unpaired = long_range_claim(Evidence(_lengths(growing, draw_sd=0.5)), RATIO)
+    paired = long_range_claim(Evidence(_lengths(growing, draw_sd=0.5, seeded=True)), RATIO)
+    assert unpaired.verdict == INCONCLUSIVE, unpaired.evidence
+    assert paired.verdict == SUPPORTED and "paired by seed" in paired.evidence

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rnnsweep.report.sequential import DIFFERENT, decide, plan_looks
-from rnnsweep.report.stats import compare_means, contrast, tost_p
+from rnnsweep.report.stats import compare_means, compare_paired, contrast, tost_p
 
 REPS = 1500
 
@@ -109,3 +109,49 @@ def test_false_equivalence_at_a_ratio_band(n: int) -> None:
             c = compare_means(a, b, scale="log")
             hits += tost_p(c.contrast, margin) < 0.05  # type: ignore[arg-type]
         assert hits / REPS <= 0.05, (n, sd_b, hits / REPS)
+
+
+# -- paired by seed: seed k of both cells shares its data draw -----------------------------
+def _paired_draw(rng: np.random.Generator, n: int, log_ratio: float, sd_b: float):
+    """Losses whose seed (data draw) moves both cells alike (log-normal, sd 0.4 on logs,
+    larger than the cells' own noise): the situation pairing is for."""
+    draw = rng.normal(0.0, 0.4, n)
+    a = np.exp(np.log(0.1) + draw + rng.normal(0.0, 0.05, n))
+    b = np.exp(np.log(0.1) + log_ratio + draw + rng.normal(0.0, 0.05 * sd_b, n))
+    return a, b
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 12])
+def test_paired_interval_coverage(n: int) -> None:
+    rng = np.random.default_rng(17)
+    for sd_b in (1.0, 3.0):
+        covered = 0
+        for _ in range(REPS):
+            a, b = _paired_draw(rng, n, np.log(1.1), sd_b)
+            c = compare_paired(a, b, scale="log")
+            assert c is not None and c.scale == "log"
+            covered += c.ci_low <= np.log(1.1) <= c.ci_high
+            assert (c.p_value < 0.05) == (c.ci_low > 0 or c.ci_high < 0)
+        assert covered / REPS >= 0.93, (n, sd_b, covered / REPS)
+
+
+@pytest.mark.parametrize("n", [3, 5, 12, 19])
+def test_paired_false_equivalence_at_the_band_edge(n: int) -> None:
+    """True ratio exactly at the band's edge (1.25): 'comparable' at most 5 % of the time."""
+    rng = np.random.default_rng(23)
+    margin = np.log(1.25)
+    for sd_b in (1.0, 3.0):
+        hits = 0
+        for _ in range(REPS):
+            a, b = _paired_draw(rng, n, margin, sd_b)
+            c = compare_paired(a, b, scale="log")
+            hits += tost_p(c.contrast, margin) < 0.05  # type: ignore[arg-type,union-attr]
+        assert hits / REPS <= 0.05, (n, sd_b, hits / REPS)
+
+
+def test_pairing_is_what_narrows_the_interval() -> None:
+    """The same draws: Welch counts the shared draw in both spreads, the paired test drops it
+    (the reason the comparable claim pairs seeds)."""
+    a, b = _paired_draw(np.random.default_rng(1), 7, np.log(1.1), 1.0)
+    welch, paired = compare_means(a, b, scale="log"), compare_paired(a, b, scale="log")
+    assert paired.ci_high - paired.ci_low < 0.5 * (welch.ci_high - welch.ci_low)

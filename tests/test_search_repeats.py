@@ -295,3 +295,51 @@ def test_two_repeats_run_two_studies_pooled_by_the_report_and_resume(project):
     after = {role: len(client.search_runs([exp.experiment_id], f"tags.role = '{role}'"))
              for role in ("study", "trial", "reeval")}
     assert after == before == {"study": 2, "trial": 4, "reeval": 4}
+
+
+class SeededClient:
+    """search_runs of seed_rounds._keyed: each parent's finished re-evaluations, tagged with
+    their seed, carrying test_loss and gap_at_best."""
+
+    def __init__(self, runs: dict[str, list[tuple[float, float]]]) -> None:
+        self.runs = runs
+
+    def search_runs(self, experiment_ids, filter_string, max_results):  # noqa: ANN001
+        parent = re.search(r"parentRunId`? = '([^']+)'", filter_string).group(1)
+        return [SimpleNamespace(data=SimpleNamespace(
+            metrics={"test_loss": loss, "gap_at_best": gap},
+            tags={"reeval_seed": str(1_000_000 + i)}))
+            for i, (loss, gap) in enumerate(self.runs[parent])]
+
+
+def _sized(cell: str, size: str) -> SimpleNamespace:
+    p = _parent(f"{cell}-{size}", cell, 0)
+    p.data.tags.update({"data_size": size, "data.n": "200" if size == "small" else "4000",
+                        "data.T": "20"})
+    return p
+
+
+def test_seed_rounds_continue_while_the_overfitting_interaction_is_undecided():
+    config = OmegaConf.create({"report": {"alpha": 0.05, "test_metric": "test_loss"}})
+    plan = seed_plan({"reeval_seeds": 5, "reeval_max_seeds": 19, "reeval_seed_step": 7}, 0.05)
+    parents = [_sized(c, s) for c in ("lstm", "gru") for s in ("small", "large")]
+    draw = [0.02, 0.09, 0.04, 0.07, 0.03]  # each seed's draw moves both cells' gaps alike
+    # test losses 10x apart: the comparable pairs are decided at every size
+    loss = {"lstm": 0.01, "gru": 0.1}
+
+    def runs(lstm_extra: list[float]) -> SeededClient:
+        out = {}
+        for cell in ("lstm", "gru"):
+            extra = lstm_extra if cell == "lstm" else [0.0] * 5
+            out[f"{cell}-small"] = [(loss[cell] * (1 + 0.01 * i), g + e)
+                                    for i, (g, e) in enumerate(zip(draw, extra, strict=True))]
+            out[f"{cell}-large"] = [(loss[cell] * (1 + 0.01 * i), 0.01 + 0.001 * i)
+                                    for i in range(5)]
+        return SeededClient(out)
+
+    # the LSTM's small-data gap above the GRU's by 0.03 on every seed: decided
+    assert pending_studies(runs([0.030, 0.031, 0.029, 0.030, 0.0305]), parents, plan,
+                           config) == set()
+    # by -0.02 to +0.02: the interaction is open, all four studies get seeds
+    assert pending_studies(runs([0.02, -0.02, 0.015, -0.01, 0.0]), parents, plan, config) \
+        == {"lstm-small", "lstm-large", "gru-small", "gru-large"}

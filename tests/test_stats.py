@@ -152,3 +152,24 @@ def test_plan_looks() -> None:
     assert plan.looks == (3, 5, 7, 8) and plan.alpha_per_look == pytest.approx(0.0125)
     with pytest.raises(ValueError):
         plan_looks(1, 8, 2, 0.05)
+
+
+def test_the_paired_comparison_is_scipys_paired_t_test() -> None:
+    from scipy import stats as sps
+
+    from rnnsweep.report.stats import compare_paired
+
+    a = [0.101, 0.095, 0.250, 0.098, 0.110]
+    b = [0.099, 0.093, 0.108, 0.094, 0.104]
+    c = compare_paired(a, b, level=0.95, scale="log")
+    ref = sps.ttest_rel(np.log(b), np.log(a))
+    assert c is not None and c.p_value == pytest.approx(ref.pvalue)
+    low, high = ref.confidence_interval(0.95)
+    assert (c.ci_low, c.ci_high) == pytest.approx((low, high))
+    assert c.diff == pytest.approx(np.mean(np.log(b) - np.log(a)))
+    assert "n=5 pairs" in c.text()
+    raw = compare_paired(a, b, scale="raw")
+    assert raw.p_value == pytest.approx(sps.ttest_rel(b, a).pvalue)
+    with pytest.raises(ValueError, match="equal lengths"):
+        compare_paired(a, b[:4])
+    assert compare_paired([0.1], [0.2]) is None

@@ -15,6 +15,10 @@ import pandas as pd
 from rnnsweep.report.bookkeeping import current_reevals, finite, primary_parents, seed_counts
 from rnnsweep.report.collect import Sweep
 
+# A re-evaluation run's seed (search/reeval.py tags it); seed k of every cell and size of a
+# sweep draws the same data, so equal seeds pair.
+SEED_COLUMN = "tags.reeval_seed"
+
 
 class Evidence:
     def __init__(self, sweep: Sweep) -> None:
@@ -54,6 +58,36 @@ class Evidence:
             v = pd.to_numeric(rows[column], errors="coerce").to_numpy(float)
             out += v[np.isfinite(v)].tolist()
         return out
+
+    def keyed(self, cell: str, condition: str, column: str) -> dict[tuple[str, str], float]:
+        """values() keyed by (search repeat, re-evaluation seed); {} where runs carry no
+        seed tag. Seed k of every cell and size shares k's data
+        draw and shuffling order (data.base.draw_seed), so equal keys form a matched pair."""
+        if self.reevals.empty or column not in self.reevals.columns \
+                or SEED_COLUMN not in self.reevals.columns:
+            return {}
+        out: dict[tuple[str, str], float] = {}
+        for _, study in self.studies(cell, condition).iterrows():
+            rows = self.reevals[(self.reevals["tags.mlflow.parentRunId"] == study["run_id"])
+                                & self.reevals["ok"]]
+            repeat = str(study.get("tags.search_repeat") or "0")
+            for seed, value in zip(rows[SEED_COLUMN], pd.to_numeric(
+                    rows[column], errors="coerce"), strict=True):
+                if pd.notna(seed) and np.isfinite(value):
+                    out[(repeat, str(seed))] = float(value)
+        return out
+
+    def paired(self, cells: tuple[str, str], condition: str, column: str
+               ) -> tuple[list[float], list[float], int] | None:
+        """The two cells' values on the seeds both finished, in seed order, and how many of
+        either cell's seeds had no partner (left out); None with fewer than two such seeds,
+        where the comparison falls back to the unpaired one."""
+        a, b = (self.keyed(c, condition, column) for c in cells)
+        common = sorted(set(a) & set(b), key=lambda k: (k[0], int(float(k[1]))))
+        if len(common) < 2:
+            return None
+        unmatched = len(set(a) ^ set(b))
+        return [a[k] for k in common], [b[k] for k in common], unmatched
 
     def seeds(self, cell: str, condition: str) -> tuple[int, int, list[str]]:
         """(finished, failed or killed, reasons) re-evaluation seeds of the current best,

@@ -70,8 +70,15 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         if len(_not_learned(ev, pair, cond, s)) == 2:
             notes.append(f"{cond} left out: neither cell learned it")
             continue
+        # Seed k of both cells shares k's data draw: the advantage pairs by seed when both
+        # cells have at least two seeds in common.
+        matched = ev.paired(pair, cond, s.test_col)
+        if matched is not None:
+            a, b = np.asarray(matched[0]), np.asarray(matched[1])
+            if matched[2]:
+                notes.append(f"{cond}: {matched[2]} seed(s) without a partner left out")
         per_size.setdefault(size, []).append((length, *((np.log(a), np.log(b)) if log
-                                                         else (a, b))))
+                                                         else (a, b)), matched is not None))
     sizes: dict[str, list] = {}
     for size, items in per_size.items():
         items.sort(key=lambda t: t[0])
@@ -89,15 +96,16 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     if not sizes:
         return Claim(text, NO_ANSWER, f"{NO_ANSWER}: {'; '.join(notes)}", ref)
 
-    def advantage(lstm: np.ndarray, gru: np.ndarray) -> tuple[list, list]:
-        return ([gru, lstm], [1.0, -1.0]) if not s.maximize else ([lstm, gru], [1.0, -1.0])
+    def advantage(lstm: np.ndarray, gru: np.ndarray, paired: bool) -> tuple[list, list]:
+        better, worse = (gru, lstm) if not s.maximize else (lstm, gru)
+        return ([better - worse], [1.0]) if paired else ([better, worse], [1.0, -1.0])
 
     def slope_groups(items: list, scale: float) -> tuple[list, list]:
         x = np.log2([it[0] for it in items])
         cx = slope_weights(x)
         groups, weights = [], []
-        for w, (_, a, b) in zip(cx, items, strict=True):
-            g, sign = advantage(a, b)
+        for w, (_, a, b, paired) in zip(cx, items, strict=True):
+            g, sign = advantage(a, b, paired)
             groups += g
             weights += [w * scale * sg for sg in sign]
         return groups, weights
@@ -113,10 +121,12 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         return c
 
     slope = mean_contrast(slope_groups)
-    end = mean_contrast(lambda items, sc: (advantage(items[-1][1], items[-1][2])[0],
-                                           [sc, -sc]))
+    end = mean_contrast(lambda items, sc: (
+        (g := advantage(*items[-1][1:]))[0], [sc * w for w in g[1]]))
     unit = f"log({second}/{first})" if log and not s.maximize else \
         f"{s.test_metric} {first} - {second}"
+    if any(it[3] for items in sizes.values() for it in items):
+        unit += ", paired by seed where both cells had it"
 
     def details(alpha: float) -> str:
         parts = []
@@ -126,7 +136,7 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
             per_len = ", ".join(
                 f"{key}={int(length)}: {np.exp(b.mean() - a.mean()):.3g}x"
                 if log and not s.maximize else f"{key}={int(length)}: "
-                f"{a.mean() - b.mean():+.3g}" for length, a, b in items)
+                f"{a.mean() - b.mean():+.3g}" for length, a, b, _ in items)
             what = f"{second}/{first}" if log and not s.maximize else f"{first} - {second}"
             parts.append(f"{size}: slope {cs.estimate:+.3g} ({lo:+.3g} to {hi:+.3g}); "  # type: ignore[union-attr]
                          f"{what} {per_len}")

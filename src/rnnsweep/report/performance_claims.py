@@ -36,6 +36,7 @@ from rnnsweep.report.stats import (
     Comparison,
     Contrast,
     compare_means,
+    compare_paired,
     contrast,
     level_text,
     outside_margin_p,
@@ -87,6 +88,10 @@ class _Cond:
     note: str
 
 
+def _unmatched_text(n: int) -> str:
+    return f"; {n} seed(s) without a partner in the other cell left out" if n else ""
+
+
 def _band_text(b: Band) -> str:
     if b.scale == "log":
         return f"band {b.to_ratio(-b.margin):.3g} to {b.to_ratio(b.margin):.3g}"
@@ -124,12 +129,17 @@ def comparable_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
                          f"{s.trivial_fraction:.0%} of the trivial predictor), which says "
                          "nothing about how they compare")
             continue
+        matched = ev.paired(pair, cond, s.test_col)
+        if matched is not None:
+            a, b, unmatched = matched
+            failed += _unmatched_text(unmatched)
         band = s.band(a, b, ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
         if isinstance(band, str):
             notes.append(f"{cond}: {band}")
             blocked = True
             continue
-        comp = compare_means(band.a, band.b, scale=band.scale, df_rule=s.df_rule)
+        comp = (compare_paired(band.a, band.b, scale=band.scale) if matched is not None else
+                compare_means(band.a, band.b, scale=band.scale, df_rule=s.df_rule))
         assert comp is not None and comp.contrast is not None
         tested.append(_Cond(cond, comp, band, failed))
     if not tested:
@@ -306,9 +316,21 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         kept.append((small, large))
     if not kept and unlearned:
         return Claim(text, NO_ANSWER, f"{NO_ANSWER}: " + "; ".join(notes))
+    paired_sizes = 0
     for small, large in kept:
-        for cell, sign in ((first, 1.0), (second, -1.0)):
-            for cond, w in ((small, 1.0), (large, -1.0)):
+        for cond, w in ((small, 1.0), (large, -1.0)):
+            # Seed k of both cells shares k's data draw: their gap difference on matched
+            # seeds drops what the draw adds to both gaps (Welch over sizes: conservative,
+            # since small and large draws of one seed are correlated, not independent).
+            matched = ev.paired(pair, cond, col)
+            if matched is not None:
+                groups.append(np.subtract(matched[0], matched[1]))
+                weights.append(w / len(kept))
+                paired_sizes += 1
+                if matched[2]:
+                    notes.append(f"{cond}: {_unmatched_text(matched[2]).lstrip('; ')}")
+                continue
+            for cell, sign in ((first, 1.0), (second, -1.0)):
                 groups.append(ev.values(cell, cond, col))
                 weights.append(sign * w / len(kept))
     c = contrast([np.asarray(g) for g in groups], weights, s.df_rule) if kept else None
@@ -333,8 +355,10 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
                              f"{ev.failed_text([cell], small)}")
         return "; ".join(parts + notes)
 
+    how = (f"{first} minus {second} paired by seed at each size" if paired_sizes == 2 * len(kept)
+           else "unpaired" if not paired_sizes else "paired by seed where both cells had it")
     describe = (f"eval-mode gap at the best validation, (small - large) {first} minus (small - "
-                f"large) {second} ({tuned_text(ev)}):")
+                f"large) {second}, {how} ({tuned_text(ev)}):")
 
     return margin_claim(text, c, margin, s, describe, lambda alpha: (
         f"equivalent within ±{margin:.3g} ({s.overfit_margin_fraction:g} x the mean "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from rnnsweep.report.stats import Comparison, Contrast, compare_means, tost_p
+from rnnsweep.report.stats import Comparison, Contrast, compare_means, compare_paired, tost_p
 
 DIFFERENT, EQUIVALENT, UNDECIDED = "different", "equivalent", "undecided"
 
@@ -82,21 +82,25 @@ def look_index(plan: SeedPlan, n_seeds: int) -> int:
 def decide(
     a: list[float], b: list[float], plan: SeedPlan, scale: str = "auto",
     margin: float | None = None, power: float = 0.8, max_seeds: int = 100,
+    paired: bool = False, level_divisor: int = 1,
 ) -> LookDecision:
     """Decide at the look reached by min(len(a), len(b)) seeds per cell.
 
     'different' when the Welch test rejects at alpha / K; with a margin (on the comparison's
     scale) 'equivalent' when the (1 - alpha / K) interval lies within +-margin. Values are
     only ever used at planned looks: extra seeds beyond the look just reached are ignored,
-    since peeking between looks would spend alpha the plan does not have.
+    since peeking between looks would spend alpha the plan does not have. paired: a[i] and
+    b[i] are one seed's two runs (a paired t-test). level_divisor: test at alpha / K / d, the
+    strictest Holm step of d claims the report may test this comparison among.
     """
     n = min(len(a), len(b))
     k = look_index(plan, n)
     if k == 0:
         return LookDecision(0, n, UNDECIDED, False, plan.looks[0], None, None, None)
     used = plan.looks[k - 1]
-    a_level = plan.alpha_per_look
-    comp = compare_means(a[:used], b[:used], level=1 - a_level, scale=scale)
+    a_level = plan.alpha_per_look / level_divisor
+    comp = (compare_paired(a[:used], b[:used], level=1 - a_level, scale=scale) if paired else
+            compare_means(a[:used], b[:used], level=1 - a_level, scale=scale))
     last = k == len(plan.looks)
     nxt = None if last else plan.looks[k]
     if comp is None or comp.contrast is None:

@@ -194,7 +194,8 @@ class Comparison:
 
     def text(self) -> str:
         pct = level_text(self.level)
-        n = f"n={self.n_a}/{self.n_b}"
+        n = (f"n={self.n_a} pairs" if self.test.startswith("paired") else
+             f"n={self.n_a}/{self.n_b}")
         if self.scale == "log":
             return (f"ratio {np.exp(self.diff):.3g} ({pct} CI {np.exp(self.ci_low):.3g} to "
                     f"{np.exp(self.ci_high):.3g}), {self.test} on log values "
@@ -233,6 +234,30 @@ def compare_means(
     name = "Welch t-test" + (" (Hsu df)" if df_rule == "hsu" else "")
     return Comparison(xa.size, xb.size, float(xa.mean()), float(xb.mean()), c.estimate, low,
                       high, c.p_value(), name, "log" if log else "raw", level, c)
+
+
+def compare_paired(
+    a: list[float], b: list[float], level: float = 0.95, scale: str = "raw",
+) -> Comparison | None:
+    """b against a over matched pairs (a[i] with b[i]): a one-sample t on the differences
+    b[i] - a[i] (on logs for scale 'log', or 'auto' with every value positive). What the two
+    members of a pair share (their seed's data draw) cancels in the difference, where
+    Welch's test counts it in both spreads. None with fewer than two finite pairs."""
+    xa, xb = np.asarray(a, float), np.asarray(b, float)
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired values need equal lengths, got {xa.size} and {xb.size}")
+    log = use_log_scale(list(xa), list(xb), scale)
+    ok = np.isfinite(xa) & np.isfinite(xb) & ((xa > 0) & (xb > 0) if log else True)
+    xa, xb = xa[ok], xb[ok]
+    if log:
+        xa, xb = np.log(xa), np.log(xb)
+    c = contrast([xb - xa], [1.0])
+    if c is None:
+        return None
+    low, high = c.interval(level)
+    return Comparison(xa.size, xb.size, float(xa.mean()), float(xb.mean()), c.estimate, low,
+                      high, c.p_value(), "paired t-test over seeds", "log" if log else "raw",
+                      level, c)
 
 
 def tost_p(c: Contrast, margin: float) -> float:

@@ -2,14 +2,22 @@
 cells' comparison is undecided, up to `search.reeval_max_seeds` and within the sweep's time
 budget `search.seed_rounds_minutes` (a round starts only when its estimate fits).
 
-What is compared: per experiment and data condition, every pair of cells on the report's test
-metric over the re-evaluation seeds of each study's current best configuration (the
-"comparable" claim's comparison, on its scale). A pair is decided when the Welch-type test finds a
-difference, or TOST puts the interval within the report's equivalence band
-(report.margin_kind: by default a ratio of the losses within 1/equivalence_ratio ..
-equivalence_ratio). The stopping rule keeps the error rate by alpha spending
-(rnnsweep.report.sequential: Bonferroni over the planned looks `reeval_seeds`,
-`+ reeval_seed_step`, ... `reeval_max_seeds`); the report tests its claims at alpha / looks.
+What is compared, as the report compares it:
+- per experiment and data condition, every pair of cells on the report's test metric over the
+  re-evaluation seeds of each study's current best configuration (the "comparable" claim, on
+  its scale), paired by seed where both cells have the seeds (seed k of every cell draws the
+  same data). Decided when the test finds a difference, or TOST puts the interval within the
+  report's equivalence band (by default a ratio of the losses within 1/equivalence_ratio ..
+  equivalence_ratio);
+- per pair of cells measured at both data sizes, the overfitting interaction (the eval-mode
+  gap's cell difference on small data minus that on large data, paired by seed at each size):
+  decided when its interval excludes 0 or lies within the report's overfitting margin; while
+  undecided, all four studies get seeds.
+Each is tested at alpha / looks / 6: the strictest Holm step among a pair's six claims, so a
+comparison stops getting seeds only when the report will decide it whatever the other claims
+do. The stopping rule keeps the error rate by alpha spending (rnnsweep.report.sequential:
+Bonferroni over the planned looks `reeval_seeds`, `+ reeval_seed_step`, ...
+`reeval_max_seeds`); the report tests its claims at alpha / looks.
 """
 
 from __future__ import annotations
@@ -20,15 +28,22 @@ import time
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from rnnsweep.report.sequential import SeedPlan, decide, seed_plan
+from rnnsweep.report.sequential import SeedPlan, decide, look_index, seed_plan
 from rnnsweep.report.settings import Settings
+from rnnsweep.report.stats import contrast, tost_p
 from rnnsweep.search.repeats import REPEAT_TAG, search_group
 from rnnsweep.tracking import tag_filter
 
 log = logging.getLogger(__name__)
+# The report tests six claims per pair of cells with Holm: a comparison the rounds call
+# decided at alpha / looks / 6 stays decided at any Holm step.
+CLAIMS_PER_PAIR = 6
+# The eval-mode gap at the best validation, which the overfitting claim compares.
+GAP_METRIC = "gap_at_best"
 
 
 def _condition(tags: dict[str, str]) -> tuple:
@@ -47,9 +62,28 @@ def _reeval_runs(client, parent) -> list:  # noqa: ANN001 (MLflow objects)
     )
 
 
-def _values(client, parent, metric: str) -> list[float]:  # noqa: ANN001 (MLflow objects)
-    return [r.data.metrics[metric] for r in _reeval_runs(client, parent)
-            if metric in r.data.metrics]
+def _keyed(client, parents: list, metric: str) -> dict[tuple[str, str], float]:  # noqa: ANN001
+    """One side of a comparison: the metric of each finished seed of its studies (the
+    repeats of one search), keyed by (repeat, seed); a run without a seed tag gets a key of
+    its own, so it never pairs."""
+    out: dict[tuple[str, str], float] = {}
+    for p in parents:
+        repeat = p.data.tags.get(REPEAT_TAG, "0")
+        for i, r in enumerate(_reeval_runs(client, p)):
+            if metric in r.data.metrics:
+                tags = getattr(r.data, "tags", {}) or {}
+                seed = tags.get("reeval_seed", f"unseeded-{p.info.run_id}-{i}")
+                out[(repeat, seed)] = float(r.data.metrics[metric])
+    return out
+
+
+def _matched(a: dict, b: dict) -> tuple[list[float], list[float], bool]:
+    """Both sides on their common seeds (paired) when at least two are common; else every
+    value of each side (unpaired)."""
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        return [a[k] for k in common], [b[k] for k in common], True
+    return list(a.values()), list(b.values()), False
 
 
 def round_seconds(client, parents: list, look: int) -> float:  # noqa: ANN001
@@ -74,13 +108,12 @@ def _per_repeats(plan: SeedPlan, repeats: int) -> SeedPlan:
 
 
 def pending_studies(client, parents: list, plan: SeedPlan, config: DictConfig) -> set[str]:  # noqa: ANN001
-    """Parent run ids of studies in an undecided pair whose plan still has a look left.
+    """Parent run ids of studies in an undecided comparison whose plan still has a look left.
 
     One side of a pair is one search: its studies are the independent repeats of
     search.repeats (one study without), pooled as the report pools them; each of them gets
     the look's seeds."""
     settings = Settings.from_cfg(OmegaConf.to_container(config.report, resolve=False))  # type: ignore[arg-type]
-    metric = settings.test_metric
     groups: dict[tuple, dict[tuple[str, str], list]] = {}
     for p in parents:
         tags = p.data.tags
@@ -91,18 +124,66 @@ def pending_studies(client, parents: list, plan: SeedPlan, config: DictConfig) -
     pending: set[str] = set()
     for searches in groups.values():
         for a, b in combinations(sorted(searches), 2):
-            va = [v for p in searches[a] for v in _values(client, p, metric)]
-            vb = [v for p in searches[b] for v in _values(client, p, metric)]
+            va, vb, paired = _matched(_keyed(client, searches[a], settings.test_metric),
+                                      _keyed(client, searches[b], settings.test_metric))
             first = searches[a][0]
             # The report's own equivalence band (a ratio by default), so a pair the report
             # will call equivalent stops getting seeds.
             band = settings.band(va, vb, first.data.metrics.get("baseline_loss"),
                                  first.data.metrics.get("baseline_acc"))
             scaled = _per_repeats(plan, min(len(searches[a]), len(searches[b])))
-            d = (decide(va, vb, scaled, scale="raw") if isinstance(band, str) else
-                 decide(band.a, band.b, scaled, scale=band.scale, margin=band.margin))
+            d = (decide(va, vb, scaled, scale="raw", paired=paired,
+                        level_divisor=CLAIMS_PER_PAIR) if isinstance(band, str) else
+                 decide(band.a, band.b, scaled, scale=band.scale, margin=band.margin,
+                        paired=paired, level_divisor=CLAIMS_PER_PAIR))
             if not d.stop:
                 pending.update(p.info.run_id for p in searches[a] + searches[b])
+    pending.update(_overfitting_pending(client, groups, plan, settings))
+    return pending
+
+
+def _overfitting_pending(client, groups: dict, plan: SeedPlan, settings: Settings) -> set[str]:  # noqa: ANN001
+    """Studies of an undecided overfitting interaction (report.performance_claims.
+    overfits_claim, two-size form): per pair of cells measured at a small and a large
+    condition that agree on every other data key, the gap's cell difference on matched
+    seeds at each size (unpaired where seeds do not match); decided at the look reached by
+    the fewer seeds of the four studies."""
+    sizes: dict[tuple, dict[str, dict[str, list]]] = {}
+    for (experiment, cond), searches in groups.items():
+        rest = tuple(kv for kv in cond[1:] if kv[0] != "data.n")  # n differs by size
+        by_cell = sizes.setdefault((experiment, rest), {}).setdefault(cond[0], {})
+        for (cell, _), studies in searches.items():
+            by_cell.setdefault(cell, []).extend(studies)
+    pending: set[str] = set()
+    level = plan.alpha_per_look / CLAIMS_PER_PAIR
+    for by_size in sizes.values():
+        if not {"small", "large"} <= set(by_size):
+            continue
+        small, large = by_size["small"], by_size["large"]
+        for a, b in combinations(sorted(set(small) & set(large)), 2):
+            sides = [_matched(_keyed(client, studies[a], GAP_METRIC),
+                              _keyed(client, studies[b], GAP_METRIC))
+                     for studies in (small, large)]
+            k = look_index(plan, min(len(v) for va, vb, _ in sides for v in (va, vb)))
+            if k == 0:
+                continue
+            used = plan.looks[k - 1]
+            if all(paired for *_, paired in sides):
+                groups_, weights = [np.subtract(va[:used], vb[:used]) for va, vb, _ in sides], \
+                    [1.0, -1.0]
+            else:
+                groups_ = [np.asarray(v[:used]) for va, vb, _ in sides for v in (va, vb)]
+                weights = [1.0, -1.0, -1.0, 1.0]
+            c = contrast(groups_, weights, settings.df_rule)
+            if c is None:
+                continue
+            va, vb, _ = sides[0]
+            margin = settings.overfit_margin_fraction * float(
+                np.mean([abs(np.mean(va)), abs(np.mean(vb))]))
+            decided = c.p_value() < level or (margin > 0 and tost_p(c, margin) < level)
+            if not decided and k < len(plan.looks):
+                pending.update(p.info.run_id for studies in (small, large)
+                               for cell in (a, b) for p in studies[cell])
     return pending
 
 
