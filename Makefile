@@ -49,17 +49,18 @@ sweep: setup
 smoke: setup
 	$(PY) train.py -m cell=lstm,gru experiment=smoke
 
-# All six claims: rnn, lstm, gru x small, large x three lengths, sequential seeds, two
-# one-thread workers; then the report (reports/adding/). search.repeats=2: two independent
-# searches per study (own sampler and training seeds), so the claims' seeds cover the
-# tuning's luck and the report shows the tuned optimum's spread; it doubles the searches and
-# their re-evaluations (36 studies, not 18): about twice the single-search time measured by
-# python -m benchmarks --only evidence (docs/performance.md row 6, measured before repeats).
-# EVIDENCE_REPEATS=1 runs one search per study, as before.
+# All six claims for the article's pair: lstm, gru x small, large x three lengths, sequential
+# seeds, two one-thread workers; then the report (reports/adding/). search.repeats=2: two
+# independent searches per study (own sampler and training seeds), so the claims' seeds cover
+# the tuning's luck and the report shows the tuned optimum's spread (24 studies). Time:
+# python -m benchmarks --only evidence (docs/performance.md). EVIDENCE_CELLS=rnn,lstm,gru
+# adds the tanh RNN (three pairs, 18 claims, half as many studies again);
+# EVIDENCE_REPEATS=1 runs one search per study.
+EVIDENCE_CELLS ?= lstm,gru
 EVIDENCE_LENGTHS ?= 10,40,120
 EVIDENCE_REPEATS ?= 2
 evidence: setup
-	$(PY) train.py -m experiment=evidence cell=rnn,lstm,gru data.seq_len=$(EVIDENCE_LENGTHS) \
+	$(PY) train.py -m experiment=evidence cell=$(EVIDENCE_CELLS) data.seq_len=$(EVIDENCE_LENGTHS) \
 		search.repeats=$(EVIDENCE_REPEATS) hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(PY) -m rnnsweep.report
 

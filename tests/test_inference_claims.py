@@ -427,3 +427,18 @@ def test_long_range_pairs_seeds_at_each_length() -> None:
     paired = long_range_claim(Evidence(_lengths(growing, draw_sd=0.5, seeded=True)), RATIO)
     assert unpaired.verdict == INCONCLUSIVE, unpaired.evidence
     assert paired.verdict == SUPPORTED and "paired by seed" in paired.evidence
+
+
+def test_overfitting_leaves_out_seeds_that_did_not_learn() -> None:
+    # LSTM seed 2 stayed near the trivial loss (0.17): its gap (-0.05) says nothing about
+    # overfitting and would pull the interaction down; the pair is left out and counted
+    gru_small = [0.02, 0.10, 0.03, 0.09]
+    lstm_small = [v + 0.030 for v in gru_small]
+    lstm_small[2] = -0.05
+    sweep = _gap_sweep(lstm_small, gru_small, seeded=True)
+    stuck = (sweep.reevals["tags.cell"] == "lstm") & (sweep.reevals["tags.data_size"] == "small") \
+        & (sweep.reevals["tags.reeval_seed"] == "1000002")
+    sweep.reevals.loc[stuck, "metrics.test_loss"] = 0.168
+    claim = overfits_claim(Evidence(sweep), S)
+    assert claim.verdict == SUPPORTED and claim.effect == pytest.approx(0.030)
+    assert "small: 1 seed pair(s) left out where a seed did not learn" in claim.evidence

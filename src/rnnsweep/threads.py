@@ -30,7 +30,14 @@ def _joblib_jobs(cores: int) -> int | None:
 
     if not HydraConfig.initialized():
         return None
-    launcher = HydraConfig.get().launcher
+    return launcher_jobs(HydraConfig.get().launcher, cores)
+
+
+def launcher_jobs(launcher: object, cores: int) -> int | None:
+    """n_jobs of a Hydra launcher node when it is the joblib launcher, bounded by the cores;
+    else None."""
+    if launcher is None:
+        return None
     target = str(OmegaConf.select(launcher, "_target_", default=""))
     n_jobs = OmegaConf.select(launcher, "n_jobs", default=None)
     if "joblib" not in target.lower() or n_jobs is None:

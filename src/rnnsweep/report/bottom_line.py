@@ -15,7 +15,7 @@ from rnnsweep.losses import headline_metric
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.sequential import seeds_to_decide
 from rnnsweep.report.settings import Settings
-from rnnsweep.report.stats import Comparison, compare_means, level_text, tost_p
+from rnnsweep.report.stats import Comparison, compare_means, compare_paired, level_text, tost_p
 from rnnsweep.report.tables import fmt
 
 COLUMNS = ["data", "answer", "how sure", "at what cost", "what would change it"]
@@ -33,11 +33,18 @@ def _trivial(mean: float, ev: Evidence, cond: str, s: Settings) -> bool | None:
 
 def _effect_text(best: str, other: str, c: Comparison, s: Settings) -> str:
     pct = level_text(c.level)
+    n = f"{c.n_b} seeds paired" if c.test.startswith("paired") else f"n={c.n_b}/{c.n_a}"
     if c.scale == "log":  # c compares best (b) against other (a)
         return (f"{best}/{other} {s.test_metric} ratio {np.exp(c.diff):.3g} ({pct} CI "
-                f"{np.exp(c.ci_low):.3g}-{np.exp(c.ci_high):.3g}, n={c.n_b}/{c.n_a})")
+                f"{np.exp(c.ci_low):.3g}-{np.exp(c.ci_high):.3g}, {n})")
     return (f"{best} - {other} {s.test_metric} {c.diff:+.4g} ({pct} CI {c.ci_low:+.4g} to "
-            f"{c.ci_high:+.4g}, n={c.n_b}/{c.n_a})")
+            f"{c.ci_high:+.4g}, {n})")
+
+
+def _compare(a: list[float], b: list[float], scale: str, level: float, paired: bool,
+             s: Settings) -> Comparison | None:
+    return (compare_paired(a, b, level=level, scale=scale) if paired else
+            compare_means(a, b, level=level, scale=scale, df_rule=s.df_rule))
 
 
 def _cost(summ: pd.DataFrame, cond: str, cells: list[str]) -> str:
@@ -117,14 +124,15 @@ def bottom_line(ev: Evidence, s: Settings, summ: pd.DataFrame) -> pd.DataFrame:
             continue
         best, sure, undecided, equal = order[0], [], [], []
         for other in order[1:]:
-            c = compare_means(vals[other], vals[best], level=1 - alpha,
-                              scale="log" if use_log else "raw", df_rule=s.df_rule)
+            # paired by seed where both cells have the seeds, as the claims compare them
+            matched = ev.paired((other, best), cond, s.test_col)
+            a, b = (matched[0], matched[1]) if matched else (vals[other], vals[best])
+            c = _compare(a, b, "log" if use_log else "raw", 1 - alpha, bool(matched), s)
             assert c is not None and c.contrast is not None
             sure.append(_effect_text(best, other, c, s))
-            band = s.band(vals[other], vals[best], ev.baseline(cond),
-                          ev.baseline(cond, "baseline_acc"))
-            eq = None if isinstance(band, str) else compare_means(
-                band.a, band.b, level=1 - alpha, scale=band.scale, df_rule=s.df_rule)
+            band = s.band(a, b, ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
+            eq = None if isinstance(band, str) else _compare(band.a, band.b, band.scale,
+                                                             1 - alpha, bool(matched), s)
             within = eq is not None and tost_p(eq.contrast, band.margin) < alpha  # type: ignore[arg-type, union-attr]
             if within:
                 sure.append(f"{band.quantity} {eq.text()} within {s.margin_text()}")  # type: ignore[union-attr]

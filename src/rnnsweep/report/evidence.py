@@ -77,13 +77,15 @@ class Evidence:
                     out[(repeat, str(seed))] = float(value)
         return out
 
-    def paired(self, cells: tuple[str, str], condition: str, column: str
+    def paired(self, cells: tuple[str, str], condition: str, column: str,
+               keep: set[tuple[str, str]] | None = None,
                ) -> tuple[list[float], list[float], int] | None:
-        """The two cells' values on the seeds both finished, in seed order, and how many of
-        either cell's seeds had no partner (left out); None with fewer than two such seeds,
-        where the comparison falls back to the unpaired one."""
+        """The two cells' values on the seeds both finished (and in `keep`, when given), in
+        seed order, and how many of either cell's seeds had no partner (left out); None with
+        fewer than two such seeds, where the comparison falls back to the unpaired one."""
         a, b = (self.keyed(c, condition, column) for c in cells)
-        common = sorted(set(a) & set(b), key=lambda k: (k[0], int(float(k[1]))))
+        common = sorted(set(a) & set(b) & (set(a) if keep is None else keep),
+                        key=lambda k: (k[0], int(float(k[1]))))
         if len(common) < 2:
             return None
         unmatched = len(set(a) ^ set(b))

@@ -76,6 +76,14 @@ def learned(ev: Evidence, cell: str, cond: str, s: Settings) -> bool | None:
     return s.learned(float(np.mean(v)), ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
 
 
+def learned_seeds(ev: Evidence, cell: str, cond: str, s: Settings) -> set[tuple[str, str]]:
+    """The cell's seeds (Evidence.keyed keys) that beat the trivial predictor by
+    trivial_fraction; every seed when the trivial value is not recorded."""
+    losses = ev.keyed(cell, cond, s.test_col)
+    base, acc = ev.baseline(cond), ev.baseline(cond, "baseline_acc")
+    return {k for k, v in losses.items() if s.learned(v, base, acc) is not False}
+
+
 def _not_learned(ev: Evidence, cells: Pair, cond: str, s: Settings) -> list[str]:
     return [c for c in cells if learned(ev, c, cond, s) is False]
 
@@ -322,13 +330,22 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
             # Seed k of both cells shares k's data draw: their gap difference on matched
             # seeds drops what the draw adds to both gaps (Welch over sizes: conservative,
             # since small and large draws of one seed are correlated, not independent).
-            matched = ev.paired(pair, cond, col)
+            # A seed that stayed near the trivial loss has a gap that says nothing about
+            # overfitting (about 0, or negative): its pair is left out, counted below.
+            learned_both = learned_seeds(ev, first, cond, s) & learned_seeds(ev, second, cond, s)
+            matched = ev.paired(pair, cond, col, keep=learned_both)
             if matched is not None:
                 groups.append(np.subtract(matched[0], matched[1]))
                 weights.append(w / len(kept))
                 paired_sizes += 1
                 if matched[2]:
                     notes.append(f"{cond}: {_unmatched_text(matched[2]).lstrip('; ')}")
+                dropped = len(set(ev.keyed(first, cond, col)) & set(ev.keyed(second, cond, col))
+                              - learned_both)
+                if dropped:
+                    notes.append(f"{cond}: {dropped} seed pair(s) left out where a seed did not "
+                                 f"learn (within {s.trivial_fraction:.0%} of the trivial "
+                                 "predictor)")
                 continue
             for cell, sign in ((first, 1.0), (second, -1.0)):
                 groups.append(ev.values(cell, cond, col))

@@ -17,12 +17,15 @@ Each is tested at alpha / looks / 6: the strictest Holm step among a pair's six 
 comparison stops getting seeds only when the report will decide it whatever the other claims
 do. The stopping rule keeps the error rate by alpha spending (rnnsweep.report.sequential:
 Bonferroni over the planned looks `reeval_seeds`, `+ reeval_seed_step`, ...
-`reeval_max_seeds`); the report tests its claims at alpha / looks.
+`reeval_max_seeds`); the report tests its claims at alpha / looks. A round runs as many
+studies at a time as the sweep's launcher had workers (joblib: one per core), each study's
+seeds one after another.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from itertools import combinations
@@ -36,6 +39,7 @@ from rnnsweep.report.sequential import SeedPlan, decide, look_index, seed_plan
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import contrast, tost_p
 from rnnsweep.search.repeats import REPEAT_TAG, search_group
+from rnnsweep.threads import available_cores, launcher_jobs, local_workers
 from rnnsweep.tracking import tag_filter
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,17 @@ def _keyed(client, parents: list, metric: str) -> dict[tuple[str, str], float]: 
     return out
 
 
+def _learned_only(client, parents: list, settings: Settings) -> dict[tuple[str, str], float]:  # noqa: ANN001
+    """The gaps of the seeds that learned (performance_claims.learned_seeds: a seed near the
+    trivial loss has a gap that says nothing about overfitting)."""
+    gaps = _keyed(client, parents, GAP_METRIC)
+    losses = _keyed(client, parents, settings.test_metric)
+    metrics = parents[0].data.metrics if parents else {}
+    base, acc = metrics.get("baseline_loss"), metrics.get("baseline_acc")
+    return {k: v for k, v in gaps.items()
+            if k not in losses or settings.learned(losses[k], base, acc) is not False}
+
+
 def _matched(a: dict, b: dict) -> tuple[list[float], list[float], bool]:
     """Both sides on their common seeds (paired) when at least two are common; else every
     value of each side (unpaired)."""
@@ -87,9 +102,10 @@ def _matched(a: dict, b: dict) -> tuple[list[float], list[float], bool]:
 
 
 def round_seconds(client, parents: list, look: int) -> float:  # noqa: ANN001
-    """Estimated wall time of a round bringing `parents` to `look` seeds each: per study, the
-    seeds it lacks times the mean wall time of its finished re-evaluation runs (a round runs
-    them one after another in the sweep's process). A study with none finished counts 0."""
+    """Estimated compute of a round bringing `parents` to `look` seeds each: per study, the
+    seeds it lacks times the mean wall time of its finished re-evaluation runs (one study's
+    seeds run one after another; run_seed_rounds divides by the studies run at a time). A
+    study with none finished counts 0."""
     total = 0.0
     for parent in parents:
         runs = _reeval_runs(client, parent)
@@ -161,8 +177,7 @@ def _overfitting_pending(client, groups: dict, plan: SeedPlan, settings: Setting
             continue
         small, large = by_size["small"], by_size["large"]
         for a, b in combinations(sorted(set(small) & set(large)), 2):
-            sides = [_matched(_keyed(client, studies[a], GAP_METRIC),
-                              _keyed(client, studies[b], GAP_METRIC))
+            sides = [_matched(*(_learned_only(client, studies[c], settings) for c in (a, b)))
                      for studies in (small, large)]
             k = look_index(plan, min(len(v) for va, vb, _ in sides for v in (va, vb)))
             if k == 0:
@@ -241,6 +256,10 @@ def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> i
         sweep_started + 60 * float(minutes))
     client = MlflowClient(tracking_uri=tracking_uri(config))
     ids = [e.experiment_id for e in client.search_experiments()]
+    # the launcher's workers (joblib: one per core); the callback's config has its node
+    cores = available_cores()
+    workers = launcher_jobs(OmegaConf.select(config, "hydra.launcher"), cores) \
+        or local_workers(cores)
     rounds = 0
     for look in plan.looks[1:]:
         parents = client.search_runs(
@@ -251,7 +270,7 @@ def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> i
             break
         todo = [p for p in parents if p.info.run_id in pending]
         if deadline is not None:
-            estimate = round_seconds(client, todo, look)
+            estimate = round_seconds(client, todo, look) / min(workers, len(todo))
             if time.time() + estimate > deadline:
                 log.warning("undecided cell comparisons left undecided: a round giving %d "
                             "studies %d re-evaluation seeds (about %.0f s) would end past "
@@ -260,7 +279,45 @@ def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> i
                 break
         rounds += 1
         log.info("undecided cell comparisons: %d studies get %d re-evaluation seeds "
-                 "(search.reeval_max_seeds=%d)", len(pending), look, plan.looks[-1])
-        for parent in todo:
-            add_seeds(client, parent, config, look)
+                 "(search.reeval_max_seeds=%d, %d at a time)", len(pending), look,
+                 plan.looks[-1], min(workers, len(todo)))
+        if workers > 1 and len(todo) > 1:
+            _parallel_round(todo, config, look, workers)
+        else:
+            for parent in todo:
+                add_seeds(client, parent, config, look)
     return rounds
+
+
+def _parallel_round(todo: list, config: DictConfig, look: int, workers: int) -> None:
+    """One round, a study per worker at a time, in the sweep's own joblib (loky) workers
+    when they are still alive (they have torch and Lightning imported): the studies are
+    independent, and one process would leave the other cores idle."""
+    from joblib import Parallel, delayed
+
+    plain = OmegaConf.to_container(
+        OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
+    assert isinstance(plain, dict)
+    Parallel(n_jobs=min(workers, len(todo)), backend="loky")(
+        delayed(_add_seeds_in_worker)(p.info.run_id, plain, look, workers) for p in todo)
+
+
+def _add_seeds_in_worker(run_id: str, plain: dict, look: int, workers: int) -> None:
+    """add_seeds in a worker process, as a launcher's job runs there: its share of the
+    threads, signals routed to Interrupted while it works (a stopped sweep closes its runs),
+    and idle again afterwards."""
+    from mlflow.tracking import MlflowClient
+
+    from rnnsweep.signals import end_of_job_in_worker, install_handlers, job_started_in_worker
+    from rnnsweep.threads import LOCAL_WORKERS_ENV
+    from rnnsweep.tracking import tracking_uri
+
+    os.environ[LOCAL_WORKERS_ENV] = str(workers)  # threads: the cores // workers
+    job_started_in_worker()
+    install_handlers()
+    try:
+        config = OmegaConf.create(plain)
+        client = MlflowClient(tracking_uri=tracking_uri(config))
+        add_seeds(client, client.get_run(run_id), config, look)
+    finally:
+        end_of_job_in_worker()
