@@ -69,7 +69,7 @@ def pipeline_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     from rnnsweep.data import build_datamodule
     from rnnsweep.search.study import make_storage, open_study
     from rnnsweep.tracking import Tracker
-    from rnnsweep.training import train_model
+    from rnnsweep.training import TrainSetup, train_model
 
     datamodule = build_datamodule(cfg.data)
     tracker = Tracker(cfg)
@@ -82,8 +82,8 @@ def pipeline_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
                     step=step)
 
     timer = EpochStarts()
-    result = train_model(cfg, datamodule, seed, callbacks=[timer], on_validation=log_validation,
-                         trial=trial)
+    result = train_model(TrainSetup.of(cfg), datamodule, seed, callbacks=[timer],
+                         on_validation=log_validation, trial=trial)
     study.tell(trial, result.best_value)
     tracker.end_run(run_id, "FINISHED")
     return durations(timer.stamps)

@@ -97,7 +97,7 @@ def run_study(sampler: str, pruner: str, seed: int, step_budget: int, extra: lis
     from rnnsweep.search import space as search_space
     from rnnsweep.search.objective import trial_seed
     from rnnsweep.search.study import make_pruner, make_sampler
-    from rnnsweep.training import train_model
+    from rnnsweep.training import TrainSetup, train_model
 
     cfg = compose_config(config_overrides(sampler, pruner, seed, extra))
     datamodule = datamodule if datamodule is not None else build_datamodule(cfg.data)
@@ -113,8 +113,8 @@ def run_study(sampler: str, pruner: str, seed: int, step_budget: int, extra: lis
         trial_cfg = search_space.apply(cfg, cfg.search.space, values)
         state, steps, value = "fail", 0, math.inf
         try:
-            result = train_model(trial_cfg, datamodule, trial_seed(cfg, trial.number),
-                                 trial=trial)
+            result = train_model(TrainSetup.of(trial_cfg), datamodule,
+                                 trial_seed(cfg, trial.number), trial=trial)
             state, steps, value = "complete", int(result.optimizer_steps), result.best_value
             return result.best_value
         except optuna.TrialPruned:

@@ -147,7 +147,7 @@ def test_best_model_loads_and_scores_the_best_trials_test_loss(study, monkeypatc
     from rnnsweep.data import build_datamodule
     from rnnsweep.job import typed_config
     from rnnsweep.model import SequenceModel
-    from rnnsweep.training import build_module
+    from rnnsweep.training import ModelNodes, build_module
 
     project, client, parent, trials = study
     best = next(t for t in trials if t.info.run_id == parent.data.tags["best_trial_run_id"])
@@ -162,7 +162,7 @@ def test_best_model_loads_and_scores_the_best_trials_test_loss(study, monkeypatc
 
     cfg = typed_config(compose_job(project, JOB))
     datamodule = build_datamodule(cfg.data)
-    module = build_module(cfg, datamodule)
+    module = build_module(ModelNodes.of(cfg), datamodule)
     module.net = net
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)

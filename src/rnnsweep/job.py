@@ -22,7 +22,7 @@ from rnnsweep.search.space import match_params
 from rnnsweep.search.study import full_study_name, make_storage, open_study, sampler_label
 from rnnsweep.search.warm_start import OFF, WARM_ATTR
 from rnnsweep.tracking import Tracker
-from rnnsweep.training import run_params
+from rnnsweep.training import TrainSetup, run_params
 
 
 def typed_config(cfg: DictConfig) -> DictConfig:
@@ -73,7 +73,8 @@ def open_study_context(
     # Device and RNN kernels on the parent and, through base_tags, on every trial and re-eval.
     device = device_tags(cfg, datamodule)
     # The trivial predictor's loss and the budget: what the report needs to read the study.
-    budget = {k: v for k, v in run_params(cfg, datamodule).items() if k != "num_threads"}
+    budget = {k: v for k, v in run_params(TrainSetup.of(cfg), datamodule).items()
+              if k != "num_threads"}
     # One batch; sweep_id again because a reopened parent may belong to a new sweep.
     tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id,
                               "fixed_settings": settings_text(settings),

@@ -20,7 +20,7 @@ from rnnsweep.search.runner import StudySummary, run_study
 from rnnsweep.search.study import storage_error
 from rnnsweep.signals import held, raise_pending
 from rnnsweep.tracking import SINGLE_ROLE, Tracker
-from rnnsweep.training import train_model
+from rnnsweep.training import TrainSetup, train_model
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,10 @@ def run_single(
                            {**tags, "role": SINGLE_ROLE})
     with run:
         tracker.log_config(run.run_id, cfg)
-        run.log_start(run_parameters(values, cfg.seed, cfg, datamodule),
+        setup = TrainSetup.of(cfg)
+        run.log_start(run_parameters(values, cfg.seed, setup, datamodule),
                       metrics={**datamodule.baseline(), **datamodule.fitted_baselines()})
-        result = train_model(cfg, datamodule, int(cfg.seed), on_validation=run.log_validation)
+        result = train_model(setup, datamodule, int(cfg.seed), on_validation=run.log_validation)
         run.log_result(result, cfg.search.metric)
     log.info("single run: best %s %.6g at step %d of %d (test %s)", cfg.search.metric,
              result.best_value, result.best_step, result.budget_steps, result.test_metrics)

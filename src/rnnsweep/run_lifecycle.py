@@ -40,12 +40,11 @@ from typing import Any
 import optuna
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-from omegaconf import DictConfig
 
 from rnnsweep.errors import StoreError
 from rnnsweep.signals import Interrupted
 from rnnsweep.tracking import Tracker
-from rnnsweep.training import TrainResult, run_params
+from rnnsweep.training import TrainResult, TrainSetup, run_params
 
 log = logging.getLogger(__name__)
 # Where add_to_totals keeps each addition: the history of `parts/<total>` (MLflow's charts
@@ -63,12 +62,12 @@ def failure_reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def run_parameters(values: dict[str, Any], seed: int, cfg: DictConfig,
+def run_parameters(values: dict[str, Any], seed: int, setup: TrainSetup,
                    datamodule: Any) -> dict[str, Any]:
     """The params every run logs: its model and optimiser values, its seed, the budget and,
     where the task has one, the data.seed of the data it trained on (a re-evaluation seed's
     own draw differs from its study's: the param tells the draws apart)."""
-    params = {**values, "seed": seed, **run_params(cfg, datamodule)}
+    params = {**values, "seed": seed, **run_params(setup, datamodule)}
     data_seed = getattr(datamodule, "data_seed", None)
     seed_used = data_seed() if callable(data_seed) else None
     if seed_used is not None:

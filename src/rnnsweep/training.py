@@ -169,10 +169,46 @@ class StepProgressBar(RichProgressBar):
         self.refresh()
 
 
-def progress_callbacks(cfg: DictConfig) -> list[Callback]:
+@dataclass(frozen=True)
+class ModelNodes:
+    """The nodes a network and its optimisation are built from: `cell`, `model`, `optim`
+    and `scheduler` (None: a constant learning rate)."""
+
+    cell: DictConfig
+    model: DictConfig
+    optim: DictConfig
+    scheduler: DictConfig | None = None
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> ModelNodes:
+        return cls(cfg.cell, cfg.model, cfg.optim, cfg.get("scheduler"))
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """Everything train_model reads, picked from a job's config once by the caller (the
+    config is the glue): the model's nodes, the `trainer` node, the monitored metric and its
+    direction (search.metric / search.direction), whether a batch progress bar shows, and
+    the torch threads."""
+
+    nodes: ModelNodes
+    trainer: DictConfig
+    metric: str
+    direction: str
+    progress_bar: bool
+    num_threads: int
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> TrainSetup:
+        return cls(ModelNodes.of(cfg), cfg.trainer, str(cfg.search.metric),
+                   str(cfg.search.direction), show_batch_progress(cfg),
+                   resolve_num_threads(cfg))
+
+
+def progress_callbacks(setup: TrainSetup) -> list[Callback]:
     """The step bar when the batch progress is shown and the budget counts steps; else
     Lightning's own bar (its epochs are then the budget's unit)."""
-    if show_batch_progress(cfg) and cfg.trainer.budget_unit == "steps":
+    if setup.progress_bar and setup.trainer.budget_unit == "steps":
         return [StepProgressBar()]
     return []
 
@@ -186,11 +222,13 @@ def progress(optimizer_steps: int, best_step: int) -> dict[str, float]:
     return spent
 
 
-def resolve_hidden_size(cfg: DictConfig, datamodule: TensorDataModule) -> int:
-    if cfg.model.param_budget is None:
-        return int(cfg.model.hidden_size)
+def resolve_hidden_size(nodes: ModelNodes, datamodule: TensorDataModule) -> int:
+    """model.hidden_size, or the size that meets model.param_budget for this cell."""
+    model = nodes.model
+    if model.param_budget is None:
+        return int(model.hidden_size)
     return hidden_size_for_budget(
-        cfg.cell, datamodule.spec, int(cfg.model.param_budget), int(cfg.model.num_layers)
+        nodes.cell, datamodule.spec, int(model.param_budget), int(model.num_layers)
     )
 
 
@@ -202,15 +240,16 @@ def budget_steps(trainer: DictConfig, datamodule: TensorDataModule) -> int:
     return int(trainer.max_epochs) * datamodule.batches_per_epoch()
 
 
-def run_params(cfg: DictConfig, datamodule: TensorDataModule) -> dict[str, str | int]:
+def run_params(setup: TrainSetup, datamodule: TensorDataModule) -> dict[str, str | int]:
     """What every run records beside its sampled values: budget, threads, initialisation."""
+    t = setup.trainer
     return {
-        "budget_steps": budget_steps(cfg.trainer, datamodule),
-        "budget_unit": cfg.trainer.budget_unit,
-        "val_check_steps": (cfg.trainer.val_check_steps if cfg.trainer.budget_unit == "steps"
+        "budget_steps": budget_steps(t, datamodule),
+        "budget_unit": t.budget_unit,
+        "val_check_steps": (t.val_check_steps if t.budget_unit == "steps"
                             else datamodule.batches_per_epoch()),
-        "num_threads": resolve_num_threads(cfg),
-        "init": init_description(cfg.cell),
+        "num_threads": setup.num_threads,
+        "init": init_description(setup.nodes.cell),
     }
 
 
@@ -221,13 +260,14 @@ def show_batch_progress(cfg: DictConfig) -> bool:
     return bool(cfg.trainer.progress_bar)
 
 
-def build_module(cfg: DictConfig, datamodule: TensorDataModule) -> RecurrentLitModule:
+def build_module(nodes: ModelNodes, datamodule: TensorDataModule) -> RecurrentLitModule:
     """The cell from `cell`, the optimiser from `optim`, the schedule from `scheduler`."""
-    net = SequenceModel(cfg.cell, datamodule.spec, resolve_hidden_size(cfg, datamodule),
-                        int(cfg.model.num_layers), float(cfg.model.dropout))
-    scheduler = build(cfg.scheduler) if cfg.get("scheduler") is not None else None
-    return RecurrentLitModule(net, optimizer=build(cfg.optim), scheduler=scheduler,
-                              train_objective=cfg.model.train_objective)
+    model = nodes.model
+    net = SequenceModel(nodes.cell, datamodule.spec, resolve_hidden_size(nodes, datamodule),
+                        int(model.num_layers), float(model.dropout))
+    scheduler = build(nodes.scheduler) if nodes.scheduler is not None else None
+    return RecurrentLitModule(net, optimizer=build(nodes.optim), scheduler=scheduler,
+                              train_objective=model.train_objective)
 
 
 def _budget_kwargs(t: DictConfig) -> dict:
@@ -240,7 +280,7 @@ def _budget_kwargs(t: DictConfig) -> dict:
 
 
 def train_model(
-    cfg: DictConfig,
+    setup: TrainSetup,
     datamodule: TensorDataModule,
     seed: int,
     callbacks: Sequence[Callback] = (),
@@ -249,32 +289,31 @@ def train_model(
 ) -> TrainResult:
     """Fit with early stopping, restore the best validation's weights, and test them."""
     pl.seed_everything(seed, workers=False, verbose=False)
-    torch.set_num_threads(resolve_num_threads(cfg))
+    torch.set_num_threads(setup.num_threads)
     datamodule.setup()
     datamodule.order_seed = order_seed(seed)
-    module = build_module(cfg, datamodule)
-    memory = PeakMemory(int(cfg.trainer.memory_probe_batches))
+    module = build_module(setup.nodes, datamodule)
+    t, metric = setup.trainer, setup.metric
+    memory = PeakMemory(int(t.memory_probe_batches))
 
     def record(step: int, metrics: dict[str, float]) -> None:
         metrics["peak_memory_bytes"] = float(memory.current())
         if on_validation is not None:
             on_validation(step, metrics)
 
-    mode = "min" if cfg.search.direction == "minimize" else "max"
-    recorder = ValidationRecorder(cfg.search.metric, mode, record)
-    stopper = EarlyStopping(
-        monitor=cfg.search.metric, mode=mode, patience=cfg.trainer.early_stopping_patience
-    )
-    extra = [StepPruning(trial, cfg.search.metric)] if trial is not None else []
+    mode = "min" if setup.direction == "minimize" else "max"
+    recorder = ValidationRecorder(metric, mode, record)
+    stopper = EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience)
+    extra = [StepPruning(trial, metric)] if trial is not None else []
     # Every `trainer` key but rnnsweep's own reaches Lightning's Trainer as it is.
     trainer = build(
-        cfg.trainer,
+        t,
         skip=TRAINER_OWN_KEYS,
-        **_budget_kwargs(cfg.trainer),
-        callbacks=[memory, recorder, stopper, *extra, *progress_callbacks(cfg), *callbacks],
+        **_budget_kwargs(t),
+        callbacks=[memory, recorder, stopper, *extra, *progress_callbacks(setup), *callbacks],
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=show_batch_progress(cfg),
+        enable_progress_bar=setup.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
@@ -293,14 +332,14 @@ def train_model(
     if extra_metrics is not None:
         tested.update(extra_metrics(module.net))
     best = next(h for h in recorder.history if h["step"] == recorder.best_step)
-    last = recorder.history[-1][cfg.search.metric]
+    last = recorder.history[-1][metric]
     steps = trainer.global_step
     return TrainResult(
         best_value=recorder.best_value,
         best_step=recorder.best_step,
         gap_at_best=best.get("gap", math.nan),
         optimizer_steps=steps,
-        budget_steps=budget_steps(cfg.trainer, datamodule),
+        budget_steps=budget_steps(t, datamodule),
         seconds_per_step=recorder.train_seconds / steps if steps else math.nan,
         n_params=count_parameters(module.net),
         hidden_size=module.net.rnn.hidden_size,

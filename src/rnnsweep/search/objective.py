@@ -25,7 +25,7 @@ from rnnsweep.search.study import retry_callback, storage_error
 from rnnsweep.signals import Interrupted, raise_pending
 from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import TRIAL_ROLE, Tracker
-from rnnsweep.training import TrainResult, resolve_hidden_size, train_model
+from rnnsweep.training import TrainResult, TrainSetup, resolve_hidden_size, train_model
 
 REASON_ATTR = "fail_reason"
 RUN_ID_ATTR = "mlflow_run_id"
@@ -166,15 +166,16 @@ class Objective:
         )
         with run:
             trial.set_user_attr(RUN_ID_ATTR, run.run_id)
-            hidden = resolve_hidden_size(cfg, ctx.datamodule)
+            setup = TrainSetup.of(cfg)
+            hidden = resolve_hidden_size(setup.nodes, ctx.datamodule)
             n_params = total_parameters(
                 cfg.cell, ctx.datamodule.spec, hidden, int(cfg.model.num_layers)
             )
             trial.set_user_attr("n_params", n_params)
-            run.log_start(run_parameters(values, seed, cfg, ctx.datamodule),
+            run.log_start(run_parameters(values, seed, setup, ctx.datamodule),
                           metrics={"n_params": n_params, "hidden_size_used": hidden})
             result = train_model(
-                cfg, ctx.datamodule, seed, callbacks=[BatchBoundaryCheck()],
+                setup, ctx.datamodule, seed, callbacks=[BatchBoundaryCheck()],
                 on_validation=run.log_validation, trial=trial,
             )
             self._keep_result(trial, run, result)

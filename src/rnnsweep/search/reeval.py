@@ -37,7 +37,7 @@ from rnnsweep.run_lifecycle import TrackedRun, failure_reason, run_parameters
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext, reproduce_command
 from rnnsweep.tracking import Tracker, find_tagged
-from rnnsweep.training import build_module, train_model
+from rnnsweep.training import ModelNodes, TrainSetup, build_module, train_model
 
 log = logging.getLogger(__name__)
 REEVAL_ROLE = "reeval"
@@ -61,7 +61,7 @@ def device_tags(cfg: DictConfig, datamodule: object) -> dict[str, str]:
     """The device and the recurrent kernels this job's cell runs on (measured, not assumed)."""
     use_cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
-    net = build_module(cfg, datamodule).net.to(device)  # type: ignore[arg-type]
+    net = build_module(ModelNodes.of(cfg), datamodule).net.to(device)  # type: ignore[arg-type]
     example = torch.zeros(2, 3, datamodule.spec.input_size, device=device)  # type: ignore[attr-defined]
     return {"device": device.type, "backend": rnn_backend(net, example),
             "torch_version": torch.__version__}
@@ -218,16 +218,15 @@ def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
     except ValueError:  # no completed trial: nothing to re-evaluate
         return {}
     values = {k: v for k, v in best.params.items() if k in cfg.search.space}
-    best_cfg = search_space.apply(cfg, cfg.search.space, values)
+    setup = TrainSetup.of(search_space.apply(cfg, cfg.search.space, values))
     draws = draws_own_data(ctx, best.number)
     # Workers sharing a study split the seeds between them instead of each training all.
     while (claim := _claim_next(ctx, best.number, reeval_seeds(cfg), values, draws)) is not None:
         seed, run, datamodule = claim
         try:
             with run:  # trained outside the claim lock; a signal or a store failure stops
-                run.log_start(run_parameters(values, seed, best_cfg, datamodule))
-                result = train_model(best_cfg, datamodule, seed,
-                                     on_validation=run.log_validation)
+                run.log_start(run_parameters(values, seed, setup, datamodule))
+                result = train_model(setup, datamodule, seed, on_validation=run.log_validation)
                 run.log_result(result, cfg.search.metric)
         except Exception as err:  # recorded on its run; the other seeds still count
             log.warning("re-evaluation seed %d failed: %s", seed, failure_reason(err))

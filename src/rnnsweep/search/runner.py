@@ -33,7 +33,7 @@ from rnnsweep.search.objective import (
 from rnnsweep.search.study import fail_silent_trials, storage_error
 from rnnsweep.signals import deferred
 from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker, find_tagged
-from rnnsweep.training import build_module
+from rnnsweep.training import ModelNodes, build_module
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def _log_best_model(ctx: StudyContext, best: FrozenTrial, best_run_id: str) -> N
             path = tracker.download(best_run_id, "model/best_state.pt", Path(tmp))
             state = torch.load(path, map_location="cpu", weights_only=True)
         cfg = search_space.apply(ctx.cfg, ctx.cfg.search.space, best.params)
-        module = build_module(cfg, ctx.datamodule)
+        module = build_module(ModelNodes.of(cfg), ctx.datamodule)
         module.load_state_dict(state)
         ctx.datamodule.setup()
         example = ctx.datamodule.test_set.tensors[0][:2].numpy()
