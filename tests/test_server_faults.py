@@ -37,6 +37,10 @@ ARGS = ["cell=lstm", "experiment=smoke", "data.size=small", "search.reeval_seeds
 # A restart: within the MLflow client's retries (5, backoff factor 1: about 30 s) it can
 # be ridden out; an Optuna query while the database is down stops the run in one line.
 DOWN_SECONDS = 10
+# A fault run's new trials: a smoke trial takes 0.3-0.7 s here (pruned ones less), so 4
+# trials could all end within the 3 s a fault may wait (CI, 2026-12-06: two runs ended
+# before their fault); 12 keep the run working about twice as long as the latest fault.
+TRIALS_PER_RUN = 12
 
 
 @dataclass
@@ -139,10 +143,11 @@ def _faults_then_rerun(project: Path, stack: Stack, n_faults: int, stores: tuple
     rng = random.Random(seed)
     for k in range(n_faults):
         before = finished_snapshot(stack.storage) if k else {}
-        # A run that rides the fault out finishes its study: each run asks for 4 trials more
-        # than are finished (search.n_trials is not a fixed setting), so that the fault
-        # finds it working.
-        n_trials = 4 + sum(len(trials) for trials in before.values())
+        # A run that rides the fault out finishes its study: each run asks for
+        # TRIALS_PER_RUN trials more than are finished (search.n_trials is not a fixed
+        # setting), so that the fault, up to 3 s after the run's first trial starts, finds
+        # it working.
+        n_trials = TRIALS_PER_RUN + sum(len(trials) for trials in before.values())
         seen = _all_trial_ids(stack.storage) if k else set()
         proc, err = _start(project, stack, f"run{k}", n_trials)
         _wait_for_new_trial(proc, stack.storage, seen)
