@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from store_checks import mlflow_url
 
 from rnnsweep.report.sequential import decide, seed_plan
+from rnnsweep.search import seed_rounds
 
 
 def test_seed_plan_looks_and_no_rounds_when_max_equals_first():
@@ -39,9 +40,11 @@ def test_undecided_pairs_get_another_round_of_seeds(project):
         by_seed = sorted(runs, key=lambda r: int(r.data.tags["reeval_seed"]))
         seeds[cell] = [r.data.metrics["test_loss"] for r in by_seed]
     plan = seed_plan({"reeval_seeds": 2, "reeval_max_seeds": 4, "reeval_seed_step": 2}, 0.05)
-    # the report's default band: GRU/LSTM loss ratio within 1/1.25 .. 1.25, on logs
+    # as the rounds decide: the report's default band (GRU/LSTM loss ratio within 1/1.25 ..
+    # 1.25, on logs), seeds paired (both lists are in seed order), at the strictest Holm step
     first = decide(seeds["gru"][:2], seeds["lstm"][:2], plan, scale="log",
-                   margin=float(np.log(1.25)))
+                   margin=float(np.log(1.25)), paired=True,
+                   level_divisor=seed_rounds.CLAIMS_PER_PAIR)
     expected = 2 if first.stop else 4
     assert len(seeds["lstm"]) == len(seeds["gru"]) == expected
     if expected == 4:
@@ -89,8 +92,6 @@ def test_seed_rounds_start_only_while_they_fit_the_time_budget(monkeypatch, minu
     import time
 
     import mlflow.tracking
-
-    from rnnsweep.search import seed_rounds
 
     client = _FakeClient(done=3, seconds=30.0)
     clock = [1_000_000.0]
