@@ -61,8 +61,8 @@ class Evidence:
 
     def keyed(self, cell: str, condition: str, column: str) -> dict[tuple[str, str], float]:
         """values() keyed by (search repeat, re-evaluation seed); {} where runs carry no
-        seed tag. Seed k of every cell and size shares k's data
-        draw and shuffling order (data.base.draw_seed), so equal keys form a matched pair."""
+        seed tag. Seed k of every cell and size shares k's data draw and shuffling order
+        (data.base.draw_seed), so equal keys form a matched pair."""
         if self.reevals.empty or column not in self.reevals.columns \
                 or SEED_COLUMN not in self.reevals.columns:
             return {}
