@@ -347,8 +347,12 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
                                  f"learn (within {s.trivial_fraction:.0%} of the trivial "
                                  "predictor)")
                 continue
+            # Unpaired: every seed of a sweep without seed tags; with them (too few pairs),
+            # each cell's seeds that learned, as the paired form keeps.
             for cell, sign in ((first, 1.0), (second, -1.0)):
-                groups.append(ev.values(cell, cond, col))
+                keyed, learned = ev.keyed(cell, cond, col), learned_seeds(ev, cell, cond, s)
+                groups.append([v for k, v in keyed.items() if k in learned] if keyed
+                              else ev.values(cell, cond, col))
                 weights.append(sign * w / len(kept))
     c = contrast([np.asarray(g) for g in groups], weights, s.df_rule) if kept else None
     if c is None:
