@@ -17,7 +17,7 @@ from rnnsweep.report.claim_types import (
 )
 from rnnsweep.report.curves import slope_weights
 from rnnsweep.report.evidence import Evidence
-from rnnsweep.report.performance_claims import _not_learned, _pct, _undecided_note
+from rnnsweep.report.performance_claims import _pct, _undecided_note, unlearned_note
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import Contrast, contrast
 
@@ -31,13 +31,12 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     """The first cell's advantage A (log second/first for a loss, first - second for an
     accuracy) must be real where the sequences are longest and grow with length.
 
-    Per data size, lengths where neither cell learned are left out (no information), and
-    both cells must learn the shortest remaining length (else the task, not the length,
-    separates them). Supported only when both the mean least-squares slope of A against
-    log2(length) and A at the longest remaining length lie above 0 at alpha (an
-    intersection-union test); contradicted when either lies below 0 at alpha / 2 (a union,
-    Bonferroni); a slope alone is never enough: a growing advantage that stays negative is
-    the second cell winning by less."""
+    Per data size, only lengths where both cells learned count (unlearned_note: where one
+    did not, its trivial loss may be a plateau the budget ended). Supported only when both
+    the mean least-squares slope of A against log2(length) and A at the longest remaining
+    length lie above 0 at alpha (an intersection-union test); contradicted when either lies
+    below 0 at alpha / 2 (a union, Bonferroni); a slope alone is never enough: a growing
+    advantage that stays negative is the second cell winning by less."""
     text, ref = pair.texts()[3], "Weiss et al. 2018"
     first, second = pair
     axis = _length_axis(ev, s)
@@ -67,8 +66,9 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
             notes.append(f"{cond} left out (finished seeds {first} {a.size}, {second} "
                          f"{b.size}){ev.failed_text(list(pair), cond)}")
             continue
-        if len(_not_learned(ev, pair, cond, s)) == 2:
-            notes.append(f"{cond} left out: neither cell learned it")
+        note = unlearned_note(ev, pair, cond, s)
+        if note:
+            notes.append(note)
             continue
         # Seed k of both cells shares k's data draw: the advantage pairs by seed when both
         # cells have at least two seeds in common.
@@ -81,18 +81,10 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
                                                          else (a, b)), matched is not None))
     sizes: dict[str, list] = {}
     for size, items in per_size.items():
-        items.sort(key=lambda t: t[0])
-        shortest = next(c for c in ev.conditions()
-                        if str(ps[ps["condition"] == c]["tags.data_size"].iloc[0]) == size
-                        and float(ps[ps["condition"] == c][axis].iloc[0]) == items[0][0])
         if len(items) < 2:
-            notes.append(f"{size}: fewer than two lengths where a cell learned")
-        elif _not_learned(ev, pair, shortest, s):
-            notes.append(f"{size}: {', '.join(_not_learned(ev, pair, shortest, s))} did not "
-                         f"learn even the shortest length ({shortest}): the task, not the "
-                         "length, separates the cells")
+            notes.append(f"{size}: fewer than two lengths where both cells learned")
         else:
-            sizes[size] = items
+            sizes[size] = sorted(items, key=lambda t: t[0])
     if not sizes:
         return Claim(text, NO_ANSWER, f"{NO_ANSWER}: {'; '.join(notes)}", ref)
 
@@ -153,7 +145,7 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
             verdict = INCONCLUSIVE
         evidence = (f"{first}'s advantage ({unit}) per doubling of {key}, mean over "
                     f"{len(sizes)} data size(s): {slope.estimate:+.4g} ({_pct(alpha)} CI "
-                    f"{s_lo:+.4g} to {s_hi:+.4g}); at the longest {key} where a cell learned: "
+                    f"{s_lo:+.4g} to {s_hi:+.4g}); at the longest {key} where both cells learned: "
                     f"{end.estimate:+.4g} ({_pct(alpha)} CI {e_lo:+.4g} to {e_hi:+.4g}); "
                     f"supported only when both lie above 0, tested at alpha={alpha:.3g}; "
                     f"{details(alpha)}")

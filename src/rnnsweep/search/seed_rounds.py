@@ -143,10 +143,15 @@ def pending_studies(client, parents: list, plan: SeedPlan, config: DictConfig) -
             va, vb, paired = _matched(_keyed(client, searches[a], settings.test_metric),
                                       _keyed(client, searches[b], settings.test_metric))
             first = searches[a][0]
+            base, acc = (first.data.metrics.get(k) for k in ("baseline_loss", "baseline_acc"))
+            # The report leaves a condition a cell did not learn out of its claims
+            # (performance_claims.unlearned_note): seeds there decide nothing.
+            if any(v and settings.learned(float(np.mean(v)), base, acc) is False
+                   for v in (va, vb)):
+                continue
             # The report's own equivalence band (a ratio by default), so a pair the report
             # will call equivalent stops getting seeds.
-            band = settings.band(va, vb, first.data.metrics.get("baseline_loss"),
-                                 first.data.metrics.get("baseline_acc"))
+            band = settings.band(va, vb, base, acc)
             scaled = _per_repeats(plan, min(len(searches[a]), len(searches[b])))
             d = (decide(va, vb, scaled, scale="raw", paired=paired,
                         level_divisor=CLAIMS_PER_PAIR) if isinstance(band, str) else
