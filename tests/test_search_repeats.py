@@ -343,3 +343,28 @@ def test_seed_rounds_continue_while_the_overfitting_interaction_is_undecided():
     # by -0.02 to +0.02: the interaction is open, all four studies get seeds
     assert pending_studies(runs([0.02, -0.02, 0.015, -0.01, 0.0]), parents, plan, config) \
         == {"lstm-small", "lstm-large", "gru-small", "gru-large"}
+
+
+def test_an_interaction_with_too_few_learned_seeds_stays_pending_and_an_unlearned_one_not():
+    """The LSTM learned on 2 of its 5 small-data seeds (the others at the trivial loss 0.17,
+    as on noisy adding at T=40): fewer learned seeds than the first look is not a decision,
+    so the four studies get more seeds. A cell whose mean stayed at the trivial loss leaves
+    the size pair out of the report, and of the rounds."""
+    config = OmegaConf.create({"report": {"alpha": 0.05, "test_metric": "test_loss"}})
+    plan = seed_plan({"reeval_seeds": 5, "reeval_max_seeds": 19, "reeval_seed_step": 7}, 0.05)
+    parents = [_sized(c, s) for c in ("lstm", "gru") for s in ("small", "large")]
+    # test losses 10x apart (the GRU lower): every comparable pair is decided, so only the
+    # interaction can keep a study pending
+    loss = {"lstm": 0.05, "gru": 0.005}
+
+    def client(lstm_small_losses: list[float]) -> SeededClient:
+        out = {f"{c}-{s}": [(loss[c] * (1 + 0.01 * i), 0.02 + 0.001 * i) for i in range(5)]
+               for c in ("lstm", "gru") for s in ("small", "large")}
+        out["lstm-small"] = [(v, 0.02) for v in lstm_small_losses]
+        return SeededClient(out)
+
+    mixed = client([0.05, 0.17, 0.05, 0.17, 0.17])  # mean 0.122 < 0.9 x 0.17: learned
+    assert pending_studies(mixed, parents, plan, config) == {
+        "lstm-small", "lstm-large", "gru-small", "gru-large"}
+    stuck = client([0.17, 0.171, 0.169, 0.17, 0.17])  # the LSTM did not learn small data
+    assert pending_studies(stuck, parents, plan, config) == set()

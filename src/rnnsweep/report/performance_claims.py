@@ -6,8 +6,9 @@ that claims.apply_holm can re-decide it at its Holm level. Every verdict reads t
 it prints: supported when the interval lies on the claim's side, contradicted only when it
 excludes the claim, equivalent when it lies within the claim's stated margin, inconclusive
 otherwise (with the minimum detectable effect and the seeds per cell that would decide it).
-Only conditions where the cells learned count: where neither did, the verdict is "no
-answer", since the numbers are then about the trivial predictor, not the cells.
+Only conditions where both cells learned count (unlearned_note); with none left the verdict
+is "no answer", since the numbers would then be about the trivial predictor or the step
+budget, not the cells.
 """
 
 from __future__ import annotations

@@ -167,8 +167,8 @@ def _overfitting_pending(client, groups: dict, plan: SeedPlan, settings: Setting
     """Studies of an undecided overfitting interaction (report.performance_claims.
     overfits_claim, two-size form): per pair of cells measured at a small and a large
     condition that agree on every other data key, the gap's cell difference on matched
-    seeds at each size (unpaired where seeds do not match); decided at the look reached by
-    the fewer seeds of the four studies."""
+    seeds at each size (unpaired where seeds do not match), on the seeds where both cells
+    learned; pending until decided or the four studies' seeds reach the plan's last look."""
     sizes: dict[tuple, dict[str, dict[str, list]]] = {}
     for (experiment, cond), searches in groups.items():
         rest = tuple(kv for kv in cond[1:] if kv[0] != "data.n")  # n differs by size
@@ -182,28 +182,40 @@ def _overfitting_pending(client, groups: dict, plan: SeedPlan, settings: Setting
             continue
         small, large = by_size["small"], by_size["large"]
         for a, b in combinations(sorted(set(small) & set(large)), 2):
+            four = [studies[c] for studies in (small, large) for c in (a, b)]
+            losses = [_keyed(client, ps, settings.test_metric) for ps in four]
+            base = [ps[0].data.metrics for ps in four]
+            # The report leaves out a size pair where a cell did not learn (on its mean).
+            if any(v and settings.learned(float(np.mean(list(v.values()))),
+                                          m.get("baseline_loss"), m.get("baseline_acc")) is False
+                   for v, m in zip(losses, base, strict=True)):
+                continue
+            # Progress counts every seed run (pooled over the searches, as the report pools
+            # them); the test uses the seeds that learned, which may be fewer than a look:
+            # then more seeds may bring learned ones, so the studies stay pending.
+            scaled = _per_repeats(plan, min(len(ps) for ps in four))
+            k = look_index(scaled, min(len(v) for v in losses))
+            if k >= len(scaled.looks):
+                continue
             sides = [_matched(*(_learned_only(client, studies[c], settings) for c in (a, b)))
                      for studies in (small, large)]
-            k = look_index(plan, min(len(v) for va, vb, _ in sides for v in (va, vb)))
-            if k == 0:
-                continue
-            used = plan.looks[k - 1]
+            used = scaled.looks[k - 1] if k else 0
             if all(paired for *_, paired in sides):
                 groups_, weights = [np.subtract(va[:used], vb[:used]) for va, vb, _ in sides], \
                     [1.0, -1.0]
             else:
                 groups_ = [np.asarray(v[:used]) for va, vb, _ in sides for v in (va, vb)]
                 weights = [1.0, -1.0, -1.0, 1.0]
-            c = contrast(groups_, weights, settings.df_rule)
-            if c is None:
+            c = contrast(groups_, weights, settings.df_rule) if k else None
+            if c is None:  # fewer than two learned seeds somewhere: not decidable yet
+                pending.update(p.info.run_id for ps in four for p in ps)
                 continue
             va, vb, _ = sides[0]
             margin = settings.overfit_margin_fraction * float(
                 np.mean([abs(np.mean(va)), abs(np.mean(vb))]))
             decided = c.p_value() < level or (margin > 0 and tost_p(c, margin) < level)
-            if not decided and k < len(plan.looks):
-                pending.update(p.info.run_id for studies in (small, large)
-                               for cell in (a, b) for p in studies[cell])
+            if not decided:
+                pending.update(p.info.run_id for ps in four for p in ps)
     return pending
 
 
