@@ -81,15 +81,26 @@ def _keyed(client, parents: list, metric: str) -> dict[tuple[str, str], float]: 
     return out
 
 
-def _learned_only(client, parents: list, settings: Settings) -> dict[tuple[str, str], float]:  # noqa: ANN001
+def _learned_only(client, parents: list, settings: Settings,  # noqa: ANN001
+                  losses: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
     """The gaps of the seeds that learned (performance_claims.learned_seeds: a seed near the
-    trivial loss has a gap that says nothing about overfitting)."""
+    trivial loss has a gap that says nothing about overfitting); `losses`: _keyed's test
+    metric of the same parents."""
     gaps = _keyed(client, parents, GAP_METRIC)
-    losses = _keyed(client, parents, settings.test_metric)
     metrics = parents[0].data.metrics if parents else {}
     base, acc = metrics.get("baseline_loss"), metrics.get("baseline_acc")
     return {k: v for k, v in gaps.items()
             if k not in losses or settings.learned(losses[k], base, acc) is not False}
+
+
+def _stayed_trivial(values: dict[tuple[str, str], float], metrics: dict,
+                    settings: Settings) -> bool:
+    """Whether one side's mean over all its seeds stayed within trivial_fraction of the
+    trivial predictor (performance_claims.learned): the claims leave such a condition out
+    (performance_claims.unlearned_note), so seeds there decide nothing."""
+    return bool(values) and settings.learned(
+        float(np.mean(list(values.values()))), metrics.get("baseline_loss"),
+        metrics.get("baseline_acc")) is False
 
 
 def _matched(a: dict, b: dict) -> tuple[list[float], list[float], bool]:
@@ -140,18 +151,15 @@ def pending_studies(client, parents: list, plan: SeedPlan, config: DictConfig) -
     pending: set[str] = set()
     for searches in groups.values():
         for a, b in combinations(sorted(searches), 2):
-            va, vb, paired = _matched(_keyed(client, searches[a], settings.test_metric),
-                                      _keyed(client, searches[b], settings.test_metric))
-            first = searches[a][0]
-            base, acc = (first.data.metrics.get(k) for k in ("baseline_loss", "baseline_acc"))
-            # The report leaves a condition a cell did not learn out of its claims
-            # (performance_claims.unlearned_note): seeds there decide nothing.
-            if any(v and settings.learned(float(np.mean(v)), base, acc) is False
-                   for v in (va, vb)):
+            sides = [_keyed(client, searches[c], settings.test_metric) for c in (a, b)]
+            metrics = searches[a][0].data.metrics
+            if any(_stayed_trivial(side, metrics, settings) for side in sides):
                 continue
+            va, vb, paired = _matched(*sides)
             # The report's own equivalence band (a ratio by default), so a pair the report
             # will call equivalent stops getting seeds.
-            band = settings.band(va, vb, base, acc)
+            band = settings.band(va, vb, metrics.get("baseline_loss"),
+                                 metrics.get("baseline_acc"))
             scaled = _per_repeats(plan, min(len(searches[a]), len(searches[b])))
             d = (decide(va, vb, scaled, scale="raw", paired=paired,
                         level_divisor=CLAIMS_PER_PAIR) if isinstance(band, str) else
@@ -184,11 +192,9 @@ def _overfitting_pending(client, groups: dict, plan: SeedPlan, settings: Setting
         for a, b in combinations(sorted(set(small) & set(large)), 2):
             four = [studies[c] for studies in (small, large) for c in (a, b)]
             losses = [_keyed(client, ps, settings.test_metric) for ps in four]
-            base = [ps[0].data.metrics for ps in four]
             # The report leaves out a size pair where a cell did not learn (on its mean).
-            if any(v and settings.learned(float(np.mean(list(v.values()))),
-                                          m.get("baseline_loss"), m.get("baseline_acc")) is False
-                   for v, m in zip(losses, base, strict=True)):
+            if any(_stayed_trivial(v, ps[0].data.metrics, settings)
+                   for v, ps in zip(losses, four, strict=True)):
                 continue
             # Progress counts every seed run (pooled over the searches, as the report pools
             # them); the test uses the seeds that learned, which may be fewer than a look:
@@ -197,16 +203,20 @@ def _overfitting_pending(client, groups: dict, plan: SeedPlan, settings: Setting
             k = look_index(scaled, min(len(v) for v in losses))
             if k >= len(scaled.looks):
                 continue
-            sides = [_matched(*(_learned_only(client, studies[c], settings) for c in (a, b)))
-                     for studies in (small, large)]
-            used = scaled.looks[k - 1] if k else 0
+            if k == 0:  # the first look not reached yet
+                pending.update(p.info.run_id for ps in four for p in ps)
+                continue
+            learned = [_learned_only(client, ps, settings, v)
+                       for ps, v in zip(four, losses, strict=True)]
+            sides = [_matched(*learned[:2]), _matched(*learned[2:])]  # small, large
+            used = scaled.looks[k - 1]
             if all(paired for *_, paired in sides):
                 groups_, weights = [np.subtract(va[:used], vb[:used]) for va, vb, _ in sides], \
                     [1.0, -1.0]
             else:
                 groups_ = [np.asarray(v[:used]) for va, vb, _ in sides for v in (va, vb)]
                 weights = [1.0, -1.0, -1.0, 1.0]
-            c = contrast(groups_, weights, settings.df_rule) if k else None
+            c = contrast(groups_, weights, settings.df_rule)
             if c is None:  # fewer than two learned seeds somewhere: not decidable yet
                 pending.update(p.info.run_id for ps in four for p in ps)
                 continue
