@@ -9,6 +9,8 @@ selection a test that still starts `python train.py` fails with the reason (mark
 from __future__ import annotations
 
 import ast
+import copy
+import functools
 import inspect
 import os
 import shutil
@@ -32,13 +34,14 @@ SPAWNING_NAMES = {"subprocess", "run_train", "start_train", "serve", "Popen", "r
 HARNESS_FIXTURES = {"_no_sweep_subprocess_in_fast_runs", "_mlflow_tracking_uri_restored"}
 
 
-def _called_names(func) -> set[str]:
+@functools.cache  # a parametrized test is one function for all its items
+def _called_names(func) -> frozenset[str]:
     """Every name a function's own code uses (`subprocess` in `subprocess.run(...)` too)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
     except (OSError, TypeError, SyntaxError):
-        return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        return frozenset()
+    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
 
 
 def spawns_process(func, module, depth: int = 2) -> bool:
@@ -152,6 +155,17 @@ def run_train(project: Path, *args: str, timeout: float = 300, workers: bool = F
     )
 
 
+def new_mlflow_store(db: Path) -> str:
+    """A new SQLite MLflow store at `db`, made as the project makes one (rnnsweep.store_init:
+    a copy of the cached empty schema once one was built, not MLflow's 2 s of migrations);
+    returns its URI."""
+    from rnnsweep.store_init import MLFLOW, ensure_sqlite_store
+
+    uri = f"sqlite:///{db}"
+    ensure_sqlite_store(uri, "tracking.uri", MLFLOW)
+    return uri
+
+
 def query(db: Path, sql: str, *params) -> list[tuple]:
     with sqlite3.connect(db) as con:
         return con.execute(sql, params).fetchall()
@@ -200,14 +214,21 @@ def typed(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
 
     def make(*overrides: str):
-        GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-                return typed_config(compose("config", overrides=["experiment=smoke",
-                                                                  *overrides]))
-        finally:
+        if overrides not in _COMPOSED:
             GlobalHydra.instance().clear()
+            try:
+                with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+                    _COMPOSED[overrides] = compose("config", overrides=["experiment=smoke",
+                                                                         *overrides])
+            finally:
+                GlobalHydra.instance().clear()
+        # Interpolations (RNNSWEEP_ROOT's paths) are resolved here, per test.
+        return typed_config(copy.deepcopy(_COMPOSED[overrides]))
     return make
+
+
+# Hydra composes a config in about 0.15 s of CPU; tests ask for the same overrides often.
+_COMPOSED: dict[tuple[str, ...], object] = {}
 
 
 HEAVY_MODULES = {"torch", "lightning", "mlflow", "optuna"}

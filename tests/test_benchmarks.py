@@ -102,6 +102,7 @@ def test_unknown_benchmark_name_is_rejected(capsys) -> None:
     assert "--only nope is invalid" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 def test_search_efficiency_result_shape_at_the_tiniest_size() -> None:
     """Two tiny configurations, one seed: every study spends its step budget, each trial's
     steps add up, and the runner's table reads the section (row 3)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, run_train
+from conftest import ROOT, new_mlflow_store, run_train
 from omegaconf import OmegaConf
 from rich.console import Console
 
@@ -122,7 +122,7 @@ def test_the_search_time_column_is_the_studys_search_not_its_runs_lifetime(tmp_p
     the table reads the search's own seconds (metric search_seconds) instead."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("e")
     run = client.create_run(exp, tags={"sweep_id": "s1", "role": "study", "cell": "lstm",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import new_mlflow_store
 from omegaconf import OmegaConf
 from scipy import stats
 
@@ -497,7 +498,7 @@ def test_study_configs_come_from_each_run_artifacts(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    mlflow.set_tracking_uri(new_mlflow_store(tmp_path / "m.db"))
     try:
         exp = mlflow.create_experiment("adding", artifact_location=str(tmp_path / "art"))
         for cell, hidden in (("lstm", 16), ("gru", 24)):

@@ -38,6 +38,7 @@ def busy(seconds: float) -> None:
         sum(range(1000))
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 def test_a_reopened_parent_counts_only_the_time_it_worked(tracker):
     client = MlflowClient(tracker.uri)
     started = time.monotonic()

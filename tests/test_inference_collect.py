@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import new_mlflow_store
 from mlflow.tracking import MlflowClient
 
 from rnnsweep.report.collect import load_sweep
@@ -30,7 +31,7 @@ def _run(client: MlflowClient, exp: str, tags: dict, parent: str | None = None,
 
 @pytest.fixture()
 def store(tmp_path: Path) -> tuple[str, dict]:
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("adding", artifact_location=str(tmp_path / "art"))
     cfg = tmp_path / "config.yaml"

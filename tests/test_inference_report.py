@@ -175,6 +175,7 @@ def test_bottom_line_says_when_no_answer_is_possible() -> None:
     assert answer["answer"].startswith("no answer: fewer than two")
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 def test_build_writes_the_metrics_contract(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from rnnsweep.report import claims as claims_module

@@ -1,5 +1,6 @@
 """Simulations: the report's intervals cover, equivalence is not over-declared, and the
-sequential seed rule keeps its false-positive rate over all looks."""
+sequential seed rule keeps its false-positive rate over all looks. Thousands of draws each:
+make test runs them, make test-fast leaves them out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from rnnsweep.report.sequential import DIFFERENT, decide, plan_looks
 from rnnsweep.report.stats import compare_means, compare_paired, contrast, tost_p
 
+pytestmark = pytest.mark.slow
 REPS = 1500
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import mlflow.pytorch
 import pytest
-from conftest import ROOT, make_project_copy
+from conftest import ROOT, make_project_copy, new_mlflow_store
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
@@ -64,7 +64,7 @@ def study(tmp_path_factory: pytest.TempPathFactory):
 def test_experiment_kind_is_set_on_new_and_existing_experiments(tmp_path: Path,
                                                                monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would win over the config
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     cfg = OmegaConf.create({"tracking": {"uri": uri, "artifact_root": str(tmp_path / "art")}})
     client = MlflowClient(uri)
     old = client.create_experiment("made-before", artifact_location=(tmp_path / "a").as_uri())

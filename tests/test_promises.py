@@ -244,6 +244,7 @@ def test_a_surplus_trial_never_runs_leaves_no_run_and_is_not_counted(make_ctx, m
     assert _trial_runs(ctx) == {}
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 @pytest.mark.parametrize("retry", [0, 1, 2])
 def test_retry_failed_trials_requeues_an_interrupted_trial_with_its_parameters(
     make_ctx, monkeypatch, retry

@@ -298,6 +298,7 @@ def test_fixed_space_counts_trials_as_seeds():
     assert len(published.seed_runs(sweep)) == 1
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 def test_hochreiter1997_smoke_in_process_reads_sequences_to_solve(tmp_path, monkeypatch):
     """One adding study (lstm, T=20) of the smoke profile through pipeline.run and the real
     report: the T=100 row is "not measured" (only T=20 ran), the sequences column comes

@@ -186,6 +186,7 @@ def compose_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return run
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 def test_every_train_command_composes_and_validates_each_of_its_jobs(compose_job) -> None:
     train, _, other = _split(readme_commands())
     lines = [t for t in dict.fromkeys(tuple(t) for t in train)]

@@ -246,3 +246,4 @@ def test_make_report_before_any_sweep_says_what_to_run(tmp_path, monkeypatch, ca
     assert main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no sweep in ") and "make smoke" in err[0]
+    assert not (project / "mlruns").exists()  # the refusal left no empty store behind

@@ -300,6 +300,7 @@ def test_figures_the_smoke_sweep_does_not_make(checked_figures: dict[str, list[s
     assert {name: p for name, p in checked_figures.items() if p} == {}
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 def test_figures_of_a_sparse_sweep(checked_figures: dict[str, list[str]],
                                    tmp_path: Path) -> None:
     """What a smaller or older sweep gives the figures: a cell run in one condition only, no

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from conftest import new_mlflow_store
 from mlflow.tracking import MlflowClient
 
 from rnnsweep.report.__main__ import latest_experiment
 
 
 def test_the_latest_run_of_any_task_picks_the_experiment(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     client = MlflowClient(tracking_uri=uri)
     assert latest_experiment(uri) is None
     for task in ("adding", "anbn"):

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import make_project_copy
+from conftest import make_project_copy, new_mlflow_store
 from mlflow.tracking import MlflowClient
 
 from rnnsweep import reproduce
@@ -76,7 +76,7 @@ HOSTILE = {
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """(tracking URI, run id): one real run with PARAMS logged, its tag set per test."""
     folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_mlflow_store(folder / "mlflow.db")
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("adding", artifact_location=str(folder / "art"))
     run = client.create_run(experiment, run_name="trial-000")

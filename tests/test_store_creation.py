@@ -5,6 +5,7 @@ locked is refused in one line (exit 2) and left as it was."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -23,7 +24,13 @@ from omegaconf import OmegaConf
 from store_checks import check_no_loss, mlflow_url, optuna_url
 
 from rnnsweep.errors import ConfigError, StoreError
-from rnnsweep.store_init import MLFLOW, OPTUNA, inspect_store
+from rnnsweep.store_init import (
+    MLFLOW,
+    OPTUNA,
+    cached_schema,
+    ensure_sqlite_store,
+    inspect_store,
+)
 
 # The revision whose migration creates logged_models, and the one before it.
 LOGGED_MODELS_REVISION, BEFORE_LOGGED_MODELS = "400f98739977", "0584bdc529eb"
@@ -216,6 +223,83 @@ def test_a_file_that_is_no_database_is_never_moved_or_overwritten(tmp_path, kind
     assert _files(tmp_path, kind) == {"creating": [], "interrupted": []}
 
 
+# -- the cached empty schema ------------------------------------------------------------------
+def _schema_sql(db: Path) -> list[tuple]:
+    return query_all(db, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+
+
+def query_all(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute(sql).fetchall()
+
+
+def _counting(schema):
+    """The schema with its build counted (a copy of the cached schema is no build)."""
+    builds = []
+
+    def build(url: str) -> None:
+        builds.append(url)
+        schema.build(url)
+
+    return dataclasses.replace(schema, build=build), builds
+
+
+@pytest.mark.parametrize("kind", ["mlflow", "optuna"])
+def test_a_second_store_starts_as_a_copy_of_the_cached_schema(tmp_path, kind, monkeypatch):
+    """The first store is built and its empty schema cached; the second is a copy of the
+    cache (no build), has the same schema, and works (MLflow's Default experiment is made by
+    the first open of the second store)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNSWEEP_STORE_CACHE", raising=False)
+    schema, builds = _counting(SCHEMAS[kind])
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        ensure_sqlite_store(_cfg(folder)[{"mlflow": "tracking", "optuna": "search"}[kind]][
+            {"mlflow": "uri", "optuna": "storage"}[kind]], "key", schema)
+    assert len(builds) == 1 and str(first) in builds[0]
+    assert cached_schema(schema).is_file()
+    assert _schema_sql(first / f"{kind}.db") == _schema_sql(second / f"{kind}.db")
+    if kind == "mlflow":  # the Default experiment (it names a folder) is made on first open
+        assert query_all(cached_schema(schema), "SELECT COUNT(*) FROM experiments") == [(0,)]
+    WORKS[kind](_cfg(second))
+
+
+@pytest.mark.parametrize("damage", ["data", "incomplete", "not a database"])
+def test_a_cached_schema_that_is_not_an_empty_complete_one_is_built_again(tmp_path, damage,
+                                                                        monkeypatch):
+    """A cache holding data, missing a table or unreadable is never copied: the store is
+    built, holds none of it, and the cache is replaced by the new build."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNSWEEP_STORE_CACHE", raising=False)
+    schema, builds = _counting(OPTUNA)
+    ensure_sqlite_store(_cfg(tmp_path / "a").search.storage, "key", schema)
+    template = cached_schema(schema)
+    if damage == "not a database":
+        template.write_bytes(b"not sqlite")
+    else:
+        with sqlite3.connect(template) as con:
+            if damage == "data":
+                con.execute("INSERT INTO studies (study_id, study_name) VALUES (7, 'stray')")
+            else:
+                con.execute("DROP TABLE trial_values")
+    ensure_sqlite_store(_cfg(tmp_path / "b").search.storage, "key", schema)
+    assert len(builds) == 2
+    db = tmp_path / "b" / "optuna.db"
+    assert not inspect_store(db, OPTUNA).problems
+    assert query_all(db, "SELECT COUNT(*) FROM studies") == [(0,)]
+    assert _schema_sql(template) == _schema_sql(db)
+
+
+def test_the_schema_cache_can_be_switched_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("RNNSWEEP_STORE_CACHE", "off")
+    schema, builds = _counting(OPTUNA)
+    for folder in ("a", "b"):
+        ensure_sqlite_store(_cfg(tmp_path / folder).search.storage, "key", schema)
+    assert len(builds) == 2 and cached_schema(schema) is None
+    assert not (tmp_path / "cache").exists()
+
+
 # -- kill -9 while a store is being created ------------------------------------------------------
 CREATE = {
     # What MLflow and Optuna do on their own (before this fix): the store's own file is built.
@@ -239,7 +323,10 @@ def _kill_while_building(tmp_path: Path, kind: str, creator: str, at_tables: int
     script = ("from omegaconf import OmegaConf\n"
               f"cfg = OmegaConf.create({OmegaConf.to_container(_cfg(tmp_path))!r})\n"
               "def go():\n    print('go', flush=True)\n" + CREATE[(kind, creator)])
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
+    # Built from scratch, table by table (a copy of the cached schema appears whole; it is
+    # published by the same rename).
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
+                            env=clean_env(RNNSWEEP_STORE_CACHE="off"),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout.readline().strip() == "go"  # imports done: the creation starts now
     pattern = f".{kind}.db.creating-*" if creator == "rnnsweep" else f"{kind}.db"
@@ -293,7 +380,9 @@ def _kill_sweep_at(project: Path, trigger: str, jitter: float) -> list[str]:
     first matches, wait `jitter` seconds and kill -9 the whole group: the main process and
     the joblib workers that create the stores (a worker outlives its parent's kill alone).
     Returns what mlruns/ holds then."""
-    proc = subprocess.Popen([sys.executable, "train.py", *ARGS], cwd=project, env=clean_env(),
+    # Stores built from scratch: a copy of the cached schema takes milliseconds.
+    proc = subprocess.Popen([sys.executable, "train.py", *ARGS], cwd=project,
+                            env=clean_env(RNNSWEEP_STORE_CACHE="off"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300

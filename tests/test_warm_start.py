@@ -112,6 +112,7 @@ def test_large_study_starts_with_the_small_studys_best_configurations_once(typed
     assert _suggest_all(large, warm) == [rows[1][0], rows[3][0]]
 
 
+@pytest.mark.slow  # trains or runs a study in-process for seconds
 def test_each_cell_takes_from_its_own_cell_only(typed, tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     for cell, hidden in (("lstm", 17), ("gru", 19)):

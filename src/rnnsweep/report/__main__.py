@@ -20,10 +20,12 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnsweep.console import quiet_third_party
 from rnnsweep.data.registry import experiment_name
 from rnnsweep.errors import ConfigError, StoreError
+from rnnsweep.redact import redact
 from rnnsweep.report.attach import attach
 from rnnsweep.report.build import ReportWriteError, build
 from rnnsweep.report.collect import load_sweep
 from rnnsweep.schema import to_structured
+from rnnsweep.store_init import sqlite_file
 from rnnsweep.tracking import tracking_uri
 
 log = logging.getLogger("rnnsweep.report")
@@ -81,11 +83,15 @@ def main(argv: list[str]) -> int:
         named = any(a.split("=")[0].lstrip("+~") in ("data", "data.task", "data.path")
                     for a in argv)
         experiment = cfg.report.experiment or cfg.tracking.experiment
+        no_sweep = ConfigError(f"no sweep in {redact(uri)} yet: run one first (make smoke, or "
+                               "python train.py -m cell=lstm,gru), then report it")
+        db = sqlite_file(uri)
+        if db is not None and not db.exists():
+            raise no_sweep  # opening it would leave an empty store behind
         if not experiment and not named:
             experiment = latest_experiment(uri)
             if experiment is None:
-                raise ConfigError(f"no sweep in {uri} yet: run one first (make smoke, or "
-                                  "python train.py -m cell=lstm,gru), then report it")
+                raise no_sweep
         experiment = experiment or experiment_name(cfg.data)
         sweep = load_sweep(uri, experiment, sweep_id_of(cfg, root))
         rcfg = OmegaConf.to_container(cfg.report, resolve=True)
