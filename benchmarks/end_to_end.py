@@ -26,7 +26,7 @@ from typing import Any
 from scipy import stats
 
 from benchmarks.common import project_copy
-from rnnsweep.report.claim_types import CONTRADICTED, EQUIVALENT, SUPPORTED
+from rnnsweep.report.claim_types import Verdict
 
 SWEEPS = {
     "smoke": ["-m", "cell=lstm,gru", "experiment=smoke"],
@@ -37,7 +37,7 @@ SWEEPS = {
                  "search.repeats=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
 BUDGET_S = {"default": 600.0, "evidence": 3600.0}  # the profiles' promises
-DECIDED = (SUPPORTED, CONTRADICTED, EQUIVALENT)
+DECIDED = (Verdict.SUPPORTED, Verdict.CONTRADICTED, Verdict.EQUIVALENT)
 
 
 def calibration(metrics: dict[str, Any]) -> dict[str, Any]:

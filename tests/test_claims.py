@@ -4,43 +4,37 @@ from __future__ import annotations
 
 import pytest
 
-from rnnsweep.report.claims import (
-    CONTRADICTED,
-    INCONCLUSIVE,
-    NOT_MEASURED,
-    SUPPORTED,
-    fewer_params_verdict,
-    ratio_verdict,
-    verdict_from_test,
-)
+from rnnsweep.report.claim_types import Verdict
+from rnnsweep.report.claims import fewer_params_verdict, ratio_verdict, verdict_from_test
 from rnnsweep.report.stats import paired_ratio
 
 
 def test_verdict_from_test() -> None:
-    assert verdict_from_test(True, 0.01, 0.05) == SUPPORTED
-    assert verdict_from_test(False, 0.01, 0.05) == CONTRADICTED
-    assert verdict_from_test(True, 0.2, 0.05) == INCONCLUSIVE
+    assert verdict_from_test(True, 0.01, 0.05) == Verdict.SUPPORTED
+    assert verdict_from_test(False, 0.01, 0.05) == Verdict.CONTRADICTED
+    assert verdict_from_test(True, 0.2, 0.05) == Verdict.INCONCLUSIVE
 
 
 def test_fewer_params() -> None:
-    assert fewer_params_verdict([100, 200], [75, 150])[0] == SUPPORTED
-    assert fewer_params_verdict([100, 200], [120, 250])[0] == CONTRADICTED
-    assert fewer_params_verdict([100, 200], [75, 250])[0] == INCONCLUSIVE
-    assert fewer_params_verdict([], [])[0] == NOT_MEASURED
+    assert fewer_params_verdict([100, 200], [75, 150])[0] == Verdict.SUPPORTED
+    assert fewer_params_verdict([100, 200], [120, 250])[0] == Verdict.CONTRADICTED
+    assert fewer_params_verdict([100, 200], [75, 250])[0] == Verdict.INCONCLUSIVE
+    assert fewer_params_verdict([], [])[0] == Verdict.NOT_MEASURED
 
 
 def test_gru_faster_supported_and_contradicted() -> None:
     lstm = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
     faster = [v * 0.7 * (1 + 0.02 * (-1) ** i) for i, v in enumerate(lstm)]
     slower = [v * 3.0 for v in lstm]
-    assert ratio_verdict(paired_ratio(lstm, faster), 0.05)[0] == SUPPORTED
-    assert ratio_verdict(paired_ratio(lstm, slower), 0.05)[0] == CONTRADICTED
+    assert ratio_verdict(paired_ratio(lstm, faster), 0.05)[0] == Verdict.SUPPORTED
+    assert ratio_verdict(paired_ratio(lstm, slower), 0.05)[0] == Verdict.CONTRADICTED
     # a ratio that is the same on every configuration is decided even with few pairs
     assert ratio_verdict(paired_ratio(lstm[:3], [v * 0.75 for v in lstm[:3]]), 0.05)[0] \
-        == SUPPORTED
+        == Verdict.SUPPORTED
     # ratios on both sides of 1: the interval straddles 1
-    assert ratio_verdict(paired_ratio(lstm[:4], [0.8, 2.4, 2.5, 4.4]), 0.05)[0] == INCONCLUSIVE
-    assert ratio_verdict(None, 0.05)[0] == NOT_MEASURED
+    straddling = paired_ratio(lstm[:4], [0.8, 2.4, 2.5, 4.4])
+    assert ratio_verdict(straddling, 0.05)[0] == Verdict.INCONCLUSIVE
+    assert ratio_verdict(None, 0.05)[0] == Verdict.NOT_MEASURED
 
 
 def test_direction_of_the_test_metric() -> None:
@@ -67,7 +61,7 @@ def test_accuracy_higher_is_better_is_not_contradicted() -> None:
     s = Settings.from_cfg({"test_metric": "test_acc", "margin_kind": "absolute",
                            "equivalence_margin": 0.05})
     c = comparable_claim(Evidence(sweep), s)
-    assert c.verdict == CONTRADICTED and c.effect == pytest.approx(-0.4)
+    assert c.verdict == Verdict.CONTRADICTED and c.effect == pytest.approx(-0.4)
 
 
 def _sweep_with_lengths(lstm_long: list[float], gru_long: list[float],
@@ -112,7 +106,7 @@ def test_long_range_is_a_trend_not_a_level() -> None:
     # at T=25 both near 0.1; at T=400 the GRU is 2.5x worse: the advantage grows
     better = long_range_claim(Evidence(_sweep_with_lengths([0.1, 0.105, 0.095],
                                                            [0.25, 0.26, 0.24])), s)
-    assert better.verdict == SUPPORTED and "T=400" in better.evidence
+    assert better.verdict == Verdict.SUPPORTED and "T=400" in better.evidence
     worse = long_range_claim(Evidence(_sweep_with_lengths([0.25, 0.26, 0.24],
                                                           [0.1, 0.105, 0.095])), s)
-    assert worse.verdict == CONTRADICTED
+    assert worse.verdict == Verdict.CONTRADICTED

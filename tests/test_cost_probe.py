@@ -44,7 +44,7 @@ from rnnsweep.cost_memory import (
 )
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.model import total_parameters
-from rnnsweep.report.claim_types import CLAIM_TEXTS, NOT_MEASURED
+from rnnsweep.report.claim_types import CLAIM_TEXTS, Verdict
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.cost_claims import cost_claims, pick_sizes, probe_setup, range_verdict
 
@@ -467,7 +467,7 @@ def test_missing_data_file_means_not_measured(monkeypatch, tmp_path):
                         lambda s: _configs(data, ["a", "b"]))
     _, speed, memory = cost_claims(sweep, RCFG)
     for claim in (speed, memory):
-        assert claim.verdict == NOT_MEASURED
+        assert claim.verdict == Verdict.NOT_MEASURED
         assert "could not be rebuilt" in claim.evidence and "missing.npz" in claim.evidence
 
 
@@ -478,7 +478,7 @@ def test_probe_can_be_switched_off(monkeypatch):
                         lambda s: _configs(data, ["a", "b"]))
     params, speed, memory = cost_claims(sweep, {**RCFG, "cost_probe": {"enabled": False}})
     assert params.verdict == "supported"
-    assert speed.verdict == memory.verdict == NOT_MEASURED
+    assert speed.verdict == memory.verdict == Verdict.NOT_MEASURED
     assert "enabled=false" in speed.evidence
 
 
@@ -487,7 +487,7 @@ def test_runs_without_artifact_location_touch_no_store(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 16, 1)])
     params, speed, memory = cost_claims(sweep, RCFG)
-    assert speed.verdict == memory.verdict == params.verdict == NOT_MEASURED
+    assert speed.verdict == memory.verdict == params.verdict == Verdict.NOT_MEASURED
     assert "artifact location" in speed.evidence
     assert list(tmp_path.iterdir()) == []
 

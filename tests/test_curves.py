@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from rnnsweep.data.registry import build_datamodule
 from rnnsweep.data.sizes import curve_point, train_count
 from rnnsweep.errors import ConfigError
-from rnnsweep.report.claim_types import EQUIVALENT, SUPPORTED
+from rnnsweep.report.claim_types import Verdict
 from rnnsweep.report.collect import Sweep, condition_label
 from rnnsweep.report.curves import crossing, curve_points, curves_table, slope
 from rnnsweep.report.evidence import Evidence
@@ -96,8 +96,8 @@ def test_overfitting_from_the_whole_curve() -> None:
     faster = curve_sweep({"lstm": (1.0, -0.3), "gru": (1.0, -0.3)},
                          {"lstm": (1.0, -0.5), "gru": (0.3, -0.2)})
     claim = overfits_claim(Evidence(faster), S)
-    assert claim.verdict == SUPPORTED, claim.evidence
+    assert claim.verdict == Verdict.SUPPORTED, claim.evidence
     assert "slope against log(training sequences)" in claim.evidence
     same = curve_sweep({"lstm": (1.0, -0.3), "gru": (1.0, -0.3)},
                        {"lstm": (0.2, -0.3), "gru": (0.2, -0.3)}, spread=0.01)
-    assert overfits_claim(Evidence(same), S).verdict == EQUIVALENT
+    assert overfits_claim(Evidence(same), S).verdict == Verdict.EQUIVALENT

@@ -6,14 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnnsweep.report.claim_types import (
-    CONTRADICTED,
-    EQUIVALENT,
-    INCONCLUSIVE,
-    NO_ANSWER,
-    NOT_MEASURED,
-    SUPPORTED,
-)
+from rnnsweep.report.claim_types import Verdict
 from rnnsweep.report.claims import apply_holm, build_claims
 from rnnsweep.report.collect import Sweep, condition_label
 from rnnsweep.report.evidence import Evidence
@@ -73,7 +66,7 @@ def test_comparable_supported_within_margin_of_the_baseline() -> None:
     sweep = make_sweep({("lstm", "small"): {"test_loss": L},
                         ("gru", "small"): {"test_loss": [v + 0.001 for v in L]}})
     claim = comparable_claim(Evidence(sweep), S)
-    assert claim.verdict == SUPPORTED
+    assert claim.verdict == Verdict.SUPPORTED
     assert claim.effect == pytest.approx(0.001)
     assert -0.017 < claim.ci_low < claim.ci_high < 0.017
     assert claim.mde is None and claim.n_seeds == 5
@@ -83,27 +76,27 @@ def test_comparable_contradicted_only_beyond_the_margin() -> None:
     far = make_sweep({("lstm", "small"): {"test_loss": L},
                       ("gru", "small"): {"test_loss": [v + 0.05 for v in L]}})
     c = comparable_claim(Evidence(far), S)
-    assert c.verdict == CONTRADICTED and c.ci_low > 0.017
+    assert c.verdict == Verdict.CONTRADICTED and c.ci_low > 0.017
     # significantly different from zero but not surely beyond the margin: not contradicted
     near = make_sweep({("lstm", "small"): {"test_loss": L},
                        ("gru", "small"): {"test_loss": [v + 0.016 for v in L]}})
     c = comparable_claim(Evidence(near), S)
-    assert c.verdict == INCONCLUSIVE and c.ci_low > 0 and c.mde is not None
+    assert c.verdict == Verdict.INCONCLUSIVE and c.ci_low > 0 and c.mde is not None
 
 
 def test_comparable_needs_a_recorded_baseline_and_learning() -> None:
     no_base = make_sweep({("lstm", "small"): {"test_loss": L},
                           ("gru", "small"): {"test_loss": L}}, baseline=None)
     c = comparable_claim(Evidence(no_base), S)
-    assert c.verdict == INCONCLUSIVE and "not recorded" in c.evidence
+    assert c.verdict == Verdict.INCONCLUSIVE and "not recorded" in c.evidence
     absolute = Settings.from_cfg({**RCFG, "margin_kind": "absolute", "equivalence_margin": 0.01})
-    assert comparable_claim(Evidence(no_base), absolute).verdict == SUPPORTED
+    assert comparable_claim(Evidence(no_base), absolute).verdict == Verdict.SUPPORTED
     # both cells at the trivial level (ln 2 on a 2-class task): not "comparable"
     stuck = [0.693, 0.6931, 0.6929, 0.693]
     trivial = make_sweep({("lstm", "small"): {"test_loss": stuck},
                           ("gru", "small"): {"test_loss": stuck}}, baseline=0.6931)
     c = comparable_claim(Evidence(trivial), S)
-    assert c.verdict == NO_ANSWER and "neither cell learned" in c.evidence
+    assert c.verdict == Verdict.NO_ANSWER and "neither cell learned" in c.evidence
 
 
 def test_comparable_lists_conditions_left_out() -> None:
@@ -150,24 +143,24 @@ def _gap_sweep(lstm_small: list[float], gru_small: list[float], seeded: bool = F
 
 def test_overfitting_is_an_interaction() -> None:
     big, small = [0.060, 0.064, 0.058, 0.062], [0.020, 0.022, 0.018, 0.021]
-    assert overfits_claim(Evidence(_gap_sweep(big, small)), S).verdict == SUPPORTED
-    assert overfits_claim(Evidence(_gap_sweep(small, big)), S).verdict == CONTRADICTED
+    assert overfits_claim(Evidence(_gap_sweep(big, small)), S).verdict == Verdict.SUPPORTED
+    assert overfits_claim(Evidence(_gap_sweep(small, big)), S).verdict == Verdict.CONTRADICTED
     # both cells overfit equally on small data: a large gap alone is not the claim, and an
     # interval within a quarter of the gaps measured says "no difference"
     same = overfits_claim(Evidence(_gap_sweep(big, [v + 0.0005 for v in big])), S)
-    assert same.verdict == EQUIVALENT and same.mde is None
+    assert same.verdict == Verdict.EQUIVALENT and same.mde is None
     assert same.effect == pytest.approx(-0.0005)
     assert "within ±0.015" in same.evidence  # 0.25 x the mean small-data gap 0.061
     # the same mean difference with a spread too wide to tell: undecided
     noisy = overfits_claim(Evidence(_gap_sweep([0.02, 0.10, 0.03, 0.09],
                                                [0.03, 0.11, 0.02, 0.09])), S)
-    assert noisy.verdict == INCONCLUSIVE and noisy.mde is not None
+    assert noisy.verdict == Verdict.INCONCLUSIVE and noisy.mde is not None
 
 
 def test_overfitting_not_measured_without_both_sizes() -> None:
     sweep = make_sweep({("lstm", "small"): {"gap_at_best": L}, ("gru", "small"):
                         {"gap_at_best": L}})
-    assert overfits_claim(Evidence(sweep), S).verdict == NOT_MEASURED
+    assert overfits_claim(Evidence(sweep), S).verdict == Verdict.NOT_MEASURED
 
 
 def _length_sweep(ratios: dict[int, float]) -> Sweep:
@@ -182,22 +175,22 @@ def _length_sweep(ratios: dict[int, float]) -> Sweep:
 
 def test_long_range_needs_a_growing_advantage() -> None:
     growing = long_range_claim(Evidence(_length_sweep({25: 1.0, 50: 2.0, 100: 4.0})), S)
-    assert growing.verdict == SUPPORTED
+    assert growing.verdict == Verdict.SUPPORTED
     assert growing.effect == pytest.approx(np.log(2), rel=0.05)  # x2 per doubling
     # the LSTM better by the same factor at every length: no trend, not supported
     level = long_range_claim(Evidence(_length_sweep({25: 3.0, 50: 3.0, 100: 3.0})), S)
-    assert level.verdict != SUPPORTED and abs(level.effect) < 0.1
+    assert level.verdict != Verdict.SUPPORTED and abs(level.effect) < 0.1
     shrinking = long_range_claim(Evidence(_length_sweep({25: 4.0, 50: 2.0, 100: 1.0})), S)
-    assert shrinking.verdict == CONTRADICTED
+    assert shrinking.verdict == Verdict.CONTRADICTED
 
 
 def test_holm_re_decides_with_a_consistent_interval() -> None:
     sweep = _gap_sweep([0.060, 0.064, 0.058, 0.062], [0.020, 0.022, 0.018, 0.021])
     claim = overfits_claim(Evidence(sweep), S)
     strict = claim.decide(1e-9)  # type: ignore[misc]
-    assert strict.verdict == INCONCLUSIVE and strict.ci_low < 0 < strict.ci_high
+    assert strict.verdict == Verdict.INCONCLUSIVE and strict.ci_low < 0 < strict.ci_high
     out = apply_holm([claim], 0.05)
-    assert out[0].verdict == SUPPORTED and "Holm over 1" in out[0].evidence
+    assert out[0].verdict == Verdict.SUPPORTED and "Holm over 1" in out[0].evidence
 
 
 def test_build_claims_on_a_constructed_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,13 +199,13 @@ def test_build_claims_on_a_constructed_sweep(monkeypatch: pytest.MonkeyPatch) ->
 
     # The cost probe rebuilds the task from MLflow: not part of this test.
     monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg, *_: [
-        Claim(t, NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
+        Claim(t, Verdict.NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
     sweep = _gap_sweep([0.060, 0.064, 0.058, 0.062], [0.020, 0.022, 0.018, 0.021])
     claims = build_claims(sweep, RCFG)
     assert len(claims) == 6
     by = {c.claim: c for c in claims}
-    assert by["LSTM overfits more on small data"].verdict == SUPPORTED
-    assert by["LSTM and GRU perform comparably"].verdict == SUPPORTED
+    assert by["LSTM overfits more on small data"].verdict == Verdict.SUPPORTED
+    assert by["LSTM and GRU perform comparably"].verdict == Verdict.SUPPORTED
 
 
 def test_identical_pairs_count_each_configuration_once() -> None:
@@ -241,15 +234,15 @@ def test_the_default_band_is_a_ratio_of_losses_that_holds_near_zero() -> None:
     tiny = [0.00050, 0.00052, 0.00048, 0.00051]
     far = make_sweep({("lstm", "small"): {"test_loss": tiny},
                       ("gru", "small"): {"test_loss": [v * 94 for v in tiny]}}, baseline=0.78)
-    assert comparable_claim(Evidence(far), S).verdict == SUPPORTED  # the old margin
+    assert comparable_claim(Evidence(far), S).verdict == Verdict.SUPPORTED  # the old margin
     c = comparable_claim(Evidence(far), RATIO)
-    assert c.verdict == CONTRADICTED and c.ci_low > np.log(1.25)
+    assert c.verdict == Verdict.CONTRADICTED and c.ci_low > np.log(1.25)
     assert "gru/lstm ratio" in c.evidence and "band 0.8 to 1.25" in c.evidence
     # 2 % apart at the same tiny scale: equivalent on the ratio scale
     near = make_sweep({("lstm", "small"): {"test_loss": tiny},
                        ("gru", "small"): {"test_loss": [v * 1.02 for v in tiny]}}, baseline=0.78)
     c = comparable_claim(Evidence(near), RATIO)
-    assert c.verdict == SUPPORTED and c.effect == pytest.approx(np.log(1.02), abs=1e-6)
+    assert c.verdict == Verdict.SUPPORTED and c.effect == pytest.approx(np.log(1.02), abs=1e-6)
 
 
 def test_an_accuracy_is_compared_on_its_error_rate() -> None:
@@ -258,7 +251,7 @@ def test_an_accuracy_is_compared_on_its_error_rate() -> None:
     sweep = make_sweep({("lstm", "small"): {"test_acc": a},
                         ("gru", "small"): {"test_acc": [v - 0.03 for v in a]}})  # ~4.8 %
     c = comparable_claim(Evidence(sweep), s)
-    assert c.verdict == CONTRADICTED and "error rate" in c.evidence
+    assert c.verdict == Verdict.CONTRADICTED and "error rate" in c.evidence
     assert c.effect == pytest.approx(np.log(np.mean([0.049, 0.047, 0.048, 0.046]) / 0.0175),
                                      rel=0.05)
 
@@ -280,7 +273,7 @@ def test_overfitting_uses_only_sizes_where_both_cells_learned() -> None:
         ("gru", "large"): {"gap_at_best": small, "test_loss": L[:4]},
     })
     c = overfits_claim(Evidence(sweep), S)
-    assert c.verdict == NO_ANSWER and "gru on small" in c.evidence
+    assert c.verdict == Verdict.NO_ANSWER and "gru on small" in c.evidence
 
 
 def _lengths(values: dict[int, tuple[float, float]], baseline: float = 0.17,
@@ -302,32 +295,32 @@ def test_long_range_is_never_supported_where_the_lstm_is_never_better() -> None:
     The slope of log(GRU/LSTM) is positive, yet the LSTM is never better."""
     case = long_range_claim(Evidence(_lengths({10: (0.02, 0.01), 20: (0.06, 0.04),
                                                40: (0.17, 0.17)})), RATIO)
-    assert case.verdict in (NO_ANSWER, CONTRADICTED), case.evidence
+    assert case.verdict in (Verdict.NO_ANSWER, Verdict.CONTRADICTED), case.evidence
     assert "T=40 left out: neither cell learned it" in case.evidence
     # a growing advantage that stays negative (the GRU winning by less): not supported
     catching_up = long_range_claim(Evidence(_lengths({10: (0.04, 0.01), 20: (0.04, 0.02),
                                                       40: (0.04, 0.03)})), RATIO)
-    assert catching_up.verdict == CONTRADICTED, catching_up.evidence
+    assert catching_up.verdict == Verdict.CONTRADICTED, catching_up.evidence
     # real, growing, and the LSTM ahead at the longest length where a cell learned: supported
     real = long_range_claim(Evidence(_lengths({10: (0.02, 0.02), 20: (0.02, 0.05),
                                                40: (0.03, 0.12)})), RATIO)
-    assert real.verdict == SUPPORTED, real.evidence
+    assert real.verdict == Verdict.SUPPORTED, real.evidence
     # neither cell learns the shortest length: the task separates nothing
     none = long_range_claim(Evidence(_lengths({10: (0.169, 0.17), 20: (0.17, 0.17),
                                                40: (0.17, 0.171)})), RATIO)
-    assert none.verdict == NO_ANSWER
+    assert none.verdict == Verdict.NO_ANSWER
 
 
 def test_long_range_counts_only_lengths_both_cells_learned() -> None:
     only_lstm = long_range_claim(Evidence(_lengths({10: (0.02, 0.17), 20: (0.03, 0.17),
                                                     40: (0.05, 0.17)})), RATIO)
-    assert only_lstm.verdict == NO_ANSWER, only_lstm.evidence
+    assert only_lstm.verdict == Verdict.NO_ANSWER, only_lstm.evidence
     assert "T=10 left out: gru did not learn it" in only_lstm.evidence
     # The GRU learns T=120 and the LSTM stays at the trivial loss (a plateau the budget may
     # have ended): equal cells where both learned, so nothing decides the claim, not T=120.
     plateau = long_range_claim(Evidence(_lengths({10: (0.02, 0.02), 40: (0.03, 0.03),
                                                   120: (0.17, 0.05)})), RATIO)
-    assert plateau.verdict == INCONCLUSIVE, plateau.evidence
+    assert plateau.verdict == Verdict.INCONCLUSIVE, plateau.evidence
     assert "T=120 left out: lstm did not learn it" in plateau.evidence
     assert "the budget's" in plateau.evidence
 
@@ -338,9 +331,9 @@ def test_comparable_leaves_out_a_condition_only_one_cell_learned() -> None:
     sweep = _lengths({10: (0.02, 0.02), 120: (0.17, 0.05)}, draw_sd=0.3, seeded=True)
     c = comparable_claim(Evidence(sweep), RATIO)
     assert "T=120 left out: lstm did not learn it" in c.evidence, c.evidence
-    assert c.verdict != CONTRADICTED, c.evidence
+    assert c.verdict != Verdict.CONTRADICTED, c.evidence
     alone = comparable_claim(Evidence(_lengths({120: (0.17, 0.05)})), RATIO)
-    assert alone.verdict == NO_ANSWER, alone.evidence
+    assert alone.verdict == Verdict.NO_ANSWER, alone.evidence
 
 
 # -- any two cells --------------------------------------------------------------------------
@@ -352,7 +345,8 @@ def test_claims_compare_the_cells_a_sweep_names(monkeypatch: pytest.MonkeyPatch)
 
     def no_probe(sweep, rcfg, pairs):  # noqa: ANN001, ANN202 - the probe is tested elsewhere
         seen_pairs.extend(pairs)
-        return [Claim(t, NOT_MEASURED, "probe skipped") for p in pairs for t in p.texts()[:3]]
+        return [Claim(t, Verdict.NOT_MEASURED, "probe skipped")
+                for p in pairs for t in p.texts()[:3]]
 
     monkeypatch.setattr(claims_module, "cost_claims", no_probe)
     far = [v * 1.4 for v in L]  # outside the 1.25 band, still below the trivial 0.17
@@ -364,14 +358,14 @@ def test_claims_compare_the_cells_a_sweep_names(monkeypatch: pytest.MonkeyPatch)
     assert set(by) == set(Pair("gru", "mingru").texts())
     assert "mingru trains faster than GRU" in by
     comparable = by["GRU and mingru perform comparably"]
-    assert comparable.verdict == CONTRADICTED and "mingru vs gru" in comparable.evidence
+    assert comparable.verdict == Verdict.CONTRADICTED and "mingru vs gru" in comparable.evidence
     # the article's pair when the sweep ran both of its cells, whatever else it ran
     assert claim_pairs(["rnn", "gru", "lstm"], ["lstm", "gru"]) == [Pair("lstm", "gru", True)]
     assert claim_pairs(["rnn", "gru", "mingru"], ["lstm", "gru"]) == [
         Pair("gru", "mingru"), Pair("gru", "rnn"), Pair("mingru", "rnn")]
     # one cell: nothing to compare
     alone = build_claims(make_sweep({("gru", "small"): {"test_loss": L}}), RCFG)
-    assert {c.verdict for c in alone} == {NOT_MEASURED} and len(alone) == 6
+    assert {c.verdict for c in alone} == {Verdict.NOT_MEASURED} and len(alone) == 6
 
 
 def test_the_overfitting_claim_says_what_each_search_tuned() -> None:
@@ -409,8 +403,8 @@ def test_comparable_pairs_seeds_that_share_their_data_draw() -> None:
     unpaired = comparable_claim(Evidence(make_sweep(studies)), Settings())
     paired = comparable_claim(Evidence(make_sweep(studies, seeded=True)), Settings())
     # the draws' spread swamps Welch's interval; the differences on matched seeds do not
-    assert unpaired.verdict == INCONCLUSIVE
-    assert paired.verdict == SUPPORTED and "paired t-test over seeds" in paired.evidence
+    assert unpaired.verdict == Verdict.INCONCLUSIVE
+    assert paired.verdict == Verdict.SUPPORTED and "paired t-test over seeds" in paired.evidence
     assert "n=7 pairs" in paired.evidence
     assert paired.effect == pytest.approx(np.mean(np.log(np.array(gru) / lstm)))
 
@@ -433,9 +427,9 @@ def test_overfitting_pairs_seeds_at_each_size() -> None:
     lstm_small = [v + 0.030 + e for v, e in zip(gru_small, [0.001, -0.001, 0.0005, -0.0005],
                                                    strict=True)]
     assert overfits_claim(Evidence(_gap_sweep(lstm_small, gru_small)), S).verdict \
-        == INCONCLUSIVE
+        == Verdict.INCONCLUSIVE
     paired = overfits_claim(Evidence(_gap_sweep(lstm_small, gru_small, seeded=True)), S)
-    assert paired.verdict == SUPPORTED and paired.effect == pytest.approx(0.030)
+    assert paired.verdict == Verdict.SUPPORTED and paired.effect == pytest.approx(0.030)
     assert "paired by seed at each size" in paired.evidence
 
 
@@ -443,8 +437,8 @@ def test_long_range_pairs_seeds_at_each_length() -> None:
     growing = {10: (0.02, 0.02), 20: (0.02, 0.03), 40: (0.03, 0.06)}
     unpaired = long_range_claim(Evidence(_lengths(growing, draw_sd=0.5)), RATIO)
     paired = long_range_claim(Evidence(_lengths(growing, draw_sd=0.5, seeded=True)), RATIO)
-    assert unpaired.verdict == INCONCLUSIVE, unpaired.evidence
-    assert paired.verdict == SUPPORTED and "paired by seed" in paired.evidence
+    assert unpaired.verdict == Verdict.INCONCLUSIVE, unpaired.evidence
+    assert paired.verdict == Verdict.SUPPORTED and "paired by seed" in paired.evidence
 
 
 def test_overfitting_leaves_out_seeds_that_did_not_learn() -> None:
@@ -458,5 +452,5 @@ def test_overfitting_leaves_out_seeds_that_did_not_learn() -> None:
         & (sweep.reevals["tags.reeval_seed"] == "1000002")
     sweep.reevals.loc[stuck, "metrics.test_loss"] = 0.168
     claim = overfits_claim(Evidence(sweep), S)
-    assert claim.verdict == SUPPORTED and claim.effect == pytest.approx(0.030)
+    assert claim.verdict == Verdict.SUPPORTED and claim.effect == pytest.approx(0.030)
     assert "small: 1 seed pair(s) left out where a seed did not learn" in claim.evidence

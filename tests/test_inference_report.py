@@ -13,7 +13,7 @@ from rnnsweep.report import build as build_module
 from rnnsweep.report import diagnostics
 from rnnsweep.report.bookkeeping import current_reevals, is_diverged, latest_sweep_id, snapshot
 from rnnsweep.report.bottom_line import bottom_line
-from rnnsweep.report.claim_types import CLAIM_TEXTS, NOT_MEASURED, Claim
+from rnnsweep.report.claim_types import CLAIM_TEXTS, Claim, Verdict
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.settings import Settings
@@ -181,7 +181,7 @@ def test_build_writes_the_metrics_contract(tmp_path: Path,
     from rnnsweep.report import claims as claims_module
 
     monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg, *_: [
-        Claim(t, NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
+        Claim(t, Verdict.NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
     sweep = make_sweep({("lstm", "small"): LSTM, ("gru", "small"): GRU,
                         ("lstm", "large"): LSTM, ("gru", "large"): GRU}, best_step=990)
     paths = build_module.build(sweep, RCFG, tmp_path / "adding")
@@ -242,7 +242,7 @@ def test_the_not_converged_hint_names_the_budget_key_the_study_used(
     from rnnsweep.report import claims as claims_module
 
     monkeypatch.setattr(claims_module, "cost_claims", lambda sweep, rcfg, *_: [
-        Claim(t, NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
+        Claim(t, Verdict.NOT_MEASURED, "probe skipped") for t in CLAIM_TEXTS[:3]])
     sweep = make_sweep({("lstm", "small"): LSTM, ("gru", "small"): GRU}, best_step=990)
     sweep.trials["params.budget_unit"] = "epochs"
     md = build_module.build(sweep, RCFG, tmp_path / "adding")["md"].read_text()

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
-NOT_MEASURED = "not measured by this sweep"
-# Decided, but neither way: the interval lies within the claim's stated margin of no effect.
-EQUIVALENT = "equivalent: no difference beyond the margin"
-# Measured, but where the cells did not learn: the numbers cannot speak to the claim.
-NO_ANSWER = "no answer"
+
+class Verdict(StrEnum):
+    """A claim's verdict, as the claims table prints it (a str: compares, formats and
+    serialises as its words)."""
+
+    SUPPORTED = "supported"
+    CONTRADICTED = "contradicted"
+    INCONCLUSIVE = "inconclusive"
+    NOT_MEASURED = "not measured by this sweep"
+    # Decided, but neither way: the interval lies within the claim's stated margin of no effect.
+    EQUIVALENT = "equivalent: no difference beyond the margin"
+    # Measured, but where the cells did not learn: the numbers cannot speak to the claim.
+    NO_ANSWER = "no answer"
 
 
 @dataclass

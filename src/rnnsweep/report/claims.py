@@ -11,15 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rnnsweep.report.claim_types import (
-    CONTRADICTED,
-    INCONCLUSIVE,
-    NOT_MEASURED,
-    SUPPORTED,
-    Claim,
-    Pair,
-    claim_pairs,
-)
+from rnnsweep.report.claim_types import Claim, Pair, Verdict, claim_pairs
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.cost_claims import cost_claims
 from rnnsweep.report.evidence import Evidence
@@ -28,37 +20,36 @@ from rnnsweep.report.performance_claims import comparable_claim, overfits_claim
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import PairedRatio, holm_levels
 
-__all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED", "SUPPORTED", "apply_holm",
-           "build_claims", "device_text", "fewer_params_verdict",
+__all__ = ["apply_holm", "build_claims", "device_text", "fewer_params_verdict",
            "mean_epoch_seconds", "ratio_verdict", "reeval_values", "verdict_from_test"]
 
 
 def verdict_from_test(favours_claim: bool, p_value: float, alpha: float) -> str:
     """Significant in the claimed direction: supported; significant against it: contradicted."""
     if p_value >= alpha:
-        return INCONCLUSIVE
-    return SUPPORTED if favours_claim else CONTRADICTED
+        return Verdict.INCONCLUSIVE
+    return Verdict.SUPPORTED if favours_claim else Verdict.CONTRADICTED
 
 
 def fewer_params_verdict(lstm: list[float], gru: list[float]) -> tuple[str, str]:
     """Counts are exact, no test needed: every identical configuration must agree."""
     if not lstm:
-        return NOT_MEASURED, "no configuration was trained with both cells"
+        return Verdict.NOT_MEASURED, "no configuration was trained with both cells"
     ratios = np.asarray(gru, float) / np.asarray(lstm, float)
     text = (f"GRU/LSTM parameters {ratios.min():.3g}-{ratios.max():.3g} over {len(ratios)} "
             "identical configurations")
     if np.all(ratios < 1):
-        return SUPPORTED, text
+        return Verdict.SUPPORTED, text
     if np.all(ratios >= 1):
-        return CONTRADICTED, text
-    return INCONCLUSIVE, text
+        return Verdict.CONTRADICTED, text
+    return Verdict.INCONCLUSIVE, text
 
 
 def ratio_verdict(r: PairedRatio | None, alpha: float) -> tuple[str, str]:
     """Claims 'GRU needs less X': supported when the interval of GRU/LSTM lies below 1,
     contradicted when it lies above 1 (paired t on log ratios: interval and p agree)."""
     if r is None:
-        return NOT_MEASURED, "no configuration with this measurement in both cells"
+        return Verdict.NOT_MEASURED, "no configuration with this measurement in both cells"
     return verdict_from_test(r.geo_mean < 1, r.p_value, alpha), r.text()
 
 
@@ -106,8 +97,9 @@ def build_claims(sweep: Sweep, rcfg: dict) -> list[Claim]:
     pairs = claim_pairs(list(set(sweep.parents["tags.cell"])), s.article_pair)
     if not pairs:
         first, second = s.article_pair
-        note = f"{NOT_MEASURED}; run two cells, e.g. `python train.py -m cell={first},{second}`"
-        return [Claim(c, NOT_MEASURED, note) for c in
+        note = (f"{Verdict.NOT_MEASURED}; run two cells, e.g. "
+                f"`python train.py -m cell={first},{second}`")
+        return [Claim(c, Verdict.NOT_MEASURED, note) for c in
                 Pair(first, second, article=True).texts()]
     ev = Evidence(sweep)
     cost = cost_claims(sweep, rcfg, pairs)

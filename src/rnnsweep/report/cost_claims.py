@@ -42,16 +42,7 @@ from rnnsweep.cost_memory import AS_RUN, EQUAL, MODE_TEXT, Memory
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError
 from rnnsweep.model import hidden_size_for_budget, total_parameters
-from rnnsweep.report.claim_types import (
-    ARTICLE,
-    CONTRADICTED,
-    INCONCLUSIVE,
-    NOT_MEASURED,
-    SUPPORTED,
-    Claim,
-    Pair,
-    display,
-)
+from rnnsweep.report.claim_types import ARTICLE, Claim, Pair, Verdict, display
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.identical import identical_pairs
 from rnnsweep.schema import CostProbeConfig
@@ -75,10 +66,10 @@ class ProbeSetup:
 def range_verdict(low: float, high: float) -> str:
     """An interval (or an exact range) wholly below 1 supports 'GRU needs less'."""
     if high < 1:
-        return SUPPORTED
+        return Verdict.SUPPORTED
     if low > 1:
-        return CONTRADICTED
-    return INCONCLUSIVE
+        return Verdict.CONTRADICTED
+    return Verdict.INCONCLUSIVE
 
 
 def pick_sizes(sizes: list[Size], k: int) -> list[Size]:
@@ -222,11 +213,11 @@ def params_claim(spec: TaskSpec | None, sizes: list[Size], matched: bool,
     of one's own is counted from its class)."""
     text = pair.texts()[0]
     if matched:
-        return Claim(text, NOT_MEASURED,
+        return Claim(text, Verdict.NOT_MEASURED,
                      "parameter-matched sweep: cells have equal parameter counts by design; "
                      "run with search.match_params=false", "Chung et al. 2014")
     if spec is None or not sizes:
-        return Claim(text, NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+        return Claim(text, Verdict.NOT_MEASURED, f"{Verdict.NOT_MEASURED}: {reason}")
     specs = specs or {}
     first, second = (specs.get(c, c) for c in pair)
     ratios = [total_parameters(second, spec, s.hidden_size, s.num_layers)
@@ -338,7 +329,7 @@ def _speed(result: ProbeResult, level: float, pair: Pair = ARTICLE) -> Claim:
 def speed_claim(result: ProbeResult | None, alpha: float, reason: str = "",
                 pair: Pair = ARTICLE) -> Claim:
     if result is None:
-        return Claim(pair.texts()[1], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+        return Claim(pair.texts()[1], Verdict.NOT_MEASURED, f"{Verdict.NOT_MEASURED}: {reason}")
     return _speed(result, 1 - alpha, pair)
 
 
@@ -380,7 +371,7 @@ def memory_claim(result: ProbeResult | None, reason: str = "", pair: Pair = ARTI
     """GRU/LSTM bytes per step on equal kernels decide (exact, a range over sizes); the
     as-run bytes, with a fused kernel's workspace, stand beside them."""
     if result is None:
-        return Claim(pair.texts()[2], NOT_MEASURED, f"{NOT_MEASURED}: {reason}")
+        return Claim(pair.texts()[2], Verdict.NOT_MEASURED, f"{Verdict.NOT_MEASURED}: {reason}")
     mode, note = _deciding_mode(result)
     # On equal kernels no vendor kernel runs, so the total is weights, grads, Adam and
     # activations alone (workspace 0): what the cells themselves keep.

@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnsweep.report.claim_types import (
-    ARTICLE,
-    CONTRADICTED,
-    INCONCLUSIVE,
-    NO_ANSWER,
-    NOT_MEASURED,
-    SUPPORTED,
-    Claim,
-    Pair,
-)
+from rnnsweep.report.claim_types import ARTICLE, Claim, Pair, Verdict
 from rnnsweep.report.curves import slope_weights
 from rnnsweep.report.evidence import Evidence
-from rnnsweep.report.performance_claims import _pct, _undecided_note, unlearned_note
+from rnnsweep.report.performance_claims import _pct, undecided_note, unlearned_note
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import Contrast, contrast
 
@@ -48,8 +39,8 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         else:  # a file or a corpus fixes its lengths
             how = ("this task's sequences have the lengths of its data; compare lengths with "
                    "one sweep per data set of a given length (e.g. data.path=<file> per length)")
-        return Claim(text, NOT_MEASURED, f"{NOT_MEASURED}: the sweep has one sequence length; "
-                     + how, ref)
+        return Claim(text, Verdict.NOT_MEASURED,
+                     f"{Verdict.NOT_MEASURED}: the sweep has one sequence length; " + how, ref)
     key = axis.removeprefix("tags.data.")
     ps = ev.parents
     raw = {cond: [np.asarray(ev.values(c, cond, s.test_col)) for c in pair]
@@ -86,7 +77,7 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         else:
             sizes[size] = sorted(items, key=lambda t: t[0])
     if not sizes:
-        return Claim(text, NO_ANSWER, f"{NO_ANSWER}: {'; '.join(notes)}", ref)
+        return Claim(text, Verdict.NO_ANSWER, f"{Verdict.NO_ANSWER}: {'; '.join(notes)}", ref)
 
     def advantage(lstm: np.ndarray, gru: np.ndarray, paired: bool) -> tuple[list, list]:
         better, worse = (gru, lstm) if not s.maximize else (lstm, gru)
@@ -138,21 +129,19 @@ def long_range_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         s_lo, s_hi = slope.interval(1 - alpha)
         e_lo, e_hi = end.interval(1 - alpha)
         if s_lo > 0 and e_lo > 0:
-            verdict = SUPPORTED
+            verdict = Verdict.SUPPORTED
         elif slope.interval(1 - alpha / 2)[1] < 0 or end.interval(1 - alpha / 2)[1] < 0:
-            verdict = CONTRADICTED
+            verdict = Verdict.CONTRADICTED
         else:
-            verdict = INCONCLUSIVE
+            verdict = Verdict.INCONCLUSIVE
         evidence = (f"{first}'s advantage ({unit}) per doubling of {key}, mean over "
                     f"{len(sizes)} data size(s): {slope.estimate:+.4g} ({_pct(alpha)} CI "
                     f"{s_lo:+.4g} to {s_hi:+.4g}); at the longest {key} where both cells learned: "
                     f"{end.estimate:+.4g} ({_pct(alpha)} CI {e_lo:+.4g} to {e_hi:+.4g}); "
                     f"supported only when both lie above 0, tested at alpha={alpha:.3g}; "
                     f"{details(alpha)}")
-        mde = None
-        if verdict == INCONCLUSIVE:
-            mde, note = _undecided_note(slope, alpha, s)
-            evidence += f"; slope {note}"
+        mde, note = undecided_note(verdict, slope, alpha, s, label="slope ")
+        evidence += note
         p = max(slope.p_value(), end.p_value())
         return Claim(text, verdict, evidence, ref, slope.estimate, s_lo, s_hi,
                      min(min(slope.n), min(end.n)), mde, p, decide)

@@ -18,17 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnnsweep.report.claim_types import (
-    ARTICLE,
-    CONTRADICTED,
-    EQUIVALENT,
-    INCONCLUSIVE,
-    NO_ANSWER,
-    NOT_MEASURED,
-    SUPPORTED,
-    Claim,
-    Pair,
-)
+from rnnsweep.report.claim_types import ARTICLE, Claim, Pair, Verdict
 from rnnsweep.report.curves import curve_points, slope_difference_terms
 from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.sequential import seeds_to_decide
@@ -52,18 +42,24 @@ def _pct(alpha: float) -> str:
 def sided_verdict(low: float, high: float) -> str:
     """The claim says the contrast is positive."""
     if low > 0:
-        return SUPPORTED
+        return Verdict.SUPPORTED
     if high < 0:
-        return CONTRADICTED
-    return INCONCLUSIVE
+        return Verdict.CONTRADICTED
+    return Verdict.INCONCLUSIVE
 
 
-def _undecided_note(c: Contrast, alpha: float, s: Settings) -> tuple[float, str]:
+def undecided_note(verdict: str, c: Contrast, alpha: float, s: Settings, label: str = ""
+                   ) -> tuple[float | None, str]:
+    """For an inconclusive verdict: the minimum detectable effect and the evidence's closing
+    note ("; <label>undecided: ..."); (None, "") for any other verdict."""
+    if verdict != Verdict.INCONCLUSIVE:
+        return None, ""
     mde = c.mde(alpha, s.power)
     n = seeds_to_decide(c, abs(c.estimate), alpha, s.power, s.max_seeds)
     need = (f"about {n} seeds per cell would detect the observed effect" if n else
             f"the observed effect is too small to detect with {s.max_seeds} seeds per cell")
-    return mde, f"undecided: detectable at {s.power:.0%} power from |effect| >= {mde:.3g}; {need}"
+    return mde, (f"; {label}undecided: detectable at {s.power:.0%} power from |effect| >= "
+                 f"{mde:.3g}; {need}")
 
 
 # -- LSTM and GRU perform comparably -----------------------------------------------------
@@ -169,8 +165,8 @@ def comparable_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         tested.append(_Cond(cond, comp, band, failed))
     if not tested:
         if unlearned and not blocked:
-            return Claim(text, NO_ANSWER, f"{NO_ANSWER}: " + "; ".join(notes), ref)
-        verdict = INCONCLUSIVE if both else NOT_MEASURED
+            return Claim(text, Verdict.NO_ANSWER, f"{Verdict.NO_ANSWER}: " + "; ".join(notes), ref)
+        verdict = Verdict.INCONCLUSIVE if both else Verdict.NOT_MEASURED
         return Claim(text, verdict, "; ".join(notes) or "no condition measured both cells", ref)
     k = len(tested)
     p_eq = 1.0 if blocked else min(1.0, k * max(tost_p(t.comp.contrast, t.band.margin)  # type: ignore[arg-type]
@@ -180,12 +176,13 @@ def comparable_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
 
     def decide(alpha: float) -> Claim:
         level = 1 - alpha / k
-        verdict = SUPPORTED if p_eq < alpha else CONTRADICTED if p_out < alpha else INCONCLUSIVE
+        verdict = (Verdict.SUPPORTED if p_eq < alpha else
+                   Verdict.CONTRADICTED if p_out < alpha else Verdict.INCONCLUSIVE)
         parts = [f"{t.name}: {b_cell}/{a_cell} " if t.band.scale == "log" else f"{t.name}: "
                  for t in tested]
         parts = [f"{head}{t.comp.at(level).text()}, {_band_text(t.band)}{t.note}"
                  for head, t in zip(parts, tested, strict=True)]
-        if verdict == CONTRADICTED:
+        if verdict == Verdict.CONTRADICTED:
             key = min(tested, key=lambda t: outside_margin_p(t.comp.contrast, t.band.margin))  # type: ignore[arg-type]
         else:
             key = max(tested, key=lambda t: tost_p(t.comp.contrast, t.band.margin))  # type: ignore[arg-type]
@@ -198,7 +195,7 @@ def comparable_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
                     f"seeds, equivalent within {s.margin_text()}, intervals at "
                     f"{_pct(alpha / k)} (alpha {alpha:.3g} / {k} conditions){ev.pooled_text()}: "
                     + "; ".join(parts + notes))
-        if verdict == INCONCLUSIVE:
+        if verdict == Verdict.INCONCLUSIVE:
             mde = c.mde(alpha / k, s.power)
             gap = abs(abs(c.estimate) - key.band.margin)
             n = seeds_to_decide(c, gap, alpha / k, s.power, s.max_seeds)
@@ -234,15 +231,12 @@ def margin_claim(text: str, c: Contrast, margin: float, s: Settings, head: str,
     def decide(alpha: float) -> Claim:
         low, high = c.interval(1 - alpha)
         within = -margin < low and high < margin
-        verdict = EQUIVALENT if within else sided_verdict(low, high)
+        verdict = Verdict.EQUIVALENT if within else sided_verdict(low, high)
         p = min(c.p_value(), tost_p(c, margin)) if margin > 0 else c.p_value()
+        mde, note = undecided_note(verdict, c, alpha, s)
         evidence = (f"{head} {c.estimate:+.4g} ({_pct(alpha)} CI {low:+.4g} to "
                     f"{high:+.4g}), p={c.p_value():.3g}, tested at alpha={alpha:.3g}; "
-                    f"{tail(alpha)}")
-        mde = None
-        if verdict == INCONCLUSIVE:
-            mde, note = _undecided_note(c, alpha, s)
-            evidence += f"; {note}"
+                    f"{tail(alpha)}{note}")
         return Claim(text, verdict, evidence, "", c.estimate, low, high, min(c.n), mde, p,
                      decide)
 
@@ -321,9 +315,10 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
         return curve
     pairs = _size_pairs(ev)
     if not pairs:
-        return Claim(text, NOT_MEASURED, f"{NOT_MEASURED}: run with data.size=small,large")
+        return Claim(text, Verdict.NOT_MEASURED,
+                     f"{Verdict.NOT_MEASURED}: run with data.size=small,large")
     if col not in ev.reevals.columns:
-        return Claim(text, NOT_MEASURED, "eval-mode gap (gap_at_best) not recorded by the "
+        return Claim(text, Verdict.NOT_MEASURED, "eval-mode gap (gap_at_best) not recorded by the "
                      "re-evaluation runs")
     groups, weights, notes, kept, unlearned = [], [], [], [], []
     for small, large in pairs:
@@ -340,7 +335,7 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
             continue
         kept.append((small, large))
     if not kept and unlearned:
-        return Claim(text, NO_ANSWER, f"{NO_ANSWER}: " + "; ".join(notes))
+        return Claim(text, Verdict.NO_ANSWER, f"{Verdict.NO_ANSWER}: " + "; ".join(notes))
     paired_sizes = 0
     for small, large in kept:
         for cond, w in ((small, 1.0), (large, -1.0)):
@@ -374,7 +369,8 @@ def overfits_claim(ev: Evidence, s: Settings, pair: Pair = ARTICLE) -> Claim:
     c = contrast([np.asarray(g) for g in groups], weights, s.df_rule) if kept else None
     if c is None:
         counts = ", ".join(f"{len(g)}" for g in groups) or "none"
-        return Claim(text, INCONCLUSIVE, "fewer than two finished seeds in some cell and size "
+        return Claim(text, Verdict.INCONCLUSIVE,
+                     "fewer than two finished seeds in some cell and size "
                      f"(seeds per group: {counts}); " + "; ".join(notes))
     small_gaps = [abs(float(np.mean(ev.values(cell, small, col))))
                   for small, _ in kept for cell in pair]
