@@ -117,7 +117,7 @@ test: setup system-packages
 test-faults: setup system-packages
 	$(PY) -m pytest -m faults -n auto --dist load tests/test_server_faults.py
 
-# The inner loop: unit and in-process tests only, under a minute. Tests that run train.py,
+# The inner loop: unit and in-process tests only (the goal: a minute). Tests that run train.py,
 # a command line or a server in a subprocess are marked e2e by tests/conftest.py.
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not e2e" -n auto
