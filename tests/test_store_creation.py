@@ -290,6 +290,19 @@ def test_a_cached_schema_that_is_not_an_empty_complete_one_is_built_again(tmp_pa
     assert _schema_sql(template) == _schema_sql(db)
 
 
+def test_a_cache_folder_that_cannot_be_made_leaves_the_store_built(tmp_path, monkeypatch):
+    """XDG_CACHE_HOME names a file: no cache can be read or written, the store is built."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.delenv("RNNSWEEP_STORE_CACHE", raising=False)
+    schema, builds = _counting(OPTUNA)
+    for folder in ("a", "b"):
+        ensure_sqlite_store(_cfg(tmp_path / folder).search.storage, "key", schema)
+        assert not inspect_store(tmp_path / folder / "optuna.db", OPTUNA).problems
+    assert len(builds) == 2 and blocker.read_text() == ""
+
+
 def test_the_schema_cache_can_be_switched_off(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("RNNSWEEP_STORE_CACHE", "off")

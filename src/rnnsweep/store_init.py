@@ -26,6 +26,7 @@ PostgreSQL and MySQL stores are left to MLflow and Optuna (docs/resuming.md).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -253,15 +254,20 @@ def _keep_template(built: Path, template: Path) -> None:
         os.replace(part, template)
     except OSError as err:
         log.debug("schema cache %s not written: %s", template, err)
-        part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder itself may be what failed
+            part.unlink(missing_ok=True)
 
 
 def _build_schema(tmp: Path, url: str, schema: Schema) -> None:
     """The schema at `tmp`: a copy of the cached one when usable, else built (and cached)."""
     template = cached_schema(schema)
-    if template is not None and template.is_file() and _usable_template(template, schema):
-        shutil.copyfile(template, tmp)
-        return
+    try:
+        if template is not None and template.is_file() and _usable_template(template, schema):
+            shutil.copyfile(template, tmp)
+            return
+    except OSError as err:  # an unreadable cache is no reason to fail: build instead
+        log.debug("schema cache %s not used: %s", template, err)
+        tmp.unlink(missing_ok=True)
     schema.build(_with_file(url, tmp))
     if template is not None and tmp.exists() and not Path(f"{tmp}-wal").exists():
         _keep_template(tmp, template)
