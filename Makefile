@@ -56,8 +56,9 @@ smoke: setup
 # python -m benchmarks --only evidence (docs/performance.md). EVIDENCE_CELLS=rnn,lstm,gru
 # adds the tanh RNN (three pairs, 18 claims, half as many studies again);
 # EVIDENCE_REPEATS=1 runs one search per study.
-# The report's cost probe: 20 timing rounds within 90 s (the default's 12 in 20 s left the
-# speed interval across 1 at one size, 0.91-1.01, on 2026-12-06).
+# The report's cost probe: 20 timing rounds within 90 s, not the default's 12 in 20 s. On
+# 2026-12-06 the smallest size's speed interval crossed 1 with both (0.91-1.01 at 12 rounds,
+# 0.86-1.08 at 20): README, "What the evidence says so far".
 EVIDENCE_CELLS ?= lstm,gru
 EVIDENCE_LENGTHS ?= 10,40,120
 EVIDENCE_REPEATS ?= 2
