@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import clean_env, make_project_copy, run_train
+from conftest import clean_env, make_project_copy, query, run_train
 from omegaconf import OmegaConf
 from store_checks import check_no_loss, mlflow_url, optuna_url
 
@@ -225,12 +225,7 @@ def test_a_file_that_is_no_database_is_never_moved_or_overwritten(tmp_path, kind
 
 # -- the cached empty schema ------------------------------------------------------------------
 def _schema_sql(db: Path) -> list[tuple]:
-    return query_all(db, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
-
-
-def query_all(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as con:
-        return con.execute(sql).fetchall()
+    return query(db, "SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
 
 
 def _counting(schema):
@@ -254,13 +249,12 @@ def test_a_second_store_starts_as_a_copy_of_the_cached_schema(tmp_path, kind, mo
     schema, builds = _counting(SCHEMAS[kind])
     first, second = tmp_path / "a", tmp_path / "b"
     for folder in (first, second):
-        ensure_sqlite_store(_cfg(folder)[{"mlflow": "tracking", "optuna": "search"}[kind]][
-            {"mlflow": "uri", "optuna": "storage"}[kind]], "key", schema)
+        ensure_sqlite_store(f"sqlite:///{folder}/{kind}.db", "key", schema)  # as _cfg names it
     assert len(builds) == 1 and str(first) in builds[0]
     assert cached_schema(schema).is_file()
     assert _schema_sql(first / f"{kind}.db") == _schema_sql(second / f"{kind}.db")
     if kind == "mlflow":  # the Default experiment (it names a folder) is made on first open
-        assert query_all(cached_schema(schema), "SELECT COUNT(*) FROM experiments") == [(0,)]
+        assert query(cached_schema(schema), "SELECT COUNT(*) FROM experiments") == [(0,)]
     WORKS[kind](_cfg(second))
 
 
@@ -286,7 +280,7 @@ def test_a_cached_schema_that_is_not_an_empty_complete_one_is_built_again(tmp_pa
     assert len(builds) == 2
     db = tmp_path / "b" / "optuna.db"
     assert not inspect_store(db, OPTUNA).problems
-    assert query_all(db, "SELECT COUNT(*) FROM studies") == [(0,)]
+    assert query(db, "SELECT COUNT(*) FROM studies") == [(0,)]
     assert _schema_sql(template) == _schema_sql(db)
 
 

@@ -35,6 +35,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 from rnnsweep.errors import ConfigError
@@ -90,8 +92,10 @@ def _connect(db: Path, timeout: float) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=timeout)
 
 
-def inspect_store(db: Path, schema: Schema, timeout: float = 10.0) -> State:
-    """How complete the store at `db` is, and (when incomplete) what data it holds.
+def inspect_store(db: Path, schema: Schema, timeout: float = 10.0,
+                  count_data: bool = False) -> State:
+    """How complete the store at `db` is, and (when incomplete, or `count_data`) what data
+    it holds.
 
     Raises sqlite3.Error when the file cannot be read as SQLite: not a database, locked by
     another process past `timeout`, unreadable."""
@@ -115,7 +119,7 @@ def inspect_store(db: Path, schema: Schema, timeout: float = 10.0) -> State:
         if "version_info" in expected and "version_info" in tables and not (
                 con.execute("SELECT 1 FROM version_info").fetchone()):
             problems.append("no version_info row")
-        data = _data(con, tables, schema) if problems else {}
+        data = _data(con, tables, schema) if problems or count_data else {}
         return State(problems, data)
     finally:
         con.close()
@@ -230,18 +234,10 @@ def cached_schema(schema: Schema) -> Path | None:
 def _usable_template(template: Path, schema: Schema) -> bool:
     """A complete schema at the current revision whose only rows are the schema's own."""
     try:
-        state = inspect_store(template, schema, timeout=1.0)
-        if state.problems:
-            return False
-        con = _connect(template, 1.0)
-        try:
-            tables = {name for (name,) in con.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            return not _data(con, tables, schema)
-        finally:
-            con.close()
+        state = inspect_store(template, schema, timeout=1.0, count_data=True)
     except sqlite3.Error:
         return False
+    return not state.problems and not state.data
 
 
 def _keep_template(built: Path, template: Path) -> None:
@@ -383,23 +379,17 @@ def _build_optuna(url: str) -> None:
     storage.engine.dispose()
 
 
-def _version(module: str) -> Callable[[], str]:
-    from importlib.metadata import version
-
-    return lambda: version(module)
-
-
 MLFLOW = Schema(
-    name="MLflow", version=_version("mlflow"), head=_mlflow_head, tables=_mlflow_tables,
-    build=_build_mlflow,
+    name="MLflow", version=partial(package_version, "mlflow"), head=_mlflow_head,
+    tables=_mlflow_tables, build=_build_mlflow,
     upgrade="mlflow db upgrade {url}",
     # The schema writes the default workspace and experiment 0 ("Default").
     bookkeeping={"alembic_version": None, "workspaces": None,
                  "experiments": "SELECT 1 FROM experiments WHERE experiment_id != 0"},
 )
 OPTUNA = Schema(
-    name="Optuna", version=_version("optuna"), head=_optuna_head, tables=_optuna_tables,
-    build=_build_optuna,
+    name="Optuna", version=partial(package_version, "optuna"), head=_optuna_head,
+    tables=_optuna_tables, build=_build_optuna,
     upgrade="optuna storage upgrade --storage {url}",
     bookkeeping={"alembic_version": None, "version_info": None},
 )
