@@ -108,8 +108,8 @@ def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 eq = g["equal_kernels"]["time_ratios"]["gru/lstm"]
                 text += f", equal kernels {_ratio_text(eq)}"
         modes = "on equal kernels and as run" if "equal_kernels" in s else "as run"
-        out.append((f"cost probe {label}: GRU/LSTM CPU time per step (t interval over "
-                    f"rounds) and memory per step, {modes}", text, "report", "-"))
+        out.append((f"cost probe {label}: GRU/LSTM CPU time per step (median, order-statistic "
+                    f"interval over rounds) and memory per step, {modes}", text, "report", "-"))
     return out
 
 

@@ -255,18 +255,26 @@ def test_probe_runs_every_loss_kind(spec):
     assert all(min(c.seconds) > 0 for c in s.cells.values())
 
 
-def test_log_ratio_interval_is_a_t_interval_on_log_ratios():
-    num, den = [2.0, 3.0, 2.5, 2.2], [1.0, 1.0, 1.0, 1.0]
-    r = log_ratio_interval(num, den, level=0.9)
-    logs = [math.log(v) for v in num]
-    mean = sum(logs) / 4
-    sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / 3)
-    half = stats.t.ppf(0.95, 3) * sd / 2
-    assert r.estimate == pytest.approx(math.exp(mean))
-    assert r.low == pytest.approx(math.exp(mean - half))
-    assert r.high == pytest.approx(math.exp(mean + half))
-    assert r.excludes_one()
-    assert not log_ratio_interval([1.1, 0.9, 1.0], [1.0, 1.0, 1.0]).excludes_one()
+def test_log_ratio_interval_is_the_median_with_its_order_statistic_interval():
+    ratios = [0.9 + 0.01 * i for i in range(20)]
+    r = log_ratio_interval(ratios, [1.0] * 20, level=0.99)
+    # Binomial(20, 1/2): the k-th order statistics with 2 P(B <= k - 1) <= 1 % are k = 4
+    k = max(k for k in range(1, 11) if 2 * stats.binom.cdf(k - 1, 20, 0.5) <= 0.01)
+    assert k == 4
+    assert (r.low, r.high) == pytest.approx((ratios[k - 1], ratios[20 - k]))
+    assert r.estimate == pytest.approx(math.sqrt(ratios[9] * ratios[10]))
+    assert not r.excludes_one() and r.p_value == pytest.approx(1.0)
+    # One disturbed round (interference only adds time) leaves the figure where it was.
+    disturbed = log_ratio_interval(ratios[:-1] + [10.0], [1.0] * 20, level=0.99)
+    assert (disturbed.low, disturbed.high, disturbed.estimate) == pytest.approx(
+        (r.low, r.high, r.estimate))
+    assert log_ratio_interval([2.0, 3.0, 2.5, 2.2] * 3, [1.0] * 12, level=0.99).excludes_one()
+
+
+def test_too_few_rounds_give_an_unbounded_interval_that_decides_nothing():
+    r = log_ratio_interval([0.5] * 5, [1.0] * 5, level=0.99)
+    assert (r.low, r.high) == (0.0, math.inf)
+    assert not r.excludes_one()
 
 
 def _verdict(low: float, high: float) -> str:
@@ -305,8 +313,10 @@ def test_verdict_holds_with_a_cpu_burning_neighbour():
 
 # -- claims decided on equal kernels (hand-built probe results) ---------------------------
 
-LSTM_S = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02]  # seconds per round: load varies between rounds
-JITTER = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0]
+# Seconds per round (load varies between rounds); 12 rounds, so that the sign test can
+# reach p < 0.001 (2 / 2**12), as claim.decide(0.001) asks.
+LSTM_S = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02] * 2
+JITTER = [1.0, 1.02, 0.98, 1.01, 0.99, 1.0, 1.005, 0.995, 1.015, 0.985, 1.0, 1.0]
 
 
 def _cell_cost(cell: str, kernel: str, ratio: float, memory: Memory) -> CellCost:

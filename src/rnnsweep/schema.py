@@ -177,7 +177,7 @@ class CostProbeConfig:
     enabled: bool = True
     max_sizes: int = 3
     rounds: int = 12
-    min_rounds: int = 5
+    min_rounds: int = 10
     steps_per_round: int = 3
     warmup_steps: int = 3
     # None: the torch threads the sweep's trials trained with (their num_threads param).
