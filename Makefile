@@ -56,17 +56,13 @@ smoke: setup
 # python -m benchmarks --only evidence (docs/performance.md). EVIDENCE_CELLS=rnn,lstm,gru
 # adds the tanh RNN (three pairs, 18 claims, half as many studies again);
 # EVIDENCE_REPEATS=1 runs one search per study.
-# The report's cost probe: 20 timing rounds within 90 s, not the default's 12 in 20 s. On
-# 2026-12-06 the smallest size's speed interval crossed 1 with both (0.91-1.01 at 12 rounds,
-# 0.86-1.08 at 20): README, "What the evidence says so far".
 EVIDENCE_CELLS ?= lstm,gru
 EVIDENCE_LENGTHS ?= 10,40,120
 EVIDENCE_REPEATS ?= 2
-EVIDENCE_REPORT ?= report.cost_probe.rounds=20 report.cost_probe.budget_s=90
 evidence: setup
 	$(PY) train.py -m experiment=evidence cell=$(EVIDENCE_CELLS) data.seq_len=$(EVIDENCE_LENGTHS) \
 		search.repeats=$(EVIDENCE_REPEATS) hydra/launcher=joblib hydra.launcher.n_jobs=2
-	$(PY) -m rnnsweep.report $(EVIDENCE_REPORT)
+	$(PY) -m rnnsweep.report
 
 # Learning curves in data size: LSTM and GRU on the noisy adding task at five training-set
 # sizes (fractions of the 4,000 large-data sequences), two workers; then the report with a

@@ -36,8 +36,6 @@ SWEEPS = {
     "evidence": ["-m", "experiment=evidence", "cell=lstm,gru", "data.seq_len=10,40,120",
                  "search.repeats=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
 }
-# The report's arguments, as the Makefile's target gives them (EVIDENCE_REPORT).
-REPORT_ARGS = {"evidence": ["report.cost_probe.rounds=20", "report.cost_probe.budget_s=90"]}
 BUDGET_S = {"default": 600.0, "evidence": 3600.0}  # the profiles' promises
 DECIDED = (Verdict.SUPPORTED, Verdict.CONTRADICTED, Verdict.EQUIVALENT)
 
@@ -92,8 +90,7 @@ def run_sweep(name: str, timeout: float) -> dict[str, Any]:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         result: dict[str, Any] = {}
         if name in BUDGET_S and proc.returncode == 0:
-            report = subprocess.run([sys.executable, "-m", "rnnsweep.report",
-                                     *REPORT_ARGS.get(name, [])], cwd=project,
+            report = subprocess.run([sys.executable, "-m", "rnnsweep.report"], cwd=project,
                                     env={**env, "RNNSWEEP_ROOT": str(project)},
                                     capture_output=True, text=True, timeout=timeout)
             path = Path(project) / "reports" / "adding" / "metrics.json"

@@ -551,7 +551,9 @@ def test_probe_settings_are_checked():
         cost_claims_mod.probe_config({"cost_probe": {"rounds": 0}})
     with pytest.raises(ConfigError, match="report.cost_probe"):
         cost_claims_mod.probe_config({"cost_probe": {"roundz": 3}})
-    assert cost_claims_mod.probe_config({}).steps_per_round == 3
+    # Unset keys take the defaults conf/report/default.yaml states.
+    conf = OmegaConf.load(Path(__file__).parents[1] / "conf/report/default.yaml")
+    assert cost_claims_mod.probe_config({}).steps_per_round == conf.cost_probe.steps_per_round
 
 
 def test_probe_times_a_cell_of_ones_own_beside_lstm():

@@ -176,13 +176,13 @@ class CostProbeConfig:
 
     enabled: bool = True
     max_sizes: int = 3
-    rounds: int = 12
+    rounds: int = 40
     min_rounds: int = 10
-    steps_per_round: int = 3
+    steps_per_round: int = 5
     warmup_steps: int = 3
     # None: the torch threads the sweep's trials trained with (their num_threads param).
     threads: int | None = None
-    budget_s: float = 20.0
+    budget_s: float = 60.0
     device: str = "auto"
 
 
