@@ -247,3 +247,10 @@ def refused_before_heavy_imports(project: Path, *argv: str) -> list[str]:
     heavy = HEAVY_MODULES & imported
     assert not heavy, f"imported before the refusal: {sorted(heavy)}"
     return [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+
+
+# Output a user cannot act on, as printed before the filters existed.
+NOISE = (
+    "💡 Tip", "ExperimentalWarning", "LeafSpec", "Creating initial MLflow database tables",
+    "Downloading artifacts", "A new study created", "finished with value", "noload",
+)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, new_mlflow_store, run_train
+from conftest import NOISE, ROOT, new_mlflow_store, run_train
 from omegaconf import OmegaConf
 from rich.console import Console
 
@@ -24,12 +24,6 @@ from rnnsweep.console import (
 from rnnsweep.sweep_callbacks import StudyRow, print_summary, read_sweep
 from rnnsweep.threads import available_cores
 from rnnsweep.training import show_batch_progress
-
-# Output a user cannot act on, as printed before the filters existed.
-NOISE = (
-    "💡 Tip", "ExperimentalWarning", "LeafSpec", "Creating initial MLflow database tables",
-    "Downloading artifacts", "A new study created", "finished with value", "noload",
-)
 
 
 def test_smoke_sweep_console_is_clean(smoke_sweep: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_train
+from conftest import NOISE, run_train
 from mlflow.tracking import MlflowClient
 from store_checks import mlflow_url
 
@@ -26,7 +26,7 @@ def test_seed_plan_looks_and_no_rounds_when_max_equals_first():
 def test_undecided_pairs_get_another_round_of_seeds(project):
     proc = run_train(project, "-m", "cell=lstm,gru", "data.size=small", "experiment=smoke",
                      "search.n_trials=1", "search.reeval_max_seeds=4",
-                     "search.reeval_seed_step=2", timeout=600)
+                     "search.reeval_seed_step=2", timeout=600, workers=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=mlflow_url(project))
     exp = client.get_experiment_by_name("adding")
@@ -49,6 +49,9 @@ def test_undecided_pairs_get_another_round_of_seeds(project):
     assert len(seeds["lstm"]) == len(seeds["gru"]) == expected
     if expected == 4:
         assert "undecided cell comparisons: 2 studies get 4" in proc.stderr + proc.stdout
+        # The rounds' trainings (in this process or fresh workers) are as quiet as the trials'.
+        for text in NOISE:
+            assert text not in proc.stderr + proc.stdout, text
 
 
 class _FakeClient:

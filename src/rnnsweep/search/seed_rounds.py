@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from rnnsweep.console import quiet_third_party
 from rnnsweep.report.sequential import SeedPlan, decide, look_index, seed_plan
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import contrast, tost_p
@@ -278,6 +279,8 @@ def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> i
     plan = seed_plan(config.search, float(config.report.alpha))
     if plan is None or not config.search.study:
         return 0
+    # Trainings run here or in fresh loky workers, where no job quieted Lightning's banners.
+    quiet_third_party(in_study=True)
     minutes = OmegaConf.select(config, "search.seed_rounds_minutes", default=None)
     deadline = None if minutes is None or sweep_started is None else (
         sweep_started + 60 * float(minutes))
@@ -340,6 +343,7 @@ def _add_seeds_in_worker(run_id: str, plain: dict, look: int, workers: int) -> N
     from rnnsweep.tracking import tracking_uri
 
     os.environ[LOCAL_WORKERS_ENV] = str(workers)  # threads: the cores // workers
+    quiet_third_party(in_study=True)
     job_started_in_worker()
     install_handlers()
     try:
