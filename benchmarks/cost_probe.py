@@ -96,6 +96,8 @@ def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     mode existed show the as-run figures alone."""
     out = []
     loaded = section.get("loaded", {}).get("sizes", [])
+    # Results saved before rnnsweep.cost.RATIO_INTERVAL was recorded held t intervals.
+    interval = section["quiet"].get("interval", "t interval on the mean log ratio")
     for i, s in enumerate(section["quiet"]["sizes"]):
         label = f"H={s['hidden_size']} L={s['num_layers']}"
         text = f"as run {_mode_text(s)}"
@@ -108,8 +110,8 @@ def rows(section: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 eq = g["equal_kernels"]["time_ratios"]["gru/lstm"]
                 text += f", equal kernels {_ratio_text(eq)}"
         modes = "on equal kernels and as run" if "equal_kernels" in s else "as run"
-        out.append((f"cost probe {label}: GRU/LSTM CPU time per step (median, order-statistic "
-                    f"interval over rounds) and memory per step, {modes}", text, "report", "-"))
+        out.append((f"cost probe {label}: GRU/LSTM CPU time per step ({interval} over "
+                    f"rounds) and memory per step, {modes}", text, "report", "-"))
     return out
 
 

@@ -83,6 +83,10 @@ class Size:
         return f"H={self.hidden_size} L={self.num_layers}"
 
 
+# What `RatioInterval` holds, as saved beside the figures.
+RATIO_INTERVAL = "median, order-statistic interval"
+
+
 @dataclass
 class RatioInterval:
     """Median ratio over rounds with its order-statistic interval (module doc)."""
@@ -393,6 +397,7 @@ def as_dict(result: ProbeResult) -> dict[str, Any]:
         "device", "timer", "threads", "batch_size", "seq_len", "warmup_steps",
         "steps_per_round", "cpu_seconds")}
     out["modes"] = {m: MODE_TEXT[m] for m in result.modes}
+    out["interval"] = RATIO_INTERVAL  # results saved before it held t intervals
     out["sizes"] = []
     for s in result.sizes:
         entry = {"hidden_size": s.size.hidden_size, "num_layers": s.size.num_layers,
