@@ -4,23 +4,35 @@ tags, and the study with everything its trials need."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.data import build_datamodule
+from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
 from rnnsweep.report.settings import Settings
+from rnnsweep.run_lifecycle import study_run
 from rnnsweep.schema import to_structured, validate
 from rnnsweep.search.objective import StudyContext
-from rnnsweep.search.reeval import device_tags
+from rnnsweep.search.reeval import device_tags, reevaluate
 from rnnsweep.search.repeats import REPEAT_TAG, search_repeat, with_study_seed
 from rnnsweep.search.runner import find_or_create_parent
 from rnnsweep.search.settings import fixed_settings, settings_hash, settings_text
 from rnnsweep.search.space import match_params
-from rnnsweep.search.study import full_study_name, make_storage, open_study, sampler_label
+from rnnsweep.search.study import (
+    full_study_name,
+    make_storage,
+    open_study,
+    sampler_label,
+    storage_error,
+)
 from rnnsweep.search.warm_start import OFF, WARM_ATTR
+from rnnsweep.signals import held, raise_pending
 from rnnsweep.tracking import Tracker
 from rnnsweep.training import TrainSetup, run_params
 
@@ -91,3 +103,33 @@ def open_study_context(
         job_overrides=overrides,
     )
     return study, ctx
+
+
+def _study_config(client, parent, config: DictConfig) -> DictConfig:  # noqa: ANN001
+    """The study's own resolved config (its parent's config.yaml), with the live stores: the
+    artifact has passwords masked."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(parent.info.run_id, "config.yaml", tmp)
+        cfg = OmegaConf.create(yaml.safe_load(Path(path).read_text()))
+    cfg.search.storage = config.search.storage
+    cfg.tracking.uri = config.tracking.uri
+    cfg.tracking.sweep_id = config.tracking.sweep_id
+    return cfg
+
+
+def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa: ANN001
+    """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept):
+    a seed round's step (rnnsweep.search.seed_rounds), its job assembled again from the
+    study's stored config."""
+    cfg = typed_config(_study_config(client, parent, config))
+    cfg.search.reeval_seeds = n_seeds
+    datamodule = build_datamodule(cfg.data)
+    tracker = Tracker(cfg)
+    tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
+    experiment = cfg.tracking.experiment or experiment_name(cfg.data)
+    tags = condition_tags(cfg, datamodule.condition())
+    with held():  # the reopened parent is closed by study_run, which raises a held signal
+        study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
+    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg.search, err)):
+        raise_pending()
+        reevaluate(study, ctx)
