@@ -109,9 +109,8 @@ def _tracker(tmp_path: Path, uri: str | None = None):
 
     from rnnsweep.tracking import Tracker
 
-    cfg = OmegaConf.create({"tracking": {"uri": uri or f"sqlite:///{tmp_path}/mlflow.db",
-                                         "artifact_root": str(tmp_path / "artifacts")}})
-    return Tracker(cfg)
+    return Tracker(OmegaConf.create({"uri": uri or f"sqlite:///{tmp_path}/mlflow.db",
+                                     "artifact_root": str(tmp_path / "artifacts")}))
 
 
 def test_tracker_turns_a_failing_store_into_one_store_error(tmp_path, monkeypatch,
@@ -135,8 +134,7 @@ def test_tracker_turns_a_failing_store_into_one_store_error(tmp_path, monkeypatc
     # The artifact store is named for artifact calls.
     (tmp_path / "artifacts").write_text("a file where the artifact folder should be")
     with pytest.raises(StoreError, match=r"^artifact store .*artifacts failed: .*Not a direct"):
-        tracker.log_config(tracker.start_run("other", "r", {}), __import__("omegaconf")
-                           .OmegaConf.create({"a": 1}))
+        tracker.log_config(tracker.start_run("other", "r", {}), "a: 1\n")
 
 
 def test_tracker_on_a_server_that_went_away_fails_fast_naming_it(tmp_path, monkeypatch):
@@ -189,7 +187,7 @@ def study_ctx(tmp_path, monkeypatch, empty_stores):
             "search.max_failure_rate=0.9"]))
     GlobalHydra.instance().clear()
     datamodule = build_datamodule(cfg.data)
-    tracker = Tracker(cfg)
+    tracker = Tracker(cfg.tracking)
     tags = condition_tags(cfg, datamodule.condition())
     study, ctx = open_study_context(cfg, datamodule, tracker, "adding", tags, [])
     return study, ctx

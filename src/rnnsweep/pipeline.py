@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.console import announce_reevaluation, study_progress
 from rnnsweep.data import build_datamodule
 from rnnsweep.data.registry import experiment_name
-from rnnsweep.job import condition_tags, open_study_context, typed_config
+from rnnsweep.job import condition_tags, open_study_context, train_setup, typed_config
 from rnnsweep.limits import check_job
 from rnnsweep.run_lifecycle import TrackedRun, run_parameters, study_run
 from rnnsweep.search.reeval import reevaluate, seeds_left
@@ -31,8 +31,10 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     if cfg.trainer.num_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
     datamodule = build_datamodule(cfg.data)  # also checks the task's keys
-    check_job(cfg, datamodule)  # as in the preflight, which a launcher's worker skips
-    tracker = Tracker(cfg)
+    setup = train_setup(cfg)
+    # As in the preflight, which a launcher's worker skips.
+    check_job(cfg.search, setup.nodes, cfg.data, datamodule)
+    tracker = Tracker(cfg.tracking)
     # Commit, dirty flag and the three splits' datasets on every run of this job.
     tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
     experiment = cfg.tracking.experiment or experiment_name(cfg.data)
@@ -40,7 +42,7 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     tags = condition_tags(cfg, condition)
     overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]
     if not cfg.search.study:
-        return run_single(cfg, datamodule, tracker, experiment, tags)
+        return run_single(cfg, setup, datamodule, tracker, experiment, tags)
 
     try:
         with held():  # a signal now would leave the new parent run RUNNING: study_run raises it
@@ -53,9 +55,9 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
         raise halt from err
     with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg.search, err)):
         raise_pending()  # closes the parent as KILLED
-        with study_progress(study, cfg) as progress:
+        with study_progress(study, cfg.search) as progress:
             summary = run_study(study, ctx, progress=progress)
-        announce_reevaluation(study, cfg, remaining=seeds_left(study, ctx))
+        announce_reevaluation(study, cfg.search, remaining=seeds_left(study, ctx))
         reevaluate(study, ctx)
     print_summary(summary)
     return summary.best_value
@@ -74,17 +76,15 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def run_single(
-    cfg: DictConfig, datamodule: Any, tracker: Tracker, experiment: str, tags: dict[str, str]
-) -> float:
+def run_single(cfg: DictConfig, setup: TrainSetup, datamodule: Any, tracker: Tracker,
+               experiment: str, tags: dict[str, str]) -> float:
     """search=none: train one model with the given values, logged as one top-level run."""
     values = {"num_layers": cfg.model.num_layers, "hidden_size": cfg.model.hidden_size,
               "dropout": cfg.model.dropout, "lr": cfg.optim.lr}
     run = TrackedRun.start(tracker, experiment, f"single-{cfg.cell.name}",
                            {**tags, "role": SINGLE_ROLE})
     with run:
-        tracker.log_config(run.run_id, cfg)
-        setup = TrainSetup.of(cfg)
+        tracker.log_config(run.run_id, OmegaConf.to_yaml(cfg, resolve=True))
         run.log_start(run_parameters(values, cfg.seed, setup, datamodule),
                       metrics={**datamodule.baseline(), **datamodule.fitted_baselines()})
         result = train_model(setup, datamodule, int(cfg.seed), on_validation=run.log_validation)

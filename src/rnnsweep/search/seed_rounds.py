@@ -248,7 +248,7 @@ def run_seed_rounds(config: DictConfig, add_seeds: AddSeeds,
     minutes = OmegaConf.select(config, "search.seed_rounds_minutes", default=None)
     deadline = None if minutes is None or sweep_started is None else (
         sweep_started + 60 * float(minutes))
-    client = MlflowClient(tracking_uri=tracking_uri(config))
+    client = MlflowClient(tracking_uri=tracking_uri(config.tracking))
     ids = [e.experiment_id for e in client.search_experiments()]
     # the launcher's workers (joblib: one per core); the callback's config has its node
     cores = available_cores()
@@ -314,7 +314,7 @@ def _add_seeds_in_worker(run_id: str, plain: dict, look: int, workers: int,
     install_handlers()
     try:
         config = OmegaConf.create(plain)
-        client = MlflowClient(tracking_uri=tracking_uri(config))
+        client = MlflowClient(tracking_uri=tracking_uri(config.tracking))
         add_seeds(client, client.get_run(run_id), config, look)
     finally:
         end_of_job_in_worker()
