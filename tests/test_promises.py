@@ -183,20 +183,14 @@ def empty_stores(tmp_path_factory):
 @pytest.fixture
 def make_ctx(tmp_path, monkeypatch, empty_stores):
     """make_ctx(*overrides): a smoke job's config, data, tracker and study, in tmp_path."""
-    from rnnsweep.data import build_datamodule
-    from rnnsweep.job import condition_tags, open_study_context
-    from rnnsweep.tracking import Tracker
+    from rnnsweep.job import Job, open_study_context
 
     shutil.copytree(empty_stores, tmp_path / "mlruns")
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     def make(*overrides: str):
-        cfg = _smoke_config(*overrides)
-        datamodule = build_datamodule(cfg.data)
-        tracker = Tracker(cfg.tracking)
-        tags = condition_tags(cfg, datamodule.condition())
-        return open_study_context(cfg, datamodule, tracker, "adding", tags, [])
+        return open_study_context(Job(_smoke_config(*overrides)), [])
 
     yield make
     GlobalHydra.instance().clear()

@@ -175,9 +175,7 @@ def study_ctx(tmp_path, monkeypatch, empty_stores):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from rnnsweep.data import build_datamodule
-    from rnnsweep.job import condition_tags, open_study_context, typed_config
-    from rnnsweep.tracking import Tracker
+    from rnnsweep.job import Job, open_study_context, typed_config
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     GlobalHydra.instance().clear()
@@ -186,11 +184,7 @@ def study_ctx(tmp_path, monkeypatch, empty_stores):
             "experiment=smoke", "cell=gru", "search.n_trials=3", "search.reeval_seeds=0",
             "search.max_failure_rate=0.9"]))
     GlobalHydra.instance().clear()
-    datamodule = build_datamodule(cfg.data)
-    tracker = Tracker(cfg.tracking)
-    tags = condition_tags(cfg, datamodule.condition())
-    study, ctx = open_study_context(cfg, datamodule, tracker, "adding", tags, [])
-    return study, ctx
+    return open_study_context(Job(cfg), [])
 
 
 def _fake_training(monkeypatch, behaviour):

@@ -14,6 +14,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.data import build_datamodule
+from rnnsweep.data.base import TensorDataModule
 from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
 from rnnsweep.report.settings import Settings
@@ -136,31 +137,48 @@ def condition_tags(cfg: DictConfig, condition: dict[str, str]) -> dict[str, str]
     }
 
 
-def open_study_context(
-    cfg: DictConfig, datamodule: Any, tracker: Tracker, experiment: str,
-    tags: dict[str, str], overrides: list[str],
-) -> tuple[optuna.Study, StudyContext]:
+class Job:
+    """One job's parts, each built once from its own node of a typed config: what the
+    pipeline, the study and a seed round read instead of the config. The job is checked
+    (rnnsweep.limits) before the tracker opens its store."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.datamodule: TensorDataModule = build_datamodule(cfg.data)  # checks the task's keys
+        self.setup = train_setup(cfg)
+        check_job(cfg.search, self.setup.nodes, cfg.data, self.datamodule)
+        self.study = study_settings(cfg)
+        self.data: DictConfig = cfg.data
+        self.seed = int(cfg.seed)
+        self.tracker = Tracker(cfg.tracking)
+        # Commit, dirty flag and the three splits' datasets on every run of this job.
+        self.tracker.describe_job(self.datamodule, str(Path(cfg.paths.root) / "train.py"))
+        self.experiment: str = cfg.tracking.experiment or experiment_name(cfg.data)
+        self.tags = condition_tags(cfg, self.datamodule.condition())
+        # The resolved config, stored with every study and single run.
+        self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def open_study_context(job: Job, overrides: list[str]) -> tuple[optuna.Study, StudyContext]:
     """The job's study and everything its trials need; its parent run found or created.
 
     Every parent, trial and re-evaluation run carries the tag search_repeat (which
     independent search of the condition; not a condition itself: the report pools the
     repeats), and the trials and re-evaluations of repeat r > 0 train with the repeat's own
     seeds (ctx.seed is its study_seed, rnnsweep.search.repeats)."""
-    search, repeat = cfg.search, search_repeat(cfg.search)
-    tags = {**tags, REPEAT_TAG: str(repeat)}
+    spec, datamodule, tracker = job.study, job.datamodule, job.tracker
+    search, repeat = spec.search, search_repeat(spec.search)
+    tags = {**job.tags, REPEAT_TAG: str(repeat)}
     storage = make_storage(search)
-    spec = study_settings(cfg)
     name = full_study_name(spec, datamodule.condition(), storage)
     study = open_study(spec, name, storage)
-    parent = find_or_create_parent(tracker, experiment, name, tags, search.storage,
-                                   OmegaConf.to_yaml(cfg, resolve=True))
-    setup = train_setup(cfg)
+    parent = find_or_create_parent(tracker, job.experiment, name, tags, search.storage,
+                                   job.config_yaml)
     # Device and RNN kernels on the parent and, through base_tags, on every trial and re-eval.
-    device = device_tags(setup, datamodule)
+    device = device_tags(job.setup, datamodule)
     # The trivial predictor's loss and the budget: what the report needs to read the study.
-    budget = {k: v for k, v in run_params(setup, datamodule).items() if k != "num_threads"}
+    budget = {k: v for k, v in run_params(job.setup, datamodule).items() if k != "num_threads"}
     # One batch; sweep_id again because a reopened parent may belong to a new sweep.
-    tracker.log(parent, tags={"sweep_id": cfg.tracking.sweep_id,
+    tracker.log(parent, tags={"sweep_id": job.tags["sweep_id"],
                               "fixed_settings": settings_text(spec.fixed),
                               "settings_hash": settings_hash(spec.fixed),
                               **device, "search_sampler": sampler_label(search), **budget,
@@ -170,8 +188,8 @@ def open_study_context(
                               REPEAT_TAG: tags[REPEAT_TAG]},
                 metrics={**datamodule.baseline(), **datamodule.fitted_baselines()})
     ctx = StudyContext(
-        search=search, setup=setup, data=cfg.data, seed=study_seed(cfg.seed, repeat),
-        datamodule=datamodule, tracker=tracker, experiment=experiment,
+        search=search, setup=job.setup, data=job.data, seed=study_seed(job.seed, repeat),
+        datamodule=datamodule, tracker=tracker, experiment=job.experiment,
         parent_run_id=parent, study_name=name, base_tags={**tags, **device, "study_name": name},
         job_overrides=overrides,
     )
@@ -196,13 +214,10 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     study's stored config."""
     cfg = typed_config(_study_config(client, parent, config))
     cfg.search.reeval_seeds = n_seeds
-    datamodule = build_datamodule(cfg.data)
-    tracker = Tracker(cfg.tracking)
-    tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
-    experiment = cfg.tracking.experiment or experiment_name(cfg.data)
-    tags = condition_tags(cfg, datamodule.condition())
+    job = Job(cfg)
     with held():  # the reopened parent is closed by study_run, which raises a held signal
-        study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
-    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg.search, err)):
+        study, ctx = open_study_context(job, [])
+    with study_run(job.tracker, ctx.parent_run_id,
+                   classify=lambda err: storage_error(ctx.search, err)):
         raise_pending()
         reevaluate(study, ctx)
