@@ -67,14 +67,16 @@ def durations(stamps: list[tuple[float, float]]) -> list[tuple[float, float]]:
 def pipeline_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
     """Epoch times of `train_model` with a trial's callbacks and tracking."""
     from rnnsweep.data import build_datamodule
+    from rnnsweep.job import study_settings, train_setup
     from rnnsweep.search.study import make_storage, open_study
     from rnnsweep.tracking import Tracker
-    from rnnsweep.training import TrainSetup, train_model
+    from rnnsweep.training import train_model
 
     datamodule = build_datamodule(cfg.data)
-    tracker = Tracker(cfg)
+    tracker = Tracker(cfg.tracking)
     run_id = tracker.start_run("overhead", name="trial", tags={"role": "trial"})
-    study = open_study(cfg, f"overhead-{cfg.cell.name}", make_storage(cfg.search))
+    study = open_study(study_settings(cfg), f"overhead-{cfg.cell.name}",
+                       make_storage(cfg.search))
     trial = study.ask()
 
     def log_validation(step: int, metrics: dict[str, float]) -> None:
@@ -82,7 +84,7 @@ def pipeline_epochs(cfg: Any, seed: int) -> list[tuple[float, float]]:
                     step=step)
 
     timer = EpochStarts()
-    result = train_model(TrainSetup.of(cfg), datamodule, seed, callbacks=[timer],
+    result = train_model(train_setup(cfg), datamodule, seed, callbacks=[timer],
                          on_validation=log_validation, trial=trial)
     study.tell(trial, result.best_value)
     tracker.end_run(run_id, "FINISHED")

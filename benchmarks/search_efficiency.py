@@ -94,10 +94,11 @@ def run_study(sampler: str, pruner: str, seed: int, step_budget: int, extra: lis
               max_trials: int = 200) -> list[TrialLog]:
     """One in-memory study that runs trials until `step_budget` optimiser steps are spent."""
     from rnnsweep.data import build_datamodule
+    from rnnsweep.job import train_setup
     from rnnsweep.search import space as search_space
     from rnnsweep.search.objective import trial_seed
     from rnnsweep.search.study import make_pruner, make_sampler
-    from rnnsweep.training import TrainSetup, train_model
+    from rnnsweep.training import train_model
 
     cfg = compose_config(config_overrides(sampler, pruner, seed, extra))
     datamodule = datamodule if datamodule is not None else build_datamodule(cfg.data)
@@ -110,11 +111,11 @@ def run_study(sampler: str, pruner: str, seed: int, step_budget: int, extra: lis
 
     def objective(trial: optuna.Trial) -> float:
         values = search_space.suggest(trial, cfg.search.space)
-        trial_cfg = search_space.apply(cfg, cfg.search.space, values)
+        setup = search_space.apply(train_setup(cfg), cfg.search.space, values)
         state, steps, value = "fail", 0, math.inf
         try:
-            result = train_model(TrainSetup.of(trial_cfg), datamodule,
-                                 trial_seed(cfg, trial.number), trial=trial)
+            result = train_model(setup, datamodule, trial_seed(cfg.seed, trial.number),
+                                 trial=trial)
             state, steps, value = "complete", int(result.optimizer_steps), result.best_value
             return result.best_value
         except optuna.TrialPruned:

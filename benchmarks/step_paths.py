@@ -31,8 +31,9 @@ import torch
 from benchmarks.common import ROOT, compose_config, machine
 from rnnsweep.cells import cell_config
 from rnnsweep.data import build_datamodule
+from rnnsweep.job import train_setup
 from rnnsweep.measure import graph_backend
-from rnnsweep.training import ModelNodes, build_module
+from rnnsweep.training import build_module
 
 RESULTS = ROOT / "benchmarks" / "results" / "step_paths.json"
 # (label, overrides): the studies' shapes, as each profile runs them.
@@ -84,7 +85,7 @@ class Step:
         dm = build_datamodule(cfg.data)
         dm.setup("fit")
         torch.manual_seed(0)
-        self.module = build_module(ModelNodes.of(cfg), dm).train()
+        self.module = build_module(train_setup(cfg).nodes, dm).train()
         if variant.packed:
             self.module.net.rnn.needs_packing = True  # the replaced path: torch's packing
         loader = iter(dm.train_dataloader())

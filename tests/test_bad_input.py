@@ -101,7 +101,7 @@ def test_every_name_finds_its_own_parent_run(tmp_path):
 
     cfg = OmegaConf.create({"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db",
                                          "artifact_root": str(tmp_path / "artifacts")}})
-    tracker = Tracker(cfg)
+    tracker = Tracker(cfg.tracking)
     ids = {name: tracker.start_run("exp", "p", {"study_name": name, "role": PARENT_ROLE})
            for name in NAMES}
     tracker.start_run("exp", "t", {"study_name": "it's", "role": "trial"})
@@ -164,7 +164,7 @@ def test_find_tagged_matches_any_value_in_dotted_keys_and_by_status(tmp_path):
 
     cfg = OmegaConf.create({"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db",
                                          "artifact_root": str(tmp_path / "artifacts")}})
-    tracker = Tracker(cfg)
+    tracker = Tracker(cfg.tracking)
     ids = {name: tracker.start_run("exp", "r", {"data.file": name, "best_trial_number": "3"})
            for name in NAMES}
     tracker.end_run(ids["it's"], "FINISHED")

@@ -96,18 +96,20 @@ def test_a_trainer_argument_passes_through_without_code(typed):
 
 def test_optimiser_and_schedule_are_built_from_their_groups(typed):
     from rnnsweep.data import build_datamodule
-    from rnnsweep.training import ModelNodes, build_module
+    from rnnsweep.job import train_setup
+    from rnnsweep.training import build_module
 
     cfg = typed("optim=sgd", "scheduler=cosine", "optim.lr=0.05", "+optim.nesterov=true",
                 "optim.momentum=0.9")
-    module = build_module(ModelNodes.of(cfg), build_datamodule(cfg.data))
+    module = build_module(train_setup(cfg).nodes, build_datamodule(cfg.data))
     out = module.configure_optimizers()
     opt, sched = out["optimizer"], out["lr_scheduler"]
     assert type(opt) is torch.optim.SGD and opt.defaults["lr"] == 0.05
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
     assert type(sched["scheduler"]) is torch.optim.lr_scheduler.CosineAnnealingLR
     assert sched["interval"] == "step" and sched["scheduler"].T_max == cfg.trainer.max_steps
-    plain = build_module(ModelNodes.of(typed()), build_datamodule(cfg.data)).configure_optimizers()
+    plain = build_module(train_setup(typed()).nodes,
+                         build_datamodule(cfg.data)).configure_optimizers()
     assert type(plain) is torch.optim.Adam
 
 
@@ -138,15 +140,16 @@ def test_a_bad_class_or_key_is_refused_with_one_line(typed, overrides, message):
 
 def test_a_cell_of_ones_own_by_target_runs_with_its_own_name(typed):
     from rnnsweep.data import build_datamodule
-    from rnnsweep.training import ModelNodes, TrainSetup, build_module, run_params
+    from rnnsweep.job import train_setup
+    from rnnsweep.training import build_module, run_params
 
     cfg = typed("cell.name=mycell", "cell._target_=rnnsweep.cells.mingru.MinGRU",
                 "~cell.forget_bias", "search.match_params=true", "model.param_budget=900")
     dm = build_datamodule(cfg.data)
-    net = build_module(ModelNodes.of(cfg), dm).net
+    net = build_module(train_setup(cfg).nodes, dm).net
     assert net.cell == "mycell" and type(net.rnn).__name__ == "MinGRU"
     assert abs(sum(p.numel() for p in net.parameters()) - 900) / 900 < 0.1
-    assert run_params(TrainSetup.of(cfg), dm)["init"].startswith("pytorch-default")
+    assert run_params(train_setup(cfg), dm)["init"].startswith("pytorch-default")
 
 
 def test_mingru_sweep_with_gp_and_hyperband_beside_lstm(project):

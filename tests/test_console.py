@@ -21,9 +21,9 @@ from rnnsweep.console import (
     announce_reevaluation,
     quiet_third_party,
 )
+from rnnsweep.job import train_setup
 from rnnsweep.sweep_callbacks import StudyRow, print_summary, read_sweep
 from rnnsweep.threads import available_cores
-from rnnsweep.training import show_batch_progress
 
 
 def test_smoke_sweep_console_is_clean(smoke_sweep: Path) -> None:
@@ -192,9 +192,11 @@ def test_lightning_tips_dropped_device_line_once() -> None:
 @pytest.mark.parametrize(("search", "setting", "shown"), [
     ("none", None, True), ("tpe", None, False), ("tpe", True, True), ("none", False, False)])
 def test_batch_bar_only_for_single_runs(search: str, setting: bool | None, shown: bool) -> None:
-    cfg = OmegaConf.create({"search": {"name": search, "study": search != "none"},
-                            "trainer": {"progress_bar": setting}})
-    assert show_batch_progress(cfg) is shown
+    cfg = OmegaConf.create({"search": {"name": search, "study": search != "none",
+                                       "metric": "val_loss", "direction": "minimize"},
+                            "trainer": {"progress_bar": setting, "num_threads": 1},
+                            "cell": {}, "model": {}, "optim": {}})
+    assert train_setup(cfg).progress_bar is shown
 
 
 def help_groups(text: str) -> dict[str, list[str]]:
@@ -273,17 +275,17 @@ def test_a_new_option_file_is_in_help_without_editing_anything_else(project: Pat
 
 def test_reevaluation_is_announced_only_when_it_will_run() -> None:
     study = optuna.create_study(study_name="demo-small-gru")
-    cfg = OmegaConf.create({"search": {"reeval_seeds": 3}})
+    search = OmegaConf.create({"reeval_seeds": 3})
     buffer = io.StringIO()
-    announce_reevaluation(study, cfg, Console(file=buffer, width=200))
+    announce_reevaluation(study, search, Console(file=buffer, width=200))
     assert buffer.getvalue() == ""  # nothing completed yet: nothing to re-train
     study.optimize(lambda t: 1.0, n_trials=1)
-    announce_reevaluation(study, cfg, Console(file=buffer, width=200))
+    announce_reevaluation(study, search, Console(file=buffer, width=200))
     assert "demo-small-gru  re-training the best configuration with 3 fresh seeds" in (
         buffer.getvalue())
-    cfg.search.reeval_seeds = 0
+    search.reeval_seeds = 0
     before = buffer.getvalue()
-    announce_reevaluation(study, cfg, Console(file=buffer, width=200))
+    announce_reevaluation(study, search, Console(file=buffer, width=200))
     assert buffer.getvalue() == before
 
 

@@ -110,7 +110,7 @@ def test_a_model_that_cannot_be_logged_names_the_store_that_failed(tmp_path, mon
 
     cfg = OmegaConf.create({"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db",
                                          "artifact_root": str(tmp_path / "artifacts")}})
-    tracker = tracking.Tracker(cfg)
+    tracker = tracking.Tracker(cfg.tracking)
     monkeypatch.setattr(tracking, "log_torch_model", raising(raised))
     with pytest.raises(StoreError, match=f"^{named} .* failed: "):
         tracker.log_model("run", None, None, {})

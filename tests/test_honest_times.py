@@ -28,7 +28,7 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracker]:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would win over the config
         cfg = OmegaConf.create({"tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}",
                                              "artifact_root": str(folder / "artifacts")}})
-        yield Tracker(cfg)
+        yield Tracker(cfg.tracking)
 
 
 def busy(seconds: float) -> None:
@@ -101,8 +101,8 @@ def compose_job(project: Path, job: list[str]):
 
 @pytest.mark.slow
 def test_a_seed_round_at_the_end_of_a_sweep_adds_only_its_own_time(tmp_path, monkeypatch):
+    from rnnsweep.job import add_seeds
     from rnnsweep.pipeline import run
-    from rnnsweep.search.seed_rounds import add_seeds
 
     project = make_project_copy(tmp_path / "project")
     for key in ("MLFLOW_TRACKING_URI", "RNNSWEEP_SWEEP_ID"):

@@ -20,8 +20,8 @@ from rnnsweep.data import build_datamodule
 from rnnsweep.data.base import TensorDataModule, order_seed
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import DataError
-from rnnsweep.job import typed_config
-from rnnsweep.training import ModelNodes, TrainSetup, budget_steps, build_module, train_model
+from rnnsweep.job import train_setup, typed_config
+from rnnsweep.training import budget_steps, build_module, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_a_run_takes_its_whole_step_budget_whatever_the_data_size(size):
                  "trainer.max_steps=40", "trainer.val_check_steps=10",
                  "trainer.early_stopping_patience=100", "trainer.num_threads=1")
     dm = build_datamodule(cfg.data)
-    result = train_model(TrainSetup.of(cfg), dm, seed=0)
+    result = train_model(train_setup(cfg), dm, seed=0)
     assert result.optimizer_steps == result.budget_steps == 40
     assert [h["step"] for h in result.history] == [10, 20, 30, 40]
 
@@ -158,7 +158,7 @@ def test_the_run_seed_drives_the_data_order_and_data_seed_only_the_data(task, tm
     # train_model takes the order from the run's seed (trials, re-evaluations, single runs).
     cfg = config(*over, "data.size=large", "search=none", "trainer.max_steps=10",
                  "trainer.val_check_steps=10", "trainer.num_threads=1")
-    train_model(TrainSetup.of(cfg), dm, seed=11)
+    train_model(train_setup(cfg), dm, seed=11)
     assert dm.order_seed == order_seed(11)
 
 
@@ -173,7 +173,7 @@ def test_the_gap_does_not_depend_on_dropout():
         dm = build_datamodule(cfg.data)
         dm.setup()
         torch.manual_seed(0)
-        module = build_module(ModelNodes.of(cfg), dm)
+        module = build_module(train_setup(cfg).nodes, dm)
         if results:
             module.load_state_dict(results[0][1])
         trainer = pl.Trainer(logger=False, enable_progress_bar=False,

@@ -67,17 +67,18 @@ def test_data_path_without_data_file_is_refused_in_one_line(copy):
 # -- a single run's progress bar ---------------------------------------------------------------
 def test_a_single_run_shows_its_steps_not_epoch_minus_two(typed, capsys):
     from rnnsweep.data import build_datamodule
-    from rnnsweep.training import StepProgressBar, TrainSetup, progress_callbacks, train_model
+    from rnnsweep.job import train_setup
+    from rnnsweep.training import StepProgressBar, progress_callbacks, train_model
 
     cfg = typed("search=none", "data.size=small", "trainer.max_steps=20")
-    assert [type(c) for c in progress_callbacks(TrainSetup.of(cfg))] == [StepProgressBar]
-    train_model(TrainSetup.of(cfg), build_datamodule(cfg.data), seed=1)
+    assert [type(c) for c in progress_callbacks(train_setup(cfg))] == [StepProgressBar]
+    train_model(train_setup(cfg), build_datamodule(cfg.data), seed=1)
     shown = capsys.readouterr()
     text = shown.out + shown.err
     assert "Steps" in text and "20/20" in text, text[-2000:]
     assert "Epoch" not in text and "/-2" not in text
     # Trials show no batch bar (the study's own progress line instead); an epoch budget
     # keeps Lightning's epoch bar, whose epochs are then the unit.
-    assert progress_callbacks(TrainSetup.of(typed("search=tpe"))) == []
+    assert progress_callbacks(train_setup(typed("search=tpe"))) == []
     epochs = typed("search=none", "trainer.budget_unit=epochs")
-    assert progress_callbacks(TrainSetup.of(epochs)) == []
+    assert progress_callbacks(train_setup(epochs)) == []

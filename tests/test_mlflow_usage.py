@@ -69,7 +69,7 @@ def test_experiment_kind_is_set_on_new_and_existing_experiments(tmp_path: Path,
     client = MlflowClient(uri)
     old = client.create_experiment("made-before", artifact_location=(tmp_path / "a").as_uri())
     assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
-    tracker = Tracker(cfg)
+    tracker = Tracker(cfg.tracking)
     assert tracker.experiment_id("made-before") == old
     new = tracker.experiment_id("made-now")
     for exp_id in (old, new):
@@ -145,9 +145,9 @@ def test_best_model_loads_and_scores_the_best_trials_test_loss(study, monkeypatc
     import lightning.pytorch as pl
 
     from rnnsweep.data import build_datamodule
-    from rnnsweep.job import typed_config
+    from rnnsweep.job import train_setup, typed_config
     from rnnsweep.model import SequenceModel
-    from rnnsweep.training import ModelNodes, build_module
+    from rnnsweep.training import build_module
 
     project, client, parent, trials = study
     best = next(t for t in trials if t.info.run_id == parent.data.tags["best_trial_run_id"])
@@ -162,7 +162,7 @@ def test_best_model_loads_and_scores_the_best_trials_test_loss(study, monkeypatc
 
     cfg = typed_config(compose_job(project, JOB))
     datamodule = build_datamodule(cfg.data)
-    module = build_module(ModelNodes.of(cfg), datamodule)
+    module = build_module(train_setup(cfg).nodes, datamodule)
     module.net = net
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)

@@ -42,7 +42,7 @@ from rnnsweep.signals import Interrupted
 
 
 def _threads(num_threads=None) -> int:
-    return threads.resolve_num_threads(OmegaConf.create({"trainer": {"num_threads": num_threads}}))
+    return threads.resolve_num_threads(OmegaConf.create({"num_threads": num_threads}))
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def empty_stores(tmp_path_factory):
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
         cfg = _smoke_config()
-        Tracker(cfg)
+        Tracker(cfg.tracking)
         make_storage(cfg.search).remove_session()
     finally:
         mp.undo()
@@ -183,20 +183,14 @@ def empty_stores(tmp_path_factory):
 @pytest.fixture
 def make_ctx(tmp_path, monkeypatch, empty_stores):
     """make_ctx(*overrides): a smoke job's config, data, tracker and study, in tmp_path."""
-    from rnnsweep.data import build_datamodule
-    from rnnsweep.job import condition_tags, open_study_context
-    from rnnsweep.tracking import Tracker
+    from rnnsweep.job import Job, open_study_context
 
     shutil.copytree(empty_stores, tmp_path / "mlruns")
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     def make(*overrides: str):
-        cfg = _smoke_config(*overrides)
-        datamodule = build_datamodule(cfg.data)
-        tracker = Tracker(cfg)
-        tags = condition_tags(cfg, datamodule.condition())
-        return open_study_context(cfg, datamodule, tracker, "adding", tags, [])
+        return open_study_context(Job(_smoke_config(*overrides)), [])
 
     yield make
     GlobalHydra.instance().clear()
@@ -340,9 +334,9 @@ def test_workers_starting_together_make_one_parent_run(make_ctx, monkeypatch):
     from rnnsweep.tracking import PARENT_ROLE, Tracker, find_tagged
 
     study, ctx = make_ctx()
-    cfg = ctx.cfg
+    cfg = _smoke_config()
     name = "adding-small-gru-racing"
-    trackers = [Tracker(cfg), Tracker(cfg)]
+    trackers = [Tracker(cfg.tracking), Tracker(cfg.tracking)]
     for tracker in trackers:
         real = tracker.find_parent
 
@@ -359,7 +353,8 @@ def test_workers_starting_together_make_one_parent_run(make_ctx, monkeypatch):
     def worker(tracker) -> None:
         try:
             barrier.wait()
-            ids.append(find_or_create_parent(tracker, cfg, "adding", name, dict(ctx.base_tags)))
+            ids.append(find_or_create_parent(tracker, "adding", name, dict(ctx.base_tags),
+                                             cfg.search.storage, "seed: 0\n"))
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
 

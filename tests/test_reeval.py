@@ -108,7 +108,7 @@ def test_match_params_switches_the_space() -> None:
     assert "hidden_size" not in matched.search.space
     budget = matched.search.space.param_budget
     assert budget.path == "model.param_budget" and budget.low == matched.search.budget.low
-    assert matched_suffix(matched) == "-matched" and matched_suffix(plain) == ""
+    assert matched_suffix(matched.search) == "-matched" and matched_suffix(plain.search) == ""
 
 
 @pytest.mark.slow

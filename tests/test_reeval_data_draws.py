@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnsweep import reproduce
 from rnnsweep.data.base import draw_seed, order_seed
 from rnnsweep.data.registry import BUILT_IN, build_datamodule
-from rnnsweep.job import typed_config
+from rnnsweep.job import train_setup, typed_config
 from rnnsweep.search import reeval
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext
@@ -82,12 +82,13 @@ class Study:
                  job_overrides: tuple[str, ...] = ()) -> None:
         self.cfg = compose_typed(root, *overrides)
         self.datamodule = build_datamodule(self.cfg.data)
-        tracker = Tracker(self.cfg)
+        tracker = Tracker(self.cfg.tracking)
         tracker.describe_job(self.datamodule, str(ROOT / "train.py"))
         self.experiment = f"draws-{name}"
         parent = tracker.start_run(self.experiment, name, {"role": "study", "study_name": name})
         self.ctx = StudyContext(
-            cfg=self.cfg, datamodule=self.datamodule, tracker=tracker,
+            search=self.cfg.search, setup=train_setup(self.cfg), data=self.cfg.data,
+            seed=int(self.cfg.seed), datamodule=self.datamodule, tracker=tracker,
             experiment=self.experiment, parent_run_id=parent, study_name=name,
             base_tags={"study_name": name, "cell": "gru"},
             job_overrides=["cell=gru", "experiment=smoke", *job_overrides])
@@ -262,9 +263,8 @@ def test_a_study_keeps_the_kind_its_first_seeds_ran_with(
     assert all(same(study.trained[REEVAL_SEED_OFFSET + 1][s], data[s]) for s in SPLITS)
     assert "already ran with search.reeval_draws_data=false" in caplog.text
     # A stored config from before the key (what a seed round reads) reads as false.
-    assert reeval.configured_draws(OmegaConf.create({"search": {}})) is False
-    assert reeval.configured_draws(OmegaConf.create({"search": {"reeval_draws_data": "???"}})) \
-        is False
+    assert reeval.configured_draws(OmegaConf.create({})) is False
+    assert reeval.configured_draws(OmegaConf.create({"reeval_draws_data": "???"})) is False
 
 
 @pytest.mark.slow

@@ -176,10 +176,11 @@ def test_the_tag_reproduce_command_writes_passes(
         capsys: pytest.CaptureFixture[str]) -> None:
     """The producer's own format: job overrides, sampled values (repr), seed, threads; a
     shared study's storage URL (password masked) is dropped: a single run never opens it."""
+    from rnnsweep.job import train_setup
     from rnnsweep.search.objective import reproduce_command
 
     cfg = reproduce.compose_config(ROOT / "conf", ["trainer.num_threads=1"])
-    ctx = SimpleNamespace(cfg=cfg, job_overrides=[
+    ctx = SimpleNamespace(search=cfg.search, setup=train_setup(cfg), job_overrides=[
         "cell=lstm", "data.size=small", "search.storage=postgresql://alice:s3cret@db/optuna"])
     values = {"num_layers": 1, "hidden_size": 8, "dropout": 0.0, "lr": 0.001}
     tag = reproduce_command(ctx, values, seed=0)  # type: ignore[arg-type]
@@ -193,6 +194,7 @@ def test_the_tag_reproduce_command_writes_passes(
     assert command[:2] == [sys.executable, str(ROOT / "train.py")]
     assert not any(w.startswith("search.storage") for w in command)
     assert "model.hidden_size=8" in command and "seed=0" in command
+    assert "trainer.num_threads=1" in command
 
 
 def test_a_study_run_is_checked_against_its_best_trials_params(

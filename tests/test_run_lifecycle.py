@@ -32,7 +32,7 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracker]:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # it would win over the config
         cfg = OmegaConf.create({"tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}",
                                              "artifact_root": str(folder / "artifacts")}})
-        yield Tracker(cfg)
+        yield Tracker(cfg.tracking)
 
 
 def start(tracker: Tracker, **kwargs) -> TrackedRun:

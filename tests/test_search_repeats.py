@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from store_checks import mlflow_url, optuna_url
 
 from rnnsweep.errors import ConfigError
+from rnnsweep.job import fixed_settings, study_settings
 from rnnsweep.overrides import expand_repeats
 from rnnsweep.report.bookkeeping import primary_parents
 from rnnsweep.report.collect import Sweep, condition_label
@@ -23,9 +24,8 @@ from rnnsweep.report.render import Document, to_html, to_markdown
 from rnnsweep.report.sequential import seed_plan
 from rnnsweep.report.tables import summary, tuned_optima
 from rnnsweep.report.tuning import HEADING, section
-from rnnsweep.search.repeats import SEED_SPAN, search_group, with_study_seed
+from rnnsweep.search.repeats import SEED_SPAN, search_group, search_repeat, study_seed
 from rnnsweep.search.seed_rounds import pending_studies
-from rnnsweep.search.settings import fixed_settings
 from rnnsweep.search.study import full_study_name, make_sampler, study_name
 
 CONDITION = {"task": "adding", "size": "small", "T": "50"}
@@ -67,13 +67,15 @@ def test_a_repeat_out_of_range_is_refused(typed):
 
 # -- one study per repeat: its name, sampler seed and training seeds --------------------------
 def test_repeat_zero_keeps_todays_study_name_and_others_get_a_suffix(typed):
+    def name(*overrides: str) -> str:
+        return full_study_name(study_settings(typed(*overrides)), CONDITION, None)
+
     today = study_name(CONDITION, "lstm")
-    assert full_study_name(typed(), CONDITION, None) == today
-    assert full_study_name(typed("search.repeat=0"), CONDITION, None) == today
-    assert full_study_name(typed("search.repeat=2"), CONDITION, None) == today + "-r2"
+    assert name() == today
+    assert name("search.repeat=0") == today
+    assert name("search.repeat=2") == today + "-r2"
     # before -matched, which the report reads last
-    matched = full_study_name(typed("search.repeat=1", "search.match_params=true"),
-                              CONDITION, None)
+    matched = name("search.repeat=1", "search.match_params=true")
     assert matched == today + "-r1-matched"
     assert search_group(matched, "1") == today + "-matched"
 
@@ -112,11 +114,11 @@ def test_each_repeat_trains_with_its_own_seeds_and_the_same_fixed_settings(typed
     from rnnsweep.search.reeval import reeval_seeds
 
     r0, r1 = typed("search.repeat=0"), typed("search.repeat=1")
-    assert with_study_seed(r0) is r0
-    ctx0, ctx1 = with_study_seed(r0), with_study_seed(r1)
-    assert ctx1.seed == r1.seed + SEED_SPAN and r1.seed == r0.seed  # the job's seed unchanged
-    seeds0 = {trial_seed(ctx0, k) for k in range(100)} | set(reeval_seeds(ctx0))
-    seeds1 = {trial_seed(ctx1, k) for k in range(100)} | set(reeval_seeds(ctx1))
+    seed0 = study_seed(r0.seed, search_repeat(r0.search))
+    seed1 = study_seed(r1.seed, search_repeat(r1.search))
+    assert seed0 == r0.seed and seed1 == r1.seed + SEED_SPAN and r1.seed == r0.seed
+    seeds0 = {trial_seed(seed0, k) for k in range(100)} | set(reeval_seeds(seed0, r0.search))
+    seeds1 = {trial_seed(seed1, k) for k in range(100)} | set(reeval_seeds(seed1, r1.search))
     assert not seeds0 & seeds1
     # not a fixed setting: the repeats of a condition measure the same thing
     assert fixed_settings(r0) == fixed_settings(r1)

@@ -109,10 +109,9 @@ def test_seed_rounds_start_only_while_they_fit_the_time_budget(monkeypatch, minu
     monkeypatch.setattr(mlflow.tracking, "MlflowClient", lambda tracking_uri: client)
     monkeypatch.setattr(seed_rounds, "pending_studies",
                         lambda c, parents, plan, config: {p.info.run_id for p in parents})
-    monkeypatch.setattr(seed_rounds, "add_seeds", add_seeds)
     monkeypatch.setattr(time, "time", lambda: clock[0])
     started = clock[0] - started_ago
-    assert seed_rounds.run_seed_rounds(_rounds_config(minutes), started) == rounds
+    assert seed_rounds.run_seed_rounds(_rounds_config(minutes), add_seeds, started) == rounds
     assert [look for _, look in added] == [5, 5, 7, 7][:2 * rounds]
 
 

@@ -69,12 +69,13 @@ def test_the_study_run_holds_the_split_as_the_docs_load_it(tmp_path, monkeypatch
     path = write_npz(tmp_path / "mine.npz")
     dm = data_module(path, "small")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = OmegaConf.create({"tracking": {"uri": uri, "artifact_root": str(tmp_path / "art")},
-                            "search": {"storage": f"sqlite:///{tmp_path / 'optuna.db'}"}})
-    tracker = Tracker(cfg)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracker = Tracker(OmegaConf.create({"uri": uri, "artifact_root": str(tmp_path / "art")}))
     tracker.describe_job(dm, "train.py")
-    parent = find_or_create_parent(tracker, cfg, "file-mine", "file-small-gru", {"cell": "gru"})
-    assert find_or_create_parent(tracker, cfg, "file-mine", "file-small-gru", {}) == parent
+    parent = find_or_create_parent(tracker, "file-mine", "file-small-gru", {"cell": "gru"},
+                                   storage, "data: {task: file}\n")
+    assert find_or_create_parent(tracker, "file-mine", "file-small-gru", {}, storage,
+                                 "data: {task: file}\n") == parent
 
     # docs/tasks.md, "Reuse the split":
     client = MlflowClient(uri)

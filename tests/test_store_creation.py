@@ -50,7 +50,7 @@ def _mlflow_works(cfg) -> None:
     """A new Tracker opens the store, and an experiment and a run go in and come back."""
     from rnnsweep.tracking import Tracker
 
-    tracker = Tracker(cfg)
+    tracker = Tracker(cfg.tracking)
     run_id = tracker.start_run("exp", "r", {"role": "trial"})
     tracker.end_run(run_id, metrics={"val_loss": 0.5})
     run = tracker.client.get_run(run_id)
@@ -315,7 +315,7 @@ CREATE = {
     ("optuna", "alone"): "from optuna.storages import RDBStorage\ngo()\n"
                          "RDBStorage(cfg.search.storage)",
     # rnnsweep's entry points: the schema is built in .<name>.creating-<pid>.
-    ("mlflow", "rnnsweep"): "from rnnsweep.tracking import Tracker\ngo()\nTracker(cfg)",
+    ("mlflow", "rnnsweep"): "from rnnsweep.tracking import Tracker\ngo()\nTracker(cfg.tracking)",
     ("optuna", "rnnsweep"): "from rnnsweep.search.study import make_storage\ngo()\n"
                             "make_storage(cfg.search)",
 }

@@ -109,9 +109,8 @@ def _tracker(tmp_path: Path, uri: str | None = None):
 
     from rnnsweep.tracking import Tracker
 
-    cfg = OmegaConf.create({"tracking": {"uri": uri or f"sqlite:///{tmp_path}/mlflow.db",
-                                         "artifact_root": str(tmp_path / "artifacts")}})
-    return Tracker(cfg)
+    return Tracker(OmegaConf.create({"uri": uri or f"sqlite:///{tmp_path}/mlflow.db",
+                                     "artifact_root": str(tmp_path / "artifacts")}))
 
 
 def test_tracker_turns_a_failing_store_into_one_store_error(tmp_path, monkeypatch,
@@ -135,8 +134,7 @@ def test_tracker_turns_a_failing_store_into_one_store_error(tmp_path, monkeypatc
     # The artifact store is named for artifact calls.
     (tmp_path / "artifacts").write_text("a file where the artifact folder should be")
     with pytest.raises(StoreError, match=r"^artifact store .*artifacts failed: .*Not a direct"):
-        tracker.log_config(tracker.start_run("other", "r", {}), __import__("omegaconf")
-                           .OmegaConf.create({"a": 1}))
+        tracker.log_config(tracker.start_run("other", "r", {}), "a: 1\n")
 
 
 def test_tracker_on_a_server_that_went_away_fails_fast_naming_it(tmp_path, monkeypatch):
@@ -177,9 +175,7 @@ def study_ctx(tmp_path, monkeypatch, empty_stores):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from rnnsweep.data import build_datamodule
-    from rnnsweep.job import condition_tags, open_study_context, typed_config
-    from rnnsweep.tracking import Tracker
+    from rnnsweep.job import Job, open_study_context, typed_config
 
     monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
     GlobalHydra.instance().clear()
@@ -188,11 +184,7 @@ def study_ctx(tmp_path, monkeypatch, empty_stores):
             "experiment=smoke", "cell=gru", "search.n_trials=3", "search.reeval_seeds=0",
             "search.max_failure_rate=0.9"]))
     GlobalHydra.instance().clear()
-    datamodule = build_datamodule(cfg.data)
-    tracker = Tracker(cfg)
-    tags = condition_tags(cfg, datamodule.condition())
-    study, ctx = open_study_context(cfg, datamodule, tracker, "adding", tags, [])
-    return study, ctx
+    return open_study_context(Job(cfg), [])
 
 
 def _fake_training(monkeypatch, behaviour):

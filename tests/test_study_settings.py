@@ -15,7 +15,7 @@ from rnnsweep.errors import ConfigError
 
 
 def test_fixed_settings_hold_what_changes_a_trial_and_nothing_else(typed):
-    from rnnsweep.search.settings import fixed_settings
+    from rnnsweep.job import fixed_settings
 
     settings = fixed_settings(typed())
     for key in ("optim._target_", "optim.weight_decay", "trainer._target_", "trainer.max_steps",
@@ -38,18 +38,36 @@ def test_fixed_settings_hold_what_changes_a_trial_and_nothing_else(typed):
     "report.alpha=0.01", "search.space.hidden_size.high=16",
 ])
 def test_what_is_not_a_setting_does_not_change_them(typed, override):
-    from rnnsweep.search.settings import fixed_settings
+    from rnnsweep.job import fixed_settings
 
     assert fixed_settings(typed(override)) == fixed_settings(typed())
 
 
+def test_study_names_and_settings_hashes_stay_what_existing_stores_hold(typed):
+    """A rerun finds its study by name, in new_study mode by the settings' hash: a change
+    to either strands every stored study (literals from before the config was split into
+    nodes)."""
+    from rnnsweep.job import fixed_settings, study_settings
+    from rnnsweep.search.settings import settings_hash
+    from rnnsweep.search.study import full_study_name
+
+    assert settings_hash(fixed_settings(typed())) == "cccc9541"
+    assert settings_hash(fixed_settings(typed("search.match_params=true"))) == "77777a70"
+    assert settings_hash(fixed_settings(typed("cell=gru", "optim=sgd"))) == "a622a9b5"
+    condition = {"task": "adding", "size": "small", "T": "20"}
+    cfg = typed("search.repeat=1", "search.match_params=true")
+    assert full_study_name(study_settings(cfg), condition, None) == \
+        "adding-small-lstm-T20-r1-matched"
+
+
 def _study(cfg, url: str):
+    from rnnsweep.job import study_settings
     from rnnsweep.search.study import full_study_name, open_study
 
     storage = optuna.storages.RDBStorage(url)
     condition = {"task": "adding", "size": "small", "T": "20"}
-    name = full_study_name(cfg, condition, storage)
-    return open_study(cfg, name, storage)
+    spec = study_settings(cfg)
+    return open_study(spec, full_study_name(spec, condition, storage), storage)
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [

@@ -46,11 +46,12 @@ def typed(tmp_path, monkeypatch):
 
 
 def _open(cfg, url: str, size: str) -> optuna.Study:
+    from rnnsweep.job import study_settings
     from rnnsweep.search.study import full_study_name, open_study
 
     storage = optuna.storages.RDBStorage(url)
-    name = full_study_name(cfg, {**CONDITION, "size": size}, storage)
-    return open_study(cfg, name, storage)
+    spec = study_settings(cfg)
+    return open_study(spec, full_study_name(spec, {**CONDITION, "size": size}, storage), storage)
 
 
 def _fill(study: optuna.Study, cfg, rows: list[tuple[dict, float | None]]) -> None:

@@ -253,14 +253,16 @@ class StudyProgress:
             self._progress = None
 
 
-def study_progress(study: optuna.Study, cfg: Any) -> StudyProgress:
-    """The progress line for a study run by this job; also quiets third-party output."""
+def study_progress(study: optuna.Study, search: Any) -> StudyProgress:
+    """The progress line for a study run by this job (its `search` node); also quiets
+    third-party output."""
     quiet_third_party(in_study=True)
-    return StudyProgress(study, int(cfg.search.n_trials), str(cfg.search.metric))
+    return StudyProgress(study, int(search.n_trials), str(search.metric))
 
 
 def announce_reevaluation(
-    study: optuna.Study, cfg: Any, console: Console | None = None, remaining: int | None = None,
+    study: optuna.Study, search: Any, console: Console | None = None,
+    remaining: int | None = None,
 ) -> None:
     """One line before the best configuration is re-trained, so the pause after the
     progress line has a reason on screen.
@@ -269,7 +271,7 @@ def announce_reevaluation(
     fewer than search.reeval_seeds); None means all of them. Nothing is printed when none is
     left.
     """
-    seeds = int(cfg.search.reeval_seeds)
+    seeds = int(search.reeval_seeds)
     todo = seeds if remaining is None else max(0, min(int(remaining), seeds))
     if todo > 0 and any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         done = "" if todo == seeds else f", {seeds - todo} of {seeds} done before"

@@ -8,7 +8,7 @@ and again when a job starts (a launcher's worker skips the preflight).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -17,23 +17,26 @@ from rnnsweep.errors import ConfigError
 from rnnsweep.lit_module import validation_metrics
 from rnnsweep.model import hidden_size_for_budget, total_parameters
 
+if TYPE_CHECKING:
+    from rnnsweep.training import ModelNodes
+
 BYTES_PER_VALUE = 4  # float32
 # Optimiser state per parameter, by class name: Adam's and AdamW's two moments, plain SGD
 # none; an optimiser not listed is assumed to keep two.
 OPTIMISER_STATES = {"adam": 2, "adamw": 2, "sgd": 0}
 
 
-def optimiser_name(cfg: DictConfig) -> str:
+def optimiser_name(optim: DictConfig) -> str:
     """The optimiser's class name in lower case (optim._target_ torch.optim.Adam: adam)."""
-    return str(cfg.optim["_target_"]).rsplit(".", 1)[-1].lower()
+    return str(optim["_target_"]).rsplit(".", 1)[-1].lower()
 
 
-def check_metric(cfg: DictConfig, spec: Any) -> None:
+def check_metric(search: DictConfig, task: str, spec: Any) -> None:
     """search.metric must be a validation value this task logs, optimised the right way."""
     allowed = validation_metrics(spec)
-    metric, direction = cfg.search.metric, cfg.search.direction
+    metric, direction = search.metric, search.direction
     if metric not in allowed:
-        raise ConfigError(f"search.metric={metric!r} is invalid: the {cfg.data.task} task logs "
+        raise ConfigError(f"search.metric={metric!r} is invalid: the {task} task logs "
                           f"{', '.join(allowed)}")
     wanted = "maximize" if metric.endswith("_acc") else "minimize"
     if direction != wanted:
@@ -50,9 +53,9 @@ def machine_memory() -> int:
         return 0
 
 
-def _largest(cfg: DictConfig, path: str, value: Any) -> tuple[Any, str]:
+def _largest(search: DictConfig, path: str, value: Any) -> tuple[Any, str]:
     """The largest value `path` takes in the job: its space's top when searched."""
-    for name, p in cfg.search.space.items() if cfg.search.study else ():
+    for name, p in search.space.items() if search.study else ():
         if p.path == path:
             if p.type == "categorical":
                 numbers = [c for c in p.choices if isinstance(c, (int, float))]
@@ -80,36 +83,36 @@ def estimate_bytes(cell: CellSpec, spec: Any, hidden: int, layers: int, optimise
     return (weights + acts) * BYTES_PER_VALUE
 
 
-def check_memory(cfg: DictConfig, datamodule: Any, available: int | None = None) -> None:
+def check_memory(search: DictConfig, nodes: ModelNodes, batch: int, datamodule: Any,
+                 available: int | None = None) -> None:
     """The largest model of the job (the top of the space when searched) must fit in memory."""
     available = machine_memory() if available is None else available
     if available <= 0:
         return
-    spec = datamodule.spec
-    layers, _ = _largest(cfg, "model.num_layers", cfg.model.num_layers)
-    if cfg.model.param_budget is not None or (cfg.search.match_params
-                                              and cfg.search.study):
-        budget, key = _largest(cfg, "model.param_budget", cfg.model.param_budget)
-        hidden = hidden_size_for_budget(cfg.cell, spec, int(budget), int(layers))
+    spec, model = datamodule.spec, nodes.model
+    layers, _ = _largest(search, "model.num_layers", model.num_layers)
+    if model.param_budget is not None or (search.match_params and search.study):
+        budget, key = _largest(search, "model.param_budget", model.param_budget)
+        hidden = hidden_size_for_budget(nodes.cell, spec, int(budget), int(layers))
         shown = f"{key}={budget}"
     else:
-        hidden, key = _largest(cfg, "model.hidden_size", cfg.model.hidden_size)
+        hidden, key = _largest(search, "model.hidden_size", model.hidden_size)
         shown = f"{key}={hidden}"
     seq_len = datamodule.max_train_len()
-    batch = int(cfg.data.batch_size)
-    optimiser = optimiser_name(cfg)
-    need = estimate_bytes(cfg.cell, spec, int(hidden), int(layers), optimiser, batch,
+    optimiser = optimiser_name(nodes.optim)
+    need = estimate_bytes(nodes.cell, spec, int(hidden), int(layers), optimiser, batch,
                           seq_len)
     if need > available:
         steps = f" x {seq_len} steps" if seq_len else ""
         raise ConfigError(
-            f"{shown} is invalid: {int(layers)} layer(s) of {cell_name(cfg.cell)} at hidden size "
+            f"{shown} is invalid: {int(layers)} layer(s) of {cell_name(nodes.cell)} at hidden size "
             f"{int(hidden)} need about {_size(need)} to train (float32 weights, gradients, "
             f"{optimiser} state and activations for batch {batch}{steps}), more than "
             f"this machine's {_size(available)} of memory")
 
 
-def check_job(cfg: DictConfig, datamodule: Any) -> None:
-    """Every task-dependent check of a typed config."""
-    check_metric(cfg, datamodule.spec)
-    check_memory(cfg, datamodule)
+def check_job(search: DictConfig, nodes: ModelNodes, data: DictConfig, datamodule: Any) -> None:
+    """Every task-dependent check of a typed job: its `search` and `data` nodes and the
+    model's nodes."""
+    check_metric(search, data.task, datamodule.spec)
+    check_memory(search, nodes, int(data.batch_size), datamodule)

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from rnnsweep.console import announce_reevaluation, study_progress
-from rnnsweep.data import build_datamodule
-from rnnsweep.data.registry import experiment_name
-from rnnsweep.job import condition_tags, open_study_context, typed_config
-from rnnsweep.limits import check_job
+from rnnsweep.job import Job, open_study_context, typed_config
 from rnnsweep.run_lifecycle import TrackedRun, run_parameters, study_run
 from rnnsweep.search.reeval import reevaluate, seeds_left
 from rnnsweep.search.runner import StudySummary, run_study
 from rnnsweep.search.study import storage_error
 from rnnsweep.signals import held, raise_pending
-from rnnsweep.tracking import SINGLE_ROLE, Tracker
-from rnnsweep.training import TrainSetup, train_model
+from rnnsweep.tracking import SINGLE_ROLE
+from rnnsweep.training import train_model
 
 log = logging.getLogger(__name__)
 
@@ -30,32 +26,26 @@ def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None
     cfg = typed_config(cfg)
     if cfg.trainer.num_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
-    datamodule = build_datamodule(cfg.data)  # also checks the task's keys
-    check_job(cfg, datamodule)  # as in the preflight, which a launcher's worker skips
-    tracker = Tracker(cfg)
-    # Commit, dirty flag and the three splits' datasets on every run of this job.
-    tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
-    experiment = cfg.tracking.experiment or experiment_name(cfg.data)
-    condition = datamodule.condition()
-    tags = condition_tags(cfg, condition)
-    overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]
-    if not cfg.search.study:
-        return run_single(cfg, datamodule, tracker, experiment, tags)
+    job = Job(cfg)  # checked as in the preflight, which a launcher's worker skips
+    search = job.study.search
+    if not search.study:
+        return run_single(job)
 
+    overrides = [o for o in (job_overrides or []) if not o.startswith("search=")]
     try:
         with held():  # a signal now would leave the new parent run RUNNING: study_run raises it
-            study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags,
-                                            overrides)
+            study, ctx = open_study_context(job, overrides)
     except Exception as err:
-        halt = storage_error(cfg.search, err)
+        halt = storage_error(search, err)
         if halt is None:
             raise
         raise halt from err
-    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg.search, err)):
+    with study_run(job.tracker, ctx.parent_run_id,
+                   classify=lambda err: storage_error(search, err)):
         raise_pending()  # closes the parent as KILLED
-        with study_progress(study, cfg) as progress:
+        with study_progress(study, search) as progress:
             summary = run_study(study, ctx, progress=progress)
-        announce_reevaluation(study, cfg, remaining=seeds_left(study, ctx))
+        announce_reevaluation(study, search, remaining=seeds_left(study, ctx))
         reevaluate(study, ctx)
     print_summary(summary)
     return summary.best_value
@@ -74,21 +64,19 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def run_single(
-    cfg: DictConfig, datamodule: Any, tracker: Tracker, experiment: str, tags: dict[str, str]
-) -> float:
+def run_single(job: Job) -> float:
     """search=none: train one model with the given values, logged as one top-level run."""
-    values = {"num_layers": cfg.model.num_layers, "hidden_size": cfg.model.hidden_size,
-              "dropout": cfg.model.dropout, "lr": cfg.optim.lr}
-    run = TrackedRun.start(tracker, experiment, f"single-{cfg.cell.name}",
-                           {**tags, "role": SINGLE_ROLE})
+    setup, datamodule, model = job.setup, job.datamodule, job.setup.nodes.model
+    values = {"num_layers": model.num_layers, "hidden_size": model.hidden_size,
+              "dropout": model.dropout, "lr": setup.nodes.optim.lr}
+    run = TrackedRun.start(job.tracker, job.experiment, f"single-{job.study.cell}",
+                           {**job.tags, "role": SINGLE_ROLE})
     with run:
-        tracker.log_config(run.run_id, cfg)
-        setup = TrainSetup.of(cfg)
-        run.log_start(run_parameters(values, cfg.seed, setup, datamodule),
+        job.tracker.log_config(run.run_id, job.config_yaml)
+        run.log_start(run_parameters(values, job.seed, setup, datamodule),
                       metrics={**datamodule.baseline(), **datamodule.fitted_baselines()})
-        result = train_model(setup, datamodule, int(cfg.seed), on_validation=run.log_validation)
-        run.log_result(result, cfg.search.metric)
-    log.info("single run: best %s %.6g at step %d of %d (test %s)", cfg.search.metric,
+        result = train_model(setup, datamodule, job.seed, on_validation=run.log_validation)
+        run.log_result(result, setup.metric)
+    log.info("single run: best %s %.6g at step %d of %d (test %s)", setup.metric,
              result.best_value, result.best_step, result.budget_steps, result.test_metrics)
     return result.best_value

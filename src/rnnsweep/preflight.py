@@ -72,7 +72,7 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
 
 def preflight_stores(cfg: DictConfig) -> None:
     """The study storage and tracking server answer, before any job creates anything."""
-    from rnnsweep.search.study import preflight_job
+    from rnnsweep.job import preflight_study
     from rnnsweep.tracking import check_reachable
 
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -83,5 +83,5 @@ def preflight_stores(cfg: DictConfig) -> None:
         problem = userinfo_problem(url)
         if problem:
             raise ConfigError(f"{key}={redact(url)}: {problem}")
-    preflight_job(cfg)
+    preflight_study(cfg)
     check_reachable(*tracking[0])

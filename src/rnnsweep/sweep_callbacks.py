@@ -260,10 +260,11 @@ class SeedRounds(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.search.study:
             return
+        from rnnsweep.job import add_seeds
         from rnnsweep.search.seed_rounds import run_seed_rounds
 
         try:
-            run_seed_rounds(config, self.sweep_started)
+            run_seed_rounds(config, add_seeds, self.sweep_started)
         except Exception as err:  # the studies are finished and kept; say why seeds stopped
             log.error("sequential re-evaluation seeds stopped: %s",
                       redact(str(err).splitlines()[0] if str(err) else type(err).__name__))

@@ -56,9 +56,10 @@ def local_workers(cores: int) -> int:
     return _joblib_jobs(cores) or 1
 
 
-def resolve_num_threads(cfg: DictConfig) -> int:
-    """trainer.num_threads when set, else the cores divided among the local workers."""
-    if cfg.trainer.num_threads:
-        return int(cfg.trainer.num_threads)
+def resolve_num_threads(trainer: DictConfig) -> int:
+    """The `trainer` node's num_threads when set, else the cores divided among the local
+    workers."""
+    if trainer.num_threads:
+        return int(trainer.num_threads)
     cores = available_cores()
     return max(1, cores // local_workers(cores))

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from mlflow.entities import LoggedModelStatus, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rnnsweep.errors import ConfigError, infrastructure_cause, store_error
 from rnnsweep.locks import file_lock
@@ -45,9 +45,9 @@ from rnnsweep.store_init import (
 PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
 
 
-def tracking_uri(cfg: DictConfig) -> str:
-    """MLFLOW_TRACKING_URI wins over the config, as in every MLflow tool."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+def tracking_uri(tracking: DictConfig) -> str:
+    """MLFLOW_TRACKING_URI wins over the `tracking` node, as in every MLflow tool."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
 
 
 def tracking_key() -> str:
@@ -256,12 +256,14 @@ class Tracker:
     job_inputs: list[Any] = []
     job_split: dict[str, Any] = {}  # a data file's row indices per split (log_split)
 
-    def __init__(self, cfg: DictConfig) -> None:
-        self.uri = tracking_uri(cfg)
+    def __init__(self, tracking: DictConfig) -> None:
+        """The stores of the `tracking` node (uri, artifact_root, register_best)."""
+        self.uri = tracking_uri(tracking)
         folder = _sqlite_dir(self.uri)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-        self.artifact_root = cfg.tracking.artifact_root
+        self.artifact_root = tracking.artifact_root
+        self.register_best = bool(tracking.get("register_best"))
         self._experiment_ids: dict[str, str] = {}
         store = f"tracking store {redact(self.uri)}"
         if folder is None:
@@ -402,9 +404,9 @@ class Tracker:
             tags=[RunTag(k, redact(str(v))) for k, v in (tags or {}).items()],
         )
 
-    def log_config(self, run_id: str, cfg: DictConfig) -> None:
-        text = OmegaConf.to_yaml(cfg, resolve=True)
-        self.client.log_text(run_id, redact(text), "config.yaml")
+    def log_config(self, run_id: str, config_yaml: str) -> None:
+        """The job's resolved config as YAML, passwords masked here."""
+        self.client.log_text(run_id, redact(config_yaml), "config.yaml")
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)

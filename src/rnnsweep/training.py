@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import lightning.pytorch as pl
 import optuna
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.data.base import TensorDataModule, order_seed
 from rnnsweep.lit_module import RecurrentLitModule
@@ -30,7 +31,6 @@ from rnnsweep.model import (
 )
 from rnnsweep.runtime_checks import TRAINER_OWN_KEYS
 from rnnsweep.targets import build
-from rnnsweep.threads import resolve_num_threads
 
 # (optimiser step, metrics of that validation)
 ValidationHook = Callable[[int, dict[str, float]], None]
@@ -179,17 +179,13 @@ class ModelNodes:
     optim: DictConfig
     scheduler: DictConfig | None = None
 
-    @classmethod
-    def of(cls, cfg: DictConfig) -> ModelNodes:
-        return cls(cfg.cell, cfg.model, cfg.optim, cfg.get("scheduler"))
-
 
 @dataclass(frozen=True)
 class TrainSetup:
-    """Everything train_model reads, picked from a job's config once by the caller (the
-    config is the glue): the model's nodes, the `trainer` node, the monitored metric and its
-    direction (search.metric / search.direction), whether a batch progress bar shows, and
-    the torch threads."""
+    """Everything train_model reads, picked from a job's config once by the caller
+    (rnnsweep.job.train_setup; the config is the glue): the model's nodes, the `trainer`
+    node, the monitored metric and its direction (search.metric / search.direction), whether
+    a batch progress bar shows, and the torch threads."""
 
     nodes: ModelNodes
     trainer: DictConfig
@@ -198,11 +194,17 @@ class TrainSetup:
     progress_bar: bool
     num_threads: int
 
-    @classmethod
-    def of(cls, cfg: DictConfig) -> TrainSetup:
-        return cls(ModelNodes.of(cfg), cfg.trainer, str(cfg.search.metric),
-                   str(cfg.search.direction), show_batch_progress(cfg),
-                   resolve_num_threads(cfg))
+    def with_values(self, values: dict[str, Any]) -> TrainSetup:
+        """A copy with each {config path: value} written into its node: a trial's sampled
+        values (model.hidden_size, optim.lr; the schema refuses paths outside these nodes)."""
+        n = self.nodes
+        parts = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(
+            {"cell": n.cell, "model": n.model, "optim": n.optim, "scheduler": n.scheduler,
+             "trainer": self.trainer}), resolve=True))
+        for path, value in values.items():
+            OmegaConf.update(parts, path, value, merge=False)
+        return replace(self, trainer=parts.trainer,
+                       nodes=ModelNodes(parts.cell, parts.model, parts.optim, parts.scheduler))
 
 
 def progress_callbacks(setup: TrainSetup) -> list[Callback]:
@@ -251,13 +253,6 @@ def run_params(setup: TrainSetup, datamodule: TensorDataModule) -> dict[str, str
         "num_threads": setup.num_threads,
         "init": init_description(setup.nodes.cell),
     }
-
-
-def show_batch_progress(cfg: DictConfig) -> bool:
-    """trainer.progress_bar, where null means: only for a single run (search=none)."""
-    if cfg.trainer.progress_bar is None:
-        return not cfg.search.study
-    return bool(cfg.trainer.progress_bar)
 
 
 def build_module(nodes: ModelNodes, datamodule: TensorDataModule) -> RecurrentLitModule:

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     try:
         root = project_root()
         cfg = load_config(root, argv)
-        uri = tracking_uri(cfg)
+        uri = tracking_uri(cfg.tracking)
         # No task named: the most recent sweep of any task (what the user just ran).
         named = any(a.split("=")[0].lstrip("+~") in ("data", "data.task", "data.path")
                     for a in argv)
@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
         return 1
     if cfg.report.attach:
         try:
-            run_id = attach(cfg, experiment, sweep, paths["dir"])
+            run_id = attach(cfg.tracking, experiment, sweep, paths["dir"])
         except StoreError as err:  # e.g. a full artifact store; the report run ends FAILED
             print(f"error: {err}; the report is written ({paths['md']}) but not "
                   "attached to MLflow: fix the store and rerun the same command",

@@ -59,9 +59,9 @@ def claim_numbers(metrics: dict) -> tuple[dict, dict]:
     return out, tags
 
 
-def attach(cfg: DictConfig, experiment: str, sweep: Sweep, folder: Path) -> str:
+def attach(tracking: DictConfig, experiment: str, sweep: Sweep, folder: Path) -> str:
     """Re-running the report for the same sweep reuses its run (no duplicates in the UI)."""
-    tracker = Tracker(cfg)
+    tracker = Tracker(tracking)
     found = find_tagged(tracker, experiment, {"role": REPORT_ROLE, "sweep_id": sweep.sweep_id})
     if found:
         run_id = found[0].info.run_id

@@ -23,7 +23,6 @@ from rnnsweep.run_lifecycle import TrackedRun, run_parameters
 from rnnsweep.search import space as search_space
 from rnnsweep.search.study import retry_callback, storage_error
 from rnnsweep.signals import Interrupted, raise_pending
-from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import TRIAL_ROLE, Tracker
 from rnnsweep.training import TrainResult, TrainSetup, resolve_hidden_size, train_model
 
@@ -65,12 +64,18 @@ def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
 
 @dataclass
 class StudyContext:
-    """Everything a trial needs that does not change between trials."""
+    """Everything a trial needs that does not change between trials: the job's parts, each
+    built once from its own node (rnnsweep.job.open_study_context)."""
 
-    # The job's typed config; for an independent repeat r > 0 of the search its `seed` is the
-    # repeat's study seed (rnnsweep.search.repeats.with_study_seed), which trial and
-    # re-evaluation seeds count from.
-    cfg: DictConfig
+    search: DictConfig
+    # The training before a trial's sampled values (rnnsweep.search.space.apply).
+    setup: TrainSetup
+    # The `data` node: a re-evaluation seed that draws its own data builds it again.
+    data: DictConfig
+    # The first training seed, which trial and re-evaluation seeds count from: for an
+    # independent repeat r > 0 of the search the repeat's study seed
+    # (rnnsweep.search.repeats.study_seed).
+    seed: int
     datamodule: TensorDataModule
     tracker: Tracker
     experiment: str
@@ -89,15 +94,15 @@ def reproduce_command(ctx: StudyContext, values: dict[str, Any], seed: int) -> s
     # search.repeat names a study; the single run's own seed says which repeat it retrains.
     parts = [p for p in parts
              if not p.startswith(("trainer.num_threads=", "seed=", "search.repeat="))]
-    parts += search_space.overrides(ctx.cfg.search.space, values)
-    parts += [f"seed={seed}", f"trainer.num_threads={resolve_num_threads(ctx.cfg)}"]
+    parts += search_space.overrides(ctx.search.space, values)
+    parts += [f"seed={seed}", f"trainer.num_threads={ctx.setup.num_threads}"]
     return redact(" ".join(shlex.quote(p) for p in parts))
 
 
-def trial_seed(cfg: DictConfig, trial_number: int) -> int:
-    # Same trial number -> same seed in every cell's study (of the same search.repeat: cfg is
-    # the StudyContext's, whose seed is the repeat's): the comparison stays paired.
-    return int(cfg.seed) + trial_number
+def trial_seed(seed: int, trial_number: int) -> int:
+    # Same trial number -> same seed in every cell's study (of the same search.repeat: seed
+    # is the StudyContext's, the repeat's): the comparison stays paired.
+    return int(seed) + trial_number
 
 
 class Objective:
@@ -130,7 +135,7 @@ class Objective:
     def _store_error(self, err: BaseException) -> StoreError | None:
         """err as a StoreError when it is the infrastructure's fault: a failure of the
         study storage (or a full or read-only disk) raised inside a trial."""
-        return storage_error(self.ctx.cfg.search, err)
+        return storage_error(self.ctx.search, err)
 
     def _abandon(self, trial: optuna.Trial, err: StoreError) -> None:
         """End the trial as interrupted (not counted, re-queued) when the study storage still
@@ -143,13 +148,13 @@ class Objective:
 
     def _run_trial(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
-        if is_surplus(trial.study, trial.number, ctx.cfg.search.n_trials):
+        if is_surplus(trial.study, trial.number, ctx.search.n_trials):
             # Checked before the MLflow run exists: a surplus trial leaves no run behind.
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrialError("search.n_trials already reached by other workers")
-        values = search_space.suggest(trial, ctx.cfg.search.space)
-        cfg = search_space.apply(ctx.cfg, ctx.cfg.search.space, values)
-        seed = trial_seed(ctx.cfg, trial.number)
+        values = search_space.suggest(trial, ctx.search.space)
+        setup = search_space.apply(ctx.setup, ctx.search.space, values)
+        seed = trial_seed(ctx.seed, trial.number)
         run = TrackedRun.start(
             ctx.tracker, ctx.experiment, f"trial-{trial.number:03d}",
             tags={
@@ -166,10 +171,9 @@ class Objective:
         )
         with run:
             trial.set_user_attr(RUN_ID_ATTR, run.run_id)
-            setup = TrainSetup.of(cfg)
             hidden = resolve_hidden_size(setup.nodes, ctx.datamodule)
             n_params = total_parameters(
-                cfg.cell, ctx.datamodule.spec, hidden, int(cfg.model.num_layers)
+                setup.nodes.cell, ctx.datamodule.spec, hidden, int(setup.nodes.model.num_layers)
             )
             trial.set_user_attr("n_params", n_params)
             run.log_start(run_parameters(values, seed, setup, ctx.datamodule),
@@ -186,7 +190,7 @@ class Objective:
         queue the same parameters again (as for a dead worker) when search.retry_failed_trials
         allows, since an interruption says nothing about the parameters."""
         study = trial.study
-        retry = self.ctx.cfg.search.retry_failed_trials
+        retry = self.ctx.search.retry_failed_trials
         frozen = next(t for t in study.get_trials(deepcopy=True) if t.number == trial.number)
         if frozen.state != TrialState.RUNNING:  # already ended before the signal came
             return
@@ -202,7 +206,7 @@ class Objective:
     def _keep_result(self, trial: optuna.Trial, run: TrackedRun, result: TrainResult) -> None:
         """The result on the run (written as it closes), the test metrics on the trial, and
         the weights of a trial that beats the study's best so far."""
-        run.log_result(result, self.ctx.cfg.search.metric)
+        run.log_result(result, self.ctx.search.metric)
         # Every test metric (test_loss and task-specific ones such as test_count_limit), so
         # the parent run can report the best trial's values.
         for key, value in result.test_metrics.items():

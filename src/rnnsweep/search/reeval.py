@@ -37,7 +37,7 @@ from rnnsweep.run_lifecycle import TrackedRun, failure_reason, run_parameters
 from rnnsweep.search import space as search_space
 from rnnsweep.search.objective import StudyContext, reproduce_command
 from rnnsweep.tracking import Tracker, find_tagged
-from rnnsweep.training import ModelNodes, TrainSetup, build_module, train_model
+from rnnsweep.training import TrainSetup, build_module, train_model
 
 log = logging.getLogger(__name__)
 REEVAL_ROLE = "reeval"
@@ -51,26 +51,27 @@ DRAWS_TAG = "reeval_draws_data"
 DATA_SEED_TAG = "reeval_data_seed"
 
 
-def reeval_seeds(cfg: DictConfig) -> list[int]:
-    """Deterministic and disjoint from every trial seed (seed + trial number)."""
-    base = int(cfg.seed) + REEVAL_SEED_OFFSET
-    return [base + k for k in range(int(cfg.search.reeval_seeds))]
+def reeval_seeds(seed: int, search: DictConfig) -> list[int]:
+    """search.reeval_seeds seeds from the study's `seed`: deterministic and disjoint from
+    every trial seed (seed + trial number)."""
+    base = int(seed) + REEVAL_SEED_OFFSET
+    return [base + k for k in range(int(search.reeval_seeds))]
 
 
-def device_tags(cfg: DictConfig, datamodule: object) -> dict[str, str]:
+def device_tags(setup: TrainSetup, datamodule: object) -> dict[str, str]:
     """The device and the recurrent kernels this job's cell runs on (measured, not assumed)."""
-    use_cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    use_cuda = setup.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
-    net = build_module(ModelNodes.of(cfg), datamodule).net.to(device)  # type: ignore[arg-type]
+    net = build_module(setup.nodes, datamodule).net.to(device)  # type: ignore[arg-type]
     example = torch.zeros(2, 3, datamodule.spec.input_size, device=device)  # type: ignore[attr-defined]
     return {"device": device.type, "backend": rnn_backend(net, example),
             "torch_version": torch.__version__}
 
 
-def configured_draws(cfg: DictConfig) -> bool:
+def configured_draws(search: DictConfig) -> bool:
     """search.reeval_draws_data. A study's stored config from before the key existed (a seed
     round reads the study's own config.yaml) reads as false: its seeds shared its data."""
-    return bool(OmegaConf.select(cfg, "search.reeval_draws_data", default=False))
+    return bool(OmegaConf.select(search, "reeval_draws_data", default=False))
 
 
 def draws_own_data(ctx: StudyContext, best_number: int) -> bool:
@@ -83,7 +84,7 @@ def draws_own_data(ctx: StudyContext, best_number: int) -> bool:
     """
     if not getattr(ctx.datamodule, "draws_data", False):
         return False
-    wanted = configured_draws(ctx.cfg)
+    wanted = configured_draws(ctx.search)
     earlier = _reeval_runs(ctx, best_number, "FINISHED") + _reeval_runs(ctx, best_number,
                                                                         "RUNNING")
     if not earlier:
@@ -108,7 +109,7 @@ def reeval_datamodule(ctx: StudyContext, seed: int, draws: bool) -> TensorDataMo
     study_seed = ctx.datamodule.data_seed()
     if study_seed is None:  # a task that draws its data must say from which seed
         raise TypeError(f"{type(ctx.datamodule).__name__} draws its data but has no data.seed")
-    return build_with_seed(ctx.cfg.data, draw_seed(study_seed, seed))
+    return build_with_seed(ctx.data, draw_seed(study_seed, seed))
 
 
 def reeval_reproduce(ctx: StudyContext, values: dict[str, Any], seed: int,
@@ -174,7 +175,7 @@ def _claim_next(ctx: StudyContext, best_number: int, seeds: list[int], values: d
     """Atomically pick a seed no worker has and create its run (the claim), with the data it
     trains on (built here: the run's tags and datasets name them)."""
     lock = f"mlflow-reeval:{ctx.experiment}:{ctx.study_name}"
-    with store_lock(ctx.cfg.search.storage, lock):
+    with store_lock(ctx.search.storage, lock):
         claimed = _claimed_seeds(ctx, best_number)
         free = [s for s in seeds if s not in claimed]
         if not free:
@@ -202,7 +203,7 @@ def seeds_left(study: optuna.Study, ctx: StudyContext) -> int:
     except ValueError:
         return 0
     done = {int(r.data.tags["reeval_seed"]) for r in _reeval_runs(ctx, best, "FINISHED")}
-    return len([s for s in reeval_seeds(ctx.cfg) if s not in done])
+    return len([s for s in reeval_seeds(ctx.seed, ctx.search) if s not in done])
 
 
 def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
@@ -210,24 +211,25 @@ def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
 
     Returns the summary logged on the parent: mean and sd of each final metric over seeds.
     """
-    cfg = ctx.cfg
-    if int(cfg.search.reeval_seeds) <= 0:
+    search = ctx.search
+    if int(search.reeval_seeds) <= 0:
         return {}
     try:
         best = study.best_trial
     except ValueError:  # no completed trial: nothing to re-evaluate
         return {}
-    values = {k: v for k, v in best.params.items() if k in cfg.search.space}
-    setup = TrainSetup.of(search_space.apply(cfg, cfg.search.space, values))
+    values = {k: v for k, v in best.params.items() if k in search.space}
+    setup = search_space.apply(ctx.setup, search.space, values)
     draws = draws_own_data(ctx, best.number)
+    seeds = reeval_seeds(ctx.seed, search)
     # Workers sharing a study split the seeds between them instead of each training all.
-    while (claim := _claim_next(ctx, best.number, reeval_seeds(cfg), values, draws)) is not None:
+    while (claim := _claim_next(ctx, best.number, seeds, values, draws)) is not None:
         seed, run, datamodule = claim
         try:
             with run:  # trained outside the claim lock; a signal or a store failure stops
                 run.log_start(run_parameters(values, seed, setup, datamodule))
                 result = train_model(setup, datamodule, seed, on_validation=run.log_validation)
-                run.log_result(result, cfg.search.metric)
+                run.log_result(result, search.metric)
         except Exception as err:  # recorded on its run; the other seeds still count
             log.warning("re-evaluation seed %d failed: %s", seed, failure_reason(err))
     return _summarise(ctx, best.number, draws)
@@ -235,7 +237,7 @@ def reevaluate(study: optuna.Study, ctx: StudyContext) -> dict[str, float]:
 
 def _summarise(ctx: StudyContext, best_number: int, draws: bool) -> dict[str, float]:
     runs = _reeval_runs(ctx, best_number, "FINISHED")
-    keys = [f"best_{ctx.cfg.search.metric}", "test_loss", "test_acc", "gap_at_best"]
+    keys = [f"best_{ctx.search.metric}", "test_loss", "test_acc", "gap_at_best"]
     summary: dict[str, float] = {"reeval_n": float(len(runs))}
     for key in keys:
         vals = [r.data.metrics[key] for r in runs if key in r.data.metrics]

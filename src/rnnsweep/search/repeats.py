@@ -20,7 +20,6 @@ re-evaluation seeds are the replicates of its claims (rnnsweep.report.evidence).
 
 from __future__ import annotations
 
-import copy
 import re
 
 from omegaconf import DictConfig, OmegaConf
@@ -45,26 +44,16 @@ def repeat_suffix(repeat: int) -> str:
 
 
 def study_seed(seed: int, repeat: int) -> int:
-    """The first training seed of the repeat's study (repeat 0: seed itself)."""
+    """The first training seed of the repeat's study (repeat 0: seed itself), which its
+    trials and re-evaluations count from (StudyContext.seed). The config stored with the
+    study keeps the base seed (so do its fixed settings): a seed round that reads it back
+    derives the same seeds again."""
     return int(seed) + int(repeat) * SEED_SPAN
 
 
 def sampler_seed(seed: int, repeat: int) -> int:
     """The repeat's sampler seed (repeat 0: seed itself); always a valid numpy seed."""
     return (int(seed) + int(repeat) * SEED_SPAN) % SAMPLER_SEEDS
-
-
-def with_study_seed(cfg: DictConfig) -> DictConfig:
-    """cfg with `seed` set to the repeat's study_seed: the config a study's trials and
-    re-evaluations read their seeds from (trial_seed, reeval_seeds). cfg itself for repeat
-    0. Not the config stored with the study: its fixed settings keep the base seed, and
-    a seed round that reads the stored config back derives the same seeds again."""
-    repeat = search_repeat(cfg.search)
-    if not repeat:
-        return cfg
-    shifted = copy.deepcopy(cfg)
-    shifted.seed = study_seed(int(cfg.seed), repeat)
-    return shifted
 
 
 def search_group(study_name: str, repeat: object) -> str:

@@ -33,7 +33,7 @@ from rnnsweep.search.objective import (
 from rnnsweep.search.study import fail_silent_trials, storage_error
 from rnnsweep.signals import deferred
 from rnnsweep.tracking import PARENT_ROLE, TRIAL_ROLE, Tracker, find_tagged
-from rnnsweep.training import ModelNodes, build_module
+from rnnsweep.training import build_module
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,15 @@ class FailureBudget:
         study.stop()
 
 
-def find_or_create_parent(
-    tracker: Tracker, cfg: DictConfig, experiment: str, name: str, tags: dict[str, str]
-) -> str:
-    """The study's one parent run: found by study name and reopened, or created once.
+def find_or_create_parent(tracker: Tracker, experiment: str, name: str, tags: dict[str, str],
+                          storage: str, config_yaml: str) -> str:
+    """The study's one parent run: found by study name and reopened, or created once, with
+    the job's config (config_yaml) as its config.yaml.
 
-    Under a lock in the study storage, so workers starting together never make two parents.
+    Under a lock in the study storage (its URL), so workers starting together never make two
+    parents.
     """
-    with store_lock(cfg.search.storage, f"mlflow-parent:{experiment}:{name}"):
+    with store_lock(storage, f"mlflow-parent:{experiment}:{name}"):
         parent = tracker.find_parent(experiment, name)
         created = parent is None
         if created:
@@ -104,7 +105,7 @@ def find_or_create_parent(
             try:
                 if tracker.job_split:  # data=file: the rows of each split, to reuse them
                     log_split(tracker, parent, tracker.job_split)
-                tracker.log_config(parent, cfg)  # last: it says the others are there
+                tracker.log_config(parent, config_yaml)  # last: it says the others are there
             except BaseException:
                 if created:  # not left RUNNING; the rerun finds it and logs them again
                     end_quietly(tracker, parent, "FAILED")
@@ -141,17 +142,17 @@ def _fail_stale(study: optuna.Study, search: DictConfig) -> None:
 
 def _optimize_until_done(study: optuna.Study, ctx: StudyContext, objective: Objective,
                          budget: FailureBudget, callbacks: list) -> None:
-    cfg, n_trials = ctx.cfg, ctx.cfg.search.n_trials
-    _fail_stale(study, cfg.search)
+    search, n_trials = ctx.search, ctx.search.n_trials
+    _fail_stale(study, search)
     close_orphan_runs(study, ctx)  # left by a worker that died before this one started
     while budget.message is None:
-        _fail_stale(study, cfg.search)
+        _fail_stale(study, search)
         states = count_states(study)
         finished = sum(states[s] for s in FINISHED)
         if finished >= n_trials:
             break
         if finished + states[TrialState.RUNNING] >= n_trials:
-            time.sleep(max(1, cfg.search.heartbeat_interval))
+            time.sleep(max(1, search.heartbeat_interval))
             close_orphan_runs(study, ctx)
             continue
         with deferred():  # signals reach only the objective, which closes its trial
@@ -176,11 +177,10 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
     starts one only while finished + running trials fall short. When the rest are running on
     other workers it waits, and takes over any that turn stale (their worker died).
     """
-    cfg = ctx.cfg
-    n_trials = cfg.search.n_trials
+    n_trials = ctx.search.n_trials
     started = time.perf_counter()
     # Below a rate of 1 the rate itself ends an all-failing study; at 1, cap at 10x n_trials.
-    budget = FailureBudget(cfg.search.max_failure_rate, min_trials=3, max_failures=10 * n_trials)
+    budget = FailureBudget(ctx.search.max_failure_rate, min_trials=3, max_failures=10 * n_trials)
     callbacks: list = [budget]
     if progress is not None:
         callbacks.append(progress)
@@ -192,7 +192,7 @@ def run_study(study: optuna.Study, ctx: StudyContext, progress: Any = None) -> S
     try:
         _optimize_until_done(study, ctx, objective, budget, callbacks)
     except Exception as err:  # Optuna's storage outside a trial: ask, stale checks, counts
-        halt = storage_error(cfg.search, err)
+        halt = storage_error(ctx.search, err)
         if halt is None:
             raise
         raise halt from err
@@ -231,14 +231,14 @@ def record_outcome(ctx: StudyContext, study: optuna.Study, summary: StudySummary
         "n_complete": summary.n_complete,
         # Complete trials the sampler's model proposed (past its random start-up): what the
         # search really evaluated of its own (rnnsweep.search.fair_pruner).
-        "n_sampler_complete": sampler_trials_complete(study, ctx.cfg.search.n_startup_trials),
+        "n_sampler_complete": sampler_trials_complete(study, ctx.search.n_startup_trials),
         "n_pruned": summary.n_pruned,
         "n_failed": summary.n_failed,
     }
     tags: dict[str, str] = {}
     if summary.best_value is not None:
         best = study.best_trial
-        metrics[f"best_{ctx.cfg.search.metric}"] = summary.best_value
+        metrics[f"best_{ctx.search.metric}"] = summary.best_value
         for key, value in best.user_attrs.items():
             if key.startswith("test_") or key == "n_params":
                 metrics[f"best_{key}"] = value
@@ -287,15 +287,15 @@ def _log_best_model(ctx: StudyContext, best: FrozenTrial, best_run_id: str) -> N
         with tempfile.TemporaryDirectory() as tmp:
             path = tracker.download(best_run_id, "model/best_state.pt", Path(tmp))
             state = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = search_space.apply(ctx.cfg, ctx.cfg.search.space, best.params)
-        module = build_module(ModelNodes.of(cfg), ctx.datamodule)
+        nodes = search_space.apply(ctx.setup, ctx.search.space, best.params).nodes
+        module = build_module(nodes, ctx.datamodule)
         module.load_state_dict(state)
         ctx.datamodule.setup()
         example = ctx.datamodule.test_set.tensors[0][:2].numpy()
-        tags = {"cell": cfg.cell.name, "task": ctx.datamodule.condition()["task"],
+        tags = {"cell": nodes.cell.name, "task": ctx.datamodule.condition()["task"],
                 "study_name": ctx.study_name, "trial_number": str(best.number),
                 "trial_run_id": best_run_id}
-        register_as = ctx.study_name if cfg.tracking.register_best else None
+        register_as = ctx.study_name if tracker.register_best else None
         model_id = tracker.log_model(parent, module.net, example, tags, register_as)
         tracker.log(parent, tags={"best_model_id": model_id})
     except Exception as err:  # the best trial's weights may live on another worker's store

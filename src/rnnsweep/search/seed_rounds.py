@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
+from collections.abc import Callable
 from itertools import combinations
-from pathlib import Path
+from typing import Any
 
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.console import quiet_third_party
@@ -49,6 +48,8 @@ log = logging.getLogger(__name__)
 CLAIMS_PER_PAIR = 6
 # The eval-mode gap at the best validation, which the overfitting claim compares.
 GAP_METRIC = "gap_at_best"
+# (client, parent run, sweep config, seeds): one study's best re-evaluated up to that many seeds.
+AddSeeds = Callable[[Any, Any, DictConfig, int], None]
 
 
 def _condition(tags: dict[str, str]) -> tuple:
@@ -230,48 +231,14 @@ def _overfitting_pending(client, groups: dict, plan: SeedPlan, settings: Setting
     return pending
 
 
-def _study_config(client, parent, config: DictConfig) -> DictConfig:  # noqa: ANN001
-    """The study's own resolved config (its parent's config.yaml), with the live stores: the
-    artifact has passwords masked."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(parent.info.run_id, "config.yaml", tmp)
-        cfg = OmegaConf.create(yaml.safe_load(Path(path).read_text()))
-    cfg.search.storage = config.search.storage
-    cfg.tracking.uri = config.tracking.uri
-    cfg.tracking.sweep_id = config.tracking.sweep_id
-    return cfg
-
-
-def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa: ANN001
-    """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept)."""
-    from rnnsweep.data import build_datamodule
-    from rnnsweep.data.registry import experiment_name
-    from rnnsweep.job import condition_tags, open_study_context, typed_config
-    from rnnsweep.run_lifecycle import study_run
-    from rnnsweep.search.reeval import reevaluate
-    from rnnsweep.search.study import storage_error
-    from rnnsweep.signals import held, raise_pending
-    from rnnsweep.tracking import Tracker
-
-    cfg = typed_config(_study_config(client, parent, config))
-    cfg.search.reeval_seeds = n_seeds
-    datamodule = build_datamodule(cfg.data)
-    tracker = Tracker(cfg)
-    tracker.describe_job(datamodule, str(Path(cfg.paths.root) / "train.py"))
-    experiment = cfg.tracking.experiment or experiment_name(cfg.data)
-    tags = condition_tags(cfg, datamodule.condition())
-    with held():  # the reopened parent is closed by study_run, which raises a held signal
-        study, ctx = open_study_context(cfg, datamodule, tracker, experiment, tags, [])
-    with study_run(tracker, ctx.parent_run_id, classify=lambda err: storage_error(cfg.search, err)):
-        raise_pending()
-        reevaluate(study, ctx)
-
-
-def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> int:
+def run_seed_rounds(config: DictConfig, add_seeds: AddSeeds,
+                    sweep_started: float | None = None) -> int:
     """Add seeds look by look until every pair is decided, the plan ends, or the next round
     would end past search.seed_rounds_minutes after `sweep_started` (time.time(); None: no
     limit); returns the number of rounds run. Stopping at any look keeps the plan's error
-    rate: each look is tested at alpha / planned looks whether or not later looks happen."""
+    rate: each look is tested at alpha / planned looks whether or not later looks happen.
+    add_seeds re-evaluates one study: rnnsweep.job.add_seeds, handed in because assembling a
+    job builds on this package, not the other way round."""
     from mlflow.tracking import MlflowClient
 
     from rnnsweep.tracking import tracking_uri
@@ -284,7 +251,7 @@ def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> i
     minutes = OmegaConf.select(config, "search.seed_rounds_minutes", default=None)
     deadline = None if minutes is None or sweep_started is None else (
         sweep_started + 60 * float(minutes))
-    client = MlflowClient(tracking_uri=tracking_uri(config))
+    client = MlflowClient(tracking_uri=tracking_uri(config.tracking))
     ids = [e.experiment_id for e in client.search_experiments()]
     # the launcher's workers (joblib: one per core); the callback's config has its node
     cores = available_cores()
@@ -312,14 +279,15 @@ def run_seed_rounds(config: DictConfig, sweep_started: float | None = None) -> i
                  "(search.reeval_max_seeds=%d, %d at a time)", len(pending), look,
                  plan.looks[-1], min(workers, len(todo)))
         if workers > 1 and len(todo) > 1:
-            _parallel_round(todo, config, look, workers)
+            _parallel_round(todo, config, look, workers, add_seeds)
         else:
             for parent in todo:
                 add_seeds(client, parent, config, look)
     return rounds
 
 
-def _parallel_round(todo: list, config: DictConfig, look: int, workers: int) -> None:
+def _parallel_round(todo: list, config: DictConfig, look: int, workers: int,
+                    add_seeds: AddSeeds) -> None:
     """One round, a study per worker at a time, in the sweep's own joblib (loky) workers
     when they are still alive (they have torch and Lightning imported): the studies are
     independent, and one process would leave the other cores idle."""
@@ -329,10 +297,12 @@ def _parallel_round(todo: list, config: DictConfig, look: int, workers: int) -> 
         OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]), resolve=True)
     assert isinstance(plain, dict)
     Parallel(n_jobs=min(workers, len(todo)), backend="loky")(
-        delayed(_add_seeds_in_worker)(p.info.run_id, plain, look, workers) for p in todo)
+        delayed(_add_seeds_in_worker)(p.info.run_id, plain, look, workers, add_seeds)
+        for p in todo)
 
 
-def _add_seeds_in_worker(run_id: str, plain: dict, look: int, workers: int) -> None:
+def _add_seeds_in_worker(run_id: str, plain: dict, look: int, workers: int,
+                         add_seeds: AddSeeds) -> None:
     """add_seeds in a worker process, as a launcher's job runs there: its share of the
     threads, signals routed to Interrupted while it works (a stopped sweep closes its runs),
     and idle again afterwards."""
@@ -348,7 +318,7 @@ def _add_seeds_in_worker(run_id: str, plain: dict, look: int, workers: int) -> N
     install_handlers()
     try:
         config = OmegaConf.create(plain)
-        client = MlflowClient(tracking_uri=tracking_uri(config))
+        client = MlflowClient(tracking_uri=tracking_uri(config.tracking))
         add_seeds(client, client.get_run(run_id), config, look)
     finally:
         end_of_job_in_worker()

@@ -3,10 +3,11 @@ data. Stored with the study (user attr `fixed_settings`) and shown on its parent
 `fixed_settings`, `settings_hash`), so a rerun with other settings cannot silently add
 trials that are not comparable with the study's (issue 12, item 5).
 
-Counted: the resolved `cell`, `model`, `optim`, `trainer` and `data` sections, the training
-`seed` and `search.metric` (what early stopping and the best weights follow), minus the keys
-the space samples and minus what does not change a trial's result: worker threads, the
-progress bar and the memory probe. Not counted: `search.n_trials`, the stores, heartbeats,
+Counted (rnnsweep.job.fixed_settings reads them from the job's config): the resolved `cell`,
+`model`, `optim`, `trainer` and `data` sections, the training `seed` and `search.metric`
+(what early stopping and the best weights follow), minus the keys the space samples and
+minus what does not change a trial's result: worker threads, the progress bar and the
+memory probe. Not counted: `search.n_trials`, the stores, heartbeats,
 the report, logging.
 
 A rerun with other settings is refused (search.on_changed_settings=refuse, the default) or
@@ -20,45 +21,7 @@ import hashlib
 import json
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 SETTINGS_ATTR = "fixed_settings"
-SECTIONS = ("cell", "model", "optim", "trainer", "data")
-EXTRA_KEYS = ("seed", "search.metric")
-# Keys of those sections that do not change what a trial computes.
-# cell.kernel picks an implementation of the same function (rnnsweep's fused CPU kernel or
-# torch's), which, like the thread count, changes only the order of floating-point sums.
-NOT_SETTINGS = frozenset({"trainer.num_threads", "trainer.progress_bar",
-                          "trainer.memory_probe_batches", "cell.kernel"})
-
-
-def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            _flatten(value, f"{prefix}.{key}", out)
-    else:
-        out[prefix] = node
-
-
-def sampled_keys(cfg: DictConfig) -> set[str]:
-    """The config paths the study's search space sets per trial."""
-    if not cfg.search.study:
-        return set()
-    keys = {str(p.path) for p in cfg.search.space.values()}
-    if "model.param_budget" in keys:  # the budget decides the hidden size
-        keys.add("model.hidden_size")
-    return keys
-
-
-def fixed_settings(cfg: DictConfig) -> dict[str, Any]:
-    """{dotted key: value} of every fixed setting of cfg (a typed, resolved config)."""
-    flat: dict[str, Any] = {}
-    for section in SECTIONS:
-        _flatten(OmegaConf.to_container(cfg[section], resolve=True), section, flat)
-    for key in EXTRA_KEYS:
-        flat[key] = OmegaConf.select(cfg, key)
-    skip = sampled_keys(cfg) | NOT_SETTINGS
-    return {k: flat[k] for k in sorted(flat) if k not in skip}
 
 
 def settings_text(settings: dict[str, Any]) -> str:

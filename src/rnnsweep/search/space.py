@@ -1,12 +1,15 @@
-"""The search space from `search.space`: suggest values and write them into a config."""
+"""The search space from `search.space`: suggest values and write them into a training setup."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from rnnsweep.training import TrainSetup
 
 
 def suggest(trial: optuna.Trial, space: DictConfig) -> dict[str, Any]:
@@ -23,12 +26,9 @@ def suggest(trial: optuna.Trial, space: DictConfig) -> dict[str, Any]:
     return values
 
 
-def apply(cfg: DictConfig, space: DictConfig, values: dict[str, Any]) -> DictConfig:
-    """A copy of cfg with each sampled value written to its config path."""
-    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    for name, value in values.items():
-        OmegaConf.update(out, space[name].path, value, merge=False)
-    return out
+def apply(setup: TrainSetup, space: DictConfig, values: dict[str, Any]) -> TrainSetup:
+    """A copy of setup with each sampled value written to its config path."""
+    return setup.with_values({space[name].path: value for name, value in values.items()})
 
 
 def overrides(space: DictConfig, values: dict[str, Any]) -> list[str]:
@@ -42,18 +42,15 @@ def fingerprint(space: DictConfig) -> str:
     return json.dumps(plain, sort_keys=True)
 
 
-def match_params(cfg: DictConfig) -> DictConfig:
+def match_params(search: DictConfig) -> None:
     """search.match_params=true (Chung et al. 2014): the range that tunes model.hidden_size is
     replaced by `search.budget`, a range of parameter counts; each cell derives its hidden
     size from the sampled budget, so cells are compared at equal parameter counts."""
-    s = cfg.search
-    if not s.match_params or not s.study:
-        return cfg
-    kept = {k: v for k, v in s.space.items() if v.path != "model.hidden_size"}
-    s.space = {**kept, "param_budget": s.budget}
-    return cfg
+    if search.match_params and search.study:
+        kept = {k: v for k, v in search.space.items() if v.path != "model.hidden_size"}
+        search.space = {**kept, "param_budget": search.budget}
 
 
-def matched_suffix(cfg: DictConfig) -> str:
+def matched_suffix(search: DictConfig) -> str:
     """Parameter-matched studies get their own name: their space differs from the plain one."""
-    return "-matched" if cfg.search.match_params else ""
+    return "-matched" if search.match_params else ""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -22,7 +24,6 @@ from rnnsweep.search.settings import (
     SETTINGS_ATTR,
     changed,
     describe_changes,
-    fixed_settings,
     settings_hash,
     settings_text,
 )
@@ -123,69 +124,80 @@ def make_pruner(search: DictConfig) -> optuna.pruners.BasePruner:
                                     int(s.min_sampler_trials))
 
 
-def open_study(cfg: DictConfig, name: str, storage: RDBStorage) -> optuna.Study:
+@dataclass(frozen=True)
+class StudySettings:
+    """What names, opens and checks a job's study, assembled once (rnnsweep.job): the
+    `search` node, the cell's name and the job's fixed settings (rnnsweep.search.settings)."""
+
+    search: DictConfig
+    cell: str
+    fixed: dict[str, Any]
+
+
+def open_study(spec: StudySettings, name: str, storage: RDBStorage) -> optuna.Study:
+    search = spec.search
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(cfg.search),
-        pruner=make_pruner(cfg.search),
-        direction=cfg.search.direction,
+        sampler=make_sampler(search),
+        pruner=make_pruner(search),
+        direction=search.direction,
         load_if_exists=True,
     )
-    check_compatible(cfg, study)
+    check_compatible(spec, study)
     if SPACE_ATTR not in study.user_attrs:
-        study.set_user_attr(SPACE_ATTR, fingerprint(cfg.search.space))
+        study.set_user_attr(SPACE_ATTR, fingerprint(search.space))
     if SETTINGS_ATTR not in study.user_attrs:
-        study.set_user_attr(SETTINGS_ATTR, settings_text(fixed_settings(cfg)))
+        study.set_user_attr(SETTINGS_ATTR, settings_text(spec.fixed))
     # search.warm_start_from: a new study's first trials are another study's best (once).
-    warm_start(cfg, study, storage)
+    warm_start(search, study, storage)
     return study
 
 
-def settings_suffix(cfg: DictConfig, base: str, storage: optuna.storages.BaseStorage) -> str:
+def settings_suffix(spec: StudySettings, base: str,
+                    storage: optuna.storages.BaseStorage) -> str:
     """"" for the study named `base`, or, with search.on_changed_settings=new_study when that
     study holds other fixed settings, "-s<hash of these settings>": a study of its own,
     found again by the next run with the same settings."""
-    if cfg.search.on_changed_settings != "new_study":
+    if spec.search.on_changed_settings != "new_study":
         return ""
     try:
         study = optuna.load_study(study_name=base, storage=storage)
     except KeyError:
         return ""
     stored = study.user_attrs.get(SETTINGS_ATTR)
-    settings = fixed_settings(cfg)
-    if stored is None or not changed(stored, settings):
+    if stored is None or not changed(stored, spec.fixed):
         return ""
-    return f"-s{settings_hash(settings)}"
+    return f"-s{settings_hash(spec.fixed)}"
 
 
-def full_study_name(cfg: DictConfig, condition: dict[str, str],
+def full_study_name(spec: StudySettings, condition: dict[str, str],
                     storage: optuna.storages.BaseStorage | None) -> str:
     """The study a job runs: task, size, cell and data; -r<k> for an independent repeat
     k > 0 of the search (search.repeat; repeat 0 keeps the plain name); a settings suffix in
     new_study mode; -matched for parameter-matched studies (last, as the report reads it)."""
-    base = study_name(condition, cfg.cell.name) + repeat_suffix(search_repeat(cfg.search))
-    matched = matched_suffix(cfg)
-    suffix = settings_suffix(cfg, base + matched, storage) if storage is not None else ""
+    base = study_name(condition, spec.cell) + repeat_suffix(search_repeat(spec.search))
+    matched = matched_suffix(spec.search)
+    suffix = settings_suffix(spec, base + matched, storage) if storage is not None else ""
     return base + suffix + matched
 
 
-def check_compatible(cfg: DictConfig, study: optuna.Study) -> None:
+def check_compatible(spec: StudySettings, study: optuna.Study) -> None:
     """An existing study must keep its direction and search space, or its trials mislead."""
-    name = study.study_name
-    if study.direction.name.lower() != cfg.search.direction:
+    name, search = study.study_name, spec.search
+    if study.direction.name.lower() != search.direction:
         raise ConfigError(
-            f"search.direction={cfg.search.direction}: study {name!r} in this storage was "
+            f"search.direction={search.direction}: study {name!r} in this storage was "
             f"created to {study.direction.name.lower()}; use another search.storage"
         )
     stored = study.user_attrs.get(SPACE_ATTR)
-    if stored is not None and stored != fingerprint(cfg.search.space):
+    if stored is not None and stored != fingerprint(search.space):
         raise ConfigError(
             f"search.space: study {name!r} in this storage was created with a different search "
             "space; restore the original space or use another search.storage"
         )
     settings = study.user_attrs.get(SETTINGS_ATTR)
-    changes = changed(settings, fixed_settings(cfg)) if settings is not None else []
+    changes = changed(settings, spec.fixed) if settings is not None else []
     if changes:
         keys = ", ".join(k for k, _, _ in changes)
         raise ConfigError(
@@ -196,15 +208,15 @@ def check_compatible(cfg: DictConfig, study: optuna.Study) -> None:
         )
 
 
-def preflight_storage(cfg: DictConfig, condition: dict[str, str] | None) -> None:
+def preflight_storage(spec: StudySettings, condition: dict[str, str] | None) -> None:
     """Before any job runs: the storage answers and the job's study (named from its data
-    `condition`; None: not known before the data load), if it exists, fits cfg.
+    `condition`; None: not known before the data load), if it exists, fits spec.
 
     Creates nothing: a missing SQLite file or an empty database simply has no study yet, and
     a SQLite store that an interrupted creation left half-built with no data is rebuilt by
     the first job (one holding data is refused: rnnsweep.store_init.preflight_sqlite).
     """
-    url = cfg.search.storage
+    url = spec.search.storage
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         return
     # A file that is no database, or locked, is named by the connection below.
@@ -227,26 +239,13 @@ def preflight_storage(cfg: DictConfig, condition: dict[str, str] | None) -> None
         return
     storage = RDBStorage(url, skip_table_creation=True)
     try:
-        name = full_study_name(cfg, condition, storage)
+        name = full_study_name(spec, condition, storage)
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return
     finally:
         storage.remove_session()
-    check_compatible(cfg, study)
-
-
-def preflight_job(cfg: DictConfig) -> None:
-    """The storage of one validated job answers, and its existing study (if any) fits."""
-    from rnnsweep.data import build_datamodule
-
-    if not cfg.search.study:
-        return
-    try:
-        condition = build_datamodule(cfg.data).condition()
-    except Exception:  # a task that must load its data first is named when its job runs
-        condition = None
-    preflight_storage(cfg, condition)
+    check_compatible(spec, study)
 
 
 @functools.lru_cache(maxsize=4)

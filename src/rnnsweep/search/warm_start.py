@@ -37,10 +37,10 @@ WARM_ATTR = "warm_start"
 OFF = "off"
 
 
-def settings(cfg: DictConfig) -> tuple[str | None, int]:
-    """(source, top k) from the config (conf/search/tpe.yaml holds the defaults)."""
-    source = cfg.search.warm_start_from
-    return (str(source) if source not in (None, "") else None), int(cfg.search.warm_start_top_k)
+def settings(search: DictConfig) -> tuple[str | None, int]:
+    """(source, top k) from the `search` node (conf/search/tpe.yaml holds the defaults)."""
+    source = search.warm_start_from
+    return (str(source) if source not in (None, "") else None), int(search.warm_start_top_k)
 
 
 def source_name(name: str, source: str) -> str:
@@ -91,27 +91,27 @@ def best_configurations(source: optuna.Study, space: DictConfig, k: int) -> list
     return out
 
 
-def warm_start(cfg: DictConfig, study: optuna.Study,
+def warm_start(search: DictConfig, study: optuna.Study,
                storage: optuna.storages.BaseStorage) -> str:
     """Queue the source study's best configurations into a new `study`; returns (and stores
     on the study, once) what was done. 'off' when search.warm_start_from is null."""
-    source, top_k = settings(cfg)
+    source, top_k = settings(search)
     if source is None:
         return OFF
-    with store_lock(cfg.search.storage, f"warm-start:{study.study_name}"):
+    with store_lock(search.storage, f"warm-start:{study.study_name}"):
         done = study.user_attrs.get(WARM_ATTR)
         if done is not None:
             return str(done)
         if study.get_trials(deepcopy=False):
             record = "skipped: study already had trials"
         else:
-            record = _enqueue(cfg, study, storage, source, top_k)
+            record = _enqueue(search.space, study, storage, source, top_k)
         study.set_user_attr(WARM_ATTR, record)
     log.info("study %s: warm start %s", study.study_name, record)
     return record
 
 
-def _enqueue(cfg: DictConfig, study: optuna.Study, storage: optuna.storages.BaseStorage,
+def _enqueue(space: DictConfig, study: optuna.Study, storage: optuna.storages.BaseStorage,
              source: str, top_k: int) -> str:
     name = source_name(study.study_name, source)
     if name == study.study_name:
@@ -120,7 +120,7 @@ def _enqueue(cfg: DictConfig, study: optuna.Study, storage: optuna.storages.Base
         src = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return f"none: no study {name} in this storage"
-    picked = best_configurations(src, cfg.search.space, top_k)
+    picked = best_configurations(src, space, top_k)
     for _, params in picked:
         study.enqueue_trial(params, skip_if_exists=True)
     if not picked:
