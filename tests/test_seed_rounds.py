@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import NOISE, run_train
@@ -122,3 +124,23 @@ def test_a_rounds_estimate_is_the_lacking_seeds_times_each_studys_mean_run():
     assert round_seconds(client, client.parents, 5) == pytest.approx(2 * 2 * 30.0)
     assert round_seconds(client, client.parents, 3) == 0.0
     assert round_seconds(_FakeClient(done=0, seconds=30.0), client.parents, 5) == 0.0
+
+
+def test_a_failing_seed_round_says_why_and_where_and_keeps_the_sweep(monkeypatch, caplog):
+    """The studies are finished when the rounds start: a failure there is one logged line
+    naming the error and rnnsweep's innermost frame, never an exception out of the sweep."""
+    from omegaconf import OmegaConf
+
+    from rnnsweep.sweep_callbacks import SeedRounds
+
+    def broken(config, add_seeds, sweep_started):  # noqa: ANN001, ARG001
+        return OmegaConf.create({"a": 1}, flags={"struct": True}).tracking
+
+    monkeypatch.setattr(seed_rounds, "run_seed_rounds", broken)
+    with caplog.at_level("ERROR"):
+        SeedRounds().on_multirun_end(OmegaConf.create({"search": {"study": True}}))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("sequential re-evaluation seeds stopped: Key 'tracking' is not in "
+                           "struct"), line
+    # the innermost frame of rnnsweep's own (this test's stand-in is not one)
+    assert re.search(r"\(sweep_callbacks\.py:\d+\)$", line), line

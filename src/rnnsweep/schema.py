@@ -182,7 +182,7 @@ class CostProbeConfig:
     warmup_steps: int = 3
     # None: the torch threads the sweep's trials trained with (their num_threads param).
     threads: int | None = None
-    budget_s: float = 60.0
+    budget_s: float = 120.0
     device: str = "auto"
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -23,6 +25,7 @@ from rnnsweep.data.sizes import curve_point
 from rnnsweep.redact import redact
 
 log = logging.getLogger(__name__)
+PACKAGE_DIR = str(Path(__file__).resolve().parent)  # rnnsweep's own frames
 STUDY_ROLE = "study"
 
 
@@ -266,8 +269,12 @@ class SeedRounds(Callback):
         try:
             run_seed_rounds(config, add_seeds, self.sweep_started)
         except Exception as err:  # the studies are finished and kept; say why seeds stopped
-            log.error("sequential re-evaluation seeds stopped: %s",
-                      redact(str(err).splitlines()[0] if str(err) else type(err).__name__))
+            # rnnsweep's innermost frame, for a bug report: the message alone rarely says where
+            frames = traceback.extract_tb(err.__traceback__)
+            where = ([f for f in frames if f.filename.startswith(PACKAGE_DIR)] or frames)[-1]
+            log.error("sequential re-evaluation seeds stopped: %s (%s:%d)",
+                      redact(str(err).splitlines()[0] if str(err) else type(err).__name__),
+                      Path(where.filename).name, where.lineno)
 
 
 class SweepSummary(Callback):
