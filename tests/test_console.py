@@ -22,7 +22,7 @@ from rnnsweep.console import (
     quiet_third_party,
 )
 from rnnsweep.job import train_setup
-from rnnsweep.sweep_callbacks import StudyRow, print_summary, read_sweep
+from rnnsweep.sweep_callbacks import StudyRow, condition_labels, print_summary, read_sweep
 from rnnsweep.threads import available_cores
 
 
@@ -85,6 +85,30 @@ def test_summary_marks_the_best_cell_per_data_size() -> None:
     text = buffer.getvalue()
     assert "0.4 *" in text and "0.5 *" not in text
     assert "[FAILED]" in text and "reports/adding/report.md" in text
+
+
+def test_a_sweep_over_a_condition_shows_it_and_marks_a_best_per_condition() -> None:
+    """make evidence sweeps data.seq_len: rows of T=10 and T=40 must read apart, and the
+    star compares cells at one length, not across lengths."""
+    def row(size: str, cell: str, t: str, best: float) -> StudyRow:
+        n = "200" if size == "small" else "4000"
+        return StudyRow("adding", size, cell, f"{size}-{cell}-{t}", "FINISHED", best,
+                        condition={"T": t, "n": n, "noise": "0.3", "seed": "1234"})
+
+    rows = [row("small", "gru", "10", 0.10), row("small", "lstm", "10", 0.12),
+            row("small", "gru", "40", 0.25), row("small", "lstm", "40", 0.20),
+            row("large", "gru", "10", 0.09), row("large", "lstm", "10", 0.08)]
+    # n differs between sizes only, so it is no column; T varies within a size
+    assert condition_labels(rows) == ["T=10", "T=10", "T=40", "T=40", "T=10", "T=10"]
+    buffer = io.StringIO()
+    print_summary(rows, "val_loss", "minimize", Console(file=buffer, width=200))
+    shown = re.findall(r"^\s*adding\s+(small|large) T=(\d+)\s+(lstm|gru)\s+([.\d]+)( \*)?",
+                       buffer.getvalue(), re.M)
+    stars = {(size, t, cell) for size, t, cell, _, star in shown if star}
+    assert len(shown) == 6
+    assert stars == {("small", "10", "gru"), ("small", "40", "lstm"), ("large", "10", "lstm")}
+    # one condition throughout: the table reads as before, no condition in the data column
+    assert condition_labels(rows[:2]) == ["", ""]
 
 
 def test_summary_shows_the_trivial_loss_and_accuracy_beside_the_majority_rate() -> None:

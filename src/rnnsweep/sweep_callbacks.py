@@ -67,6 +67,8 @@ class StudyRow:
     experiment: str = ""
     # Which independent search of the cell and size (search.repeats; tag search_repeat).
     repeat: int = 0
+    # The dataset's condition (tags data.<key>: the task's own keys, e.g. T, n, noise).
+    condition: dict[str, str] = field(default_factory=dict)
 
     @property
     def headline_metric(self) -> str:
@@ -117,6 +119,7 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
             fitted=best_fitted(metrics, test_metric, maximize=test_metric == "test_acc"),
             experiment=names.get(info.experiment_id, tags.get("task", "?")),
             repeat=int(tags.get("search_repeat") or 0),
+            condition={k[len("data."):]: v for k, v in tags.items() if k.startswith("data.")},
         ))
     size_order = {"small": 0, "large": 1}
 
@@ -143,13 +146,27 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
-    """Cell x data size; the best value of each (task, data size) group is marked with *."""
-    pick = min if direction == "minimize" else max
-    winners: dict[tuple[str, str], float] = {}
+def condition_labels(rows: list[StudyRow]) -> list[str]:
+    """Per row, the condition keys that vary within its task and data size (e.g. "T=40" in a
+    sweep over data.seq_len), so rows of different conditions read apart; "" when none do."""
+    values: dict[tuple[str, str, str], set[str]] = {}
     for r in rows:
+        for k, v in r.condition.items():
+            values.setdefault((r.task, r.data_size, k), set()).add(v)
+    varying = {(task, k) for (task, _, k), vs in values.items() if len(vs) > 1}
+    return [" ".join(f"{k}={v}" for k, v in r.condition.items() if (r.task, k) in varying)
+            for r in rows]
+
+
+def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
+    """Cell x data size (and condition, where a sweep varies one); the best value of each
+    (task, data size, condition) group is marked with *."""
+    pick = min if direction == "minimize" else max
+    labels = condition_labels(rows)
+    winners: dict[tuple[str, str, str], float] = {}
+    for r, label in zip(rows, labels, strict=True):
         if r.best_value is not None:
-            key = (r.task, r.data_size)
+            key = (r.task, r.data_size, label)
             winners[key] = pick(winners.get(key, r.best_value), r.best_value)
     table = Table(title="Sweep summary", title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("task", "data", "cell"):
@@ -163,11 +180,11 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
     table.add_column("finished (pruned)", justify="right")
     table.add_column("failed", justify="right")
     table.add_column("time search/study", justify="right")
-    for r in rows:
+    for r, label in zip(rows, labels, strict=True):
         if r.best_value is None:
             best = "-"
         else:
-            mark = " *" if winners.get((r.task, r.data_size)) == r.best_value else ""
+            mark = " *" if winners.get((r.task, r.data_size, label)) == r.best_value else ""
             best = f"{r.best_value:.4g}{mark}"
         params = " ".join(f"{k}={_short(v)}" for k, v in sorted(r.best_params.items()))
         if r.status != "FINISHED":
@@ -182,7 +199,7 @@ def summary_table(rows: list[StudyRow], metric: str, direction: str) -> Table:
         # A repeat's row says which search it is: the cell and size repeat on its rows.
         cell = f"{r.cell} r{r.repeat}" if r.repeat else r.cell
         table.add_row(
-            r.task, r.data_size, cell, best, trivial, test, params,
+            r.task, f"{r.data_size} {label}".rstrip(), cell, best, trivial, test, params,
             f"{r.n_complete + r.n_pruned} ({r.n_pruned})", str(r.n_failed),
             f"{_duration(r.wall_seconds)}/{_duration(r.study_seconds)}",
         )
@@ -194,8 +211,8 @@ def fitted_lines(rows: list[StudyRow]) -> list[str]:
     column's metric, and whether any cell beats it (a column would repeat it on every row
     and squeeze the table past 160 characters)."""
     groups: dict[tuple[str, str], list[StudyRow]] = {}
-    for r in rows:
-        groups.setdefault((r.task, r.data_size), []).append(r)
+    for r, label in zip(rows, condition_labels(rows), strict=True):
+        groups.setdefault((r.task, f"{r.data_size} {label}".rstrip()), []).append(r)
     lines = []
     for (task, size), members in groups.items():
         fitted = next((r.fitted for r in members if r.fitted), None)
@@ -232,7 +249,8 @@ def print_summary(
         console.print("No study of this sweep was found in MLflow.")
         return
     console.print(summary_table(rows, metric, direction))
-    console.print("* best of its task and data size. Test: the mean over the re-evaluation "
+    console.print("* best of its task and data size (and condition, where the sweep varies "
+                  "one). Test: the mean over the re-evaluation "
                   "seeds of each study's best configuration (n seeds), the report's headline; "
                   "trivial: the mean or class-prior prediction's validation loss; "
                   "the best trial's value is a selection statistic. Time: the search's trials "
