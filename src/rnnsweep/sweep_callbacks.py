@@ -7,7 +7,6 @@ table is read back from MLflow by the sweep's `sweep_id` tag, not from this proc
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -301,7 +300,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.search.study:
             return
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
+        from rnnsweep.tracking import tracking_uri  # MLflow: only once the sweep has ended
+
+        uri = tracking_uri(config.tracking)
         try:
             rows = read_sweep(uri, str(config.tracking.sweep_id), str(config.search.metric))
         except Exception as err:  # the sweep itself succeeded; the table is a convenience
