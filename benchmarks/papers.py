@@ -42,8 +42,9 @@ TIME_START, TIME_END = "<!-- papers-time:start -->", "<!-- papers-time:end -->"
 
 
 def command_args(name: str) -> list[str]:
-    """train.py's arguments for a profile: two one-thread workers, as `make paper` runs it."""
-    return ["-m", f"experiment={name}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    """train.py's arguments for a profile, as `make paper` runs it: the profile's own number of
+    one-thread workers (its hydra.launcher.n_jobs)."""
+    return ["-m", f"experiment={name}", "hydra/launcher=joblib"]
 
 
 def run_profile(profile: str, smoke: bool, timeout: float) -> dict[str, Any]:
