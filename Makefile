@@ -79,7 +79,7 @@ curves: setup
 # cache first when it is missing.
 PAPERS := weiss2018 chung2014 hochreiter1997 greff2017
 paper: setup
-	@case " $(PAPERS) " in *" $(PAPER:_smoke=) "*) ;; *) echo "usage: make paper PAPER=<one of: $(PAPERS)> (or <name>_smoke)" >&2; exit 2;; esac
+	@case " $(PAPERS) " in *" $(patsubst %_gpu,%,$(PAPER:_smoke=)) "*) ;; *) echo "usage: make paper PAPER=<one of: $(PAPERS)> (or <name>_smoke; hochreiter1997_gpu on a GPU)" >&2; exit 2;; esac
 	@case "$(PAPER)" in chung2014*|greff2017*) test -f data/cache/chorales.npz || $(PY) -m rnnsweep.data.prepare_chorales;; esac
 	$(PY) train.py -m experiment=$(PAPER) hydra/launcher=joblib
 	$(PY) -m rnnsweep.report

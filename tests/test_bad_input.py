@@ -16,6 +16,7 @@ CASES = [
     (["search.space.lr.low=0.1", "search.space.lr.high=0.01"], "search.space.lr.low"),
     (["model.hiden_size=8"], "hiden_size"),
     (["trainer.max_epochs=many"], "trainer.max_epochs"),
+    (["trainer.stop_at=nan"], "trainer.stop_at"),
     (["report.equivalence_ratio=0.8"], "report.equivalence_ratio"),
     (["report.margin_kind=relative"], "report.margin_kind"),
 ]

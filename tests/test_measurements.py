@@ -80,6 +80,23 @@ def test_a_run_takes_its_whole_step_budget_whatever_the_data_size(size):
     assert [h["step"] for h in result.history] == [10, 20, 30, 40]
 
 
+def test_stop_at_ends_a_run_at_the_first_validation_that_reaches_it():
+    over = ("experiment=smoke", "data.size=small", "search=none", "trainer.max_steps=40",
+            "trainer.val_check_steps=10", "trainer.early_stopping_patience=100",
+            "trainer.num_threads=1")
+    full = train_model(train_setup(config(*over)), build_datamodule(config(*over).data), seed=0)
+    # A bound between the first new best after step 10 and everything before it: the run
+    # must stop exactly at that validation, no sooner, no later.
+    values = [h["val_loss"] for h in full.history]
+    k = next(i for i in range(1, len(values)) if values[i] < min(values[:i]))
+    assert k < len(values) - 1  # the run has a validation left to skip
+    bound = (min(values[:k]) + values[k]) / 2
+    cfg = config(*over, f"trainer.stop_at={bound}")
+    stopped = train_model(train_setup(cfg), build_datamodule(cfg.data), seed=0)
+    assert [h["step"] for h in stopped.history] == [10 * (i + 1) for i in range(k + 1)]
+    assert stopped.optimizer_steps == 10 * (k + 1) and stopped.budget_steps == 40
+
+
 @pytest.mark.parametrize("task", ["adding", "anbn", "chorales", "file"])
 def test_no_sequence_lies_in_two_splits(task, tmp_path, chorale_cache):
     from rnnsweep.data.base import sequence_hashes

@@ -90,6 +90,31 @@ def test_profile_composes_and_validates(profile, smoke, tmp_path, monkeypatch):
         # The published lengths that fit: T=100 and T=500 (T=1,000 does not).
         assert sweep_params["data.seq_len"] == "100,500"
         assert typed.trainer.max_steps * typed.data.batch_size > 209_000
+        # Stopped once solved (validation MSE 1e-4: RMS error 0.01); one worker per job.
+        assert typed.trainer.stop_at == 1e-4
+        assert cfg.hydra.launcher.n_jobs == len(sweep_params["cell"].split(",")) * 2
+
+
+def test_hochreiter1997_gpu_has_every_published_length_and_is_refused_without_a_gpu(
+        tmp_path, monkeypatch):
+    import torch
+
+    from rnnsweep.errors import ConfigError
+    from rnnsweep.preflight import preflight
+
+    monkeypatch.setenv("RNNSWEEP_ROOT", str(tmp_path))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=hochreiter1997_gpu"],
+                      return_hydra_config=True)
+    assert cfg.hydra.sweeper.params["data.seq_len"] == "100,500,1000"
+    assert cfg.hydra.runtime.choices["data_profile"] == "adding_hochreiter1997_gpu"
+    assert cfg.data.n_train_large == 20000 and cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.max_steps * cfg.data.batch_size > 853_000  # the paper's T=1,000
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="trainer.accelerator='gpu' is invalid"):
+            preflight(ROOT / "conf", ["-m", "experiment=hochreiter1997_gpu"])
+        assert not (tmp_path / "mlruns").exists()
 
 
 def _sweep(runs: list[dict], space: dict | None = None,

@@ -14,7 +14,7 @@ from rnnsweep.errors import ConfigError
 
 # rnnsweep's own trainer keys: read by rnnsweep.training, never passed to the Trainer.
 TRAINER_OWN_KEYS = ("budget_unit", "max_steps", "max_epochs", "val_check_steps",
-                    "early_stopping_patience", "progress_bar", "num_threads",
+                    "early_stopping_patience", "stop_at", "progress_bar", "num_threads",
                     "memory_probe_batches")
 # Trainer arguments rnnsweep sets itself (rnnsweep.training.train_model).
 TRAINER_SET_BY_RNNSWEEP = ("callbacks", "logger", "enable_checkpointing", "enable_progress_bar",

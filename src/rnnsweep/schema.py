@@ -10,6 +10,7 @@ checks that each equals its YAML.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,8 @@ class TrainerConfig:
     gradient_clip_val: float | None = 1.0
     # Validations without improvement before stopping: patience x val_check_steps steps.
     early_stopping_patience: int = 5
+    # Stop as soon as the objective's validation value reaches this (a paper's "solved").
+    stop_at: float | None = None
     # Lightning's per-batch bar. null: shown for a single run (search=none), hidden in studies.
     progress_bar: bool | None = None
     num_threads: int | None = None
@@ -341,6 +344,8 @@ def validate(cfg: DictConfig) -> None:
         t.early_stopping_patience >= 1,
         "trainer.early_stopping_patience", t.early_stopping_patience, "must be >= 1",
     )
+    require(t.stop_at is None or math.isfinite(t.stop_at), "trainer.stop_at", t.stop_at,
+            "must be a finite number or null")
     s = cfg.search
     if s.study:
         require(s.n_trials >= 1, "search.n_trials", s.n_trials, "must be an integer >= 1")

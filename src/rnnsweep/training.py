@@ -298,7 +298,9 @@ def train_model(
 
     mode = "min" if setup.direction == "minimize" else "max"
     recorder = ValidationRecorder(metric, mode, record)
-    stopper = EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience)
+    # stop_at: Lightning's stopping_threshold, checked at every validation like the patience.
+    stopper = EarlyStopping(monitor=metric, mode=mode, patience=t.early_stopping_patience,
+                            stopping_threshold=t.stop_at)
     extra = [StepPruning(trial, metric)] if trial is not None else []
     # Every `trainer` key but rnnsweep's own reaches Lightning's Trainer as it is.
     trainer = build(
