@@ -434,7 +434,8 @@ def test_a_solves_row_names_the_cells_still_improving_at_the_end(monkeypatch):
     monkeypatch.setattr(published, "_batch_size", lambda sweep: 64)
     monkeypatch.setattr(published, "_sequences_to_solve",
                         lambda runs, batch: np.array([math.nan, math.nan]))
-    runs = [{"tags.cell": c, "condition": "large T=100", "metrics.test_acc": acc}
+    runs = [{"tags.cell": c, "condition": "large T=100", "metrics.test_acc": acc,
+             "params.budget_steps": "5000"}
             for c, acc in [("lstm", 0.3), ("lstm", 0.4), ("gru", 0.99), ("gru", 0.99)]]
     sweep = _sweep(runs)
     sweep.parents = pd.DataFrame([
@@ -451,6 +452,8 @@ def test_a_solves_row_names_the_cells_still_improving_at_the_end(monkeypatch):
     evidence = out["evidence"].iloc[0]
     assert "not converged: lstm (still improving in the last 10 %" in evidence
     assert "gru" not in evidence.split("not converged:")[1]
+    # What each seed could see against the published 74,000 sequences: 5,000 x 64.
+    assert "budget 320,000 training sequences per seed, 4.3x the published" in evidence
 
 
 def test_a_direction_row_plans_the_seeds_that_would_detect_the_published_gap():

@@ -328,6 +328,18 @@ def budget_text(cells: list[str], cond: str, late: set[tuple[str, str]]) -> str:
             "step budget: the budget may have decided)") if budget else ""
 
 
+def _budget_text(runs: pd.DataFrame, batch: int | None, published: float) -> str:
+    """The training sequences a seed could see (step budget x batch) against the published
+    count: a seed that never solved within more than the published count is evidence against
+    it whether or not more steps would have solved it."""
+    steps = pd.to_numeric(runs.get("params.budget_steps", pd.Series(dtype=float)),
+                          errors="coerce").dropna()
+    if batch is None or steps.empty:
+        return ""
+    seen = float(steps.max()) * batch
+    return f"budget {seen:,.0f} training sequences per seed, {seen / published:.2g}x the published"
+
+
 def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.DataFrame,
                  conditions: list[str], batch: int | None,
                  late: set[tuple[str, str]]) -> list[dict]:
@@ -360,6 +372,7 @@ def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.Da
             elif theirs.size:
                 text += f", never solved in {theirs.size} seeds"
             others.append(text)
+        budget = _budget_text(_runs_of(runs, row["cell"], cond), batch, float(row["value"]))
         out.append({**base, "condition": cond,
                     "ours": (f"sequences to solve: {_ours(solved)}; "
                              f"{seqs.size - solved.size} of {seqs.size} seeds never "
@@ -367,7 +380,7 @@ def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.Da
                              "sequences to solve: n/a") + f"; test acc {_ours(acc)}",
                     "verdict": verdict,
                     "evidence": "; ".join(e for e in (
-                        f"solved = mean test acc >= {SOLVED_ACC}", ", ".join(others),
+                        f"solved = mean test acc >= {SOLVED_ACC}", budget, ", ".join(others),
                         budget_text(cells, cond, late)) if e)})
     return out
 
