@@ -273,6 +273,21 @@ def test_solves_and_rank_rows(monkeypatch):
     assert list(out["verdict"]) == [published.NOT_MEASURED] * 2
 
 
+def test_a_rank_row_says_when_its_study_had_not_converged(monkeypatch):
+    """greff2017 at 800 steps: the LSTM's best trial still improving at its last step; the
+    ranks stand, labelled as the importances of that budget."""
+    runs = [{"tags.cell": "lstm", "condition": "large", "metrics.test_loss": 6.0}]
+    sweep = _sweep(runs, parents=[_study("s", best=6.2, trivial=11.1)])
+    monkeypatch.setattr(published, "unconverged", lambda sweep: {("lstm", "large")})
+    out = published.compare_rows(sweep, _rows("greff2017"), _importances("s"))
+    assert list(out["ours"]) == ["rank 1", "rank 3"]
+    assert all("not converged: the best trial was still improving" in e
+               for e in out["evidence"])
+    monkeypatch.setattr(published, "unconverged", lambda sweep: set())
+    out = published.compare_rows(sweep, _rows("greff2017"), _importances("s"))
+    assert not any("not converged" in e for e in out["evidence"])
+
+
 def _importances(study: str, cell: str = "lstm") -> pd.DataFrame:
     return pd.DataFrame({"study": study, "cell": cell, "condition": "large",
                          "parameter": ["lr", "momentum", "hidden_size", "dropout"],

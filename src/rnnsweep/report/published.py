@@ -212,7 +212,7 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
         elif kind == "solves":
             out.extend(_solves_rows(base, row, arg, sweep, runs, conditions, batch, late))
         elif kind == "rank":
-            out.extend(rank_rows(base, row, imp, sweep))
+            out.extend(rank_rows(base, row, imp, sweep, late))
     levels = holm(tests)
     for line in out:  # direction verdicts, now that the family is known
         pending = line.pop("_pending", None)

@@ -154,8 +154,10 @@ def study_training(sweep: Sweep, study: str) -> tuple[bool | None, str]:
     return closed >= TRAINED_SHARE, f"best {best:.4g} vs trivial {trivial:.4g}"
 
 
-def rank_rows(base: dict, row: pd.Series, imp: pd.DataFrame, sweep: Sweep) -> list[dict]:
-    """One line per study of the row's cell: the parameter's fANOVA rank, or why none."""
+def rank_rows(base: dict, row: pd.Series, imp: pd.DataFrame, sweep: Sweep,
+              late: set[tuple[str, str]] = frozenset()) -> list[dict]:
+    """One line per study of the row's cell: the parameter's fANOVA rank, or why none; a
+    study in `late` (best trial still improving at the end) says its ranks are the budget's."""
     arg = str(row["expect"]).partition(":")[2]
     param = row["metric"].partition(":")[2]
     names = {param, "param_budget"} if param == "hidden_size" else {param}
@@ -184,6 +186,9 @@ def rank_rows(base: dict, row: pd.Series, imp: pd.DataFrame, sweep: Sweep) -> li
                                                          strict=True))
         few = " (fewer than 10 complete trials: not reliable)" \
             if bool(g["few_trials"].iloc[0]) else ""
+        if (str(row["cell"]), condition) in late:
+            few += ("; not converged: the best trial was still improving in the last 10 % of "
+                    "its step budget, so these are the importances of that budget")
         out.append({**base, "condition": condition,
                     "ours": "n/a" if rank is None else f"rank {rank}",
                     "verdict": NOT_MEASURED if rank is None else
