@@ -74,8 +74,8 @@ curves: setup
 	$(PY) -m rnnsweep.report
 
 # A published result rerun (conf/experiment/<PAPER>.yaml; *_smoke variants too) with the
-# profile's own number of workers (its hydra.launcher.n_jobs; one thread each), then its report with the "Published vs measured" section:
-# make paper PAPER=weiss2018. The chorale profiles (chung2014, greff2017) build the chorale
+# profile's own number of workers (its hydra.launcher.n_jobs; one thread each), then its
+# report with the "Published vs measured" section: make paper PAPER=weiss2018. The chorale profiles (chung2014, greff2017) build the chorale
 # cache first when it is missing.
 PAPERS := weiss2018 chung2014 hochreiter1997 greff2017
 paper: setup

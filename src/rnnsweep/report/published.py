@@ -328,7 +328,7 @@ def budget_text(cells: list[str], cond: str, late: set[tuple[str, str]]) -> str:
             "step budget: the budget may have decided)") if budget else ""
 
 
-def _budget_text(runs: pd.DataFrame, batch: int | None, published: float) -> str:
+def _sequence_budget(runs: pd.DataFrame, batch: int | None, published: float) -> str:
     """The training sequences a seed could see (step budget x batch) against the published
     count: a seed that never solved within more than the published count is evidence against
     it whether or not more steps would have solved it."""
@@ -372,7 +372,7 @@ def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.Da
             elif theirs.size:
                 text += f", never solved in {theirs.size} seeds"
             others.append(text)
-        budget = _budget_text(_runs_of(runs, row["cell"], cond), batch, float(row["value"]))
+        budget = _sequence_budget(_runs_of(runs, row["cell"], cond), batch, float(row["value"]))
         out.append({**base, "condition": cond,
                     "ours": (f"sequences to solve: {_ours(solved)}; "
                              f"{seqs.size - solved.size} of {seqs.size} seeds never "
