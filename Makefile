@@ -75,8 +75,8 @@ curves: setup
 
 # A published result rerun (conf/experiment/<PAPER>.yaml; *_smoke variants too) with the
 # profile's own number of workers (its hydra.launcher.n_jobs; one thread each), then its
-# report with the "Published vs measured" section: make paper PAPER=weiss2018. The chorale profiles (chung2014, greff2017) build the chorale
-# cache first when it is missing.
+# report with the "Published vs measured" section: make paper PAPER=weiss2018. The chorale
+# profiles (chung2014, greff2017) build the chorale cache first when it is missing.
 PAPERS := weiss2018 chung2014 hochreiter1997 greff2017
 paper: setup
 	@case " $(PAPERS) " in *" $(patsubst %_gpu,%,$(PAPER:_smoke=)) "*) ;; *) echo "usage: make paper PAPER=<one of: $(PAPERS)> (or <name>_smoke; hochreiter1997_gpu on a GPU)" >&2; exit 2;; esac
