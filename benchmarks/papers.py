@@ -41,10 +41,16 @@ START, END = "<!-- published:start -->", "<!-- published:end -->"
 TIME_START, TIME_END = "<!-- papers-time:start -->", "<!-- papers-time:end -->"
 
 
+# One-thread workers per profile, as the Makefile's PAPER_JOBS_<profile>: one per study where
+# two workers would run the studies in two rounds (chung2014's LSTM alone in the second took
+# 35 min on 2026-12-06). Not in the profile's YAML: hydra/launcher=basic has no n_jobs.
+WORKERS = {"chung2014": 3, "hochreiter1997": 6, "hochreiter1997_gpu": 3}
+
+
 def command_args(name: str) -> list[str]:
-    """train.py's arguments for a profile, as `make paper` runs it: the profile's own number of
-    one-thread workers (its hydra.launcher.n_jobs)."""
-    return ["-m", f"experiment={name}", "hydra/launcher=joblib"]
+    """train.py's arguments for a profile, as `make paper` runs it."""
+    workers = WORKERS.get(name.removesuffix("_smoke"), 2)
+    return ["-m", f"experiment={name}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}"]
 
 
 def run_profile(profile: str, smoke: bool, timeout: float) -> dict[str, Any]:

@@ -69,6 +69,9 @@ EXTRA_KEYS = ("seed", "search.metric")
 # torch's), which, like the thread count, changes only the order of floating-point sums.
 NOT_SETTINGS = frozenset({"trainer.num_threads", "trainer.progress_bar",
                           "trainer.memory_probe_batches", "cell.kernel"})
+# Keys added after stores held studies: counted only when set, so a study that never used
+# them keeps its settings hash (and resumes) as before.
+COUNTED_WHEN_SET = frozenset({"trainer.stop_at"})
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -98,6 +101,7 @@ def fixed_settings(cfg: DictConfig) -> dict[str, Any]:
     for key in EXTRA_KEYS:
         flat[key] = OmegaConf.select(cfg, key)
     skip = _sampled_keys(cfg) | NOT_SETTINGS
+    skip |= {k for k in COUNTED_WHEN_SET if flat.get(k) is None}
     return {k: flat[k] for k in sorted(flat) if k not in skip}
 
 
