@@ -17,10 +17,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import forked_train
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,15 +142,25 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_train(project: Path, *args: str, timeout: float = 300, workers: bool = False,
-              **env: str):
+              fresh: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
     """train.py in `project`. A sweep runs its jobs in one process (hydra/launcher=basic)
     unless `workers`: each joblib worker imports torch, Lightning and MLflow again, which
     costs more CPU than the smoke jobs themselves, and make test runs two test files at once
     on two cores. The tests about the workers (tests/test_parallel_sweep.py,
-    tests/test_preemption.py, the console of the literal command) ask for them."""
-    if "-m" in args and not workers and not any(a.startswith(("hydra/launcher", "hydra.launcher"))
-                                                for a in args):
+    tests/test_preemption.py, the console of the literal command) ask for them.
+
+    A run in one process is forked from an interpreter with the third-party modules
+    already imported (tests/forked_train.py) unless `fresh`: a new interpreter, for what
+    happens while those modules import. A run with workers always starts a new one."""
+    launcher = [a for a in args if a.startswith(("hydra/launcher", "hydra.launcher"))]
+    if "-m" in args and not workers and not launcher:
         args = (*args, "hydra/launcher=basic")
+        launcher = ["hydra/launcher=basic"]
+    if not (fresh or workers) and launcher in ([], ["hydra/launcher=basic"]):
+        with tempfile.TemporaryDirectory() as folder:
+            code, out, err = forked_train.run(project, list(args), clean_env(**env), timeout,
+                                              Path(folder) / "train")
+        return subprocess.CompletedProcess([sys.executable, "train.py", *args], code, out, err)
     return subprocess.run(
         [sys.executable, "train.py", *args], cwd=project, env=clean_env(**env),
         capture_output=True, text=True, timeout=timeout,

@@ -1,0 +1,92 @@
+"""`python train.py ...` without paying the interpreter's start each time: a multiprocessing
+forkserver imports torch, Lightning, MLflow, Optuna and Hydra once per test worker (about
+5 s of CPU, most of a smoke run's), and each run is a process forked from it that sets the
+run's folder, environment, argv and output files, then executes train.py as `__main__`.
+
+From train.py's first line on, the run is the command's: a process of its own with its own
+exit code, signal handlers, atexit hooks and output; rnnsweep is imported afresh in it
+(only third-party modules are preloaded) and sees only the environment it was given, plus
+the variables those imports set. What differs from a new interpreter is only what happens
+while the preloaded modules import (their warnings print in the server, not in the run):
+tests about start-up or a clean console start a real interpreter (run_train's `fresh`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+# The environment before the preloads: the server imports this module first.
+_BEFORE = dict(os.environ)
+PRELOAD = [__name__, "torch", "lightning.pytorch", "mlflow", "mlflow.tracking", "optuna",
+           "hydra", "omegaconf", "pandas", "scipy.stats", "sqlalchemy", "alembic", "rich"]
+_context = None
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The status Python gives a SystemExit: None 0, an int itself, anything else printed, 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _child(project: str, argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: become `python train.py *argv` run in `project`."""
+    changed = {k: v for k, v in os.environ.items() if _BEFORE.get(k) != v}
+    os.environ.clear()
+    os.environ.update({**env, **changed})
+    os.chdir(project)
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
+    script = str(Path(project, "train.py").resolve())
+    sys.argv = ["train.py", *argv]
+    tests = str(Path(__file__).parent)
+    sys.path[:] = [str(Path(project).resolve())] + [p for p in sys.path if p not in ("", tests)]
+    code = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except BaseException:  # noqa: BLE001 (an uncaught error: Python prints it and exits 1)
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run(project: Path, argv: list[str], env: dict[str, str], timeout: float,
+        outputs: Path) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of train.py forked from the preloaded server; kills it
+    and raises subprocess.TimeoutExpired past `timeout` seconds, as subprocess.run does."""
+    import subprocess
+
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+    out, err = outputs.with_suffix(".stdout"), outputs.with_suffix(".stderr")
+    proc = _context.Process(target=_child, args=(str(project), list(argv), dict(env),
+                                                 str(out), str(err)))
+    proc.start()
+    proc.join(timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+        raise subprocess.TimeoutExpired(["train.py", *argv], timeout)
+    return proc.exitcode, out.read_text(), err.read_text()
