@@ -8,14 +8,12 @@ on hand-made sweeps.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, clean_env, make_project_copy, run_train
+from conftest import ROOT, make_project_copy, run_python, run_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -383,11 +381,9 @@ def test_weiss2018_smoke_end_to_end(tmp_path: Path):
     project = make_project_copy(tmp_path / "project")
     proc = run_train(project, "-m", "experiment=weiss2018_smoke", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = subprocess.run(
-        [sys.executable, "-m", "rnnsweep.report", "data=anbn",
-         "report.cost_probe.enabled=false", "report.attach=false"],
-        cwd=project, env=clean_env(RNNSWEEP_ROOT=str(project)), capture_output=True,
-        text=True, timeout=600)
+    report = run_python(project, "-m", "rnnsweep.report", "data=anbn",
+                        "report.cost_probe.enabled=false", "report.attach=false",
+                        timeout=600, RNNSWEEP_ROOT=str(project))
     assert report.returncode == 0, report.stderr[-3000:]
     md = (project / "reports" / "anbn" / "report.md").read_text()
     assert published.HEADING in md and "Protocol differences from the paper" in md

@@ -6,14 +6,13 @@ import json
 import math
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pandas as pd
 import pytest
 import yaml
-from conftest import clean_env
+from conftest import run_python
 from mlflow.tracking import MlflowClient
 
 SECTIONS = ["Bottom line", "1. Summary", "2. Overfitting probe", "3. Expected best",
@@ -22,8 +21,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run_report(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rnnsweep.report", *args], cwd=project,
-                          env=clean_env(), capture_output=True, text=True, timeout=300)
+    return run_python(project, "-m", "rnnsweep.report", *args)
 
 
 def runs(client: MlflowClient, role: str) -> list:

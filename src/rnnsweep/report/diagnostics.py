@@ -102,12 +102,3 @@ def trainability(sweep: Sweep, parent: pd.Series) -> dict[str, float | int | Non
     diverged = sum(1 for s, r in zip(ended["tags.state"], reasons, strict=True)
                    if s == "FAIL" and is_diverged(r))
     return {"near_best": near, "diverged": float(diverged / n), "n_trials": n}
-
-
-def late_best_text(sweep: Sweep, parent: pd.Series) -> str:
-    best = best_trial(sweep, parent)
-    step = None if best is None else finite(best.get("metrics.best_step"))
-    budget = None if best is None else finite(best.get("params.budget_steps"))
-    return (f"{parent['tags.cell']} / {parent['condition']}: best validation at step "
-            f"{step:.0f} of {budget:.0f}" if step is not None and budget is not None else
-            f"{parent['tags.cell']} / {parent['condition']}")

@@ -133,7 +133,3 @@ class Evidence:
             return None
         v = pd.to_numeric(ps[col], errors="coerce").dropna()
         return finite(v.mean()) if len(v) else None
-
-    def parent_value(self, cell: str, condition: str, key: str) -> object:
-        p = self.parent(cell, condition)
-        return None if p is None else p.get(key)

@@ -143,26 +143,6 @@ def contrast(
                     tuple(float(x) for x in parts), df_rule)
 
 
-def welch_batch(
-    a: np.ndarray, b: np.ndarray, level: float = 0.95, df_rule: str = "hsu"
-) -> dict[str, np.ndarray]:
-    """Vectorised comparison of mean(b) - mean(a) along the last axis (the formulas of
-    `contrast`, for simulations): estimate, se, df, two-sided p, ci_low, ci_high."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    na, nb = a.shape[-1], b.shape[-1]
-    va, vb = a.var(axis=-1, ddof=1) / na, b.var(axis=-1, ddof=1) / nb
-    est = b.mean(axis=-1) - a.mean(axis=-1)
-    se = np.sqrt(va + vb)
-    if df_rule == "hsu":
-        df = np.full(est.shape, float(min(na, nb) - 1))
-    else:
-        df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
-    p = 2 * stats.t.sf(np.abs(est) / se, df)
-    half = stats.t.ppf(0.5 + level / 2, df) * se
-    return {"estimate": est, "se": se, "df": df, "p": p,
-            "ci_low": est - half, "ci_high": est + half}
-
-
 # -- two-sample comparison on a chosen scale --------------------------------------------------
 
 @dataclass

@@ -1,14 +1,16 @@
-"""`python train.py ...` without paying the interpreter's start each time: a multiprocessing
-forkserver imports torch, Lightning, MLflow, Optuna and Hydra once per test worker (about
-5 s of CPU, most of a smoke run's), and each run is a process forked from it that sets the
-run's folder, environment, argv and output files, then executes train.py as `__main__`.
+"""`python train.py ...` or `python -m rnnsweep.report ...` without paying the interpreter's
+start each time: a multiprocessing forkserver imports torch, Lightning, MLflow, Optuna and
+Hydra once per test worker (about 5 s of CPU, most of a smoke run's), and each run is a
+process forked from it that sets the run's folder, environment, argv and output files, then
+executes the script or module as `__main__`.
 
-From train.py's first line on, the run is the command's: a process of its own with its own
+From the script's first line on, the run is the command's: a process of its own with its own
 exit code, signal handlers, atexit hooks and output; rnnsweep is imported afresh in it
 (only third-party modules are preloaded) and sees only the environment it was given, plus
 the variables those imports set. What differs from a new interpreter is only what happens
 while the preloaded modules import (their warnings print in the server, not in the run):
 tests about start-up or a clean console start a real interpreter (run_train's `fresh`).
+Nothing here is shared between runs but those imports.
 """
 
 from __future__ import annotations
@@ -38,25 +40,28 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _child(project: str, argv: list[str], env: dict[str, str], out: str, err: str) -> None:
-    """In the forked process: become `python train.py *argv` run in `project`."""
+def _child(cwd: str, argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: become `python *argv` run in `cwd`."""
     changed = {k: v for k, v in os.environ.items() if _BEFORE.get(k) != v}
     os.environ.clear()
     os.environ.update({**env, **changed})
-    os.chdir(project)
+    os.chdir(cwd)
     for fd, path in ((1, out), (2, err)):
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(handle, fd)
         os.close(handle)
     sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
-    script = str(Path(project, "train.py").resolve())
-    sys.argv = ["train.py", *argv]
     tests = str(Path(__file__).parent)
-    sys.path[:] = [str(Path(project).resolve())] + [p for p in sys.path if p not in ("", tests)]
+    sys.path[:] = [str(Path(cwd).resolve())] + [p for p in sys.path if p not in ("", tests)]
     code = 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]  # run_module puts the module's file first
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(argv)
+            runpy.run_path(str(Path(cwd, argv[0]).resolve()), run_name="__main__")
     except SystemExit as exc:
         code = _exit_code(exc)
     except BaseException:  # noqa: BLE001 (an uncaught error: Python prints it and exits 1)
@@ -70,23 +75,25 @@ def _child(project: str, argv: list[str], env: dict[str, str], out: str, err: st
         os._exit(code)
 
 
-def run(project: Path, argv: list[str], env: dict[str, str], timeout: float,
-        outputs: Path) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of train.py forked from the preloaded server; kills it
-    and raises subprocess.TimeoutExpired past `timeout` seconds, as subprocess.run does."""
+def run(cwd: Path, argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `python *argv` in `cwd`, forked from the preloaded
+    server; kills it and raises subprocess.TimeoutExpired past `timeout` seconds, as
+    subprocess.run does."""
     import subprocess
+    import tempfile
 
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
-    out, err = outputs.with_suffix(".stdout"), outputs.with_suffix(".stderr")
-    proc = _context.Process(target=_child, args=(str(project), list(argv), dict(env),
-                                                 str(out), str(err)))
-    proc.start()
-    proc.join(timeout)
-    if proc.exitcode is None:
-        proc.kill()
-        proc.join()
-        raise subprocess.TimeoutExpired(["train.py", *argv], timeout)
-    return proc.exitcode, out.read_text(), err.read_text()
+    with tempfile.TemporaryDirectory() as folder:
+        out, err = Path(folder, "stdout"), Path(folder, "stderr")
+        proc = _context.Process(target=_child, args=(str(cwd), list(argv), dict(env),
+                                                     str(out), str(err)))
+        proc.start()
+        proc.join(timeout)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(["python", *argv], timeout)
+        return proc.exitcode, out.read_text(), err.read_text()
