@@ -82,23 +82,10 @@ def is_e2e(item: pytest.Item) -> bool:
     return False
 
 
-# Files that each take over a minute of make test (pytest --durations): collected first, so
-# that the suite does not end with one worker running one of them alone (pytest-xdist hands
-# out files in collection order). Only the order changes; a file's tests stay in order.
-LONG_FILES = ("test_store_creation.py", "test_preemption.py", "test_server_faults.py",
-              "test_readme_quickstart.py", "test_dvc.py", "test_resume.py")
-
-
-def _long_first(item: pytest.Item) -> int:
-    name = item.path.name
-    return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if is_e2e(item):
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=_long_first)  # stable: the rest keep their order
 
 
 @pytest.fixture(autouse=True)
