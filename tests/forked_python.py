@@ -19,6 +19,7 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -46,9 +47,10 @@ def _child(cwd: str, argv: list[str], env: dict[str, str], out: str, err: str) -
     os.environ.clear()
     os.environ.update({**env, **changed})
     os.chdir(cwd)
-    for fd, path in ((1, out), (2, err)):
+    for fds, path in (((1, 2), out),) if out == err else (((1,), out), ((2,), err)):
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(handle, fd)
+        for fd in fds:  # one open file for both when they share it, as stderr=STDOUT
+            os.dup2(handle, fd)
         os.close(handle)
     sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
@@ -75,25 +77,68 @@ def _child(cwd: str, argv: list[str], env: dict[str, str], out: str, err: str) -
         os._exit(code)
 
 
-def run(cwd: Path, argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `python *argv` in `cwd`, forked from the preloaded
-    server; kills it and raises subprocess.TimeoutExpired past `timeout` seconds, as
-    subprocess.run does."""
-    import subprocess
-    import tempfile
+class Forked:
+    """A forked run with the subprocess.Popen methods the tests use."""
 
+    def __init__(self, proc: multiprocessing.process.BaseProcess, argv: list[str]) -> None:
+        self._proc, self.args, self.pid = proc, ["python", *argv], proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self._proc.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self._proc.exitcode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # ended meanwhile, as Popen ignores it
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def start(cwd: Path, argv: list[str], env: dict[str, str], out: Path,
+          err: Path | None = None) -> Forked:
+    """`python *argv` in `cwd`, forked from the preloaded server and not waited for; its
+    stdout goes to `out`, its stderr to `err` (to `out` too when None)."""
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
+    proc = _context.Process(target=_child, args=(str(cwd), list(argv), dict(env), str(out),
+                                                 str(err or out)))
+    proc.start()
+    return Forked(proc, list(argv))
+
+
+def run(cwd: Path, argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `python *argv` in `cwd`, forked from the preloaded
+    server; kills it and raises subprocess.TimeoutExpired past `timeout` seconds, as
+    subprocess.run does."""
+    import tempfile
+
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder, "stdout"), Path(folder, "stderr")
-        proc = _context.Process(target=_child, args=(str(cwd), list(argv), dict(env),
-                                                     str(out), str(err)))
-        proc.start()
-        proc.join(timeout)
-        if proc.exitcode is None:
+        proc = start(cwd, argv, env, out, err)
+        try:
+            code = proc.wait(timeout)
+        except BaseException:
             proc.kill()
-            proc.join()
-            raise subprocess.TimeoutExpired(["python", *argv], timeout)
-        return proc.exitcode, out.read_text(), err.read_text()
+            proc.wait()
+            raise
+        return code, out.read_text(), err.read_text()

@@ -8,8 +8,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import forked_python
 import optuna
 from conftest import clean_env
+from forked_python import Forked
 from mlflow.tracking import MlflowClient
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -71,7 +73,12 @@ def check_no_loss(storage: str, tracking_uri: str, n_trials: int, n_studies: int
             assert "val_loss" in run.data.metrics and "wall_seconds" in run.data.metrics
 
 
-def start_train(project: Path, *args: str, log: Path, **env: str) -> subprocess.Popen:
+def start_train(project: Path, *args: str, log: Path, **env: str) -> Forked | subprocess.Popen:
+    """train.py in `project`, not waited for, its output in `log`: a one-process run
+    forked from the tests' preloaded interpreter (tests/forked_python.py), a run with
+    launcher workers in a new one."""
+    if "-m" not in args or "hydra/launcher=basic" in args:
+        return forked_python.start(project, ["train.py", *args], clean_env(**env), log)
     return subprocess.Popen(
         [sys.executable, "train.py", *args], cwd=project, env=clean_env(**env),
         stdout=log.open("w"), stderr=subprocess.STDOUT,
