@@ -75,19 +75,14 @@ curves: setup
 
 # A published result rerun (conf/experiment/<PAPER>.yaml; *_smoke variants too) with one
 # one-thread worker per study where the profile has more studies than cores would fit in two
-# rounds (chung2014: 3, hochreiter1997: 6; else 2; benchmarks/papers.py holds the same
-# counts), then its report with the "Published vs measured" section: make paper
-# PAPER=weiss2018. The chorale profiles (chung2014, greff2017) build the chorale cache first
-# when it is missing.
+# rounds (the counts: WORKERS in benchmarks/papers.py, which prints train.py's arguments),
+# then its report with the "Published vs measured" section: make paper PAPER=weiss2018. The
+# chorale profiles (chung2014, greff2017) build the chorale cache first when it is missing.
 PAPERS := weiss2018 chung2014 hochreiter1997 greff2017
-PAPER_JOBS_chung2014 := 3
-PAPER_JOBS_hochreiter1997 := 6
-PAPER_JOBS_hochreiter1997_gpu := 3
-PAPER_JOBS = $(or $(PAPER_JOBS_$(PAPER:_smoke=)),2)
 paper: setup
 	@case " $(PAPERS) " in *" $(patsubst %_gpu,%,$(PAPER:_smoke=)) "*) ;; *) echo "usage: make paper PAPER=<one of: $(PAPERS)> (or <name>_smoke; hochreiter1997_gpu on a GPU)" >&2; exit 2;; esac
 	@case "$(PAPER)" in chung2014*|greff2017*) test -f data/cache/chorales.npz || $(PY) -m rnnsweep.data.prepare_chorales;; esac
-	$(PY) train.py -m experiment=$(PAPER) hydra/launcher=joblib hydra.launcher.n_jobs=$(PAPER_JOBS)
+	$(PY) train.py $$($(PY) -m benchmarks.papers --train-args $(PAPER))
 	$(PY) -m rnnsweep.report
 
 # All four paper profiles in fresh project copies (hours on a 2-core CPU), their results in

@@ -41,9 +41,9 @@ START, END = "<!-- published:start -->", "<!-- published:end -->"
 TIME_START, TIME_END = "<!-- papers-time:start -->", "<!-- papers-time:end -->"
 
 
-# One-thread workers per profile, as the Makefile's PAPER_JOBS_<profile>: one per study where
-# two workers would run the studies in two rounds (chung2014's LSTM alone in the second took
-# 35 min on 2026-12-06). Not in the profile's YAML: hydra/launcher=basic has no n_jobs.
+# One-thread workers per profile (make paper reads them through --train-args): one per study
+# where two workers would run the studies in two rounds (chung2014's LSTM alone in the second
+# took 35 min on 2026-12-06). Not in the profile's YAML: hydra/launcher=basic has no n_jobs.
 WORKERS = {"chung2014": 3, "hochreiter1997": 6, "hochreiter1997_gpu": 3}
 
 
@@ -212,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per profile")
     parser.add_argument("--render", action="store_true",
                         help="run nothing: rewrite the README and docs tables from papers.json")
+    parser.add_argument("--train-args", metavar="PROFILE",
+                        help="run nothing: print train.py's arguments for PROFILE (make paper)")
     args = parser.parse_args(argv)
+    if args.train_args:
+        print(" ".join(command_args(args.train_args)))
+        return 0
     if args.render:
         update_readme(load())
         return 0

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from benchmarks.papers import command_args
 from rnnsweep.report import published, published_checks
 from rnnsweep.report.collect import Sweep
 
@@ -90,7 +91,6 @@ def test_profile_composes_and_validates(profile, smoke, tmp_path, monkeypatch):
         assert typed.trainer.max_steps * typed.data.batch_size > 209_000
         # Stopped once solved (validation MSE 1e-4: RMS error 0.01); one worker per job.
         assert typed.trainer.stop_at == 1e-4
-        from benchmarks.papers import command_args
         assert (f"hydra.launcher.n_jobs={len(sweep_params['cell'].split(',')) * 2}"
                 in command_args(name))
 
