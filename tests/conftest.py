@@ -151,11 +151,10 @@ def run_train(project: Path, *args: str, timeout: float = 300, workers: bool = F
 
     A run in one process is forked from an interpreter with the third-party modules
     already imported (run_python) unless `fresh`. A run with workers starts a new one."""
-    launcher = [a for a in args if a.startswith(("hydra/launcher", "hydra.launcher"))]
-    if "-m" in args and not workers and not launcher:
+    if "-m" in args and not workers and not any(a.startswith(("hydra/launcher", "hydra.launcher"))
+                                                for a in args):
         args = (*args, "hydra/launcher=basic")
-        launcher = ["hydra/launcher=basic"]
-    fresh = fresh or workers or launcher not in ([], ["hydra/launcher=basic"])
+    fresh = fresh or workers or not forked_python.one_process(args)
     return run_python(project, "train.py", *args, timeout=timeout, fresh=fresh, **env)
 
 
@@ -262,7 +261,7 @@ def _parse_each_yaml_text_once() -> None:
     load_path = OmegaConf.load
 
     def load(file_):
-        if isinstance(file_, (str, Path)) or not hasattr(file_, "read"):
+        if not hasattr(file_, "read"):  # a path: Hydra passes open files
             return load_path(file_)
         text = file_.read()
         if text not in parsed:

@@ -20,7 +20,9 @@ import multiprocessing
 import os
 import runpy
 import signal
+import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -29,6 +31,12 @@ _BEFORE = dict(os.environ)
 PRELOAD = [__name__, "torch", "lightning.pytorch", "mlflow", "mlflow.tracking", "optuna",
            "hydra", "omegaconf", "pandas", "scipy.stats", "sqlalchemy", "alembic", "rich"]
 _context = None
+
+
+def one_process(argv: list[str] | tuple[str, ...]) -> bool:
+    """Whether train.py with these arguments runs in one process: a single run, or a sweep
+    under the basic launcher (the joblib launcher's workers start interpreters of their own)."""
+    return "-m" not in argv or "hydra/launcher=basic" in argv
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -91,8 +99,6 @@ class Forked:
         return self._proc.exitcode
 
     def wait(self, timeout: float | None = None) -> int:
-        import subprocess
-
         self._proc.join(timeout)
         if self._proc.exitcode is None:
             raise subprocess.TimeoutExpired(self.args, timeout)
@@ -130,8 +136,6 @@ def run(cwd: Path, argv: list[str], env: dict[str, str], timeout: float) -> tupl
     """(exit code, stdout, stderr) of `python *argv` in `cwd`, forked from the preloaded
     server; kills it and raises subprocess.TimeoutExpired past `timeout` seconds, as
     subprocess.run does."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as folder:
         out, err = Path(folder, "stdout"), Path(folder, "stderr")
         proc = start(cwd, argv, env, out, err)

@@ -77,7 +77,7 @@ def start_train(project: Path, *args: str, log: Path, **env: str) -> Forked | su
     """train.py in `project`, not waited for, its output in `log`: a one-process run
     forked from the tests' preloaded interpreter (tests/forked_python.py), a run with
     launcher workers in a new one."""
-    if "-m" not in args or "hydra/launcher=basic" in args:
+    if forked_python.one_process(args):
         return forked_python.start(project, ["train.py", *args], clean_env(**env), log)
     return subprocess.Popen(
         [sys.executable, "train.py", *args], cwd=project, env=clean_env(**env),
