@@ -162,7 +162,7 @@ def run_python(cwd: Path, *argv: str, timeout: float = 300, fresh: bool = False,
                **env: str) -> subprocess.CompletedProcess[str]:
     """`python *argv` in `cwd` with clean_env(**env), output captured. Forked from an
     interpreter that has imported torch, Lightning, MLflow, Optuna and Hydra
-    (tests/forked_python.py: about 5 s of CPU less per run) unless `fresh`: a new
+    (tests/forked_python.py: those imports cost seconds of CPU per run) unless `fresh`: a new
     interpreter, for what happens while those modules import (warnings, start-up)."""
     if fresh:
         return subprocess.run([sys.executable, *argv], cwd=cwd, env=clean_env(**env),
@@ -249,7 +249,7 @@ _COMPOSED: dict[tuple[str, ...], object] = {}
 
 def _parse_each_yaml_text_once() -> None:
     """Hydra parses every config file again at each compose (a defaults list reads each
-    file twice), with PyYAML's pure-Python loader: a fifth of the in-process tests' CPU.
+    file twice), with PyYAML's pure-Python loader, most of a compose's time.
     In the test processes, OmegaConf.load of an open file parses each distinct text once
     and builds the config from a copy of the parsed data; a text that fails to parse is
     parsed (and fails) every time. The commands the tests run are not affected."""

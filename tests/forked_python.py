@@ -1,6 +1,6 @@
 """`python train.py ...` or `python -m rnnsweep.report ...` without paying the interpreter's
 start each time: a multiprocessing forkserver imports torch, Lightning, MLflow, Optuna and
-Hydra once per test worker (about 5 s of CPU, most of a smoke run's), and each run is a
+Hydra once per test worker (seconds of CPU, more than a smoke run's training), and each run is a
 process forked from it that sets the run's folder, environment, argv and output files, then
 executes the script or module as `__main__`.
 
