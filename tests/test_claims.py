@@ -5,36 +5,13 @@ from __future__ import annotations
 import pytest
 
 from rnnsweep.report.claim_types import Verdict
-from rnnsweep.report.claims import fewer_params_verdict, ratio_verdict, verdict_from_test
-from rnnsweep.report.stats import paired_ratio
+from rnnsweep.report.claims import verdict_from_test
 
 
 def test_verdict_from_test() -> None:
     assert verdict_from_test(True, 0.01, 0.05) == Verdict.SUPPORTED
     assert verdict_from_test(False, 0.01, 0.05) == Verdict.CONTRADICTED
     assert verdict_from_test(True, 0.2, 0.05) == Verdict.INCONCLUSIVE
-
-
-def test_fewer_params() -> None:
-    assert fewer_params_verdict([100, 200], [75, 150])[0] == Verdict.SUPPORTED
-    assert fewer_params_verdict([100, 200], [120, 250])[0] == Verdict.CONTRADICTED
-    assert fewer_params_verdict([100, 200], [75, 250])[0] == Verdict.INCONCLUSIVE
-    assert fewer_params_verdict([], [])[0] == Verdict.NOT_MEASURED
-
-
-def test_gru_faster_supported_and_contradicted() -> None:
-    lstm = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
-    faster = [v * 0.7 * (1 + 0.02 * (-1) ** i) for i, v in enumerate(lstm)]
-    slower = [v * 3.0 for v in lstm]
-    assert ratio_verdict(paired_ratio(lstm, faster), 0.05)[0] == Verdict.SUPPORTED
-    assert ratio_verdict(paired_ratio(lstm, slower), 0.05)[0] == Verdict.CONTRADICTED
-    # a ratio that is the same on every configuration is decided even with few pairs
-    assert ratio_verdict(paired_ratio(lstm[:3], [v * 0.75 for v in lstm[:3]]), 0.05)[0] \
-        == Verdict.SUPPORTED
-    # ratios on both sides of 1: the interval straddles 1
-    straddling = paired_ratio(lstm[:4], [0.8, 2.4, 2.5, 4.4])
-    assert ratio_verdict(straddling, 0.05)[0] == Verdict.INCONCLUSIVE
-    assert ratio_verdict(None, 0.05)[0] == Verdict.NOT_MEASURED
 
 
 def test_direction_of_the_test_metric() -> None:

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rnnsweep.report.sequential import min_detectable_effect, plan_looks, seeds_to_decide
+from rnnsweep.report.sequential import plan_looks, seeds_to_decide
 from rnnsweep.report.stats import (
+    Contrast,
     compare_means,
     contrast,
     expected_best,
     holm_levels,
     outside_margin_p,
-    paired_ratio,
     tost_p,
 )
 
@@ -125,22 +125,11 @@ def test_contrast_slope_and_interaction() -> None:
     assert contrast([np.array([1.0]), np.array([1.0, 2.0])], [1, -1]) is None
 
 
-def test_paired_ratio() -> None:
-    r = paired_ratio([2.0, 4.0, 8.0, 1.0, 3.0, 5.0], [1.0, 2.0, 4.0, 0.5, 1.5, 2.5])
-    assert r is not None and r.n == 6
-    assert r.geo_mean == pytest.approx(0.5)
-    # the same ratio for every configuration is exact, not noise
-    assert r.p_value == 0.0 and r.ci_low == pytest.approx(0.5) == r.ci_high
-    noisy = paired_ratio([1.0, 1.0, 1.0, 1.0], [0.5, 0.7, 0.6, 0.65])
-    assert noisy.ci_low < noisy.geo_mean < noisy.ci_high < 1 and noisy.p_value < 0.05
-    assert paired_ratio([], []) is None
-
-
 def test_minimum_detectable_effect_and_seeds() -> None:
     # z-approximation check: large n, sd 1 -> (1.96 + 0.84) * sqrt(2 / n)
-    assert min_detectable_effect(1.0, 400, 0.05) == pytest.approx(2.80 * np.sqrt(2 / 400),
-                                                                  rel=0.01)
-    assert min_detectable_effect(1.0, 3, 0.05) > min_detectable_effect(1.0, 10, 0.05)
+    equal_sd = Contrast(0.0, 0.0, 0.0, (400, 400), (1.0, 1.0))  # two groups, sd 1
+    assert equal_sd.at_n(400).mde(0.05) == pytest.approx(2.80 * np.sqrt(2 / 400), rel=0.01)
+    assert equal_sd.at_n(3).mde(0.05) > equal_sd.at_n(10).mde(0.05)
     c = contrast([np.array([0.0, 1.0, 0.5]), np.array([0.3, 1.2, 0.8])], [-1, 1])
     n = seeds_to_decide(c, 1.0, 0.05)
     assert n is not None and c.at_n(n).mde(0.05) <= 1.0 < c.at_n(n - 1).mde(0.05)

@@ -83,7 +83,7 @@ class FusedCPUKernel:
                 and getattr(self, "nonlinearity", "tanh") == "tanh")
 
     def kernel_name(self, x: Any, hx: torch.Tensor | None = None) -> str:
-        """The kernel forward(x, hx) runs, for reports."""
+        """The kernel forward(x, hx) runs: which path a batch takes, for checks."""
         if not self.uses_fused_kernel(x, hx):
             return self.torch_kernel_name
         layer = fast_gru.layer_for(self.fused_cell, x.dtype, self.kernel == "auto")

@@ -18,10 +18,10 @@ from rnnsweep.report.evidence import Evidence
 from rnnsweep.report.long_range_claim import long_range_claim
 from rnnsweep.report.performance_claims import comparable_claim, overfits_claim
 from rnnsweep.report.settings import Settings
-from rnnsweep.report.stats import PairedRatio, holm_levels
+from rnnsweep.report.stats import holm_levels
 
-__all__ = ["apply_holm", "build_claims", "device_text", "fewer_params_verdict",
-           "mean_epoch_seconds", "ratio_verdict", "reeval_values", "verdict_from_test"]
+__all__ = ["apply_holm", "build_claims", "device_text", "mean_epoch_seconds",
+           "verdict_from_test"]
 
 
 def verdict_from_test(favours_claim: bool, p_value: float, alpha: float) -> str:
@@ -29,28 +29,6 @@ def verdict_from_test(favours_claim: bool, p_value: float, alpha: float) -> str:
     if p_value >= alpha:
         return Verdict.INCONCLUSIVE
     return Verdict.SUPPORTED if favours_claim else Verdict.CONTRADICTED
-
-
-def fewer_params_verdict(lstm: list[float], gru: list[float]) -> tuple[str, str]:
-    """Counts are exact, no test needed: every identical configuration must agree."""
-    if not lstm:
-        return Verdict.NOT_MEASURED, "no configuration was trained with both cells"
-    ratios = np.asarray(gru, float) / np.asarray(lstm, float)
-    text = (f"GRU/LSTM parameters {ratios.min():.3g}-{ratios.max():.3g} over {len(ratios)} "
-            "identical configurations")
-    if np.all(ratios < 1):
-        return Verdict.SUPPORTED, text
-    if np.all(ratios >= 1):
-        return Verdict.CONTRADICTED, text
-    return Verdict.INCONCLUSIVE, text
-
-
-def ratio_verdict(r: PairedRatio | None, alpha: float) -> tuple[str, str]:
-    """Claims 'GRU needs less X': supported when the interval of GRU/LSTM lies below 1,
-    contradicted when it lies above 1 (paired t on log ratios: interval and p agree)."""
-    if r is None:
-        return Verdict.NOT_MEASURED, "no configuration with this measurement in both cells"
-    return verdict_from_test(r.geo_mean < 1, r.p_value, alpha), r.text()
 
 
 def apply_holm(claims: list[Claim], alpha: float) -> list[Claim]:
@@ -67,11 +45,6 @@ def apply_holm(claims: list[Claim], alpha: float) -> list[Claim]:
 
 
 # -- extraction helpers ------------------------------------------------------------------
-
-def reeval_values(sweep: Sweep, cell: str, condition: str, column: str) -> list[float]:
-    """Finished re-evaluation values of the study's current best configuration."""
-    return Evidence(sweep).values(cell, condition, column)
-
 
 def mean_epoch_seconds(sweep: Sweep) -> None:
     """Trials pruned early have no final seconds_per_epoch; their epochs still count."""

@@ -118,13 +118,6 @@ def decide(
         None if decided else seeds_to_decide(c, abs(c.estimate), a_level, power, max_seeds))
 
 
-def min_detectable_effect(sd: float, n: int, alpha: float, power: float = 0.8) -> float:
-    """Two-sample Welch test, n values per cell, both with standard deviation sd: the true
-    difference (on the scale of sd) detected with the given power at two-sided alpha."""
-    c = Contrast(0.0, 0.0, 0.0, (n, n), (sd**2, sd**2)).at_n(n)
-    return c.mde(alpha, power)
-
-
 def seeds_to_decide(
     c: Contrast, effect: float, alpha: float, power: float = 0.8, max_seeds: int = 100
 ) -> int | None:
