@@ -114,7 +114,7 @@ def test_new_study_mode_opens_a_study_of_its_own_and_finds_it_again(typed, tmp_p
 
 
 def test_an_unknown_mode_is_refused(typed):
-    from rnnsweep.schema import validate
+    from rnnsweep.validation import validate
 
     with pytest.raises(ConfigError, match="search.on_changed_settings='merge' is invalid: "
                                           "allowed: refuse, new_study"):

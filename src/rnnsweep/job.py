@@ -19,7 +19,7 @@ from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
 from rnnsweep.report.settings import Settings
 from rnnsweep.run_lifecycle import study_run
-from rnnsweep.schema import to_structured, validate
+from rnnsweep.schema import to_structured
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate
 from rnnsweep.search.repeats import REPEAT_TAG, search_repeat, study_seed
@@ -40,6 +40,7 @@ from rnnsweep.signals import held, raise_pending
 from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import Tracker
 from rnnsweep.training import ModelNodes, TrainSetup, run_params
+from rnnsweep.validation import validate
 
 
 def typed_config(cfg: DictConfig) -> DictConfig:

@@ -1,7 +1,7 @@
 """Checks of the values that reach other libraries, against what they accept on this
 machine: Lightning's precisions and accelerators, and every class a config names by
 `_target_` (cell, optimiser, scheduler, Trainer, sampler, pruner; rnnsweep.targets).
-Split from rnnsweep.schema because they import torch, Lightning and Optuna.
+Kept apart from rnnsweep.validation because they import torch, Lightning and Optuna.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ TRAINER_SET_BY_RNNSWEEP = ("callbacks", "logger", "enable_checkpointing", "enabl
                            "enable_model_summary", "num_sanity_val_steps", "val_check_interval",
                            "check_val_every_n_epoch")
 
+
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
+
 def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     require(value in allowed, key, value, "allowed: " + ", ".join(allowed))
+
 
 def lightning_precisions() -> list[str]:
     """The precision values Lightning's Trainer accepts (its own type), as config strings;
@@ -43,6 +46,7 @@ def lightning_precisions() -> list[str]:
     return [p for p in (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
             if engine or not p.startswith("transformer-engine")]
 
+
 def lightning_accelerators() -> dict[str, bool]:
     """Accelerator names Lightning's Trainer accepts -> whether this machine has one."""
     from lightning.pytorch.accelerators import AcceleratorRegistry
@@ -51,6 +55,7 @@ def lightning_accelerators() -> dict[str, bool]:
              for n in AcceleratorRegistry.available_accelerators()}
     names["gpu"] = names.get("cuda", False) or names.get("mps", False)
     return {"auto": True, **names}
+
 
 def check_trainer(t: DictConfig) -> None:
     """The trainer values that reach Lightning and torch, against what they accept here."""
@@ -78,6 +83,7 @@ def check_trainer(t: DictConfig) -> None:
         require(t.devices <= count, "trainer.devices", t.devices,
                  f"this machine has {count} CUDA device(s)")
 
+
 def check_classes(cfg: DictConfig) -> None:
     """Every class the config names imports, fits its role and takes the given keys."""
     import torch
@@ -99,6 +105,7 @@ def check_classes(cfg: DictConfig) -> None:
 
     check_target("trainer", cfg.trainer, pl.Trainer, passed=TRAINER_SET_BY_RNNSWEEP,
                  skip=TRAINER_OWN_KEYS)
+
 
 def check_search_classes(s: DictConfig) -> None:
     import optuna

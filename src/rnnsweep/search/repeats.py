@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 # The parent run's (and every child run's) tag naming the repeat.
 REPEAT_TAG = "search_repeat"
 # The seeds one study may use: trials seed + k (k < 1,000,000), re-evaluations from
-# seed + 1,000,000 (rnnsweep.search.reeval); schema.MAX_SEED leaves exactly this room.
+# seed + 1,000,000 (rnnsweep.search.reeval); validation.MAX_SEED leaves exactly this room.
 SEED_SPAN = 2_000_000
 SAMPLER_SEEDS = 2**32  # numpy's seed range, the samplers' RandomState
 
