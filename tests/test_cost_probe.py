@@ -21,6 +21,7 @@ from scipy import stats
 
 import rnnsweep.cost as cost_mod
 import rnnsweep.report.cost_claims as cost_claims_mod
+import rnnsweep.report.probe_setup as probe_setup_mod
 from rnnsweep.cost import (
     CellCost,
     ProbeResult,
@@ -47,7 +48,8 @@ from rnnsweep.data.spec import TaskSpec
 from rnnsweep.model import total_parameters
 from rnnsweep.report.claim_types import CLAIM_TEXTS, Verdict
 from rnnsweep.report.collect import Sweep
-from rnnsweep.report.cost_claims import cost_claims, pick_sizes, probe_setup, range_verdict
+from rnnsweep.report.cost_claims import cost_claims, range_verdict
+from rnnsweep.report.probe_setup import pick_sizes, probe_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -447,7 +449,7 @@ def test_cost_claims_from_the_probe(monkeypatch):
     data = dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf/data/adding.yaml")))
     data.update(seq_len=30, batch_size=16)
     sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 48, 1)])
-    monkeypatch.setattr(cost_claims_mod, "_study_configs",
+    monkeypatch.setattr(probe_setup_mod, "_study_configs",
                         lambda s: _configs(data, ["a", "b"]))
     params, speed, memory = cost_claims(sweep, RCFG)
     assert [c.claim for c in (params, speed, memory)] == list(CLAIM_TEXTS[:3])
@@ -474,7 +476,7 @@ def test_cost_claims_from_the_probe(monkeypatch):
 def test_missing_data_file_means_not_measured(monkeypatch, tmp_path):
     data = {"task": "file", "path": str(tmp_path / "missing.npz"), "size": "small"}
     sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 16, 1)])
-    monkeypatch.setattr(cost_claims_mod, "_study_configs",
+    monkeypatch.setattr(probe_setup_mod, "_study_configs",
                         lambda s: _configs(data, ["a", "b"]))
     _, speed, memory = cost_claims(sweep, RCFG)
     for claim in (speed, memory):
@@ -485,7 +487,7 @@ def test_missing_data_file_means_not_measured(monkeypatch, tmp_path):
 def test_probe_can_be_switched_off(monkeypatch):
     data = dict(OmegaConf.to_container(OmegaConf.load(ROOT / "conf/data/adding.yaml")))
     sweep = _sweep([_parent("a", "lstm", 16, 1), _parent("b", "gru", 16, 1)])
-    monkeypatch.setattr(cost_claims_mod, "_study_configs",
+    monkeypatch.setattr(probe_setup_mod, "_study_configs",
                         lambda s: _configs(data, ["a", "b"]))
     params, speed, memory = cost_claims(sweep, {**RCFG, "cost_probe": {"enabled": False}})
     assert params.verdict == "supported"
@@ -522,7 +524,7 @@ def test_study_configs_come_from_each_run_artifacts(tmp_path, monkeypatch):
         mlflow.set_tracking_uri(previous)
     sweep = Sweep(experiment="adding", sweep_id="s", metric="val_loss", direction="minimize",
                   space={}, parents=parents, trials=pd.DataFrame(), reevals=pd.DataFrame())
-    configs = cost_claims_mod._study_configs(sweep)
+    configs = probe_setup_mod._study_configs(sweep)
     by_cell = dict(zip(parents["tags.cell"], parents["run_id"], strict=True))
     assert configs[by_cell["lstm"]]["model"]["hidden_size"] == 16
     assert configs[by_cell["gru"]]["model"]["hidden_size"] == 24
@@ -547,14 +549,14 @@ def test_probe_settings_are_checked():
     from rnnsweep.errors import ConfigError
 
     with pytest.raises(ConfigError, match="report.cost_probe.device='tpu' is invalid"):
-        cost_claims_mod.probe_config({"cost_probe": {"device": "tpu"}})
+        probe_setup_mod.probe_config({"cost_probe": {"device": "tpu"}})
     with pytest.raises(ConfigError, match="report.cost_probe.rounds=0"):
-        cost_claims_mod.probe_config({"cost_probe": {"rounds": 0}})
+        probe_setup_mod.probe_config({"cost_probe": {"rounds": 0}})
     with pytest.raises(ConfigError, match="report.cost_probe"):
-        cost_claims_mod.probe_config({"cost_probe": {"roundz": 3}})
+        probe_setup_mod.probe_config({"cost_probe": {"roundz": 3}})
     # Unset keys take the defaults conf/report/default.yaml states.
     conf = OmegaConf.load(Path(__file__).parents[1] / "conf/report/default.yaml")
-    assert cost_claims_mod.probe_config({}).steps_per_round == conf.cost_probe.steps_per_round
+    assert probe_setup_mod.probe_config({}).steps_per_round == conf.cost_probe.steps_per_round
 
 
 def test_probe_times_a_cell_of_ones_own_beside_lstm():
@@ -602,7 +604,7 @@ def test_the_probe_times_the_kernel_a_training_step_runs(cell):
 
 def test_the_probe_uses_the_thread_count_the_trials_trained_with():
     """threads: null (the default) times at the trials' own num_threads, as they ran."""
-    from rnnsweep.report.cost_claims import _trial_threads
+    from rnnsweep.report.probe_setup import _trial_threads
 
     def sweep(threads: list[str | None]) -> Sweep:
         trials = pd.DataFrame({"params.num_threads": threads})
@@ -611,8 +613,8 @@ def test_the_probe_uses_the_thread_count_the_trials_trained_with():
 
     assert _trial_threads(sweep(["2", "2", "1"])) == 2
     assert _trial_threads(sweep([None, None])) == 1
-    assert cost_claims_mod.probe_config({}).threads is None
-    assert cost_claims_mod.probe_config({"cost_probe": {"threads": 3}}).threads == 3
+    assert probe_setup_mod.probe_config({}).threads is None
+    assert probe_setup_mod.probe_config({"cost_probe": {"threads": 3}}).threads == 3
 
 
 def test_the_median_interval_keeps_its_level_and_is_narrower_under_interference():
