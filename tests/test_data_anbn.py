@@ -15,7 +15,8 @@ from rnnsweep.data.anbn import (
     make_batch,
 )
 from rnnsweep.errors import ConfigError
-from rnnsweep.lit_module import RecurrentLitModule, sequence_weights
+from rnnsweep.lit_module import RecurrentLitModule
+from rnnsweep.losses import sequence_weights
 
 
 def test_targets_follow_the_next_symbol_sets():

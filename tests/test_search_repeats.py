@@ -25,8 +25,8 @@ from rnnsweep.report.sequential import seed_plan
 from rnnsweep.report.tables import summary, tuned_optima
 from rnnsweep.report.tuning import HEADING, section
 from rnnsweep.search.repeats import SEED_SPAN, search_group, search_repeat, study_seed
-from rnnsweep.search.seed_rounds import pending_studies
 from rnnsweep.search.study import full_study_name, make_sampler, study_name
+from rnnsweep.seed_rounds import pending_studies
 
 CONDITION = {"task": "adding", "size": "small", "T": "50"}
 

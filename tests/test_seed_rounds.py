@@ -10,8 +10,8 @@ from conftest import NOISE, run_train
 from mlflow.tracking import MlflowClient
 from store_checks import mlflow_url
 
+from rnnsweep import seed_rounds
 from rnnsweep.report.sequential import decide, seed_plan
-from rnnsweep.search import seed_rounds
 
 
 def test_seed_plan_looks_and_no_rounds_when_max_equals_first():
@@ -118,7 +118,7 @@ def test_seed_rounds_start_only_while_they_fit_the_time_budget(monkeypatch, minu
 
 
 def test_a_rounds_estimate_is_the_lacking_seeds_times_each_studys_mean_run():
-    from rnnsweep.search.seed_rounds import round_seconds
+    from rnnsweep.seed_rounds import round_seconds
 
     client = _FakeClient(done=3, seconds=30.0)
     assert round_seconds(client, client.parents, 5) == pytest.approx(2 * 2 * 30.0)

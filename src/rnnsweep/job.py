@@ -1,5 +1,5 @@
 """One job assembled from its config, shared by the studies (rnnsweep.pipeline) and the seed
-rounds after them (rnnsweep.search.seed_rounds): the typed, checked config, the condition's
+rounds after them (rnnsweep.seed_rounds): the typed, checked config, the condition's
 tags, and the study with everything its trials need. The one place below the pipeline that
 reads the whole config: each part it builds gets only its own nodes."""
 
@@ -215,7 +215,7 @@ def _study_config(client, parent, config: DictConfig) -> DictConfig:  # noqa: AN
 
 def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa: ANN001
     """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept):
-    a seed round's step (rnnsweep.search.seed_rounds), its job assembled again from the
+    a seed round's step (rnnsweep.seed_rounds), its job assembled again from the
     study's stored config."""
     cfg = typed_config(_study_config(client, parent, config))
     cfg.search.reeval_seeds = n_seeds

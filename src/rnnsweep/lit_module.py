@@ -9,7 +9,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from rnnsweep.data.spec import TaskSpec
-from rnnsweep.losses import loss_kind
+from rnnsweep.losses import loss_kind, sequence_weights, step_mask
 from rnnsweep.model import SequenceModel
 
 # Built by Hydra from `optim` / `scheduler` (`_partial_: true`): called with the parameters
@@ -23,18 +23,6 @@ def validation_metrics(spec: TaskSpec) -> tuple[str, ...]:
     name); on_validation_epoch_end logs these and the training-side train_loss,
     train_loss_eval and gap."""
     return loss_kind(spec.loss).metric_names("val")
-
-
-def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """(B, T) True where a step is real, False where it is padding."""
-    return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def sequence_weights(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """(B, T) step weights 1 / (B * length) on real steps, 0 on padding: a per-step loss
-    weighted by them gives every sequence the same weight, whatever its length."""
-    mask = step_mask(lengths, seq_len)
-    return mask / (lengths[:, None].to(torch.float32) * len(lengths))
 
 
 def trim_padding(batch: tuple[torch.Tensor, ...],

@@ -23,6 +23,18 @@ import torch.nn.functional as F
 from torchmetrics import MeanSquaredError, Metric
 
 
+def step_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, T) True where a step is real, False where it is padding."""
+    return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def sequence_weights(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """(B, T) step weights 1 / (B * length) on real steps, 0 on padding: a per-step loss
+    weighted by them gives every sequence the same weight, whatever its length."""
+    mask = step_mask(lengths, seq_len)
+    return mask / (lengths[:, None].to(torch.float32) * len(lengths))
+
+
 def reduce(per_item: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """Mean over items, or their weighted sum when weights (summing to 1) are given."""
     return per_item.mean() if weights is None else (per_item * weights).sum()

@@ -121,7 +121,7 @@ class SearchConfig:
     # Default in conf/search/tpe.yaml; a study's config from before the key reads as false.
     reeval_draws_data: bool = "???"  # type: ignore[assignment]
     # Sequential seeds: while a cell comparison is undecided, add reeval_seed_step seeds per
-    # round up to reeval_max_seeds (rnnsweep.search.seed_rounds); = reeval_seeds: no rounds.
+    # round up to reeval_max_seeds (rnnsweep.seed_rounds); = reeval_seeds: no rounds.
     reeval_max_seeds: int = 9
     reeval_seed_step: int = 2
     # Wall-time budget of the seed rounds, from the sweep's start (default in

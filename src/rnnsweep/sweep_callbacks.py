@@ -268,7 +268,7 @@ def print_summary(
 
 class SeedRounds(Callback):
     """The stage after a `-m` sweep's studies (conf/config.yaml: hydra.callbacks): sequential
-    re-evaluation seeds while a pair of cells is undecided (rnnsweep.search.seed_rounds),
+    re-evaluation seeds while a pair of cells is undecided (rnnsweep.seed_rounds),
     within search.seed_rounds_minutes of the sweep's start. It trains models; SweepSummary
     only reads and prints what the studies and this stage left in MLflow."""
 
@@ -281,7 +281,7 @@ class SeedRounds(Callback):
         if not config.search.study:
             return
         from rnnsweep.job import add_seeds
-        from rnnsweep.search.seed_rounds import run_seed_rounds
+        from rnnsweep.seed_rounds import run_seed_rounds
 
         try:
             run_seed_rounds(config, add_seeds, self.sweep_started)

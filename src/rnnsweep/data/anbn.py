@@ -44,7 +44,7 @@ from torch.utils.data import TensorDataset
 from rnnsweep.data.base import DataConfig, TensorDataModule, check_data_seed
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError, DataError
-from rnnsweep.lit_module import sequence_weights
+from rnnsweep.losses import sequence_weights
 
 IN_S, IN_A, IN_B = 0, 1, 2  # input one-hot channels
 OUT_A, OUT_B, OUT_END = 0, 1, 2  # target channels

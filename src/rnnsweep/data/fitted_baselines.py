@@ -128,7 +128,7 @@ def _split(ds: object, per_step: bool,
 def sequence_weights(lengths: np.ndarray) -> np.ndarray:
     """Per real step (in step_windows' order) 1 / (sequences x its length): the weights of a
     per-step loss in which every sequence counts the same (TaskSpec per_sequence_loss,
-    as lit_module.sequence_weights)."""
+    as losses.sequence_weights)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     return np.repeat(1.0 / (len(lengths) * lengths), lengths)
 

@@ -182,7 +182,7 @@ def _write_files(sweep: Sweep, rcfg: dict, tmp: Path) -> None:
     mean_epoch_seconds(sweep)
     if sweep.seed_looks > 1:
         # Seeds were added while undecided: every test spends alpha / looks (Bonferroni
-        # over the planned looks, rnnsweep.search.seed_rounds), so stopping early stays valid.
+        # over the planned looks, rnnsweep.seed_rounds), so stopping early stays valid.
         rcfg = {**rcfg, "alpha": float(rcfg["alpha"]) / sweep.seed_looks}
     summ = tables.summary(sweep, test_metric)
     curves = tables.expected_best_curves(sweep)
