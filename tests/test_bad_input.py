@@ -182,8 +182,15 @@ def test_find_tagged_matches_any_value_in_dotted_keys_and_by_status(tmp_path):
     (["-m", "cell=lstm,gur"], f"cell=gur is invalid: allowed: {CELLS}"),
     (["-m", "cell=lstm,gru", "search.ntrials=2"], "did you mean search.n_trials?"),
     (["cell=gru", "model.hiden_size=8"], "did you mean model.hidden_size?"),
+    # Values out of range and wrong types: the first pass types and checks every job.
+    (["model.dropout=1.5"], "model.dropout=1.5 is invalid: must be in [0, 1)"),
+    (["-m", "cell=lstm,gru", "search.n_trials=0"], "search.n_trials=0 is invalid"),
+    (["-m", "cell=lstm,gru", "search.space.lr.low=2", "search.space.lr.high=1"],
+     "search.space.lr.low=2.0 is invalid: must be <= search.space.lr.high"),
+    (["optim.lr=fast"], "optim.lr"),
 ])
-def test_misspelt_cell_or_key_is_refused_before_torch_is_imported(project, argv, expected):
+def test_misspelt_cell_or_key_or_bad_value_is_refused_before_torch_is_imported(project, argv,
+                                                                                expected):
     """`python -X importtime` lists every module the interpreter imported, on stderr."""
     from conftest import refused_before_heavy_imports
 

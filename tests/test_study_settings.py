@@ -114,11 +114,11 @@ def test_new_study_mode_opens_a_study_of_its_own_and_finds_it_again(typed, tmp_p
 
 
 def test_an_unknown_mode_is_refused(typed):
-    from rnnsweep.validation import validate
+    from rnnsweep.validation import check_values
 
     with pytest.raises(ConfigError, match="search.on_changed_settings='merge' is invalid: "
                                           "allowed: refuse, new_study"):
-        validate(typed("search.on_changed_settings=merge"))
+        check_values(typed("search.on_changed_settings=merge"))
 
 
 # -- end to end, the example ----------------------------------------------------------

@@ -19,13 +19,12 @@ from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
 from rnnsweep.report.settings import Settings
 from rnnsweep.run_lifecycle import study_run
-from rnnsweep.schema import to_structured
+from rnnsweep.runtime_checks import check_libraries
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate
 from rnnsweep.search.repeats import REPEAT_TAG, search_repeat, study_seed
 from rnnsweep.search.runner import find_or_create_parent
 from rnnsweep.search.settings import settings_hash, settings_text
-from rnnsweep.search.space import match_params
 from rnnsweep.search.study import (
     StudySettings,
     full_study_name,
@@ -40,14 +39,14 @@ from rnnsweep.signals import held, raise_pending
 from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import Tracker
 from rnnsweep.training import ModelNodes, TrainSetup, run_params
-from rnnsweep.validation import validate
+from rnnsweep.validation import checked_values
 
 
 def typed_config(cfg: DictConfig) -> DictConfig:
-    """Typed, resolved and range-checked config, the task's own keys aside."""
-    typed = to_structured(cfg)
-    match_params(typed.search)
-    validate(typed)
+    """Typed, resolved and range-checked config, its classes checked against the libraries
+    installed; the task's own keys aside."""
+    typed = checked_values(cfg)
+    check_libraries(typed)
     return typed
 
 

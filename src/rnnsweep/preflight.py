@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnsweep.errors import ConfigError
 from rnnsweep.overrides import MULTIRUN_FLAGS, check_groups, describe, job_overrides
 from rnnsweep.redact import redact, remember, userinfo_problem
+from rnnsweep.validation import checked_values
 
 
 def check_data_file(cfg: DictConfig) -> None:
@@ -41,10 +42,11 @@ def check_data_file(cfg: DictConfig) -> None:
 def preflight(conf_dir: Path, argv: list[str]) -> int:
     """Compose and validate every job; returns the number of jobs. Raises ConfigError.
 
-    Two passes: every job's groups and keys first, and its data file's existence and type,
-    with Hydra and numpy alone, so a misspelt cell or key or a missing file is refused before
-    the pipeline (torch, Lightning, MLflow, Optuna) is imported; then every job's values,
-    stores and data, which need it."""
+    Two passes: every job's groups, keys, types and values first, and its data file's
+    existence and type, with Hydra, OmegaConf and numpy alone, so a misspelt cell or key, a
+    value out of range or a missing file is refused before the pipeline (torch, Lightning,
+    MLflow, Optuna) is imported; then every job's classes, task keys, memory, stores and
+    data, which need it."""
     multirun = bool(MULTIRUN_FLAGS & set(argv))
     overrides = [a for a in argv if not a.startswith("-")]
     user = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
@@ -56,7 +58,9 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
                 jobs = job_overrides(conf_dir, user, multirun)
                 for job in jobs:
                     check_groups(conf_dir, job)
-                    check_data_file(compose("config", overrides=job))
+                    composed = compose("config", overrides=job)
+                    check_data_file(composed)
+                    checked_values(composed)
                 from rnnsweep.job import prepare
 
                 for job in jobs:

@@ -84,6 +84,13 @@ def check_trainer(t: DictConfig) -> None:
                  f"this machine has {count} CUDA device(s)")
 
 
+def check_libraries(cfg: DictConfig) -> None:
+    """What a typed config hands to torch, Lightning and Optuna, against what they accept
+    here: the trainer's device and precision, and every class it names."""
+    check_trainer(cfg.trainer)
+    check_classes(cfg)
+
+
 def check_classes(cfg: DictConfig) -> None:
     """Every class the config names imports, fits its role and takes the given keys."""
     import torch
@@ -105,12 +112,8 @@ def check_classes(cfg: DictConfig) -> None:
 
     check_target("trainer", cfg.trainer, pl.Trainer, passed=TRAINER_SET_BY_RNNSWEEP,
                  skip=TRAINER_OWN_KEYS)
+    if cfg.search.study:
+        import optuna
 
-
-def check_search_classes(s: DictConfig) -> None:
-    import optuna
-
-    from rnnsweep.targets import check_target
-
-    check_target("search.sampler", s.sampler, optuna.samplers.BaseSampler)
-    check_target("search.pruner", s.pruner, optuna.pruners.BasePruner)
+        check_target("search.sampler", cfg.search.sampler, optuna.samplers.BaseSampler)
+        check_target("search.pruner", cfg.search.pruner, optuna.pruners.BasePruner)

@@ -275,17 +275,30 @@ def _drop_fixed_parameters(plain: DictConfig) -> None:
                 del space[name]
 
 
+def _match_params(search: DictConfig) -> None:
+    """search.match_params=true (Chung et al. 2014): the range that tunes model.hidden_size is
+    replaced by `search.budget`, a range of parameter counts; each cell derives its hidden
+    size from the sampled budget, so cells are compared at equal parameter counts. Applying
+    it to a config that has it already (a study's stored config) changes nothing."""
+    if search.match_params and search.study:
+        kept = {k: v for k, v in search.space.items() if v.path != "model.hidden_size"}
+        search.space = {**kept, "param_budget": search.budget}
+
+
 def to_structured(cfg: DictConfig) -> DictConfig:
-    """Merge a composed config into the schema; unknown keys and wrong types raise ConfigError."""
+    """Merge a composed config into the schema, its search space as the config means it (fixed
+    parameters dropped, the parameter-matched range swapped in); unknown keys and wrong types
+    raise ConfigError."""
     plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
     _drop_fixed_parameters(plain)
     schema = OmegaConf.structured(RootConfig)
     _check_sections(schema, plain, "")
-    for section in OPEN_SECTIONS:  # a class's own arguments, checked by validate
+    for section in OPEN_SECTIONS:  # a class's own arguments (rnnsweep.runtime_checks)
         OmegaConf.set_struct(schema[section], False)
     try:
         merged = OmegaConf.merge(schema, plain)
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(_one_line(err)) from None
+    _match_params(merged.search)
     return merged

@@ -1,6 +1,8 @@
 """Range and consistency checks of a typed config (rnnsweep.schema) that its types cannot
 express, one function per node; every failure is a ConfigError naming the key and what is
-allowed. What the named classes accept is checked by rnnsweep.runtime_checks."""
+allowed. They need OmegaConf alone, so the preflight's first pass runs them before the
+pipeline's imports; what the named classes and Lightning accept is checked afterwards
+(rnnsweep.runtime_checks)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,8 @@ import math
 from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.errors import ConfigError
-from rnnsweep.runtime_checks import (
-    check_choice,
-    check_classes,
-    check_search_classes,
-    check_trainer,
-    require,
-)
+from rnnsweep.runtime_checks import check_choice, require
+from rnnsweep.schema import to_structured
 from rnnsweep.search.repeats import SEED_SPAN, search_repeat
 
 # Trial k trains with seed + k and re-evaluation seeds start at seed + 1,000,000
@@ -24,15 +21,20 @@ MAX_SEED = 2**32 - 1 - 2_000_000
 PARAM_TYPES = ("int", "float", "categorical")
 
 
-def validate(cfg: DictConfig) -> None:
+def checked_values(cfg: DictConfig) -> DictConfig:
+    """A composed config typed (rnnsweep.schema.to_structured) and its values checked."""
+    typed = to_structured(cfg)
+    check_values(typed)
+    return typed
+
+
+def check_values(cfg: DictConfig) -> None:
     """Range and consistency checks that the types alone cannot express."""
-    check_classes(cfg)
     check_model(cfg.model, cfg.data)
     check_optim(cfg.optim)
     require(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed,
             f"must be an integer in [0, {MAX_SEED}] (trial k trains with seed + k, "
             "re-evaluation seeds start at seed + 1000000; torch takes 32-bit seeds)")
-    check_trainer(cfg.trainer)
     check_budget(cfg.trainer)
     if cfg.search.study:
         check_search(cfg.search, int(cfg.seed))
@@ -96,7 +98,6 @@ def check_search(s: DictConfig, seed: int) -> None:
             f"r x {SEED_SPAN}, which must stay <= {MAX_SEED})")
     check_choice("search.on_changed_settings", s.on_changed_settings,
                   ("refuse", "new_study"))
-    check_search_classes(s)
     check_choice("search.direction", s.direction, ("minimize", "maximize"))
     require(
         0.0 <= s.max_failure_rate <= 1.0,

@@ -42,15 +42,6 @@ def fingerprint(space: DictConfig) -> str:
     return json.dumps(plain, sort_keys=True)
 
 
-def match_params(search: DictConfig) -> None:
-    """search.match_params=true (Chung et al. 2014): the range that tunes model.hidden_size is
-    replaced by `search.budget`, a range of parameter counts; each cell derives its hidden
-    size from the sampled budget, so cells are compared at equal parameter counts."""
-    if search.match_params and search.study:
-        kept = {k: v for k, v in search.space.items() if v.path != "model.hidden_size"}
-        search.space = {**kept, "param_budget": search.budget}
-
-
 def matched_suffix(search: DictConfig) -> str:
     """Parameter-matched studies get their own name: their space differs from the plain one."""
     return "-matched" if search.match_params else ""
