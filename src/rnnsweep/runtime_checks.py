@@ -6,11 +6,9 @@ Kept apart from rnnsweep.validation because they import torch, Lightning and Opt
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig
 
-from rnnsweep.errors import ConfigError
+from rnnsweep.errors import ConfigError, check_choice, require
 
 # rnnsweep's own trainer keys: read by rnnsweep.training, never passed to the Trainer.
 TRAINER_OWN_KEYS = ("budget_unit", "max_steps", "max_epochs", "val_check_steps",
@@ -20,15 +18,6 @@ TRAINER_OWN_KEYS = ("budget_unit", "max_steps", "max_epochs", "val_check_steps",
 TRAINER_SET_BY_RNNSWEEP = ("callbacks", "logger", "enable_checkpointing", "enable_progress_bar",
                            "enable_model_summary", "num_sanity_val_steps", "val_check_interval",
                            "check_val_every_n_epoch")
-
-
-def require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
-def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    require(value in allowed, key, value, "allowed: " + ", ".join(allowed))
 
 
 def lightning_precisions() -> list[str]:

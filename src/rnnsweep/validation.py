@@ -10,8 +10,7 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnsweep.errors import ConfigError
-from rnnsweep.runtime_checks import check_choice, require
+from rnnsweep.errors import ConfigError, check_choice, require
 from rnnsweep.schema import to_structured
 from rnnsweep.search.repeats import SEED_SPAN, search_repeat
 
@@ -166,7 +165,7 @@ def _validate_param(cfg: DictConfig, key: str, p: DictConfig) -> None:
         f"{key}.path", p.path, "must name an existing config key such as model.hidden_size",
     )
     require(not OmegaConf.is_config(OmegaConf.select(cfg, p.path)), f"{key}.path", p.path,
-             "must name a single value (such as model.hidden_size), not a section")
+            "must name a single value (such as model.hidden_size), not a section")
     _check_tunable(key, p.path)
     if p.type == "categorical":
         require(bool(p.choices), f"{key}.choices", p.choices, "needs a non-empty list")
