@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from rnnsweep.errors import ConfigError
-from rnnsweep.tracking import check_reachable
+from rnnsweep.tracking_check import check_reachable
 
 MLFLOW_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 

@@ -214,7 +214,7 @@ def test_a_file_that_is_no_database_is_never_moved_or_overwritten(tmp_path, kind
     with pytest.raises(error, match="file is not a database"):
         WORKS[kind](_cfg(tmp_path))
     if kind == "mlflow":  # and the preflight now refuses it before any job runs
-        from rnnsweep.tracking import check_reachable
+        from rnnsweep.tracking_check import check_reachable
 
         with pytest.raises(ConfigError, match=r"^tracking.uri=sqlite:///.*mlflow.db: cannot "
                                               "open: DatabaseError: file is not a database$"):

@@ -77,7 +77,7 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
 def preflight_stores(cfg: DictConfig) -> None:
     """The study storage and tracking server answer, before any job creates anything."""
     from rnnsweep.job import preflight_study
-    from rnnsweep.tracking import check_reachable
+    from rnnsweep.tracking_check import check_reachable
 
     env = os.environ.get("MLFLOW_TRACKING_URI")
     tracking = [(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")]
