@@ -85,7 +85,7 @@ def test_any_optuna_class_can_be_named_on_the_command_line(typed):
 
 
 def test_a_trainer_argument_passes_through_without_code(typed):
-    from rnnsweep.runtime_checks import TRAINER_OWN_KEYS
+    from rnnsweep.schema import TRAINER_OWN_KEYS
 
     cfg = typed("+trainer.accumulate_grad_batches=3", "trainer.gradient_clip_val=0.5")
     trainer = build(cfg.trainer, skip=TRAINER_OWN_KEYS, logger=False,

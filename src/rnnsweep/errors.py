@@ -19,21 +19,10 @@ from __future__ import annotations
 
 import errno
 import sqlite3
-from typing import Any
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and what is allowed."""
-
-
-def require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    """The one-line refusal: `key=value is invalid: allowed` unless ok."""
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
-def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    require(value in allowed, key, value, "allowed: " + ", ".join(allowed))
 
 
 class DataError(ValueError):

@@ -5,6 +5,7 @@ reads the whole config: each part it builds gets only its own nodes."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
 from rnnsweep.report.settings import Settings
 from rnnsweep.run_lifecycle import study_run
-from rnnsweep.runtime_checks import check_libraries
 from rnnsweep.search.objective import StudyContext
 from rnnsweep.search.reeval import device_tags, reevaluate
 from rnnsweep.search.repeats import REPEAT_TAG, search_repeat, study_seed
@@ -39,7 +39,7 @@ from rnnsweep.signals import held, raise_pending
 from rnnsweep.threads import resolve_num_threads
 from rnnsweep.tracking import Tracker
 from rnnsweep.training import ModelNodes, TrainSetup, run_params
-from rnnsweep.validation import checked_values
+from rnnsweep.validation import check_libraries, checked_values
 
 
 def typed_config(cfg: DictConfig) -> DictConfig:
@@ -142,11 +142,15 @@ def condition_tags(cfg: DictConfig, condition: dict[str, str]) -> dict[str, str]
 
 
 class Job:
-    """One job's parts, each built once from its own node of a typed config: what the
-    pipeline, the study and a seed round read instead of the config. The job is checked
-    (rnnsweep.limits) before the tracker opens its store."""
+    """One job's parts, each built once from its own node of the config, typed and checked
+    here as in the preflight (which a launcher's worker skips): what the pipeline, the study
+    and a seed round read instead of the config. The job is checked (rnnsweep.limits) before
+    the tracker opens its store."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, composed: DictConfig) -> None:
+        cfg = typed_config(composed)
+        if cfg.trainer.num_threads:  # before the data module's first torch operation
+            os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
         self.datamodule: TensorDataModule = build_datamodule(cfg.data)  # checks the task's keys
         self.setup = train_setup(cfg)
         check_job(cfg.search, self.setup.nodes, cfg.data, self.datamodule)
@@ -216,7 +220,7 @@ def add_seeds(client, parent, config: DictConfig, n_seeds: int) -> None:  # noqa
     """Re-evaluate one study's best configuration up to n_seeds seeds (done ones are kept):
     a seed round's step (rnnsweep.seed_rounds), its job assembled again from the
     study's stored config."""
-    cfg = typed_config(_study_config(client, parent, config))
+    cfg = _study_config(client, parent, config)
     cfg.search.reeval_seeds = n_seeds
     job = Job(cfg)
     with held():  # the reopened parent is closed by study_run, which raises a held signal

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from omegaconf import DictConfig
 
 from rnnsweep.console import announce_reevaluation, study_progress
-from rnnsweep.job import Job, open_study_context, typed_config
+from rnnsweep.job import Job, open_study_context
 from rnnsweep.run_lifecycle import TrackedRun, run_parameters, study_run
 from rnnsweep.search.reeval import reevaluate, seeds_left
 from rnnsweep.search.runner import StudySummary, run_study
@@ -23,10 +22,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, job_overrides: list[str] | None = None) -> float | None:
     """Run the job described by cfg; returns the best objective value (Hydra's job return)."""
-    cfg = typed_config(cfg)
-    if cfg.trainer.num_threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
-    job = Job(cfg)  # checked as in the preflight, which a launcher's worker skips
+    job = Job(cfg)
     search = job.study.search
     if not search.study:
         return run_single(job)

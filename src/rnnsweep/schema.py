@@ -21,6 +21,10 @@ from rnnsweep.errors import ConfigError
 # Sections built by Hydra from `_target_` (rnnsweep.targets): typed where rnnsweep reads a
 # key itself, open for the class's own arguments, which are checked against its signature.
 OPEN_SECTIONS = ("cell", "optim", "trainer")
+# rnnsweep's own trainer keys: read by rnnsweep.training, never passed to the Trainer.
+TRAINER_OWN_KEYS = ("budget_unit", "max_steps", "max_epochs", "val_check_steps",
+                    "early_stopping_patience", "stop_at", "progress_bar", "num_threads",
+                    "memory_probe_batches")
 
 
 @dataclass
@@ -293,7 +297,7 @@ def to_structured(cfg: DictConfig) -> DictConfig:
     _drop_fixed_parameters(plain)
     schema = OmegaConf.structured(RootConfig)
     _check_sections(schema, plain, "")
-    for section in OPEN_SECTIONS:  # a class's own arguments (rnnsweep.runtime_checks)
+    for section in OPEN_SECTIONS:  # a class's own arguments (validation.check_libraries)
         OmegaConf.set_struct(schema[section], False)
     try:
         merged = OmegaConf.merge(schema, plain)

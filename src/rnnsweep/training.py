@@ -29,7 +29,7 @@ from rnnsweep.model import (
     hidden_size_for_budget,
     init_description,
 )
-from rnnsweep.runtime_checks import TRAINER_OWN_KEYS
+from rnnsweep.schema import TRAINER_OWN_KEYS
 from rnnsweep.targets import build
 
 # (optimiser step, metrics of that validation)
