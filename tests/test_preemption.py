@@ -186,6 +186,32 @@ def test_a_signal_that_python_wraps_in_another_error_still_ends_with_its_exit_co
     assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
 
 
+def test_a_signal_that_hydra_would_report_as_an_error_still_ends_with_its_exit_code(tmp_path):
+    """A SIGTERM while Hydra composes the sweep's config (no worker yet) raised inside
+    OmegaConf, which turned it into an error of its own; hydra.main's error report printed
+    that as a traceback and exited 1 (seen once under load at 7.71 s, basic launcher). Once
+    a signal has arrived, Hydra lets the error through and the command ends with 143 and the
+    one line."""
+    script = (
+        "import signal\n"
+        "from hydra._internal.utils import run_and_report\n"
+        "from rnnsweep.signals import exits_on_signal, install_sweep_handlers\n"
+        "install_sweep_handlers()\n"
+        "class Fires:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        signal.getsignal(15)(15, None)\n"
+        "def compose():\n"
+        "    class Holder:\n"
+        "        f = Fires()\n"
+        "with exits_on_signal():\n"
+        "    run_and_report(compose)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+
+
 def test_an_error_with_no_signal_behind_it_keeps_its_traceback(tmp_path):
     script = (
         "from rnnsweep.signals import exits_on_signal, install_handlers\n"

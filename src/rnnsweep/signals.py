@@ -41,12 +41,22 @@ class _State:
     in_job = False
 
 
+def _received(signum: int) -> None:
+    """Note the signal. Hydra's error report (hydra.main's run_and_report) would print
+    whatever exception escapes it as a traceback and exit 1; once a signal has arrived, such
+    an exception is its consequence (the handler's Interrupted turned into another error,
+    e.g. OmegaConf's while Hydra composes a config), so Hydra is told to let it through to
+    `exits_on_signal`, which ends the command with the one line and 128 + signum."""
+    _State.received = signum
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
     if _State.received is not None and signum != _State.received:
         return  # already stopping; a copy must not interrupt the closing of runs
     # A second signal of the same kind while closing runs stops at once, as users expect.
     signal.signal(signum, signal.SIG_DFL)
-    _State.received = signum
+    _received(signum)
     # Also pending when raised now: an exception raised from a handler can land where Python
     # swallows it (a weakref callback, a __del__), and the next safe point raises it again.
     _State.pending = signum
@@ -117,7 +127,7 @@ def _stop_sweep(signum: int, frame: FrameType | None) -> None:
     import psutil
 
     signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
-    _State.received = signum
+    _received(signum)
     workers = _workers()
     if not workers:
         _State.pending = signum
