@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnsweep.data import build_datamodule
 from rnnsweep.data.base import TensorDataModule
-from rnnsweep.data.registry import experiment_name
 from rnnsweep.limits import check_job
 from rnnsweep.report.settings import Settings
 from rnnsweep.run_lifecycle import study_run
@@ -160,7 +159,8 @@ class Job:
         self.tracker = Tracker(cfg.tracking)
         # Commit, dirty flag and the three splits' datasets on every run of this job.
         self.tracker.describe_job(self.datamodule, str(Path(cfg.paths.root) / "train.py"))
-        self.experiment: str = cfg.tracking.experiment or experiment_name(cfg.data)
+        self.experiment: str = (cfg.tracking.experiment
+                                or self.datamodule.experiment_name(cfg.data))
         self.tags = condition_tags(cfg, self.datamodule.condition())
         # The resolved config, stored with every study and single run.
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)

@@ -7,6 +7,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -169,6 +170,12 @@ class TensorDataModule(pl.LightningDataModule):
     def condition(self) -> dict[str, str]:
         """What identifies this dataset, in order; used to name studies."""
         raise NotImplementedError
+
+    @classmethod
+    def experiment_name(cls, data: Any) -> str:
+        """The MLflow experiment (and reports/ folder) of the task's studies, from its
+        `data` node alone (the report names it without building the data): the task's name."""
+        return str(data.get("task"))
 
     def data_seed(self) -> int | None:
         """The data.seed these data were built with; None for a task without one."""

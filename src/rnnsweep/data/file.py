@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,6 +150,12 @@ class FileDataModule(TensorDataModule):
         self.allow_leaks = True
         log.warning("%s: identical sequences in two splits (%s), kept because "
                     "data.allow_duplicates=true", self.data.path, what)
+
+    @classmethod
+    def experiment_name(cls, data: Any) -> str:
+        """file-<file name>: two data files never share an experiment."""
+        path = str(data.get("path") or "")
+        return f"file-{Path(path).stem}" if path else "file"
 
     def condition(self) -> dict[str, str]:
         c = self.cfg

@@ -4,7 +4,6 @@ the rest of `data`. A task of one's own is its module and one YAML file in conf/
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class
@@ -63,11 +62,9 @@ def data_config(cfg: DictConfig, cls: type[TensorDataModule]) -> Any:
 
 
 def experiment_name(cfg: DictConfig) -> str:
-    """The MLflow experiment (and reports/ folder) of a task's studies: the task's name, or
-    for your own data `file-<file name>`, so two data files never share one."""
-    task = str(cfg.get("task"))
-    path = str(cfg.get("path") or "")
-    return f"{task}-{Path(path).stem}" if task == "file" and path else task
+    """The MLflow experiment (and reports/ folder) of a task's studies: its data module
+    class names it (the task's name; for your own data `file-<file name>`)."""
+    return module_class(cfg).experiment_name(cfg)
 
 
 def build_datamodule(cfg: DictConfig) -> TensorDataModule:
