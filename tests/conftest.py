@@ -33,7 +33,8 @@ E2E_FIXTURES = {"smoke_sweep", "project", "chorale_cache"}
 SPAWNING_NAMES = {"subprocess", "run_train", "run_python", "start_train", "serve", "Popen",
                   "run_report"}
 # This file's autouse fixtures: on every test, never a reason to mark it.
-HARNESS_FIXTURES = {"_no_sweep_subprocess_in_fast_runs", "_mlflow_tracking_uri_restored"}
+HARNESS_FIXTURES = {"_no_sweep_subprocess_in_fast_runs", "_mlflow_tracking_uri_restored",
+                    "_sys_path_restored"}
 
 
 @functools.cache  # a parametrized test is one function for all its items
@@ -104,6 +105,17 @@ def _mlflow_tracking_uri_restored() -> Iterator[None]:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = saved_env
+
+
+@pytest.fixture(autouse=True)
+def _sys_path_restored() -> Iterator[None]:
+    """mlflow.pytorch.load_model puts the logged model's code folder (a copy of rnnsweep)
+    first on sys.path: a module imported later, in this worker or in a run forked from it
+    (forked_python hands each run this sys.path), would come from that copy, whose
+    published/ and conf/ are not beside it. Put back after each test."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
 
 
 @pytest.fixture(autouse=True)

@@ -49,8 +49,10 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def _child(cwd: str, argv: list[str], env: dict[str, str], out: str, err: str) -> None:
-    """In the forked process: become `python *argv` run in `cwd`."""
+def _child(cwd: str, argv: list[str], env: dict[str, str], out: str, err: str,
+           import_path: list[str]) -> None:
+    """In the forked process: become `python *argv` run in `cwd`, importing from the test
+    worker's sys.path of the moment (the server keeps the one it started with)."""
     changed = {k: v for k, v in os.environ.items() if _BEFORE.get(k) != v}
     os.environ.clear()
     os.environ.update({**env, **changed})
@@ -63,7 +65,7 @@ def _child(cwd: str, argv: list[str], env: dict[str, str], out: str, err: str) -
     sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115
     tests = str(Path(__file__).parent)
-    sys.path[:] = [str(Path(cwd).resolve())] + [p for p in sys.path if p not in ("", tests)]
+    sys.path[:] = [str(Path(cwd).resolve())] + [p for p in import_path if p not in ("", tests)]
     code = 0
     try:
         if argv[0] == "-m":
@@ -127,7 +129,7 @@ def start(cwd: Path, argv: list[str], env: dict[str, str], out: Path,
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
     proc = _context.Process(target=_child, args=(str(cwd), list(argv), dict(env), str(out),
-                                                 str(err or out)))
+                                                 str(err or out), list(sys.path)))
     proc.start()
     return Forked(proc, list(argv))
 
