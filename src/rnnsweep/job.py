@@ -49,10 +49,12 @@ def typed_config(cfg: DictConfig) -> DictConfig:
     return typed
 
 
-def prepare(cfg: DictConfig) -> DictConfig:
+def prepare(cfg: DictConfig, *, values_checked: bool = False) -> DictConfig:
     """typed_config plus the task's keys, its metric and the memory the largest model needs;
-    raises ConfigError on bad input."""
-    typed = typed_config(cfg)
+    raises ConfigError on bad input. values_checked: cfg is checked_values' typed config
+    already (the preflight's first pass), so only the libraries are checked again."""
+    typed = cfg if values_checked else checked_values(cfg)
+    check_libraries(typed)
     datamodule = build_datamodule(typed.data)  # checks the task's keys without generating data
     check_job(typed.search, train_setup(typed).nodes, typed.data, datamodule)
     # The report's settings too: a sweep must not run for an hour to a report it cannot make.

@@ -56,15 +56,16 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             try:
                 jobs = job_overrides(conf_dir, user, multirun)
+                typed = []  # composed and typed once, for both passes
                 for job in jobs:
                     check_groups(conf_dir, job)
                     composed = compose("config", overrides=job)
                     check_data_file(composed)
-                    checked_values(composed)
+                    typed.append(checked_values(composed))
                 from rnnsweep.job import prepare
 
-                for job in jobs:
-                    cfg = prepare(compose("config", overrides=job))
+                for job, cfg in zip(jobs, typed, strict=True):  # noqa: B007 (an error names job)
+                    prepare(cfg, values_checked=True)
                     remember([cfg.search.storage, cfg.tracking.uri])
                     preflight_stores(cfg)
             except (HydraException, OmegaConfBaseException) as err:
