@@ -212,6 +212,33 @@ def test_a_signal_that_hydra_would_report_as_an_error_still_ends_with_its_exit_c
     assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
 
 
+def test_a_signal_that_hydra_wraps_while_the_preflight_composes_is_not_bad_input(tmp_path):
+    """A SIGTERM 0.22 s into a sweep, while the preflight composed a job: Hydra wrapped the
+    handler's Interrupted into a ConfigCompositionException and the command said "error:
+    ConfigCompositionException" and exited 2, as for bad input (seen once in CI). The error
+    is the signal's: 143 and the one line."""
+    script = (
+        "import signal\n"
+        "import rnnsweep.cli as cli\n"
+        "from rnnsweep.errors import ConfigError\n"
+        "class Fires:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        signal.getsignal(15)(15, None)\n"
+        "def composing(conf_dir, argv):  # what the preflight makes of Hydra's wrapped error\n"
+        "    try:\n"
+        "        class Holder:\n"
+        "            f = Fires()\n"
+        "    except Exception as err:\n"
+        "        raise ConfigError(type(err).__name__) from None\n"
+        "cli.preflight = composing\n"
+        f"cli.prepare_environment({str(tmp_path / 'train.py')!r}, ['cell=gru'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+
+
 def test_an_error_with_no_signal_behind_it_keeps_its_traceback(tmp_path):
     script = (
         "from rnnsweep.signals import exits_on_signal, install_handlers\n"

@@ -25,7 +25,12 @@ from rnnsweep.redact import (
     remember,
     remember_environment,
 )
-from rnnsweep.signals import STOP_MESSAGE, exits_on_signal, install_sweep_handlers
+from rnnsweep.signals import (
+    STOP_MESSAGE,
+    exits_on_signal,
+    install_sweep_handlers,
+    raise_if_signalled,
+)
 
 log = logging.getLogger("rnnsweep")
 EXIT_BAD_INPUT = 2
@@ -87,6 +92,7 @@ def prepare_environment(entry_file: str, argv: list[str] | None = None) -> None:
         try:
             preflight(root / "conf", argv)
         except (ConfigError, DataError) as err:
+            raise_if_signalled()
             fail(str(err))
 
 

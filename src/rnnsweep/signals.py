@@ -65,6 +65,15 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def raise_if_signalled() -> None:
+    """An error caught after a signal arrived is the signal's consequence, not bad input:
+    Hydra wraps the handler's Interrupted, raised while it composes a config, into a
+    ConfigCompositionException, which the preflight would report as a config error (exit 2).
+    Raise the signal instead."""
+    if _State.received is not None:
+        raise Interrupted(_State.received)
+
+
 def raise_pending() -> None:
     """Raise a signal held back by `deferred`; called at points where no I/O is in flight."""
     if _State.pending is not None:
