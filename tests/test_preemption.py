@@ -33,6 +33,27 @@ ARGS = ["-m", "cell=lstm,gru", "data.size=small", "experiment=smoke",
 MESSAGE = "interrupted by SIGTERM: runs closed; rerun the same command to resume"
 
 
+# Delivers SIGTERM to this process's handler from inside class creation (`class Holder:
+# f = Fires()`), where Python wraps the handler's exception in "Error calling __set_name__":
+# a signal that surfaces as another error.
+FIRES = (
+    "import signal\n"
+    "class Fires:\n"
+    "    def __set_name__(self, owner, name):\n"
+    "        signal.getsignal(15)(15, None)\n"
+)
+
+
+def python_c(tmp_path, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_stopped_with_the_line(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+
+
 def running_runs(project) -> int:
     db = project / "mlruns" / "mlflow.db"
     if not db.exists():
@@ -157,33 +178,25 @@ def test_a_swallowed_signal_still_ends_the_command_with_its_exit_code(tmp_path):
         "    gc.collect()\n"
         "    print('ran on', flush=True)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 143, proc.stderr[-2000:]
+    proc = python_c(tmp_path, script)
     assert proc.stdout == "ran on\n"  # swallowed: the block went on
     # No "Exception ignored" traceback for our own signal: only the one line.
-    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+    assert_stopped_with_the_line(proc)
 
 
 def test_a_signal_that_python_wraps_in_another_error_still_ends_with_its_exit_code(tmp_path):
     """A SIGTERM while a dataclass is created (an import while starting up) surfaces as
     "RuntimeError: Error calling __set_name__": the command still ends with 143 and the
     one line, not a traceback and exit 1 (seen once in CI at 0.22 s)."""
-    script = (
-        "import signal\n"
+    script = FIRES + (
         "from rnnsweep.signals import exits_on_signal, install_handlers\n"
         "install_handlers()\n"
-        "class Fires:\n"
-        "    def __set_name__(self, owner, name):\n"
-        "        signal.getsignal(15)(15, None)\n"
         "with exits_on_signal():\n"
         "    class Holder:\n"
         "        f = Fires()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 143, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+    proc = python_c(tmp_path, script)
+    assert_stopped_with_the_line(proc)
 
 
 def test_a_signal_that_hydra_would_report_as_an_error_still_ends_with_its_exit_code(tmp_path):
@@ -192,24 +205,18 @@ def test_a_signal_that_hydra_would_report_as_an_error_still_ends_with_its_exit_c
     that as a traceback and exited 1 (seen once under load at 7.71 s, basic launcher). Once
     a signal has arrived, Hydra lets the error through and the command ends with 143 and the
     one line."""
-    script = (
-        "import signal\n"
+    script = FIRES + (
         "from hydra._internal.utils import run_and_report\n"
         "from rnnsweep.signals import exits_on_signal, install_sweep_handlers\n"
         "install_sweep_handlers()\n"
-        "class Fires:\n"
-        "    def __set_name__(self, owner, name):\n"
-        "        signal.getsignal(15)(15, None)\n"
         "def compose():\n"
         "    class Holder:\n"
         "        f = Fires()\n"
         "with exits_on_signal():\n"
         "    run_and_report(compose)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 143, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+    proc = python_c(tmp_path, script)
+    assert_stopped_with_the_line(proc)
 
 
 def test_a_signal_that_hydra_wraps_while_the_preflight_composes_is_not_bad_input(tmp_path):
@@ -217,13 +224,9 @@ def test_a_signal_that_hydra_wraps_while_the_preflight_composes_is_not_bad_input
     handler's Interrupted into a ConfigCompositionException and the command said "error:
     ConfigCompositionException" and exited 2, as for bad input (seen once in CI). The error
     is the signal's: 143 and the one line."""
-    script = (
-        "import signal\n"
+    script = FIRES + (
         "import rnnsweep.cli as cli\n"
         "from rnnsweep.errors import ConfigError\n"
-        "class Fires:\n"
-        "    def __set_name__(self, owner, name):\n"
-        "        signal.getsignal(15)(15, None)\n"
         "def composing(conf_dir, argv):  # what the preflight makes of Hydra's wrapped error\n"
         "    try:\n"
         "        class Holder:\n"
@@ -233,10 +236,8 @@ def test_a_signal_that_hydra_wraps_while_the_preflight_composes_is_not_bad_input
         "cli.preflight = composing\n"
         f"cli.prepare_environment({str(tmp_path / 'train.py')!r}, ['cell=gru'])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 143, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == [MESSAGE], proc.stderr
+    proc = python_c(tmp_path, script)
+    assert_stopped_with_the_line(proc)
 
 
 def test_an_error_with_no_signal_behind_it_keeps_its_traceback(tmp_path):
@@ -246,8 +247,7 @@ def test_an_error_with_no_signal_behind_it_keeps_its_traceback(tmp_path):
         "with exits_on_signal():\n"
         "    raise RuntimeError('a real fault')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = python_c(tmp_path, script)
     assert proc.returncode == 1
     assert "RuntimeError: a real fault" in proc.stderr
 
