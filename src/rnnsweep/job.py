@@ -49,11 +49,16 @@ def typed_config(cfg: DictConfig) -> DictConfig:
     return typed
 
 
-def prepare(cfg: DictConfig, *, values_checked: bool = False) -> DictConfig:
+def prepare(cfg: DictConfig) -> DictConfig:
     """typed_config plus the task's keys, its metric and the memory the largest model needs;
-    raises ConfigError on bad input. values_checked: cfg is checked_values' typed config
-    already (the preflight's first pass), so only the libraries are checked again."""
-    typed = cfg if values_checked else checked_values(cfg)
+    raises ConfigError on bad input."""
+    return check_pipeline(checked_values(cfg))
+
+
+def check_pipeline(typed: DictConfig) -> DictConfig:
+    """The checks that need the pipeline's imports, on a config checked_values typed (the
+    preflight's second pass): the classes against the libraries, the task's keys, its metric,
+    the memory the largest model needs and the report's settings; returns `typed`."""
     check_libraries(typed)
     datamodule = build_datamodule(typed.data)  # checks the task's keys without generating data
     check_job(typed.search, train_setup(typed).nodes, typed.data, datamodule)

@@ -62,10 +62,10 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
                     composed = compose("config", overrides=job)
                     check_data_file(composed)
                     typed.append(checked_values(composed))
-                from rnnsweep.job import prepare
+                from rnnsweep.job import check_pipeline
 
                 for job, cfg in zip(jobs, typed, strict=True):  # noqa: B007 (an error names job)
-                    prepare(cfg, values_checked=True)
+                    check_pipeline(cfg)
                     remember([cfg.search.storage, cfg.tracking.uri])
                     preflight_stores(cfg)
             except (HydraException, OmegaConfBaseException) as err:
