@@ -136,17 +136,6 @@ def preflight_study(cfg: DictConfig) -> None:
     preflight_storage(study_settings(cfg), condition)
 
 
-def condition_tags(cfg: DictConfig, condition: dict[str, str]) -> dict[str, str]:
-    return {
-        "task": condition["task"],
-        "cell": cfg.cell.name,
-        "data_size": condition["size"],
-        "sweep_id": cfg.tracking.sweep_id,
-        "profile": cfg.profile,
-        **{f"data.{k}": v for k, v in condition.items() if k not in ("task", "size")},
-    }
-
-
 class Job:
     """One job's parts, each built once from its own node of the config, typed and checked
     here as in the preflight (which a launcher's worker skips): what the pipeline, the study
@@ -158,6 +147,8 @@ class Job:
         if cfg.trainer.num_threads:  # before the data module's first torch operation
             os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
         self.datamodule: TensorDataModule = build_datamodule(cfg.data)  # checks the task's keys
+        self.experiment: str = (cfg.tracking.experiment
+                                or self.datamodule.experiment_name(cfg.data))
         self.setup = train_setup(cfg)
         check_job(cfg.search, self.setup.nodes, cfg.data, self.datamodule)
         self.study = study_settings(cfg)
@@ -166,9 +157,12 @@ class Job:
         self.tracker = Tracker(cfg.tracking)
         # Commit, dirty flag and the three splits' datasets on every run of this job.
         self.tracker.describe_job(self.datamodule, str(Path(cfg.paths.root) / "train.py"))
-        self.experiment: str = (cfg.tracking.experiment
-                                or self.datamodule.experiment_name(cfg.data))
-        self.tags = condition_tags(cfg, self.datamodule.condition())
+        condition = self.datamodule.condition()
+        self.tags = {"task": condition["task"], "cell": cfg.cell.name,
+                     "data_size": condition["size"], "sweep_id": cfg.tracking.sweep_id,
+                     "profile": cfg.profile,
+                     **{f"data.{k}": v for k, v in condition.items()
+                        if k not in ("task", "size")}}
         # The resolved config, stored with every study and single run.
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
 

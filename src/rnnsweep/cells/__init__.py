@@ -178,7 +178,8 @@ def cell_keys(cell: CellSpec) -> dict[str, Any]:
 def build_cell(cell: CellSpec, input_size: int, hidden_size: int, num_layers: int = 1,
                dropout: float = 0.0) -> nn.Module:
     """The cell's module, built by Hydra from its `_target_` and keys."""
-    return build(cell_config(cell), input_size=input_size, hidden_size=hidden_size,
+    node = cell_config(cell)
+    return build(node, input_size=input_size, hidden_size=hidden_size,
                  num_layers=num_layers, dropout=dropout)
 
 
