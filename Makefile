@@ -9,7 +9,7 @@ DASHBOARD_PORT ?= 8080
 # The Optuna storage of the default config; set it to a postgresql:// URL for shared studies.
 STUDY_STORAGE ?= sqlite:///mlruns/optuna.db
 
-.PHONY: setup lock system-packages sweep smoke evidence curves chorales report reproduce test test-faults test-fast lint ui dashboard bench clean paper papers
+.PHONY: setup lock system-packages sweep smoke evidence curves chorales report reproduce test test-durations test-faults test-fast lint ui dashboard bench clean paper papers
 
 # PyTorch for this machine (requirements-torch.txt; TORCH_INDEX=<url> for another index), then
 # the exact versions of requirements.lock (hashes checked), then the project itself.
@@ -109,10 +109,16 @@ reproduce: setup
 system-packages:
 	./scripts/install-system-packages.sh
 
-# Test files spread over the cores (pytest-xdist; a file's tests stay together, in order).
+# Test files spread over the cores (pytest-xdist; a file's tests stay together, in order),
+# longest first by tests/durations.json (tests/file_order.py), not xdist's count of tests.
+XDIST_FILES = -n auto --dist loadfile --no-loadscope-reorder
 test: setup system-packages
 	$(PY) -m ruff check src tests benchmarks train.py
-	$(PY) -m pytest -n auto --dist loadfile -m "not faults"
+	$(PY) -m pytest $(XDIST_FILES) -m "not faults"
+
+# make test's suite, recording each file's seconds in tests/durations.json (then commit it).
+test-durations: setup system-packages
+	$(PY) -m pytest $(XDIST_FILES) -m "not faults" --store-durations
 
 # Real PostgreSQL and MLflow servers failing three times in a study (make test: once); CI runs both.
 test-faults: setup system-packages

@@ -24,6 +24,9 @@ from pathlib import Path
 import forked_python
 import pytest
 
+# make test hands the files to its workers longest first (tests/file_order.py).
+pytest_plugins = ["file_order"]
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 
