@@ -56,5 +56,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if not config.getoption("store_durations") or hasattr(config, "workerinput"):
         return
-    merged = {**recorded_seconds(), **{f: round(s, 1) for f, s in _taken.items()}}
-    DURATIONS.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+    DURATIONS.write_text(merged_json(recorded_seconds(), _taken))
+
+
+def merged_json(recorded: dict[str, float], taken: dict[str, float]) -> str:
+    """The files of this run with their new seconds, the others as recorded, by name."""
+    merged = {**recorded, **{f: round(s, 1) for f, s in taken.items()}}
+    return json.dumps(dict(sorted(merged.items())), indent=1) + "\n"
