@@ -60,8 +60,7 @@ def check_pipeline(typed: DictConfig) -> DictConfig:
     preflight's second pass): the classes against the libraries, the task's keys, its metric,
     the memory the largest model needs and the report's settings; returns `typed`."""
     check_libraries(typed)
-    datamodule = build_datamodule(typed.data)  # checks the task's keys without generating data
-    check_job(typed.search, train_setup(typed).nodes, typed.data, datamodule)
+    checked_parts(typed)
     # The report's settings too: a sweep must not run for an hour to a report it cannot make.
     Settings.from_cfg(OmegaConf.to_container(typed.report, resolve=True))
     return typed
@@ -121,6 +120,15 @@ def train_setup(cfg: DictConfig) -> TrainSetup:
                       resolve_num_threads(cfg.trainer))
 
 
+def checked_parts(cfg: DictConfig) -> tuple[TensorDataModule, TrainSetup]:
+    """The job's data module (its task's keys checked, no data generated yet) and what
+    training reads, the job checked against them (rnnsweep.limits): its metric, its memory."""
+    datamodule = build_datamodule(cfg.data)
+    setup = train_setup(cfg)
+    check_job(cfg.search, setup.nodes, cfg.data, datamodule)
+    return datamodule, setup
+
+
 def study_settings(cfg: DictConfig) -> StudySettings:
     return StudySettings(cfg.search, str(cfg.cell.name), fixed_settings(cfg))
 
@@ -146,11 +154,9 @@ class Job:
         cfg = typed_config(composed)
         if cfg.trainer.num_threads:  # before the data module's first torch operation
             os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.num_threads))
-        self.datamodule: TensorDataModule = build_datamodule(cfg.data)  # checks the task's keys
+        self.datamodule, self.setup = checked_parts(cfg)
         self.experiment: str = (cfg.tracking.experiment
                                 or self.datamodule.experiment_name(cfg.data))
-        self.setup = train_setup(cfg)
-        check_job(cfg.search, self.setup.nodes, cfg.data, self.datamodule)
         self.study = study_settings(cfg)
         self.data: DictConfig = cfg.data
         self.seed = int(cfg.seed)
