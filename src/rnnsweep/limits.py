@@ -1,8 +1,9 @@
 """Preflight checks that need the task: the metric a study optimises must be one the task
 logs, and the largest model the job can build must fit in this machine's memory.
 
-Both run before anything is created (rnnsweep.job.prepare, called by the preflight)
-and again when a job starts (a launcher's worker skips the preflight).
+Both run before anything is created (rnnsweep.job.checked_parts, in the preflight's second
+pass) and again when a job starts (the Job calls it too: a launcher's worker skips the
+preflight).
 """
 
 from __future__ import annotations
