@@ -190,7 +190,8 @@ def new_mlflow_store(db: Path) -> str:
     """A new SQLite MLflow store at `db`, made as the project makes one (rnnsweep.store_init:
     a copy of the cached empty schema once one was built, not MLflow's 2 s of migrations);
     returns its URI."""
-    from rnnsweep.store_init import MLFLOW, ensure_sqlite_store
+    from rnnsweep.store_init import ensure_sqlite_store
+    from rnnsweep.store_schemas import MLFLOW
 
     uri = f"sqlite:///{db}"
     ensure_sqlite_store(uri, "tracking.uri", MLFLOW)

@@ -253,7 +253,7 @@ def test_chung_rows_need_both_gated_cells_below_tanh():
 
 def test_solves_and_rank_rows(monkeypatch):
     # No MLflow store here: the batch size (and so the sequences-to-solve column) is unknown.
-    monkeypatch.setattr(published, "_batch_size", lambda sweep: None)
+    monkeypatch.setattr(published, "batch_size", lambda sweep: None)
     runs = [{"tags.cell": c, "condition": f"large T={t}", "metrics.test_acc": acc}
             for c, t, acc in [("lstm", 100, 0.99), ("lstm", 100, 0.97), ("rnn", 100, 0.2),
                               ("lstm", 50, 0.99)]]
@@ -403,9 +403,9 @@ def test_weiss2018_smoke_end_to_end(tmp_path: Path):
 def test_solves_row_gives_every_cells_sequences_to_solve(monkeypatch):
     """Beside the LSTM's sequences (the paper's number) each other cell's: how many seeds
     solved it and after how many sequences on average, or that none did."""
-    monkeypatch.setattr(published, "_batch_size", lambda sweep: 64)
+    monkeypatch.setattr(published, "batch_size", lambda sweep: 64)
     steps = {"lstm": [100.0, math.nan], "gru": [50.0, 150.0], "rnn": [math.nan, math.nan]}
-    monkeypatch.setattr(published, "_sequences_to_solve", lambda runs, batch: np.array(
+    monkeypatch.setattr(published, "sequences_to_solve", lambda runs, batch: np.array(
         [s * batch for s in steps[runs["tags.cell"].iloc[0]]]))
     runs = [{"tags.cell": c, "condition": "large T=100", "metrics.test_acc": acc}
             for c, acc in [("lstm", 0.97), ("lstm", 0.96), ("gru", 0.99), ("gru", 0.99),
@@ -444,8 +444,8 @@ def test_a_comparison_names_the_cells_whose_budget_may_have_decided_it():
 def test_a_solves_row_names_the_cells_still_improving_at_the_end(monkeypatch):
     """hochreiter1997's rows: an LSTM that never solved T=100 while still improving at its
     last step is not reproduced by its budget, and the row says so; the GRU converged."""
-    monkeypatch.setattr(published, "_batch_size", lambda sweep: 64)
-    monkeypatch.setattr(published, "_sequences_to_solve",
+    monkeypatch.setattr(published, "batch_size", lambda sweep: 64)
+    monkeypatch.setattr(published, "sequences_to_solve",
                         lambda runs, batch: np.array([math.nan, math.nan]))
     runs = [{"tags.cell": c, "condition": "large T=100", "metrics.test_acc": acc,
              "params.budget_steps": "5000"}

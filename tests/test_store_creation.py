@@ -24,13 +24,8 @@ from omegaconf import OmegaConf
 from store_checks import check_no_loss, mlflow_url, optuna_url
 
 from rnnsweep.errors import ConfigError, StoreError
-from rnnsweep.store_init import (
-    MLFLOW,
-    OPTUNA,
-    cached_schema,
-    ensure_sqlite_store,
-    inspect_store,
-)
+from rnnsweep.store_init import cached_schema, ensure_sqlite_store, inspect_store
+from rnnsweep.store_schemas import MLFLOW, OPTUNA
 
 # The revision whose migration creates logged_models, and the one before it.
 LOGGED_MODELS_REVISION, BEFORE_LOGGED_MODELS = "400f98739977", "0584bdc529eb"

@@ -29,11 +29,8 @@ from rnnsweep.provenance import (
     split_inputs,
 )
 from rnnsweep.redact import redact
-from rnnsweep.store_init import (
-    MLFLOW,
-    drop_cached_mlflow_engine,
-    ensure_sqlite_store,
-)
+from rnnsweep.store_init import ensure_sqlite_store
+from rnnsweep.store_schemas import MLFLOW, drop_cached_mlflow_engine
 
 PARENT_ROLE, TRIAL_ROLE, SINGLE_ROLE = "study", "trial", "single"
 

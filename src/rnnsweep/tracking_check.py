@@ -14,7 +14,8 @@ from urllib.parse import unquote
 
 from rnnsweep.errors import ConfigError
 from rnnsweep.redact import redact, userinfo_problem
-from rnnsweep.store_init import MLFLOW, preflight_sqlite
+from rnnsweep.store_init import preflight_sqlite
+from rnnsweep.store_schemas import MLFLOW
 
 
 def _auth_headers(parts: urllib.parse.SplitResult) -> dict[str, str]:

@@ -28,16 +28,12 @@ published/protocol_differences.yaml. Nothing here changes a number to agree with
 
 from __future__ import annotations
 
-import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.tracking import MlflowClient
 
-from rnnsweep.report import diagnostics
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.published_checks import (
     ALPHA,
@@ -52,14 +48,24 @@ from rnnsweep.report.published_checks import (
     holm,
     rank_rows,
 )
+from rnnsweep.report.published_seeds import (
+    SOLVED_ACC,
+    batch_size,
+    condition_lengths,
+    fixed_space,
+    ours,
+    runs_of,
+    seed_runs,
+    sequences_to_solve,
+    unconverged,
+    values,
+)
 from rnnsweep.report.render import Document, save_csv
-from rnnsweep.report.tables import fmt
 
 # The repository's published/ folder (src/rnnsweep/report/ -> repo root).
 PUBLISHED_DIR = Path(__file__).resolve().parents[3] / "published"
 COLUMNS = ("id", "paper", "profile", "table", "setting", "cell", "quantity", "metric", "value",
            "relation", "expect", "unit", "also", "citation")
-SOLVED_ACC = 0.95
 HEADING = "7. Published vs measured"
 
 
@@ -92,45 +98,6 @@ def sweep_profile(sweep: Sweep) -> str | None:
     return str(col.dropna().iloc[0])
 
 
-def fixed_space(space: dict[str, dict]) -> bool:
-    """Every parameter takes one value: trials differ only by their seed."""
-    def one(p: dict) -> bool:
-        if p.get("type") == "categorical":
-            return len(p.get("choices") or []) == 1
-        return p.get("low") is not None and float(p["low"]) == float(p["high"])
-    return bool(space) and all(one(p) for p in space.values())
-
-
-def seed_runs(sweep: Sweep) -> pd.DataFrame:
-    """Finished runs that measure a study's chosen configuration, one per seed."""
-    parts = [sweep.reevals]
-    if fixed_space(sweep.space) and len(sweep.trials):
-        parts.append(sweep.trials[sweep.trials.get("tags.state") == "COMPLETE"])
-    runs = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
-        len(p) for p in parts) else pd.DataFrame(columns=["status", "tags.cell", "condition"])
-    return runs[runs["status"] == "FINISHED"].reset_index(drop=True)
-
-
-def _runs_of(runs: pd.DataFrame, cell: str, condition: str) -> pd.DataFrame:
-    return runs[(runs["tags.cell"] == cell) & (runs["condition"] == condition)]
-
-
-def _values(runs: pd.DataFrame, cell: str, condition: str, metric: str) -> np.ndarray:
-    col = f"metrics.{metric}"
-    if col not in runs.columns:
-        return np.array([])
-    v = pd.to_numeric(_runs_of(runs, cell, condition)[col], errors="coerce")
-    v = v.to_numpy(dtype=float)
-    return v[np.isfinite(v)]
-
-
-def _ours(v: np.ndarray) -> str:
-    if not v.size:
-        return "n/a"
-    sd = f" ± {np.std(v, ddof=1):.3g}" if v.size > 1 else ""
-    return f"{np.mean(v):.4g}{sd} (n={v.size}: {', '.join(fmt(float(x), 4) for x in v)})"
-
-
 def _published_text(row: pd.Series) -> str:
     if str(row["metric"]).startswith("importance_rank:"):
         return f"rank {int(row['value'])}"
@@ -140,56 +107,6 @@ def _published_text(row: pd.Series) -> str:
     return f"{rel}{value} {row['unit']}"
 
 
-def _length_of(condition: str) -> str | None:
-    for part in condition.split():
-        if part.startswith(("T=", "seq_len=")):
-            return part.split("=", 1)[1]
-    return None
-
-
-def condition_lengths(sweep: Sweep) -> dict[str, str]:
-    """condition -> sequence length: from its label (several lengths) or the studies' data.T
-    tag (one length, which the label then leaves out)."""
-    out = {}
-    for _, p in sweep.parents.iterrows():
-        tag = next((p.get(k) for k in ("tags.data.T", "tags.data.seq_len")
-                    if isinstance(p.get(k), str)), None)
-        length = _length_of(p["condition"]) or tag
-        if length is not None:
-            out[p["condition"]] = str(length)
-    return out
-
-
-def _sequences_to_solve(runs: pd.DataFrame, batch_size: int | None) -> np.ndarray:
-    """Per run: first validation step with val_acc >= SOLVED_ACC, times the batch size."""
-    if batch_size is None or not len(runs):
-        return np.array([])
-    client = MlflowClient()
-    out = []
-    for run_id in runs["run_id"]:
-        hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_acc"))
-        step = next((s for s, v in hist if v >= SOLVED_ACC), None)
-        out.append(math.nan if step is None else float(step * batch_size))
-    return np.array(out, dtype=float)
-
-
-def _batch_size(sweep: Sweep) -> int | None:
-    try:
-        client = MlflowClient()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(sweep.parents["run_id"].iloc[0], "config.yaml", tmp)
-            return int(yaml.safe_load(Path(path).read_text())["data"]["batch_size"])
-    except Exception:  # noqa: BLE001 (an old or foreign run: the column says n/a)
-        return None
-
-
-def unconverged(sweep: Sweep) -> set[tuple[str, str]]:
-    """(cell, condition) of the studies whose best trial was still improving at the end of its
-    step budget (diagnostics.converged): there the budget, not the cell, may decide."""
-    return {(str(p.get("tags.cell")), str(p["condition"])) for _, p in sweep.parents.iterrows()
-            if diagnostics.converged(sweep, p) is False}
-
-
 def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
     """One line per published row and condition of the sweep: published, ours, verdict.
 
@@ -197,7 +114,7 @@ def compare_rows(sweep: Sweep, rows: pd.DataFrame, imp: pd.DataFrame) -> pd.Data
     runs = seed_runs(sweep)
     late = unconverged(sweep)
     conditions = sorted(sweep.parents["condition"].unique())
-    batch = _batch_size(sweep) if rows["expect"].str.startswith("solves:").any() else None
+    batch = batch_size(sweep) if rows["expect"].str.startswith("solves:").any() else None
     out: list[dict] = []
     tests: list[Comparison] = []  # every direction comparison, for one Holm correction
     for _, row in rows.iterrows():
@@ -229,10 +146,10 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
     """A row whose verdict waits for the Holm family; its comparisons join `tests`."""
     cells = _cells_of(row, arg)
     compared = cells[1:]
-    mine = _values(runs, row["cell"], cond, row["metric"])
+    mine = values(runs, row["cell"], cond, row["metric"])
     parts = []
     for other in compared:
-        theirs = _values(runs, other, cond, row["metric"])
+        theirs = values(runs, other, cond, row["metric"])
         if not mine.size or not theirs.size:
             parts.append((other, None, theirs))
             continue
@@ -247,7 +164,7 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
     if budget:
         extra.append(budget)
     searched = search_text(sweep, cond, cells)
-    return {**base, "condition": cond, "ours": _ours(mine),
+    return {**base, "condition": cond, "ours": ours(mine),
             "_pending": (kind, parts, [e for e in (*extra, magnitude, searched) if e], gaps)}
 
 
@@ -301,7 +218,7 @@ def _finish_direction(pending: tuple, levels: dict[tuple, float]) -> dict:
             evidence.append(f"{other}: not measured")
             continue
         verdicts.append(direction_verdict(c, levels))
-        evidence.append(direction_text(kind, other, c, levels, _ours(theirs).split(" (")[0],
+        evidence.append(direction_text(kind, other, c, levels, ours(theirs).split(" (")[0],
                                        gaps.get(other)))
     verdict = next(v for v in (NOT_MEASURED, NOT_REPRODUCED, NOT_SIGNIFICANT, REPRODUCED)
                    if v in verdicts)
@@ -313,8 +230,8 @@ def _also_text(row: pd.Series, cond: str, runs: pd.DataFrame, cells: list[str]) 
     names = [m for m in str(row.get("also") or "").split(";") if m.strip() and m != "nan"]
     parts = []
     for metric in names:
-        per_cell = [f"{c} {_ours(v).split(' (')[0]}" for c in cells
-                    if (v := _values(runs, c, cond, metric.strip())).size]
+        per_cell = [f"{c} {ours(v).split(' (')[0]}" for c in cells
+                    if (v := values(runs, c, cond, metric.strip())).size]
         if per_cell:
             parts.append(f"{metric.strip()}: {', '.join(per_cell)}")
     return "; ".join(parts)
@@ -352,19 +269,19 @@ def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.Da
                  "evidence": f"the sweep has no T={length} (lengths: {have})"}]
     out = []
     for cond in conds:
-        acc = _values(runs, row["cell"], cond, "test_acc")
-        seqs = _sequences_to_solve(_runs_of(runs, row["cell"], cond), batch)
+        acc = values(runs, row["cell"], cond, "test_acc")
+        seqs = sequences_to_solve(runs_of(runs, row["cell"], cond), batch)
         solved = seqs[np.isfinite(seqs)]
         verdict = NOT_MEASURED if not acc.size else (
             REPRODUCED if float(np.mean(acc)) >= SOLVED_ACC else NOT_REPRODUCED)
         others = []  # every other cell's accuracy and sequences, as the paper's rows
         cells = [row["cell"], *sorted(set(runs["tags.cell"]) - {row["cell"]})]
         for other in cells[1:]:
-            oa = _values(runs, other, cond, "test_acc")
+            oa = values(runs, other, cond, "test_acc")
             if not oa.size:
                 continue
             text = f"{other} test acc {np.mean(oa):.3g}"
-            theirs = _sequences_to_solve(_runs_of(runs, other, cond), batch)
+            theirs = sequences_to_solve(runs_of(runs, other, cond), batch)
             ok = theirs[np.isfinite(theirs)]
             if ok.size:
                 text += (f", solved after {np.mean(ok):.3g} sequences in {ok.size} of "
@@ -372,12 +289,12 @@ def _solves_rows(base: dict, row: pd.Series, arg: str, sweep: Sweep, runs: pd.Da
             elif theirs.size:
                 text += f", never solved in {theirs.size} seeds"
             others.append(text)
-        budget = _sequence_budget(_runs_of(runs, row["cell"], cond), batch, float(row["value"]))
+        budget = _sequence_budget(runs_of(runs, row["cell"], cond), batch, float(row["value"]))
         out.append({**base, "condition": cond,
-                    "ours": (f"sequences to solve: {_ours(solved)}; "
+                    "ours": (f"sequences to solve: {ours(solved)}; "
                              f"{seqs.size - solved.size} of {seqs.size} seeds never "
                              f"reached val acc {SOLVED_ACC}" if seqs.size else
-                             "sequences to solve: n/a") + f"; test acc {_ours(acc)}",
+                             "sequences to solve: n/a") + f"; test acc {ours(acc)}",
                     "verdict": verdict,
                     "evidence": "; ".join(e for e in (
                         f"solved = mean test acc >= {SOLVED_ACC}", budget, ", ".join(others),

@@ -29,7 +29,8 @@ from rnnsweep.search.settings import (
 )
 from rnnsweep.search.space import fingerprint, matched_suffix
 from rnnsweep.search.warm_start import warm_start
-from rnnsweep.store_init import OPTUNA, ensure_sqlite_store, preflight_sqlite
+from rnnsweep.store_init import ensure_sqlite_store, preflight_sqlite
+from rnnsweep.store_schemas import OPTUNA
 from rnnsweep.targets import build, class_name
 
 SPACE_ATTR = "search_space"
