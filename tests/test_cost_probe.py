@@ -19,7 +19,6 @@ from conftest import new_mlflow_store
 from omegaconf import OmegaConf
 from scipy import stats
 
-import rnnsweep.cost as cost_mod
 import rnnsweep.report.cost_claims as cost_claims_mod
 import rnnsweep.report.probe_setup as probe_setup_mod
 from rnnsweep.cost import (
@@ -27,9 +26,7 @@ from rnnsweep.cost import (
     ProbeResult,
     Size,
     SizeCost,
-    TrainingStep,
     as_dict,
-    example_batch,
     flops_per_step,
     interleaved_order,
     log_ratio_interval,
@@ -44,6 +41,7 @@ from rnnsweep.cost_memory import (
     equal_kernel_cell,
     kernel_mode,
 )
+from rnnsweep.cost_step import StepTimer, TrainingStep, example_batch
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.model import total_parameters
 from rnnsweep.report.claim_types import CLAIM_TEXTS, Verdict
@@ -92,7 +90,7 @@ def test_both_modes_share_every_round():
 
 
 def test_cpu_timer_counts_cpu_time_not_waiting():
-    timer = cost_mod._Timer(CPU, threads=1)
+    timer = StepTimer(CPU, threads=1)
     assert timer.name == "thread CPU time"
     assert timer.seconds(lambda: time.sleep(0.05)) < 0.01  # sleeping burns no CPU
     calls = []

@@ -92,7 +92,7 @@ def test_the_metric_names_match_what_the_module_logs(loss):
     import torch
     from torch.utils.data import DataLoader
 
-    from rnnsweep.cost import example_batch
+    from rnnsweep.cost_step import example_batch
     from rnnsweep.data.spec import TaskSpec
     from rnnsweep.lit_module import RecurrentLitModule, validation_metrics
     from rnnsweep.model import SequenceModel

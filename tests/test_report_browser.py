@@ -2,7 +2,7 @@
 report.html opened in a real headless Chromium.
 
 The report is the real command's (`python -m rnnsweep.report` over the session's smoke
-sweep), run with one addition: rnnsweep.report.figures._save first hands each Figure to
+sweep), run with one addition: rnnsweep.report.figures.save first hands each Figure to
 `figure_problems` (below), which writes what it finds next to the report. So every figure the
 real report makes is checked, with its real data, before it is flattened into a PNG, where
 empty panels, overlapping tick labels or a legend over the bars can no longer be told apart.
@@ -223,16 +223,16 @@ sys.path.insert(0, {tests!r})
 from rnnsweep.report import figures
 from rnnsweep.report.__main__ import main
 from test_report_browser import figure_problems
-log, save = Path({log!r}), figures._save
+log, save = Path({log!r}), figures.save
 found = {{}}
 
 def checked(fig, path):
-    fig.tight_layout()  # the layout _save gives it, before looking
+    fig.tight_layout()  # the layout save gives it, before looking
     found[Path(path).name] = figure_problems(fig)
     log.write_text(json.dumps(found, indent=1))
     return save(fig, path)
 
-figures._save = checked
+figures.save = checked
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -263,18 +263,18 @@ def test_every_figure_of_the_report_shows_something(
 
 @pytest.fixture
 def checked_figures(monkeypatch) -> dict[str, list[str]]:
-    """figures._save, with each figure's problems recorded by file name first."""
+    """figures.save, with each figure's problems recorded by file name first."""
     from rnnsweep.report import figures
 
     seen: dict[str, list[str]] = {}
-    save = figures._save
+    save = figures.save
 
     def checked(fig: Figure, path: Path) -> Path:
         fig.tight_layout()
         seen[Path(path).name] = figure_problems(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(figures, "_save", checked)
+    monkeypatch.setattr(figures, "save", checked)
     return seen
 
 

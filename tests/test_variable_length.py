@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnsweep import cost
+from rnnsweep import cost_step
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.lit_module import RecurrentLitModule, trim_padding
 from rnnsweep.measure import rnn_backend
@@ -117,12 +117,12 @@ def test_padded_batches_match_the_packed_path_in_outputs_loss_and_gradients(cell
     ref_out = packed_reference(module.net, x, lengths)
     if spec.per_step:
         mask = torch.arange(11)[None, :] < lengths[:, None]
-        ref_loss = cost.task_loss(spec, ref_out[mask][None], y[mask][None], torch.tensor(
+        ref_loss = cost_step.task_loss(spec, ref_out[mask][None], y[mask][None], torch.tensor(
             [int(mask.sum())]))
         out = module.net(x, lengths)
         torch.testing.assert_close(out[mask], ref_out[mask], rtol=1e-5, atol=1e-5)
     else:
-        ref_loss = cost.task_loss(spec, ref_out, y, lengths)
+        ref_loss = cost_step.task_loss(spec, ref_out, y, lengths)
         torch.testing.assert_close(module.net(x, lengths), ref_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
     for got, want in zip(padded_grads, grads(ref_loss), strict=True):

@@ -123,7 +123,7 @@ def kernel_workspace_bytes(out: torch.Tensor) -> int:
 
 
 class MeasuredStep(Protocol):
-    """What measure_memory reads of a training step (rnnsweep.cost.TrainingStep is one):
+    """What measure_memory reads of a training step (rnnsweep.cost_step.TrainingStep is one):
     calling it runs the step, with a hook between the loss and its backward."""
 
     net: torch.nn.Module
