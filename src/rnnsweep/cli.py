@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnsweep.errors import ConfigError, DataError, StoreError
+from rnnsweep.errors import ConfigError, DataError, StoreError, infrastructure_cause
 from rnnsweep.help_text import register as register_help
 from rnnsweep.overrides import MULTIRUN_FLAGS, expand_repeats, expand_sizes
 from rnnsweep.preflight import preflight
@@ -27,8 +27,12 @@ from rnnsweep.redact import (
 )
 from rnnsweep.signals import (
     STOP_MESSAGE,
+    Interrupted,
+    end_of_job_in_worker,
     exits_on_signal,
+    install_handlers,
     install_sweep_handlers,
+    job_started_in_worker,
     raise_if_signalled,
 )
 
@@ -116,8 +120,6 @@ def _job_log() -> str | None:
 def install_thread_hook() -> None:
     """A store failure in a background thread (Optuna's heartbeat) goes to the log, not
     to stderr as a traceback: the study's own call fails next and reports it in one line."""
-    from rnnsweep.errors import infrastructure_cause
-
     previous = threading.excepthook
     if getattr(previous, "rnnsweep", False):
         return
@@ -158,12 +160,6 @@ def run_job(cfg: DictConfig) -> float | None:
     from rnnsweep.pipeline import run
     from rnnsweep.search.runner import StudyFailedError
     from rnnsweep.search.study import storage_error
-    from rnnsweep.signals import (
-        Interrupted,
-        end_of_job_in_worker,
-        install_handlers,
-        job_started_in_worker,
-    )
 
     install_handlers()
     install_thread_hook()

@@ -22,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import lightning.pytorch as pl
 import torch
 
 from rnnsweep.cells import CellSpec, FusedCPUKernel, cell_config
-from rnnsweep.measure import PeakMemory, _storage_key
+from rnnsweep.measure import PeakMemory, _storage_key, graph_nodes
 
 AS_RUN, EQUAL = "as_run", "equal_kernels"
 MODE_TEXT = {
@@ -105,20 +105,12 @@ def kernel_workspace_bytes(out: torch.Tensor) -> int:
     """Bytes of the vendor RNN workspaces saved in the graph that produced `out` (module
     doc); call before backward, which frees them. Shared storages count once."""
     found: dict[tuple[int, int], int] = {}
-    # Nodes are kept alive while walking: an id() of a freed wrapper could be reused.
-    seen: dict[int, Any] = {}
-    stack = [out.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen:
-            continue
-        seen[id(fn)] = fn
+    for fn in graph_nodes(out):
         if type(fn).__name__.startswith(WORKSPACE_NODES):
             ws = getattr(fn, "_saved_result3", None)
             if isinstance(ws, torch.Tensor):
                 key = _storage_key(ws)
                 found[key] = key[1]
-        stack.extend(next_fn for next_fn, _ in fn.next_functions)
     return sum(found.values())
 
 

@@ -63,20 +63,14 @@ def _chain(err: BaseException) -> list[BaseException]:
 
 def _is_database_failure(e: BaseException) -> bool:
     """A database connection or file that failed (not a rejected statement)."""
-    try:
-        import sqlalchemy.exc as sa
-    except ImportError:  # pragma: no cover - a dependency
-        sa = None
-    if sa is not None and isinstance(
-        e, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, sa.DisconnectionError)
-    ):
-        return True
-    if sa is not None and isinstance(e, sa.DBAPIError) and e.connection_invalidated:
-        return True
-    if isinstance(e, (sqlite3.OperationalError, sqlite3.InterfaceError)):
-        return True
-    # A file that is no database ("file is not a database", "disk image is malformed").
-    return type(e) is sqlite3.DatabaseError
+    import sqlalchemy.exc as sa  # lazily: the command line imports this module before any store
+
+    failed = (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, sa.DisconnectionError,
+              sqlite3.OperationalError, sqlite3.InterfaceError)
+    return (isinstance(e, failed)
+            or (isinstance(e, sa.DBAPIError) and e.connection_invalidated)
+            # A file that is no database ("file is not a database", "disk image is malformed").
+            or type(e) is sqlite3.DatabaseError)
 
 
 def _is_mlflow_unavailable(e: BaseException) -> bool:
@@ -125,8 +119,6 @@ def first_line(err: BaseException) -> str:
 
 def store_error(err: BaseException, store: str, store_call: bool = False) -> StoreError | None:
     """A StoreError naming `store` when err is the infrastructure's fault, else None."""
-    if isinstance(err, StoreError):
-        return err
     cause = infrastructure_cause(err, store_call)
     if cause is None:
         return None

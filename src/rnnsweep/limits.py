@@ -17,6 +17,7 @@ from rnnsweep.cells import CellSpec, cell_name, gate_blocks
 from rnnsweep.errors import ConfigError
 from rnnsweep.lit_module import validation_metrics
 from rnnsweep.model import hidden_size_for_budget, total_parameters
+from rnnsweep.targets import class_name
 
 if TYPE_CHECKING:
     from rnnsweep.training import ModelNodes
@@ -25,11 +26,6 @@ BYTES_PER_VALUE = 4  # float32
 # Optimiser state per parameter, by class name: Adam's and AdamW's two moments, plain SGD
 # none; an optimiser not listed is assumed to keep two.
 OPTIMISER_STATES = {"adam": 2, "adamw": 2, "sgd": 0}
-
-
-def optimiser_name(optim: DictConfig) -> str:
-    """The optimiser's class name in lower case (optim._target_ torch.optim.Adam: adam)."""
-    return str(optim["_target_"]).rsplit(".", 1)[-1].lower()
 
 
 def check_metric(search: DictConfig, task: str, spec: Any) -> None:
@@ -99,7 +95,7 @@ def check_memory(search: DictConfig, nodes: ModelNodes, batch: int, datamodule: 
         hidden = hidden_size_for_budget(nodes.cell, spec, int(budget), int(layers))
         shown = f"{budget_key}={budget}"
     seq_len = datamodule.max_train_len()
-    optimiser = optimiser_name(nodes.optim)
+    optimiser = class_name(nodes.optim).lower()  # torch.optim.Adam: adam
     need = estimate_bytes(nodes.cell, spec, int(hidden), int(layers), optimiser, batch,
                           seq_len)
     if need > available:

@@ -12,6 +12,7 @@ saved bytes of a step depend only on the batch shape, so a few full batches give
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -89,18 +90,18 @@ class PeakMemory(Callback):
         self._close_probe()
 
 
-def _grad_fn_names(out: torch.Tensor) -> set[str]:
-    names: set[str] = set()
-    seen: set[int] = set()
+def graph_nodes(out: torch.Tensor) -> Iterator[Any]:
+    """Every node of the autograd graph that produced `out`, once each."""
+    # Nodes are kept alive while walking: an id() of a freed wrapper could be reused.
+    seen: dict[int, Any] = {}
     stack = [out.grad_fn]
     while stack:
         fn = stack.pop()
         if fn is None or id(fn) in seen:
             continue
-        seen.add(id(fn))
-        names.add(type(fn).__name__)
+        seen[id(fn)] = fn
+        yield fn
         stack.extend(next_fn for next_fn, _ in fn.next_functions)
-    return names
 
 
 def rnn_backend(module: torch.nn.Module, example: torch.Tensor) -> str:
@@ -120,7 +121,7 @@ def graph_backend(out: torch.Tensor) -> str:
     """The recurrent kernel family in the autograd graph that produced `out`."""
     from rnnsweep.cells import fast_gru
 
-    names = _grad_fn_names(out)
+    names = {type(fn).__name__ for fn in graph_nodes(out)}
     # rnnsweep's own fused CPU layers (autograd Functions: node "<class>Backward").
     for layer, name in fast_gru.KERNEL_NAMES.items():
         if any(n == f"{layer.__name__}Backward" for n in names):

@@ -7,7 +7,6 @@ job of the sweep first; nothing in Hydra or OmegaConf does that for range checks
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -31,12 +30,10 @@ def check_data_file(cfg: DictConfig) -> None:
     value = str(OmegaConf.select(cfg, "data.path", default="") or "")
     if not value:
         raise ConfigError("data.path is missing: data=file needs data.path=<file.npz|.csv>")
-    path = Path(value).expanduser()
-    if not path.is_absolute():  # as rnnsweep.data.paths.resolve_path does
-        path = Path(os.environ.get("RNNSWEEP_ROOT") or os.getcwd()) / path
     from rnnsweep.data.file_loaders import probe_sequence_file
+    from rnnsweep.data.paths import resolve_path
 
-    probe_sequence_file(path)
+    probe_sequence_file(resolve_path(value))
 
 
 def preflight(conf_dir: Path, argv: list[str]) -> int:
@@ -78,15 +75,14 @@ def preflight(conf_dir: Path, argv: list[str]) -> int:
 def preflight_stores(cfg: DictConfig) -> None:
     """The study storage and tracking server answer, before any job creates anything."""
     from rnnsweep.job import preflight_study
+    from rnnsweep.tracking import tracking_key, tracking_uri
     from rnnsweep.tracking_check import check_reachable
 
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    tracking = [(env or cfg.tracking.uri, "MLFLOW_TRACKING_URI" if env else "tracking.uri")]
-    stores = tracking if not cfg.search.study else [(cfg.search.storage, "search.storage"),
-                                                         *tracking]
+    tracking = (tracking_uri(cfg.tracking), tracking_key())
+    stores = [(cfg.search.storage, "search.storage"), tracking] if cfg.search.study else [tracking]
     for url, key in stores:
         problem = userinfo_problem(url)
         if problem:
             raise ConfigError(f"{key}={redact(url)}: {problem}")
     preflight_study(cfg)
-    check_reachable(*tracking[0])
+    check_reachable(*tracking)

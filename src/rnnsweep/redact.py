@@ -68,17 +68,10 @@ def password_spans(text: str, whole: bool = False) -> list[tuple[int, int]]:
 
 def redact(text: str) -> str:
     """`text` with every URL password (and every remembered secret) replaced by ***."""
-    spans = password_spans(text)
-    if spans:
-        parts, last = [], 0
-        for start, end in spans:
-            parts += [text[last:start], MASK]
-            last = end
-        parts.append(text[last:])
-        text = "".join(parts)
+    for start, end in reversed(password_spans(text)):  # from the end: earlier spans stay put
+        text = text[:start] + MASK + text[end:]
     for secret in sorted(_known, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
+        text = text.replace(secret, MASK)
     return text
 
 

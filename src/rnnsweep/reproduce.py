@@ -134,8 +134,7 @@ def check_override(word: str) -> None:
         raise RefusedTag(f"{shown(word)}: interpolations and resolvers (${{...}}) are not "
                          "allowed")
     root = re.split(r"[./]", bare, maxsplit=1)[0]
-    key = bare.split("=", 1)[0]
-    if root in REDIRECTING_ROOTS and key not in HARMLESS_TRACKING_KEYS:
+    if root in REDIRECTING_ROOTS and bare not in HARMLESS_TRACKING_KEYS:
         raise RefusedTag(f"{shown(word)}: a tag must not say where results are written "
                          "(use MLFLOW_TRACKING_URI)")
 

@@ -219,12 +219,11 @@ def study_run(tracker: Tracker, run_id: str, classify: Classifier) -> Iterator[N
 
     def close(status: str, quiet: bool = False) -> None:
         spent = (time.perf_counter() - wall, time.process_time() - cpu)
-        if not quiet:
-            close_study_run(tracker, run_id, status, *spent)
-            return
-        try:  # a failed store must not replace the error or the signal being reported
+        try:  # quiet: a failed store must not replace the error or the signal being reported
             close_study_run(tracker, run_id, status, *spent)
         except (Exception, StoreError):
+            if not quiet:
+                raise
             log.debug("could not end study run %s as %s", run_id, status, exc_info=True)
 
     try:

@@ -87,12 +87,10 @@ def deferred() -> Iterator[None]:
     batches (`BatchBoundaryCheck`) or when the block ends. An exception raised in the middle
     of a database transaction would leave SQLite's write lock held while this process still
     has to record the interruption, and it would wait on itself."""
-    saved, _State.deferring = _State.deferring, True
-    try:
+    outer = not _State.deferring
+    with held():
         yield
-    finally:
-        _State.deferring = saved
-    if not saved:
+    if outer:
         raise_pending()
 
 

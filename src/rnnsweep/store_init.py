@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnsweep.errors import ConfigError
+from rnnsweep.errors import ConfigError, first_line
 from rnnsweep.redact import redact
 from rnnsweep.store_schemas import Schema
 
@@ -141,11 +141,6 @@ def _refusal(db: Path, url: str, key: str, schema: Schema, state: State) -> Conf
     )
 
 
-def _reason(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-
-
 def preflight_sqlite(url: str, key: str, schema: Schema, report_unreadable: bool = True
                      ) -> bool:
     """Before any job runs, changing nothing: True when the store at `url` exists and is
@@ -161,7 +156,7 @@ def preflight_sqlite(url: str, key: str, schema: Schema, report_unreadable: bool
     except sqlite3.Error as err:
         if not report_unreadable:
             return True
-        raise ConfigError(f"{key}={redact(url)}: cannot open: {_reason(err)}") from None
+        raise ConfigError(f"{key}={redact(url)}: cannot open: {first_line(err)}") from None
     if not state.problems:
         return True
     if state.data:

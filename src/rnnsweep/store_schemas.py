@@ -99,10 +99,8 @@ OPTUNA = Schema(
 def drop_cached_mlflow_engine(url: str) -> None:
     """MLflow caches one engine per URL for the process; its pooled connections would still
     point at the file that was moved aside."""
-    try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    except ImportError:  # pragma: no cover - a dependency
-        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
     engine = getattr(SqlAlchemyStore, "_engine_map", {}).get(url)
     if engine is not None:
         engine.dispose()

@@ -82,15 +82,14 @@ def read_sweep(tracking_uri: str, sweep_id: str, metric: str) -> list[StudyRow]:
     from rnnsweep.tracking import tag_filter
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    if not experiment_ids:
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    if not names:
         return []
     runs = client.search_runs(
-        experiment_ids,
+        list(names),
         filter_string=tag_filter({"sweep_id": sweep_id, "role": STUDY_ROLE})[0],
         max_results=10000,
     )
-    names = {e.experiment_id: e.name for e in client.search_experiments()}
     rows = []
     for run in runs:
         tags, metrics, info = run.data.tags, run.data.metrics, run.info

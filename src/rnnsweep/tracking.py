@@ -19,7 +19,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig
 
 from rnnsweep.errors import infrastructure_cause, store_error
-from rnnsweep.locks import file_lock
+from rnnsweep.locks import store_lock
 from rnnsweep.provenance import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -47,12 +47,6 @@ def tracking_key() -> str:
 
 def _is_local(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
-
-
-def _sqlite_dir(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :]).parent
-    return None
 
 
 def filter_value(value: object) -> str:
@@ -158,20 +152,17 @@ class Tracker:
     def __init__(self, tracking: DictConfig) -> None:
         """The stores of the `tracking` node (uri, artifact_root, register_best)."""
         self.uri = tracking_uri(tracking)
-        folder = _sqlite_dir(self.uri)
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
         self.artifact_root = tracking.artifact_root
         self.register_best = bool(tracking.get("register_best"))
         self._experiment_ids: dict[str, str] = {}
         store = f"tracking store {redact(self.uri)}"
-        if folder is None:
+        if not self.uri.startswith("sqlite:///"):
             client = guarded(store, MlflowClient, tracking_uri=self.uri)
         else:
             # The client builds a fresh SQLite schema check-then-create, one statement at a
-            # time: one worker at a time, and the schema built whole first (store_init).
-            db = Path(self.uri[len("sqlite:///") :])
-            with file_lock(db.with_name(f".{db.name}.lock")):
+            # time: one worker at a time, and the schema built whole first (store_init). The
+            # lock file beside the database makes its folder.
+            with store_lock(self.uri, "mlflow-schema"):
                 guarded(store, ensure_sqlite_store, self.uri, tracking_key(), MLFLOW,
                         functools.partial(drop_cached_mlflow_engine, self.uri))
                 client = guarded(store, MlflowClient, tracking_uri=self.uri)

@@ -294,7 +294,16 @@ def layer_for(cell: str, dtype: torch.dtype, native_loop: bool = True
 def forward_layers(cell: str, x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
                    dropout: float, training: bool, native_loop: bool = True
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The stacked layers of `cell` ("gru" or "rnn_tanh"); see gru_forward."""
+    """nn.GRU's or nn.RNN(nonlinearity="tanh")'s forward (batch_first) from a zero initial
+    state, for `cell` "gru" or "rnn_tanh".
+
+    `x` is (batch, steps, input); `weights` holds (w_ih, w_hh, b_ih, b_hh) per layer in
+    nn.GRU's / nn.RNN's layout. Dropout with probability `dropout` applies to every layer's
+    outputs but the last's, in training only. `native_loop`: the C++ step loops where they
+    load (see layer_for), else the Python ones. Returns outputs (batch, steps, hidden), a
+    transposed view of time-major storage (values as nn.GRU's; call .contiguous() before
+    .view), and h_n (layers, batch, hidden).
+    """
     if x.dim() != 3 or x.shape[1] == 0:
         raise ValueError(f"x must be (batch, steps >= 1, input); got {tuple(x.shape)}")
     layer = layer_for(cell, x.dtype, native_loop)
@@ -306,26 +315,3 @@ def forward_layers(cell: str, x: torch.Tensor, weights: Sequence[Sequence[torch.
         layer_in = layer.apply(layer_in, *params)
         last_steps.append(layer_in[-1])
     return layer_in.transpose(0, 1), torch.stack(last_steps)
-
-
-def gru_forward(x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
-                dropout: float = 0.0, training: bool = False, native_loop: bool = True
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """nn.GRU(batch_first=True)'s forward from a zero initial state.
-
-    `x` is (batch, steps, input); `weights` holds (w_ih, w_hh, b_ih, b_hh) per layer in
-    nn.GRU's layout. Dropout with probability `dropout` applies to every layer's outputs but
-    the last's, in training only. `native_loop`: the C++ step loops where they load (see
-    layer_for), else the Python ones. Returns outputs (batch, steps, hidden), a transposed
-    view of time-major storage (values as nn.GRU's; call .contiguous() before .view), and
-    h_n (layers, batch, hidden).
-    """
-    return forward_layers("gru", x, weights, dropout, training, native_loop)
-
-
-def rnn_tanh_forward(x: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]],
-                     dropout: float = 0.0, training: bool = False, native_loop: bool = True
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """nn.RNN(nonlinearity="tanh", batch_first=True)'s forward from a zero initial state;
-    arguments and results as gru_forward's."""
-    return forward_layers("rnn_tanh", x, weights, dropout, training, native_loop)

@@ -12,7 +12,6 @@ from rnnsweep.data.base import (
     DataConfig,
     TensorDataModule,
     check_data_seed,
-    full_lengths,
     split_seeds,
 )
 from rnnsweep.data.sizes import train_count
@@ -24,13 +23,11 @@ from rnnsweep.errors import ConfigError
 class AddingDataConfig(DataConfig):
     _target_: str = "rnnsweep.data.adding.AddingDataModule"
     task: str = "adding"
-    size: str = "small"
     seq_len: int = 50
     n_train_small: int = 400
     n_train_large: int = 4000
     n_val: int = 1000
     n_test: int = 1000
-    seed: int = 1234
     batch_size: int = 64
     acc_tolerance: float = 0.04
     # sd of Gaussian noise added to every target: with noise a net can memorise its
@@ -118,4 +115,4 @@ class AddingDataModule(TensorDataModule):
 
 def _dataset(x: np.ndarray, y: np.ndarray, seq_len: int) -> TensorDataset:
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y).unsqueeze(-1)
-    return TensorDataset(xt, yt, full_lengths(len(xt), seq_len))
+    return TensorDataset(xt, yt, torch.full((len(xt),), seq_len, dtype=torch.long))

@@ -62,7 +62,6 @@ class AnbnTaskSpec(TaskSpec):
 class AnbnDataConfig(DataConfig):
     _target_: str = "rnnsweep.data.anbn.AnbnDataModule"
     task: str = "anbn"
-    size: str = "small"
     n_min: int = 1
     # Training range n_min..n_max_<size>: small stops earlier, so it must extrapolate further.
     n_max_small: int = 50
@@ -84,8 +83,6 @@ class AnbnDataConfig(DataConfig):
     # these outputs are independent sigmoids, whose decision threshold is 0.5).
     accept_n: int = 1000
     accept_threshold: float = 0.5
-    seed: int = 1234
-    batch_size: int = 32
 
     def __post_init__(self) -> None:
         for key in ("n_min", "repeats", "val_span", "test_span", "count_chunk", "accept_n"):

@@ -4,6 +4,7 @@ content-hash leak check, the trivial predictor's loss and the run's data-order s
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError, DataError
-from rnnsweep.losses import loss_kind
+from rnnsweep.losses import loss_kind, step_mask
 
 # Stream ids under a run's seed: initialisation/dropout come from torch's global seed;
 # the data order from its own child stream, so neither shifts the other.
@@ -59,42 +60,36 @@ def split_seeds(data_seed: int, n: int) -> list[int]:
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(data_seed).spawn(n)]
 
 
-def sequence_hashes(ds: TensorDataset, per_step: bool) -> list[str]:
-    """One content hash per sequence: its real steps of input and target (padding ignored)."""
-    x, y, lengths = ds.tensors
+def content_hashes(x: np.ndarray, lengths: np.ndarray, y: np.ndarray,
+                   per_step: bool = False) -> list[str]:
+    """One content hash per sequence: its real steps of input and its target (per-step
+    targets: their real steps), padding ignored."""
     out = []
     for i in range(len(x)):
         n = int(lengths[i])
-        h = hashlib.sha1(x[i, :n].numpy().tobytes())
-        h.update((y[i, :n] if per_step else y[i]).numpy().tobytes())
+        h = hashlib.sha1(x[i, :n].tobytes())
+        h.update(np.asarray(y[i, :n] if per_step else y[i]).tobytes())
         out.append(h.hexdigest())
     return out
 
 
-def unique_indices(items: list[bytes | str]) -> tuple[list[int], int]:
-    """Indices of the first copy of each distinct item, and how many copies were dropped."""
-    seen: set = set()
-    keep = []
-    for i, item in enumerate(items):
-        if item not in seen:
-            seen.add(item)
-            keep.append(i)
+def sequence_hashes(ds: TensorDataset, per_step: bool) -> list[str]:
+    """content_hashes of a dataset of (x, y, lengths)."""
+    x, y, lengths = (t.numpy() for t in ds.tensors)
+    return content_hashes(x, lengths, y, per_step)
+
+
+def unique_indices(items: list[str]) -> tuple[list[int], int]:
+    """Indices of the first copy of each distinct item (np.unique's first occurrences), and
+    how many copies were dropped."""
+    keep = sorted(np.unique(np.asarray(items), return_index=True)[1].tolist()) if items else []
     return keep, len(items) - len(keep)
 
 
-def find_leaks(
-    splits: dict[str, TensorDataset], per_step: bool
-) -> list[tuple[str, str, int]]:
-    """(split a, split b, sequences in both) for every pair of splits that share content."""
-    hashes = {name: set(sequence_hashes(ds, per_step)) for name, ds in splits.items()}
-    names = list(hashes)
-    leaks = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            shared = len(hashes[a] & hashes[b])
-            if shared:
-                leaks.append((a, b, shared))
-    return leaks
+def shared_counts(hashes: dict[str, set[str]]) -> list[tuple[str, str, int]]:
+    """(split a, split b, items in both) for every pair of splits that share content."""
+    pairs = ((a, b, len(hashes[a] & hashes[b])) for a, b in itertools.combinations(hashes, 2))
+    return [(a, b, n) for a, b, n in pairs if n]
 
 
 @dataclass
@@ -191,18 +186,16 @@ class TensorDataModule(pl.LightningDataModule):
         preflight's memory estimate); None: unknown until the data are built."""
         return None
 
-    def describe(self) -> str:
-        """The task's name for its leak messages."""
-        return self.condition().get("task", type(self).__name__)
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         train, val, test = self.build()
-        leaks = find_leaks({"train": train, "val": val, "test": test}, self.spec.per_step)
+        leaks = shared_counts({name: set(sequence_hashes(ds, self.spec.per_step))
+                               for name, ds in (("train", train), ("val", val), ("test", test))})
         if leaks and not self.allow_leaks:
             what = ", ".join(f"{n} sequences in both {a} and {b}" for a, b, n in leaks)
-            raise DataError(f"data.task={self.describe()}: split leak: {what}")
+            task = self.condition().get("task", type(self).__name__)
+            raise DataError(f"data.task={task}: split leak: {what}")
         self.train_set, self.val_set, self.test_set = train, val, test
 
     def train_eval_set(self) -> TensorDataset:
@@ -250,8 +243,9 @@ class TensorDataModule(pl.LightningDataModule):
         assert self.train_set is not None and self.val_set is not None
         _, y_tr, len_tr = self.train_set.tensors
         _, y_va, len_va = self.val_set.tensors
-        if self.spec.per_step:
-            y_tr, y_va = _real_steps(y_tr, len_tr), _real_steps(y_va, len_va)
+        if self.spec.per_step:  # real steps only
+            y_tr = y_tr[step_mask(len_tr, y_tr.shape[1])]
+            y_va = y_va[step_mask(len_va, y_va.shape[1])]
         loss, acc = loss_kind(self.spec.loss).trivial(y_tr, y_va, self.spec)
         return {"baseline_loss": loss, "baseline_acc": acc}
 
@@ -262,11 +256,6 @@ class TensorDataModule(pl.LightningDataModule):
         from rnnsweep.data.fitted_baselines import fitted_baselines
 
         return fitted_baselines(self)
-
-
-def _real_steps(y: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    mask = torch.arange(y.shape[1])[None, :] < lengths[:, None]
-    return y[mask]
 
 
 class TensorBatches(Sampler):
@@ -292,7 +281,3 @@ class TensorBatches(Sampler):
         perm = torch.randperm(self.n, generator=self.generator)
         for i in range(0, self.n, b):
             yield perm[i : i + b]
-
-
-def full_lengths(n: int, seq_len: int) -> torch.Tensor:
-    return torch.full((n,), seq_len, dtype=torch.long)

@@ -36,11 +36,9 @@ class ChoralesDataConfig(SplitDataConfig):
 
     _target_: str = "rnnsweep.data.chorales.ChoralesDataModule"
     task: str = "chorales"
-    size: str = "small"
     cache: str = "data/cache/chorales.npz"
     # Use only the first N chorales of the cache (tests and smoke runs); null = all.
     max_chorales: int | None = None
-    seed: int = 1234
     batch_size: int = 16
 
     def __post_init__(self) -> None:

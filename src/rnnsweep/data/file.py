@@ -6,7 +6,6 @@ targets a regression (MSE). See file_loaders for the format and its checks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from rnnsweep.data.base import (
     SplitDataConfig,
     TensorDataModule,
     check_data_seed,
+    content_hashes,
+    shared_counts,
     unique_indices,
 )
 from rnnsweep.data.comparability import check_learnable, check_split_sizes
@@ -39,11 +40,8 @@ class FileDataConfig(SplitDataConfig):
 
     _target_: str = "rnnsweep.data.file.FileDataModule"
     task: str = "file"
-    size: str = "small"
     # .npz or .csv; a relative path resolves against the project root.
     path: str = ""
-    seed: int = 1234
-    batch_size: int = 32
     # Regression: a prediction counts as correct when |error| < tolerance (val_acc).
     acc_tolerance: float = 0.04
     # A file with its own `split` whose splits share identical sequences is refused unless
@@ -58,16 +56,6 @@ class FileDataConfig(SplitDataConfig):
         if self.acc_tolerance <= 0:
             raise ConfigError(f"data.acc_tolerance={self.acc_tolerance} is invalid: must be > 0")
         check_data_seed(self.seed)
-
-
-def row_hashes(data: SequenceFile) -> list[str]:
-    """Content hash of each sequence: its real steps and its target."""
-    out = []
-    for i in range(len(data.y)):
-        h = hashlib.sha1(np.ascontiguousarray(data.x[i, : int(data.lengths[i])]).tobytes())
-        h.update(np.asarray(data.y[i]).tobytes())
-        out.append(h.hexdigest())
-    return out
 
 
 def auto_split(data: SequenceFile, val_fraction: float, test_fraction: float,
@@ -106,7 +94,7 @@ class FileDataModule(TensorDataModule):
         self.data = load_sequence_file(resolve_path(cfg.path))
         d = self.data
         check_learnable(str(d.path), d.x, d.y, d.classification)  # before any split
-        hashes = row_hashes(d)
+        hashes = content_hashes(d.x, d.lengths, d.y)
         keep, self.duplicates_dropped = unique_indices(hashes)
         if d.split is None:
             self.split = auto_split(d, cfg.val_fraction, cfg.test_fraction, cfg.seed,
@@ -138,9 +126,7 @@ class FileDataModule(TensorDataModule):
         when data.allow_duplicates is true."""
         by_split = {s: {h for h, sp in zip(hashes, self.split, strict=True) if sp == s}
                     for s in ("train", "val", "test")}
-        shared = [(a, b, len(by_split[a] & by_split[b]))
-                  for a, b in (("train", "val"), ("train", "test"), ("val", "test"))]
-        shared = [(a, b, n) for a, b, n in shared if n]
+        shared = shared_counts(by_split)
         if not shared:
             return
         what = ", ".join(f"{n} in both {a} and {b}" for a, b, n in shared)

@@ -78,13 +78,9 @@ def _py(value: object) -> object:
 @functools.lru_cache(maxsize=4)
 def _load_cached(path_str: str, size: int, mtime_ns: int) -> SequenceFile:
     path = Path(path_str)
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        x, lengths, y, split = _read_npz(path)
-    elif suffix == ".csv":
-        x, lengths, y, split = _read_csv(path)
-    else:
-        raise DataError(f"{path}: unsupported file type {suffix!r}: allowed: .npz, .csv")
+    # Only a .npz or .csv gets here: load_sequence_file probed the suffix first.
+    read = _read_npz if path.suffix.lower() == ".npz" else _read_csv
+    x, lengths, y, split = read(path)
     has_lengths = lengths is not None
     x, lengths, y, split, classification = _check(path, x, lengths, y, split)
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:8]

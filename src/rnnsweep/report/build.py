@@ -31,7 +31,7 @@ def _share(v: object) -> str:
 
 
 def _converged_text(v: object, hint: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if pd.isna(v):
         return "not recorded"
     return "yes" if v else f"NO: {hint}"
 
@@ -49,12 +49,10 @@ def _fitted_text(s: pd.DataFrame, metric: str) -> list[str] | None:
 def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFrame:
     view = pd.DataFrame({
         "cell": s["cell"], "data": s["condition"],
-        f"{test_metric} (re-eval, test set)": [pm(m, d) for m, d in
-                                               zip(s["test_mean"], s["test_sd"], strict=True)],
+        f"{test_metric} (re-eval, test set)": pm(s["test_mean"], s["test_sd"]),
     })
     if s["test_acc_mean"].notna().any() and test_metric != "test_acc":
-        view["test_acc (re-eval)"] = [pm(m, d) for m, d in
-                                      zip(s["test_acc_mean"], s["test_acc_sd"], strict=True)]
+        view["test_acc (re-eval)"] = pm(s["test_acc_mean"], s["test_acc_sd"])
     if s["baseline_acc"].notna().any():
         view["majority-class rate (validation set)"] = s["baseline_acc"].map(lambda v: fmt(v, 3))
     view["trivial predictor loss (validation set)"] = s["baseline_loss"].map(fmt)
@@ -64,10 +62,8 @@ def _summary_view(s: pd.DataFrame, metric: str, test_metric: str) -> pd.DataFram
         if fitted is not None:
             view[f"fitted baselines, {name} (test set)"] = fitted
     view[f"best trial {metric} (selection statistic)"] = s["best_trial_val"].map(fmt)
-    view[f"{metric} (re-eval)"] = [pm(m, d) for m, d in zip(s["val_mean"], s["val_sd"],
-                                                            strict=True)]
-    view["eval gap at best"] = [pm(m, d) for m, d in zip(s["gap_eval_mean"], s["gap_eval_sd"],
-                                                         strict=True)]
+    view[f"{metric} (re-eval)"] = pm(s["val_mean"], s["val_sd"])
+    view["eval gap at best"] = pm(s["gap_eval_mean"], s["gap_eval_sd"])
     view["seeds ok/failed"] = [f"{a}/{b}" for a, b in zip(s["reeval_n"], s["reeval_failed"],
                                                           strict=True)]
     view["converged"] = [_converged_text(v, h) for v, h in
@@ -103,9 +99,7 @@ def metrics_json(s: pd.DataFrame, claims: list[Claim]) -> dict:
                        if isinstance(v, (int, float, np.number)) and math.isfinite(float(v))}
         for key in ("baseline_loss", "gap_eval_mean", "gap_eval_sd"):
             clean.setdefault(key, None)  # the contract's keys, null when not recorded
-        conv = r["converged"]
-        clean["converged"] = None if conv is None or (isinstance(conv, float)
-                                                      and math.isnan(conv)) else bool(conv)
+        clean["converged"] = None if pd.isna(r["converged"]) else bool(r["converged"])
         clean["trainability"] = {"near_best": finite(r["near_best_share"]),
                                  "diverged": finite(r["diverged_share"])}
         key = r["condition"].replace(" ", "_")
@@ -244,10 +238,8 @@ def _write_files(sweep: Sweep, rcfg: dict, tmp: Path) -> None:
     doc.image(figures.overfitting(summ, fig_dir, metric),
               "gap and validation value per cell and size")
     doc.table(pd.DataFrame({"cell": summ["cell"], "data": summ["condition"],
-                            "eval gap at best": [pm(m, d) for m, d in zip(
-                                summ["gap_eval_mean"], summ["gap_eval_sd"], strict=True)],
-                            "val_rise": [pm(m, d) for m, d in zip(
-                                summ["val_rise_mean"], summ["val_rise_sd"], strict=True)]}))
+                            "eval gap at best": pm(summ["gap_eval_mean"], summ["gap_eval_sd"]),
+                            "val_rise": pm(summ["val_rise_mean"], summ["val_rise_sd"])}))
     doc.image(figures.learning_curves(sweep, fig_dir), "learning curves of the best trials")
 
     doc.heading("3. Expected best validation value vs number of trials")
@@ -266,8 +258,7 @@ def _write_files(sweep: Sweep, rcfg: dict, tmp: Path) -> None:
         "curve": last["control"].map(lambda c: "valid (random-search control)" if c
                                      else "indicative only (not i.i.d. draws)"),
         "trials": last["n_trials"],
-        f"expected best {metric}": [pm(m, s) for m, s in zip(last["expected"], last["sd"],
-                                                              strict=True)]}))
+        f"expected best {metric}": pm(last["expected"], last["sd"])}))
     doc.table(pd.DataFrame({"cell": summ["cell"], "data": summ["condition"],
                             "within 10 % of best": summ["near_best_share"].map(_share),
                             "diverged": summ["diverged_share"].map(_share)}))

@@ -55,19 +55,17 @@ def _search(uri: str, experiment_id: str, filter_string: str) -> pd.DataFrame:
     )
 
 
-def _config_of(client: MlflowClient, run_id: str) -> dict:
+def config_of(client: MlflowClient, run_id: str) -> dict:
+    """The config.yaml a run stored as its artifact."""
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, "config.yaml", tmp)
         return yaml.safe_load(Path(path).read_text())
 
 
 def _condition_axes(parents: pd.DataFrame) -> list[str]:
-    data_cols = [c for c in parents.columns if c.startswith("tags.data.")]
-    axes = []
-    for col in data_cols:
-        if (parents.groupby("tags.data_size")[col].nunique(dropna=True) > 1).any():
-            axes.append(col)
-    return axes
+    by_size = parents.groupby("tags.data_size")
+    return [c for c in parents.columns
+            if c.startswith("tags.data.") and (by_size[c].nunique(dropna=True) > 1).any()]
 
 
 def condition_label(row: pd.Series, axes: list[str]) -> str:
@@ -97,7 +95,7 @@ def load_sweep(uri: str, experiment: str, sweep_id: str | None = None) -> Sweep:
     parents, children = snapshot(parents, children, sweep_id)
     if parents.empty:
         raise ConfigError(f"report.sweep_id={sweep_id!r}: no study of experiment {experiment!r}")
-    cfg = _config_of(client, parents["run_id"].iloc[0])
+    cfg = config_of(client, parents["run_id"].iloc[0])
     search = cfg["search"]
     axes = _condition_axes(parents)
     for df in (parents, children):

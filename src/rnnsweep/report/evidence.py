@@ -40,11 +40,6 @@ class Evidence:
         return self.parents[(self.parents["tags.cell"] == cell)
                             & (self.parents["condition"] == condition)]
 
-    def parent(self, cell: str, condition: str) -> pd.Series | None:
-        """The cell's first study of the condition (repeat 0 where there are several)."""
-        rows = self.studies(cell, condition)
-        return rows.iloc[0] if len(rows) else None
-
     def values(self, cell: str, condition: str, column: str) -> list[float]:
         """Finite values of `column` over the finished seeds of the current best of each of
         the cell's studies of the condition (every repeat's; study by study)."""
@@ -100,13 +95,10 @@ class Evidence:
             done, bad, reasons = done + d, bad + b, reasons + r
         return done, bad, reasons
 
-    def repeats(self, condition: str | None = None) -> int:
-        """The most independent searches any cell has in the condition (all: None)."""
-        ps = self.parents if condition is None else \
-            self.parents[self.parents["condition"] == condition]
-        if ps.empty:
-            return 0
-        return int(ps.groupby(["tags.cell", "condition"]).size().max())
+    def repeats(self) -> int:
+        """The most independent searches any cell has in any condition."""
+        ps = self.parents
+        return 0 if ps.empty else int(ps.groupby(["tags.cell", "condition"]).size().max())
 
     def pooled_text(self) -> str:
         """'' with one search per cell and condition; else what a cell's seeds pool."""

@@ -75,11 +75,7 @@ def _resampled(study: optuna.Study, rng: np.random.Generator) -> optuna.Study:
     """The same study with its complete trials drawn with replacement (a bootstrap replicate)."""
     trials = study.trials
     copy = optuna.create_study(direction=study.direction)
-    for i in rng.integers(0, len(trials), len(trials)):
-        t = trials[i]
-        copy.add_trial(optuna.trial.create_trial(params=t.params,
-                                                 distributions=t.distributions,
-                                                 value=t.value))
+    copy.add_trials([trials[i] for i in rng.integers(0, len(trials), len(trials))])
     return copy
 
 

@@ -4,13 +4,9 @@ they ran, and at most `report.cost_probe.max_sizes` sizes from their best config
 
 from __future__ import annotations
 
-import math
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 import yaml
 from omegaconf import OmegaConf
@@ -21,6 +17,7 @@ from rnnsweep.cost import ProbeResult, Size, probe
 from rnnsweep.data.spec import TaskSpec
 from rnnsweep.errors import ConfigError
 from rnnsweep.model import hidden_size_for_budget
+from rnnsweep.report.bookkeeping import finite
 from rnnsweep.report.collect import Sweep
 from rnnsweep.schema import CostProbeConfig
 
@@ -73,23 +70,9 @@ def _study_configs(sweep: Sweep) -> dict[str, dict]:
 
     if "artifact_uri" not in sweep.parents.columns:
         raise ValueError("the sweep's study runs carry no artifact location")
-    configs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (rid, uri) in enumerate(zip(sweep.parents["run_id"],
-                                           sweep.parents["artifact_uri"], strict=True)):
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{str(uri).rstrip('/')}/config.yaml", dst_path=f"{tmp}/{i}")
-            configs[rid] = yaml.safe_load(Path(path).read_text())
-    return configs
-
-
-def _best(parent: pd.Series, key: str) -> float | None:
-    value = parent.get(f"tags.best.{key}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+    return {rid: yaml.safe_load(mlflow.artifacts.load_text(f"{str(uri).rstrip('/')}/config.yaml"))
+            for rid, uri in zip(sweep.parents["run_id"], sweep.parents["artifact_uri"],
+                                strict=True)}
 
 
 def _seq_len(data_cfg: dict, dm: Any, length_keys: list[str]) -> int:
@@ -134,9 +117,9 @@ def probe_setup(sweep: Sweep, rcfg: dict, configs: dict[str, dict] | None = None
     sizes = []
     for _, parent in sweep.parents.iterrows():
         model = configs[parent["run_id"]].get("model", first.get("model", {}))
-        layers = int(_best(parent, "num_layers") or model.get("num_layers", 1))
-        hidden = _best(parent, "hidden_size")
-        budget = _best(parent, "param_budget")
+        layers = int(finite(parent.get("tags.best.num_layers")) or model.get("num_layers", 1))
+        hidden = finite(parent.get("tags.best.hidden_size"))
+        budget = finite(parent.get("tags.best.param_budget"))
         if hidden is not None:
             sizes.append(Size(int(hidden), layers))
         elif budget is not None:  # parameter-matched: each cell's size, probed for all cells

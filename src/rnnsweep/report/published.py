@@ -145,10 +145,9 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
                    tests: list[Comparison], gaps: dict[str, float]) -> dict:
     """A row whose verdict waits for the Holm family; its comparisons join `tests`."""
     cells = _cells_of(row, arg)
-    compared = cells[1:]
     mine = values(runs, row["cell"], cond, row["metric"])
     parts = []
-    for other in compared:
+    for other in cells[1:]:
         theirs = values(runs, other, cond, row["metric"])
         if not mine.size or not theirs.size:
             parts.append((other, None, theirs))
@@ -158,14 +157,10 @@ def _direction_row(base: dict, row: pd.Series, kind: str, arg: str, cond: str,
         c = Comparison((hi_cell, lo_cell, cond, str(row["metric"])), hi, lo)
         tests.append(c)
         parts.append((other, c, theirs))
-    extra = [_also_text(row, cond, runs, cells)]
-    magnitude = _magnitude(row, mine)
-    budget = budget_text(cells, cond, late)
-    if budget:
-        extra.append(budget)
-    searched = search_text(sweep, cond, cells)
+    notes = [e for e in (_also_text(row, cond, runs, cells), budget_text(cells, cond, late),
+                         _magnitude(row, mine), search_text(sweep, cond, cells)) if e]
     return {**base, "condition": cond, "ours": ours(mine),
-            "_pending": (kind, parts, [e for e in (*extra, magnitude, searched) if e], gaps)}
+            "_pending": (kind, parts, notes, gaps)}
 
 
 def _cells_of(row: pd.Series, arg: str) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rnnsweep.report.bookkeeping import finite
 from rnnsweep.report.collect import Sweep
 from rnnsweep.report.sequential import seeds_to_decide
 from rnnsweep.report.stats import contrast, holm_levels
@@ -124,11 +125,6 @@ def _gap_text(c: Comparison, gap: float | None, m: int) -> str:
             f"seeds)")
 
 
-def _finite(value: object) -> float | None:
-    v = pd.to_numeric(value, errors="coerce")
-    return float(v) if v is not None and np.isfinite(v) else None
-
-
 def study_training(sweep: Sweep, study: str) -> tuple[bool | None, str]:
     """(trained?, 'best X vs trivial Y') of one study from its parent run; None when the
     best value or the trivial predictor's is not recorded."""
@@ -138,14 +134,14 @@ def study_training(sweep: Sweep, study: str) -> tuple[bool | None, str]:
     if rows.empty:
         return None, f"no parent run for {study}"
     p = rows.iloc[0]
-    best = _finite(p.get(sweep.best_key))
+    best = finite(p.get(sweep.best_key))
     t = sweep.trials
     if best is None and {"value", "tags.mlflow.parentRunId", "tags.state"} <= set(t.columns):
         mine = t[(t["tags.mlflow.parentRunId"] == p["run_id"]) & (t["tags.state"] == "COMPLETE")]
         values = pd.to_numeric(mine["value"], errors="coerce").dropna()
         if len(values):
             best = float(values.min() if sweep.minimize else values.max())
-    trivial = _finite(p.get("metrics.baseline_loss" if sweep.minimize
+    trivial = finite(p.get("metrics.baseline_loss" if sweep.minimize
                             else "metrics.baseline_acc"))
     if best is None or trivial is None:
         return None, "best value or trivial predictor not recorded"

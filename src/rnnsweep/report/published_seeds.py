@@ -6,16 +6,13 @@ their budget."""
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnsweep.report import diagnostics
-from rnnsweep.report.collect import Sweep
+from rnnsweep.report.collect import Sweep, config_of
 from rnnsweep.report.tables import fmt
 
 SOLVED_ACC = 0.95
@@ -100,10 +97,7 @@ def sequences_to_solve(runs: pd.DataFrame, batch_size: int | None) -> np.ndarray
 def batch_size(sweep: Sweep) -> int | None:
     """data.batch_size of the sweep's stored config (None for a run without one)."""
     try:
-        client = MlflowClient()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(sweep.parents["run_id"].iloc[0], "config.yaml", tmp)
-            return int(yaml.safe_load(Path(path).read_text())["data"]["batch_size"])
+        return int(config_of(MlflowClient(), sweep.parents["run_id"].iloc[0])["data"]["batch_size"])
     except Exception:  # noqa: BLE001 (an old or foreign run: the column says n/a)
         return None
 

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from rnnsweep.report.stats import Comparison, Contrast, compare_means, compare_paired, tost_p
 
@@ -125,17 +124,7 @@ def seeds_to_decide(
     given power; None when not within max_seeds (or the effect is 0)."""
     if effect <= 0 or not np.isfinite(effect):
         return None
-    ns = np.arange(max(2, max(c.n, default=2)), max(max_seeds, 2) + 1)
-    if ns.size == 0:
-        return None
-    parts = np.asarray(c.parts, float)
-    v = parts[None, :] / ns[:, None]  # each group's variance share at n seeds per group
-    se = np.sqrt(v.sum(axis=1))
-    if c.df_rule == "hsu":
-        df = ns - 1.0
-    else:
-        denom = np.sum(v**2, axis=1) / (ns - 1.0)
-        df = np.where(denom > 0, v.sum(axis=1) ** 2 / np.where(denom > 0, denom, 1), np.inf)
-    mde = (stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se
-    ok = np.flatnonzero(mde <= effect)
-    return int(ns[ok[0]]) if ok.size else None
+    for n in range(max(2, max(c.n, default=2)), max(max_seeds, 2) + 1):
+        if c.at_n(n).mde(alpha, power) <= effect:
+            return n
+    return None

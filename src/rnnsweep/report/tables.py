@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -22,9 +24,7 @@ DRAWN_STATES = ("COMPLETE", "PRUNED")
 
 def _mean_sd(values: pd.Series) -> tuple[float, float, int]:
     v = pd.to_numeric(values, errors="coerce").dropna()
-    if v.empty:
-        return np.nan, np.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else np.nan, int(len(v))
+    return float(v.mean()), float(v.std()), len(v)  # nan for no value, sd nan for one
 
 
 def _count(value: object) -> int:
@@ -181,7 +181,7 @@ def by_length(sweep: Sweep, axis: str, test_metric: str) -> pd.DataFrame:
     for _, p in sweep.parents.iterrows():
         re = current[(current["tags.mlflow.parentRunId"] == p["run_id"]) & current["ok"]] \
             if len(current) else pd.DataFrame()
-        m, s, n = _mean_sd(re[col] if col in re else pd.Series(dtype=float))
+        m, s, n = _mean_sd(_column(re, col))
         rows.append({"cell": p["tags.cell"], "size": p["tags.data_size"],
                      "length": int(p[axis]), "mean": m, "sd": s, "n": n})
     return pd.DataFrame(rows)
@@ -195,10 +195,10 @@ def fmt(value: object, digits: int = 4) -> str:
     return str(value)
 
 
-def pm(mean: float, sd: float) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.4g} ± {sd:.2g}" if np.isfinite(sd) else f"{mean:.4g}"
+def pm(means: Iterable[float], sds: Iterable[float]) -> list[str]:
+    """'mean ± sd' per pair of a column of means and one of sds ('n/a' for no mean)."""
+    return ["n/a" if not np.isfinite(m) else f"{m:.4g} ± {d:.2g}" if np.isfinite(d)
+            else f"{m:.4g}" for m, d in zip(means, sds, strict=True)]
 
 
 def _compact(value: object) -> str:

@@ -53,12 +53,8 @@ def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
     Trial numbers come from the storage in creation order, so every worker agrees on who is
     ahead: of two trials started at once for the last slot, exactly the later one yields.
     """
-    ahead = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state in FINISHED or (
-            t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < number
-        ):
-            ahead += 1
+    ahead = sum(1 for t in study.get_trials(deepcopy=False) if t.state in FINISHED or (
+        t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < number))
     return ahead >= n_trials
 
 

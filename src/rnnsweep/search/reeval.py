@@ -25,6 +25,7 @@ import statistics
 from typing import Any
 
 import optuna
+import psutil
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -140,16 +141,6 @@ def _reeval_runs(ctx: StudyContext, best_number: int, status: str) -> list:
     }, status=status)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
 def _claimed_seeds(ctx: StudyContext, best_number: int) -> set[int]:
     """Seeds finished or being trained by a live worker; a dead local worker's run is closed.
 
@@ -161,7 +152,8 @@ def _claimed_seeds(ctx: StudyContext, best_number: int) -> set[int]:
     host = socket.gethostname()
     for run in _reeval_runs(ctx, best_number, "RUNNING"):
         tags = run.data.tags
-        dead = tags.get("worker_host") == host and not _pid_alive(int(tags.get("worker_pid", 0)))
+        pid = int(tags.get("worker_pid", 0))  # 0: no pid recorded, trusted as alive
+        dead = tags.get("worker_host") == host and pid != 0 and not psutil.pid_exists(pid)
         if dead:
             ctx.tracker.end_run(run.info.run_id, "KILLED",
                                 tags={"state": "FAIL", "fail_reason": "worker died"})

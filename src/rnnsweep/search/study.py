@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from rnnsweep.errors import ConfigError, StoreError, first_line, infrastructure_cause
+from rnnsweep.errors import ConfigError, StoreError, infrastructure_cause, store_error
 from rnnsweep.locks import store_lock
 from rnnsweep.redact import redact
 from rnnsweep.search.fair_pruner import guarantee_sampler_trials
@@ -90,12 +90,8 @@ def storage_error(search: DictConfig, err: BaseException) -> StoreError | None:
     """err as a StoreError when the study storage (or the disk) failed, else None: how an
     error raised by Optuna outside the Tracker is told from a trial's own failure."""
     cause = infrastructure_cause(err)
-    if cause is None:
-        return None
-    if isinstance(cause, StoreError):
-        return cause
     where = "disk" if isinstance(cause, OSError) else f"study storage {redact(search.storage)}"
-    return StoreError(where, first_line(cause))
+    return store_error(err, where)
 
 
 def make_sampler(search: DictConfig) -> optuna.samplers.BaseSampler:
