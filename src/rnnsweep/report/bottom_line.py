@@ -13,6 +13,7 @@ import pandas as pd
 from rnnsweep.data.fitted_baselines import LABELS, MODELS, best_fitted, fitted_key
 from rnnsweep.losses import headline_metric
 from rnnsweep.report.evidence import Evidence
+from rnnsweep.report.performance_claims import learned
 from rnnsweep.report.sequential import seeds_to_decide
 from rnnsweep.report.settings import Settings
 from rnnsweep.report.stats import Comparison, compare_means, compare_paired, level_text, tost_p
@@ -24,11 +25,6 @@ COLUMNS = ["data", "answer", "how sure", "at what cost", "what would change it"]
 def _center(values: list[float], log: bool) -> float:
     v = np.asarray(values, float)
     return float(np.exp(np.log(v).mean())) if log else float(v.mean())
-
-
-def _trivial(mean: float, ev: Evidence, cond: str, s: Settings) -> bool | None:
-    did = s.learned(mean, ev.baseline(cond), ev.baseline(cond, "baseline_acc"))
-    return None if did is None else not did
 
 
 def _effect_text(best: str, other: str, c: Comparison, s: Settings) -> str:
@@ -47,8 +43,11 @@ def _compare(a: list[float], b: list[float], scale: str, level: float, paired: b
             compare_means(a, b, level=level, scale=scale, df_rule=s.df_rule))
 
 
-def _cost(summ: pd.DataFrame, cond: str, cells: list[str]) -> str:
-    parts = []
+def _cost_and_changes(summ: pd.DataFrame, cond: str, cells: list[str]
+                      ) -> tuple[str, list[str]]:
+    """Each cell's size and speed at its best configuration, and what in its search or
+    seeds would change the answer (from the summary table)."""
+    parts, out = [], []
     for cell in cells:
         row = summ[(summ["cell"] == cell) & (summ["condition"] == cond)]
         if row.empty:
@@ -58,17 +57,6 @@ def _cost(summ: pd.DataFrame, cond: str, cells: list[str]) -> str:
         speed = (f", {1000 * step:.3g} ms/step" if isinstance(step, float) and np.isfinite(step)
                  else "")
         parts.append(f"{cell} {fmt(r.get('n_params'))} params{speed}")
-    return "; ".join(parts) + " (best configurations; controlled cost in claims 1-3)" \
-        if parts else "not recorded"
-
-
-def _changes(ev: Evidence, summ: pd.DataFrame, cond: str, cells: list[str]) -> list[str]:
-    out = []
-    for cell in cells:
-        row = summ[(summ["cell"] == cell) & (summ["condition"] == cond)]
-        if row.empty:
-            continue
-        r = row.iloc[0]
         conv = r.get("converged")
         if isinstance(conv, (bool, np.bool_)) and not conv:
             out.append(f"{cell}: best trial still improving in the last 10 % of its step budget "
@@ -82,7 +70,9 @@ def _changes(ev: Evidence, summ: pd.DataFrame, cond: str, cells: list[str]) -> l
             out.append(f"{cell}: only {per_search:g} complete trials{each} (search.n_trials)")
         if r.get("reeval_failed", 0):
             out.append(f"{cell}: {r['reeval_failed']} failed re-evaluation seed(s) left out")
-    return out
+    cost = "; ".join(parts) + " (best configurations; controlled cost in claims 1-3)" \
+        if parts else "not recorded"
+    return cost, out
 
 
 def bottom_line(ev: Evidence, s: Settings, summ: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +90,7 @@ def bottom_line(ev: Evidence, s: Settings, summ: pd.DataFrame) -> pd.DataFrame:
     for cond, (ok, vals) in plans.items():
         cells = sorted(vals)
         short = [f"{c} ({len(v)})" for c, v in vals.items() if len(v) < 2]
-        cost, changes = _cost(summ, cond, cells), _changes(ev, summ, cond, cells)
+        cost, changes = _cost_and_changes(summ, cond, cells)
         acc = _accuracy(ev, cond, cells)
         note = fitted_note(ev, s, cond, cells)
         if len(ok) < 2:
@@ -112,8 +102,7 @@ def bottom_line(ev: Evidence, s: Settings, summ: pd.DataFrame) -> pd.DataFrame:
         use_log = log and all(min(vals[c]) > 0 for c in ok)
         centers = {c: _center(vals[c], use_log) for c in ok}
         order = sorted(ok, key=lambda c: centers[c], reverse=s.maximize)
-        trivial = [_trivial(float(np.mean(vals[c])), ev, cond, s) for c in ok]
-        if all(t is True for t in trivial):
+        if all(learned(ev, c, cond, s) is False for c in ok):
             base = "majority-class rate" if s.maximize else "trivial predictor's loss"
             rows.append([cond, _with(f"no answer: every cell is within "
                                      f"{s.trivial_fraction:.0%} of the {base}, so none "

@@ -98,29 +98,18 @@ class Settings:
             return "raw" if self.maximize else "auto"  # 'auto' in stats: log if all > 0
         return self.scale
 
-    def margin(self, baseline_loss: float | None, baseline_acc: float | None) -> float | None:
-        """The raw-scale margin in the test metric's units (margin kinds relative_to_baseline
-        and absolute); None for the ratio kind or when the baseline is not recorded."""
-        if self.margin_kind == "absolute":
-            return self.equivalence_margin
-        if self.margin_kind == "ratio":
-            return None
-        base = baseline_acc if self.maximize else baseline_loss
-        if base is None or not base > 0:
-            return None
-        return self.equivalence_margin * base
-
     def band(self, a: Sequence[float], b: Sequence[float], baseline_loss: float | None,
              baseline_acc: float | None) -> Band | str:
         """The equivalence test's data and margin for cells a and b, or why there is none."""
         a, b = [float(x) for x in a], [float(x) for x in b]
-        if self.margin_kind != "ratio":
-            m = self.margin(baseline_loss, baseline_acc)
-            if m is None:
+        if self.margin_kind != "ratio":  # a raw-scale margin, in the test metric's units
+            base = 1.0 if self.margin_kind == "absolute" else \
+                baseline_acc if self.maximize else baseline_loss
+            if base is None or not base > 0:
                 return (f"margin {self.margin_text()} needs metrics.baseline_"
                         f"{'acc' if self.maximize else 'loss'} (not recorded); or set "
                         "report.margin_kind=ratio")
-            return Band(a, b, "raw", m, self.test_metric)
+            return Band(a, b, "raw", self.equivalence_margin * base, self.test_metric)
         quantity = self.test_metric
         if self.maximize:  # an accuracy: the band is on the error rate users read
             a, b = ([max(1.0 - x, ERROR_FLOOR) for x in v] for v in (a, b))

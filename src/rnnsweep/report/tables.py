@@ -98,9 +98,9 @@ def summary(sweep: Sweep, test_metric: str) -> pd.DataFrame:
         trains = [diagnostics.trainability(sweep, s) for _, s in studies.iterrows()]
         near = [x["near_best"] for x in trains if x["near_best"] is not None]
         diverged = [x["diverged"] for x in trains if x["diverged"] is not None]
-        conv = _converged_all([diagnostics.converged(sweep, s) for _, s in studies.iterrows()])
-        late = next((s for _, s in studies.iterrows()
-                     if diagnostics.converged(sweep, s) is False), p)
+        convs = [(s, diagnostics.converged(sweep, s)) for _, s in studies.iterrows()]
+        conv = _converged_all([c for _, c in convs])
+        late = next((s for s, c in convs if c is False), p)
         late_trial = diagnostics.best_trial(sweep, late)
         sampler_done = pd.to_numeric(_column(studies, "metrics.n_sampler_complete"),
                                      errors="coerce")
