@@ -19,7 +19,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig
 
 from rnnsweep.errors import infrastructure_cause, store_error
-from rnnsweep.locks import store_lock
+from rnnsweep.locks import file_lock
 from rnnsweep.provenance import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -162,7 +162,8 @@ class Tracker:
             # The client builds a fresh SQLite schema check-then-create, one statement at a
             # time: one worker at a time, and the schema built whole first (store_init). The
             # lock file beside the database makes its folder.
-            with store_lock(self.uri, "mlflow-schema"):
+            db = Path(self.uri[len("sqlite:///") :])
+            with file_lock(db.with_name(f".{db.name}.lock")):
                 guarded(store, ensure_sqlite_store, self.uri, tracking_key(), MLFLOW,
                         functools.partial(drop_cached_mlflow_engine, self.uri))
                 client = guarded(store, MlflowClient, tracking_uri=self.uri)
