@@ -23,6 +23,7 @@ MAX_LOG_TICKS = 6
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write (an error names the file: render.writing) and close a figure."""
     fig.tight_layout()
     try:
         with writing(path):
@@ -43,11 +44,11 @@ def legend(ax: plt.Axes, outside: bool = False) -> None:
         ax.legend(fontsize=7, loc="best")
 
 
-def grid(n_rows: int, n_cols: int, w: float = 4.0, h: float = 3.0):
-    fig, axes = plt.subplots(max(n_rows, 1), max(n_cols, 1), figsize=(w * max(n_cols, 1),
-                                                                     h * max(n_rows, 1)),
-                             squeeze=False)
-    return fig, axes
+def grid(n_rows: int, n_cols: int, w: float = 4.0, h: float = 3.0
+         ) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of n_rows x n_cols panels (at least one each way), w x h inches a panel."""
+    rows, cols = max(n_rows, 1), max(n_cols, 1)
+    return plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
 
 
 def note(ax: plt.Axes, text: str) -> None:
