@@ -88,12 +88,13 @@ def check_memory(search: DictConfig, nodes: ModelNodes, batch: int, datamodule: 
         return
     spec, model = datamodule.spec, nodes.model
     layers, _ = _largest(search, "model.num_layers", model.num_layers)
-    budget, budget_key = _largest(search, "model.param_budget", model.param_budget)
-    hidden, hidden_key = _largest(search, "model.hidden_size", model.hidden_size)
-    shown = f"{hidden_key}={hidden}"
     if model.param_budget is not None or (search.match_params and search.study):
+        budget, key = _largest(search, "model.param_budget", model.param_budget)
         hidden = hidden_size_for_budget(nodes.cell, spec, int(budget), int(layers))
-        shown = f"{budget_key}={budget}"
+        shown = f"{key}={budget}"
+    else:
+        hidden, key = _largest(search, "model.hidden_size", model.hidden_size)
+        shown = f"{key}={hidden}"
     seq_len = datamodule.max_train_len()
     optimiser = class_name(nodes.optim).lower()  # torch.optim.Adam: adam
     need = estimate_bytes(nodes.cell, spec, int(hidden), int(layers), optimiser, batch,
