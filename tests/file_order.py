@@ -44,19 +44,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     longest_first(items, recorded_seconds())
 
 
-_taken: defaultdict[str, float] = defaultdict(float)
+def pytest_configure(config: pytest.Config) -> None:
+    # Only a run that records adds up the seconds; under xdist the controller receives every
+    # worker's reports, so it alone records.
+    if config.getoption("store_durations") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(DurationRecorder(), "file_order_durations")
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    # Under xdist the controller receives every worker's reports.
-    _taken[file_of(report.nodeid)] += report.duration
+class DurationRecorder:
+    """Each file's seconds of this run (setup, call and teardown), merged into DURATIONS."""
 
+    def __init__(self) -> None:
+        self.taken: defaultdict[str, float] = defaultdict(float)
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    if not config.getoption("store_durations") or hasattr(config, "workerinput"):
-        return
-    DURATIONS.write_text(merged_json(recorded_seconds(), _taken))
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.taken[file_of(report.nodeid)] += report.duration
+
+    def pytest_sessionfinish(self) -> None:
+        DURATIONS.write_text(merged_json(recorded_seconds(), self.taken))
 
 
 def merged_json(recorded: dict[str, float], taken: dict[str, float]) -> str:
